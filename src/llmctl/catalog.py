@@ -1,0 +1,256 @@
+"""Facts about the things llmctl deploys to: models, GPUs, instance types and clouds.
+
+Plain data, no I/O. Configuration refers to these entries by name; the renderer, the planners and
+the cloud adapters all read their facts from here, so a fact is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class CloudName(StrEnum):
+    AWS = "aws"
+    AZURE = "azure"
+    GCP = "gcp"
+
+
+CLOUDS: tuple[CloudName, ...] = tuple(CloudName)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A GGUF model file and the architecture numbers that size its memory."""
+
+    name: str
+    uri: str
+    filename: str
+    parameters: int
+    file_bytes: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    n_embd: int
+    ctx_train: int
+    quantization: str = "Q4_K_M"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_heads
+
+
+MODELS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        # Sizes are the files' byte counts on the Hugging Face hub; shapes are from their GGUF headers.
+        ModelInfo(
+            name="tinyllama-1.1b-chat",
+            uri="https://huggingface.co/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/main/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+            filename="tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+            parameters=1_100_048_384,
+            file_bytes=668_788_096,
+            n_layers=22,
+            n_heads=32,
+            n_kv_heads=4,
+            n_embd=2048,
+            ctx_train=2048,
+            aliases=("tinyllama",),
+        ),
+        ModelInfo(
+            name="llama-2-7b-chat",
+            uri="https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/main/llama-2-7b-chat.Q4_K_M.gguf",
+            filename="llama-2-7b-chat.Q4_K_M.gguf",
+            parameters=6_738_415_616,
+            file_bytes=4_081_004_224,
+            n_layers=32,
+            n_heads=32,
+            n_kv_heads=32,
+            n_embd=4096,
+            ctx_train=4096,
+            aliases=("llama-2-7b",),
+        ),
+        ModelInfo(
+            name="llama-2-13b-chat",
+            uri="https://huggingface.co/TheBloke/Llama-2-13B-chat-GGUF/resolve/main/llama-2-13b-chat.Q4_K_M.gguf",
+            filename="llama-2-13b-chat.Q4_K_M.gguf",
+            parameters=13_015_864_320,
+            file_bytes=7_865_956_224,
+            n_layers=40,
+            n_heads=40,
+            n_kv_heads=40,
+            n_embd=5120,
+            ctx_train=4096,
+            aliases=("llama-2-13b",),
+        ),
+    )
+}
+
+CPU_DEFAULT_MODEL = "tinyllama-1.1b-chat"
+GPU_DEFAULT_MODEL = "llama-2-7b-chat"
+
+# The rule users expect: models over 3B parameters, or reasoning and code generation, go to GPU.
+GPU_PARAMETER_THRESHOLD = 3_000_000_000
+GPU_COMPLEXITIES: tuple[str, ...] = ("reasoning", "code-generation")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    memory_bytes: int
+    label: str  # the value llmctl puts in the `accelerator` node label (GKE's accelerator name)
+
+
+GIB = 1024**3
+
+GPUS: dict[str, GpuInfo] = {
+    g.name: g
+    for g in (
+        GpuInfo("t4", 16 * GIB, "nvidia-tesla-t4"),
+        GpuInfo("l4", 24 * GIB, "nvidia-l4"),
+        GpuInfo("a10g", 24 * GIB, "nvidia-a10g"),
+        GpuInfo("a100-40gb", 40 * GIB, "nvidia-tesla-a100"),
+        GpuInfo("h100", 80 * GIB, "nvidia-h100-80gb"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    cloud: CloudName
+    vcpus: int
+    memory_gib: float
+    gpu: str | None = None
+    gpu_count: int = 0
+
+
+INSTANCE_TYPES: dict[CloudName, dict[str, InstanceType]] = {}
+
+
+def _add(*types: InstanceType) -> None:
+    for t in types:
+        INSTANCE_TYPES.setdefault(t.cloud, {})[t.name] = t
+
+
+_add(
+    InstanceType("g4dn.xlarge", CloudName.AWS, 4, 16, "t4", 1),
+    InstanceType("g4dn.2xlarge", CloudName.AWS, 8, 32, "t4", 1),
+    InstanceType("g5.xlarge", CloudName.AWS, 4, 16, "a10g", 1),
+    InstanceType("t3.small", CloudName.AWS, 2, 2),
+    InstanceType("t3.medium", CloudName.AWS, 2, 4),
+    InstanceType("Standard_NC4as_T4_v3", CloudName.AZURE, 4, 28, "t4", 1),
+    InstanceType("Standard_NC8as_T4_v3", CloudName.AZURE, 8, 56, "t4", 1),
+    InstanceType("Standard_B2s", CloudName.AZURE, 2, 4),
+    # On GCP the T4 is attached to an N1 machine; the machine type alone names no GPU.
+    InstanceType("n1-standard-4", CloudName.GCP, 4, 15, "t4", 1),
+    InstanceType("n1-standard-8", CloudName.GCP, 8, 30, "t4", 1),
+    InstanceType("g2-standard-4", CloudName.GCP, 4, 16, "l4", 1),
+    InstanceType("e2-standard-2", CloudName.GCP, 2, 8),
+)
+
+DEFAULT_GPU_INSTANCE_TYPES: dict[CloudName, str] = {
+    CloudName.AWS: "g4dn.xlarge",
+    CloudName.AZURE: "Standard_NC4as_T4_v3",
+    CloudName.GCP: "n1-standard-4",
+}
+
+DEFAULT_CPU_INSTANCE_TYPES: dict[CloudName, str] = {
+    CloudName.AWS: "t3.small",
+    CloudName.AZURE: "Standard_B2s",
+    CloudName.GCP: "e2-standard-2",
+}
+
+
+def gpu_instance_types(cloud: CloudName) -> list[str]:
+    return sorted(n for n, t in INSTANCE_TYPES[cloud].items() if t.gpu)
+
+
+def cloud_of_gpu_instance_type(name: str) -> CloudName | None:
+    for cloud, types in INSTANCE_TYPES.items():
+        t = types.get(name)
+        if t is not None and t.gpu:
+            return cloud
+    return None
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str = "NoSchedule"
+
+
+# The taint llmctl puts on its GPU nodes, and the labels it sets on them.
+GPU_TAINT = Taint("nvidia.com/gpu", "present")
+GPU_NODE_LABEL_COMPUTE = ("compute", "gpu-enabled")
+GPU_NODE_ACCELERATOR_LABEL = "accelerator"
+
+
+@dataclass(frozen=True)
+class CloudFacts:
+    """What a cloud's managed Kubernetes does on its own GPU nodes.
+
+    Differences between clouds are data with their reasons, read by the renderer and the docs,
+    rather than `if cloud == ...` scattered through the code.
+    """
+
+    name: CloudName
+    display: str
+    spot_taint: Taint | None
+    # Whether the GPU node image registers a containerd runtime handler named `nvidia`.
+    nvidia_runtime_handler: bool
+    runtime_reason: str
+    # Whether llmctl must run NVIDIA's device plugin, or the cloud runs its own.
+    needs_device_plugin: bool
+    device_plugin_reason: str
+    default_region: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+CLOUD_FACTS: dict[CloudName, CloudFacts] = {
+    CloudName.AWS: CloudFacts(
+        name=CloudName.AWS,
+        display="AWS EKS",
+        # EKS managed node groups put no taint on spot nodes; llmctl's own GPU taint is enough.
+        spot_taint=None,
+        nvidia_runtime_handler=True,
+        runtime_reason=(
+            "the EKS accelerated AMIs configure containerd with an `nvidia` runtime handler "
+            "(nvidia-container-toolkit)"
+        ),
+        needs_device_plugin=True,
+        device_plugin_reason="the EKS accelerated AMIs ship drivers but not the device plugin",
+        default_region="us-east-1",
+    ),
+    CloudName.AZURE: CloudFacts(
+        name=CloudName.AZURE,
+        display="Azure AKS",
+        spot_taint=Taint("kubernetes.azure.com/scalesetpriority", "spot"),
+        nvidia_runtime_handler=False,
+        runtime_reason=(
+            "AKS GPU node images make the NVIDIA runtime containerd's default; no `nvidia` "
+            "handler is guaranteed, so pods use the default runtime"
+        ),
+        needs_device_plugin=True,
+        device_plugin_reason="AKS installs GPU drivers but leaves the device plugin to the user",
+        default_region="eastus",
+    ),
+    CloudName.GCP: CloudFacts(
+        name=CloudName.GCP,
+        display="Google GKE",
+        spot_taint=Taint("cloud.google.com/gke-spot", "true"),
+        nvidia_runtime_handler=False,
+        runtime_reason=(
+            "GKE mounts its own driver into GPU containers and registers no `nvidia` runtime "
+            "handler"
+        ),
+        needs_device_plugin=False,
+        device_plugin_reason=(
+            "GKE runs its own nvidia-gpu-device-plugin on GPU nodes; a second plugin would fight "
+            "it for the same devices"
+        ),
+        default_region="us-central1",
+    ),
+}

@@ -1,0 +1,40 @@
+"""The `llmctl` entry point: one Typer app with a sub-app or command per module."""
+
+from __future__ import annotations
+
+import typer
+
+from llmctl import __version__
+from llmctl.cli import config_cmd, render_cmd
+
+app = typer.Typer(
+    name="llmctl",
+    help="Serve llama.cpp models on Kubernetes across AWS, Azure and GCP, with GPUs only when "
+    "they pay for themselves.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Serve llama.cpp models on Kubernetes across AWS, Azure and GCP."""
+
+
+app.command("render")(render_cmd.render)
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    app()

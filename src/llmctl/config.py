@@ -1,0 +1,451 @@
+"""The Stack: llmctl's whole configuration, read once from layered sources.
+
+Sources, lowest first: the embedded defaults < a YAML file (`--config`, `$LLMCTL_CONFIG`, or
+`./llmctl.yaml`) < the environment (`GPU_ENABLED`, `GPU_INSTANCE_TYPE`, `MAX_GPU_REPLICAS`) <
+command-line flags. Every value remembers where it came from, so an invalid one is reported with
+its field, its source (file and line, or variable, or flag) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llmctl import catalog
+from llmctl.catalog import CloudName
+from llmctl.errors import ConfigError
+
+NAMESPACE = "llm-server"
+CONFIG_ENV_VAR = "LLMCTL_CONFIG"
+DEFAULT_CONFIG_FILE = "llmctl.yaml"
+
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")]
+ImageRef = Annotated[str, Field(pattern=r"^[a-z0-9.\-/:_]+(@sha256:[a-f0-9]{64})?$")]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class CloudConfig(StrictModel):
+    region: str = Field(min_length=1)
+    cluster: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}$")
+    resource_group: str | None = Field(None, alias="resourceGroup")
+    project: str | None = None
+
+
+class Clouds(StrictModel):
+    aws: CloudConfig = CloudConfig(region="us-east-1", cluster="llm-aws")
+    azure: CloudConfig = CloudConfig(region="eastus", cluster="llm-azure", resourceGroup="llm-rg")
+    gcp: CloudConfig = CloudConfig(region="us-central1", cluster="llm-gcp")
+
+    def of(self, cloud: CloudName) -> CloudConfig:
+        config: CloudConfig = getattr(self, cloud.value)
+        return config
+
+
+class ModelSpec(StrictModel):
+    """A GGUF file served by one llama.cpp tier."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$", max_length=63)
+    uri: str = Field(pattern=r"^(https?|s3|gs)://\S+$")
+    path: str = Field(pattern=r"^/\S+\.gguf$")
+    storage_size: Quantity = Field(alias="storageSize")
+    parameters: int = Field(gt=0)
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def from_catalog(cls, name: str, storage_size: str) -> ModelSpec:
+        info = catalog.MODELS[name]
+        return cls(
+            name=info.name,
+            uri=info.uri,
+            path=f"/models/{info.filename}",
+            storageSize=storage_size,
+            parameters=info.parameters,
+            aliases=info.aliases,
+        )
+
+
+class LlamaCpp(StrictModel):
+    """llama-server settings. Context is sized per request, then multiplied by the slots.
+
+    llama.cpp splits `ctx_size` evenly between its `parallel` slots (4096 with 8 slots leaves each
+    request 512 tokens), unless the KV cache is unified, where any one slot may use all of it.
+    """
+
+    ngl: int = Field(ge=-1, description="layers offloaded to the GPU; -1 means all")
+    flash_attn: bool
+    ctx_per_request: int = Field(ge=256, le=1_048_576)
+    ctx_size: int | None = Field(None, ge=256, description="default: ctx_per_request * parallel")
+    parallel: int = Field(ge=1, le=256)
+    threads: int | None = Field(None, ge=1, le=512)
+    kv_unified: bool = False
+
+    @property
+    def effective_ctx_size(self) -> int:
+        return self.ctx_size if self.ctx_size is not None else self.ctx_per_request * self.parallel
+
+    @property
+    def ctx_per_slot(self) -> int:
+        if self.kv_unified:
+            return self.effective_ctx_size
+        return self.effective_ctx_size // self.parallel
+
+    @model_validator(mode="after")
+    def _slots_hold_one_request(self) -> Self:
+        if self.ctx_per_slot < self.ctx_per_request:
+            raise ValueError(
+                f"ctx_size {self.effective_ctx_size} split over {self.parallel} parallel slots "
+                f"leaves {self.ctx_per_slot} tokens per request, less than ctx_per_request "
+                f"{self.ctx_per_request}; raise ctx_size to at least "
+                f"{self.ctx_per_request * self.parallel}, lower parallel, leave ctx_size unset, "
+                "or set kv_unified: true"
+            )
+        return self
+
+
+class ResourceList(StrictModel):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(StrictModel):
+    requests: ResourceList
+    limits: ResourceList
+
+
+class CpuTier(StrictModel):
+    replicas: int = Field(1, ge=0, le=100)
+    model: ModelSpec = ModelSpec.from_catalog(catalog.CPU_DEFAULT_MODEL, "2Gi")
+    llamacpp: LlamaCpp = LlamaCpp(ngl=0, flash_attn=False, ctx_per_request=2048, parallel=2)
+    resources: Resources = Resources(
+        requests=ResourceList(cpu="2", memory="2Gi"),
+        limits=ResourceList(memory="3Gi"),
+    )
+
+
+class InstanceTypes(StrictModel):
+    aws: str = catalog.DEFAULT_GPU_INSTANCE_TYPES[CloudName.AWS]
+    azure: str = catalog.DEFAULT_GPU_INSTANCE_TYPES[CloudName.AZURE]
+    gcp: str = catalog.DEFAULT_GPU_INSTANCE_TYPES[CloudName.GCP]
+
+    def of(self, cloud: CloudName) -> str:
+        name: str = getattr(self, cloud.value)
+        return name
+
+    @model_validator(mode="after")
+    def _known_gpu_types(self) -> Self:
+        for cloud in catalog.CLOUDS:
+            name = self.of(cloud)
+            if name not in catalog.gpu_instance_types(cloud):
+                allowed = ", ".join(catalog.gpu_instance_types(cloud))
+                raise ValueError(f"unknown {cloud.value} GPU instance type {name!r}; allowed: {allowed}")
+        return self
+
+
+class GpuTier(StrictModel):
+    enabled: bool = False
+    resource_name: str = Field("nvidia.com/gpu", alias="resourceName", pattern=r"^[a-z0-9.\-]+/[a-z0-9.\-]+$")
+    count: int = Field(1, ge=1, le=8)
+    min_replicas: int = Field(0, alias="minReplicas", ge=0)
+    max_replicas: int = Field(2, alias="maxReplicas", ge=1, le=100)
+    instance_types: InstanceTypes = Field(InstanceTypes(), alias="instanceTypes")
+    model: ModelSpec = ModelSpec.from_catalog(catalog.GPU_DEFAULT_MODEL, "10Gi")
+    llamacpp: LlamaCpp = LlamaCpp(ngl=-1, flash_attn=True, ctx_per_request=2048, parallel=4)
+    resources: Resources = Resources(
+        requests=ResourceList(cpu="3", memory="8Gi"),
+        limits=ResourceList(memory="12Gi"),
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}"
+            )
+        return self
+
+    def gpu_of(self, cloud: CloudName) -> catalog.GpuInfo:
+        instance = catalog.INSTANCE_TYPES[cloud][self.instance_types.of(cloud)]
+        assert instance.gpu is not None  # InstanceTypes only admits GPU types
+        return catalog.GPUS[instance.gpu]
+
+
+class Images(StrictModel):
+    # llama.cpp's official server images, pinned to the release whose `--help` is in
+    # tests/data/llama-server-help.txt: the rendered flags are checked against that list.
+    llama_server: ImageRef = Field(
+        "ghcr.io/ggml-org/llama.cpp:server-b11312", alias="llamaServer"
+    )
+    llama_server_cuda: ImageRef = Field(
+        "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312", alias="llamaServerCuda"
+    )
+    router: ImageRef = "ghcr.io/llmctl/llm-router:0.1.0"
+    model_fetcher: ImageRef = Field("docker.io/curlimages/curl:8.10.1", alias="modelFetcher")
+    device_plugin: ImageRef = Field("nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin")
+
+
+class Router(StrictModel):
+    replicas: int = Field(2, ge=1, le=100)
+    resources: Resources = Resources(
+        requests=ResourceList(cpu="100m", memory="128Mi"),
+        limits=ResourceList(memory="256Mi"),
+    )
+
+
+class Stack(StrictModel):
+    clouds: Clouds = Clouds()
+    images: Images = Images()
+    router: Router = Router()
+    cpu: CpuTier = CpuTier()
+    gpu: GpuTier = GpuTier()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, with the source of every value.
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value came from, said the way a user would look for it."""
+
+    kind: str  # default, file, env, flag
+    where: str = ""
+
+    def __str__(self) -> str:
+        return self.where or self.kind
+
+
+DEFAULT_SOURCE = Source("default", "built-in default")
+
+Path_ = tuple[str, ...]
+
+
+@dataclass
+class Layer:
+    """One source's values, as a nested dict in the file's spelling, with each leaf's origin."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[Path_, Source] = field(default_factory=dict)
+
+    def set(self, path: Sequence[str], value: Any, source: Source) -> None:
+        node = self.values
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[path[-1]] = value
+        self.origins[tuple(path)] = source
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    stack: Stack
+    # Each value that differs from the built-in default, with where it was set.
+    changed: dict[str, tuple[Any, Source]]
+    config_file: Path | None
+
+
+def _leaves(data: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    if isinstance(data, dict) and data:
+        for key, value in data.items():
+            yield from _leaves(value, (*prefix, str(key)))
+    else:
+        yield prefix, data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _file_layer(path: Path) -> Layer:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror or exc}",
+            hint=f"pass an existing file with --config, or unset ${CONFIG_ENV_VAR}",
+        ) from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from exc
+    layer = Layer()
+    if data is None:
+        return layer
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config file must be a mapping of settings")
+    lines = _line_numbers(root)
+    for leaf, value in _leaves(data):
+        layer.set(leaf, value, Source("file", f"{path}:{lines.get(leaf, 1)}"))
+    return layer
+
+
+def _line_numbers(node: yaml.Node | None, prefix: Path_ = ()) -> dict[Path_, int]:
+    lines: dict[Path_, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_line_numbers(value_node, path))
+    return lines
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    layer = Layer()
+    if "GPU_ENABLED" in env:
+        raw = env["GPU_ENABLED"].strip().lower()
+        if raw not in _TRUE | _FALSE:
+            raise ConfigError(
+                f"GPU_ENABLED={env['GPU_ENABLED']!r} is not a boolean",
+                hint="use true or false (also accepted: 1/0, yes/no, on/off)",
+            )
+        layer.set(("gpu", "enabled"), raw in _TRUE, Source("env", "environment variable GPU_ENABLED"))
+    if "MAX_GPU_REPLICAS" in env:
+        raw = env["MAX_GPU_REPLICAS"].strip()
+        try:
+            replicas = int(raw)
+        except ValueError:
+            raise ConfigError(
+                f"MAX_GPU_REPLICAS={raw!r} is not a whole number",
+                hint="set it to the most GPU pods per cloud, for example 2",
+            ) from None
+        layer.set(("gpu", "maxReplicas"), replicas, Source("env", "environment variable MAX_GPU_REPLICAS"))
+    if "GPU_INSTANCE_TYPE" in env:
+        name = env["GPU_INSTANCE_TYPE"].strip()
+        cloud = catalog.cloud_of_gpu_instance_type(name)
+        if cloud is None:
+            known = ", ".join(
+                f"{c.value}: {' '.join(catalog.gpu_instance_types(c))}" for c in catalog.CLOUDS
+            )
+            raise ConfigError(
+                f"GPU_INSTANCE_TYPE={name!r} is not a GPU instance type llmctl knows",
+                hint=f"allowed values: {known}",
+            )
+        # An instance type names its cloud, so it replaces that cloud's default only.
+        layer.set(
+            ("gpu", "instanceTypes", cloud.value),
+            name,
+            Source("env", "environment variable GPU_INSTANCE_TYPE"),
+        )
+    return layer
+
+
+def parse_set_flags(assignments: Sequence[str]) -> Layer:
+    """`--set gpu.maxReplicas=3` flags, values parsed as YAML scalars, as in `helm --set`."""
+    layer = Layer()
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+            raise ConfigError(
+                f"--set {assignment!r} is not KEY=VALUE",
+                hint="for example --set gpu.maxReplicas=3 (run `llmctl config show` for keys)",
+            )
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        layer.set(key.split("."), value, Source("flag", f"--set {key}"))
+    return layer
+
+
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env.get(CONFIG_ENV_VAR):
+        return Path(env[CONFIG_ENV_VAR])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _origin(layers: Sequence[Layer], loc: Path_) -> Source:
+    """The highest layer that set this path, or any value under or above it."""
+    for layer in reversed(layers):
+        for path, source in layer.origins.items():
+            shorter = min(len(path), len(loc))
+            if path[:shorter] == loc[:shorter]:
+                return source
+    return DEFAULT_SOURCE
+
+
+def _error_message(exc: ValidationError, layers: Sequence[Layer]) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(str(part) for part in err["loc"])
+    field_name = ".".join(loc) or "(top level)"
+    source = _origin(layers, loc)
+    if err["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        allowed = _allowed_keys(parent)
+        return ConfigError(
+            f"{source}: unknown setting {field_name!r}",
+            hint=f"allowed keys here: {', '.join(allowed)}" if allowed else None,
+        )
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return ConfigError(f"{source}: invalid {field_name}{shown}: {message}")
+
+
+def _allowed_keys(parent: Path_) -> list[str]:
+    model: type[BaseModel] = Stack
+    for key in parent:
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        annotation = fields[key].annotation if key in fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def load_stack(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Layer | None = None,
+) -> LoadedStack:
+    """Read the stack from every source, once, and validate it."""
+    env = os.environ if env is None else env
+    path = find_config_file(config_file, env)
+    layers = [
+        _file_layer(path) if path is not None else Layer(),
+        _env_layer(env),
+        flags or Layer(),
+    ]
+    defaults = Stack().model_dump(by_alias=True, mode="json")
+    merged = defaults
+    for layer in layers:
+        merged = _merge(merged, layer.values)
+    try:
+        stack = Stack.model_validate(merged)
+    except ValidationError as exc:
+        raise _error_message(exc, layers) from None
+    effective = stack.model_dump(by_alias=True, mode="json")
+    default_leaves = dict(_leaves(defaults))
+    changed = {
+        ".".join(path): (value, _origin(layers, path))
+        for path, value in _leaves(effective)
+        if default_leaves.get(path, object()) != value
+    }
+    return LoadedStack(stack=stack, changed=changed, config_file=path)
