@@ -44,7 +44,7 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        # Sizes are the files' byte counts on the Hugging Face hub; shapes are from their GGUF headers.
+        # Sizes are the files' byte counts on the Hugging Face hub; shapes from their GGUF headers.
         ModelInfo(
             name="tinyllama-1.1b-chat",
             uri="https://huggingface.co/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/main/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",

@@ -43,7 +43,7 @@ class CloudConfig(StrictModel):
 
 class Clouds(StrictModel):
     aws: CloudConfig = CloudConfig(region="us-east-1", cluster="llm-aws")
-    azure: CloudConfig = CloudConfig(region="eastus", cluster="llm-azure", resourceGroup="llm-rg")
+    azure: CloudConfig = CloudConfig(region="eastus", cluster="llm-azure", resource_group="llm-rg")
     gcp: CloudConfig = CloudConfig(region="us-central1", cluster="llm-gcp")
 
     def of(self, cloud: CloudName) -> CloudConfig:
@@ -55,7 +55,7 @@ class ModelSpec(StrictModel):
     """A GGUF file served by one llama.cpp tier."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$", max_length=63)
-    uri: str = Field(pattern=r"^(https?|s3|gs)://\S+$")
+    uri: str = Field(pattern=r"^https?://\S+$")
     path: str = Field(pattern=r"^/\S+\.gguf$")
     storage_size: Quantity = Field(alias="storageSize")
     parameters: int = Field(gt=0)
@@ -68,7 +68,7 @@ class ModelSpec(StrictModel):
             name=info.name,
             uri=info.uri,
             path=f"/models/{info.filename}",
-            storageSize=storage_size,
+            storage_size=storage_size,
             parameters=info.parameters,
             aliases=info.aliases,
         )
@@ -147,13 +147,17 @@ class InstanceTypes(StrictModel):
             name = self.of(cloud)
             if name not in catalog.gpu_instance_types(cloud):
                 allowed = ", ".join(catalog.gpu_instance_types(cloud))
-                raise ValueError(f"unknown {cloud.value} GPU instance type {name!r}; allowed: {allowed}")
+                raise ValueError(
+                    f"unknown {cloud.value} GPU instance type {name!r}; allowed: {allowed}"
+                )
         return self
 
 
 class GpuTier(StrictModel):
     enabled: bool = False
-    resource_name: str = Field("nvidia.com/gpu", alias="resourceName", pattern=r"^[a-z0-9.\-]+/[a-z0-9.\-]+$")
+    resource_name: str = Field(
+        "nvidia.com/gpu", alias="resourceName", pattern=r"^[a-z0-9.\-]+/[a-z0-9.\-]+$"
+    )
     count: int = Field(1, ge=1, le=8)
     min_replicas: int = Field(0, alias="minReplicas", ge=0)
     max_replicas: int = Field(2, alias="maxReplicas", ge=1, le=100)
@@ -182,15 +186,15 @@ class GpuTier(StrictModel):
 class Images(StrictModel):
     # llama.cpp's official server images, pinned to the release whose `--help` is in
     # tests/data/llama-server-help.txt: the rendered flags are checked against that list.
-    llama_server: ImageRef = Field(
-        "ghcr.io/ggml-org/llama.cpp:server-b11312", alias="llamaServer"
-    )
+    llama_server: ImageRef = Field("ghcr.io/ggml-org/llama.cpp:server-b11312", alias="llamaServer")
     llama_server_cuda: ImageRef = Field(
         "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312", alias="llamaServerCuda"
     )
     router: ImageRef = "ghcr.io/llmctl/llm-router:0.1.0"
     model_fetcher: ImageRef = Field("docker.io/curlimages/curl:8.10.1", alias="modelFetcher")
-    device_plugin: ImageRef = Field("nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin")
+    device_plugin: ImageRef = Field(
+        "nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin"
+    )
 
 
 class Router(StrictModel):
@@ -323,7 +327,9 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
                 f"GPU_ENABLED={env['GPU_ENABLED']!r} is not a boolean",
                 hint="use true or false (also accepted: 1/0, yes/no, on/off)",
             )
-        layer.set(("gpu", "enabled"), raw in _TRUE, Source("env", "environment variable GPU_ENABLED"))
+        layer.set(
+            ("gpu", "enabled"), raw in _TRUE, Source("env", "environment variable GPU_ENABLED")
+        )
     if "MAX_GPU_REPLICAS" in env:
         raw = env["MAX_GPU_REPLICAS"].strip()
         try:
@@ -333,7 +339,9 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
                 f"MAX_GPU_REPLICAS={raw!r} is not a whole number",
                 hint="set it to the most GPU pods per cloud, for example 2",
             ) from None
-        layer.set(("gpu", "maxReplicas"), replicas, Source("env", "environment variable MAX_GPU_REPLICAS"))
+        layer.set(
+            ("gpu", "maxReplicas"), replicas, Source("env", "environment variable MAX_GPU_REPLICAS")
+        )
     if "GPU_INSTANCE_TYPE" in env:
         name = env["GPU_INSTANCE_TYPE"].strip()
         cloud = catalog.cloud_of_gpu_instance_type(name)

@@ -30,10 +30,24 @@ class LlamaShape:
 
 
 TINY = LlamaShape()
-TINYLLAMA_1B = LlamaShape(n_layers=22, n_embd=2048, n_heads=32, n_kv_heads=4, n_ff=5632,
-                          ctx_train=2048, extra_pieces=31741)
-LLAMA2_7B = LlamaShape(n_layers=32, n_embd=4096, n_heads=32, n_kv_heads=32, n_ff=11008,
-                       ctx_train=4096, extra_pieces=31741)
+TINYLLAMA_1B = LlamaShape(
+    n_layers=22,
+    n_embd=2048,
+    n_heads=32,
+    n_kv_heads=4,
+    n_ff=5632,
+    ctx_train=2048,
+    extra_pieces=31741,
+)
+LLAMA2_7B = LlamaShape(
+    n_layers=32,
+    n_embd=4096,
+    n_heads=32,
+    n_kv_heads=32,
+    n_ff=11008,
+    ctx_train=4096,
+    extra_pieces=31741,
+)
 
 
 def _vocab(extra: int) -> tuple[list[str], list[float], list[int]]:
@@ -57,8 +71,9 @@ def _vocab(extra: int) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_llama_gguf(path: Path, shape: LlamaShape = TINY, seed: int = 0,
-                     name: str = "test-llama") -> Path:
+def write_llama_gguf(
+    path: Path, shape: LlamaShape = TINY, seed: int = 0, name: str = "test-llama"
+) -> Path:
     """Write a llama GGUF (F16 matrices, F32 norms) with random weights to `path`."""
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab(shape.extra_pieces)

@@ -25,9 +25,7 @@ SetOption = typer.Option(
 )
 
 
-def load(
-    config: Path | None, sets: list[str] | None, gpu: bool | None = None
-) -> LoadedStack:
+def load(config: Path | None, sets: list[str] | None, gpu: bool | None = None) -> LoadedStack:
     from llmctl.config import load_stack, parse_set_flags
 
     flags = parse_set_flags(sets or [])

@@ -11,15 +11,39 @@ from llmctl.cli import options
 
 def render(
     cloud: str = typer.Option("all", "--cloud", help="aws, azure, gcp or all."),
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Directory to write clusters/ into."),
+    out: Path = typer.Option(
+        Path("."), "--out", "-o", help="Directory to write clusters/ into.", file_okay=False
+    ),
     stdout: bool = typer.Option(
-        False, "--stdout", help="Print the built objects of one cloud instead of writing files."
+        False, "--stdout", help="Print one cloud's built objects instead of writing files."
     ),
     gpu: bool | None = typer.Option(
-        None, "--gpu/--no-gpu", help="With --stdout: the GPU overlay (default: gpu.enabled)."
+        None, "--gpu/--no-gpu", help="Turn the GPU tier on or off (default: gpu.enabled)."
     ),
     config: Path | None = options.ConfigOption,
     sets: list[str] | None = options.SetOption,
 ) -> None:
-    """Render per-cloud Kustomize bases and GPU overlays from the Stack config."""
-    raise NotImplementedError
+    """Render per-cloud Kustomize bases and GPU overlays from the Stack config.
+
+    Writes clusters/<cloud>/base, clusters/<cloud>/overlays/gpu and clusters/components/nvidia-gpu.
+    With --stdout, prints what `kubectl kustomize` gives for one cloud, ready for
+    `kubectl apply -f -`: the GPU overlay when the GPU tier is on, else the base.
+    """
+    from llmctl.errors import ConfigError
+    from llmctl.rendering import parse_clouds, render_to_disk, render_to_text
+
+    loaded = options.load(config, sets, gpu)
+    clouds = parse_clouds(cloud)
+    if stdout:
+        if len(clouds) != 1:
+            raise ConfigError("--stdout prints one cloud", hint="add --cloud aws, azure or gcp")
+        typer.echo(render_to_text(loaded.stack, clouds[0], loaded.stack.gpu.enabled), nl=False)
+        return
+    report = render_to_disk(loaded.stack, clouds, out)
+    written, unchanged = len(report.result.written), len(report.result.unchanged)
+    typer.echo(
+        f"Rendered {', '.join(c.value for c in clouds)} into {report.root}/: "
+        f"{written} file(s) written, {unchanged} unchanged."
+    )
+    for path in report.result.written:
+        typer.echo(f"  wrote {path}")

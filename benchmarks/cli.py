@@ -1,0 +1,67 @@
+"""CLI start-up and render speed: median wall time over several runs, with references beside.
+
+    python benchmarks/cli.py [--runs 15]
+
+Targets on a 2-core machine: `llmctl --help` under 0.25 s; `llmctl render --cloud all` under
+0.5 s. The references (`python -c pass`, `kubectl kustomize` of one overlay) run interleaved with
+them, so a busy machine slows all of them alike and the ratios stay meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _llmctl() -> list[str]:
+    script = Path(sys.executable).with_name("llmctl")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "llmctl"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=15)
+    runs = parser.parse_args().runs
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    out = Path(tempfile.mkdtemp(prefix="llmctl-bench-"))
+    kubectl = shutil.which("kubectl", path=f"{Path(sys.executable).parent}:{env['PATH']}")
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "llmctl --help": [*_llmctl(), "--help"],
+        "llmctl render --cloud all": [*_llmctl(), "render", "--cloud", "all", "--out", str(out)],
+    }
+    subprocess.run(commands["llmctl render --cloud all"], env=env, check=True, capture_output=True)
+    if kubectl:
+        overlay = out / "clusters" / "aws" / "overlays" / "gpu"
+        commands["kubectl kustomize (one overlay)"] = [kubectl, "kustomize", str(overlay)]
+
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():  # interleaved: noise hits every command alike
+            start = time.perf_counter()
+            subprocess.run(argv, env=env, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - start)
+    shutil.rmtree(out)
+
+    baseline = statistics.median(times["python -c pass"])
+    print(f"median wall time over {runs} runs (interleaved)")
+    print(f"{'command':34} {'median':>9} {'min':>9} {'x python':>9}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"{name:34} {median * 1000:8.1f}ms {min(samples) * 1000:8.1f}ms "
+              f"{median / baseline:8.1f}x")
+    print("targets: llmctl --help < 250 ms; llmctl render --cloud all < 500 ms")
+
+
+if __name__ == "__main__":
+    main()

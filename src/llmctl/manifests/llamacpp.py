@@ -1,0 +1,45 @@
+"""llama-server command lines, written for the llama.cpp release that the image tag pins.
+
+That release's `--help` is kept in tests/data/llama-server-help.txt and a test checks every flag
+rendered here against it: llama.cpp renames and retypes flags between releases (`--flash-attn`
+now takes on|off|auto; a bare `--flash-attn` followed by another flag makes the server exit).
+"""
+
+from __future__ import annotations
+
+from llmctl.config import LlamaCpp, ModelSpec
+
+LLAMA_PORT = 8080
+
+
+def gpu_layers(ngl: int) -> str:
+    # -1 in the config means every layer; this release spells that `all`.
+    return "all" if ngl < 0 else str(ngl)
+
+
+def server_args(model: ModelSpec, settings: LlamaCpp) -> list[str]:
+    args = [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(LLAMA_PORT),
+        "--model",
+        model.path,
+        "--alias",
+        model.name,
+        # Context is sized per request, then multiplied by the slots (see config.LlamaCpp).
+        "--ctx-size",
+        str(settings.effective_ctx_size),
+        "--parallel",
+        str(settings.parallel),
+        "--n-gpu-layers",
+        gpu_layers(settings.ngl),
+        "--flash-attn",
+        "on" if settings.flash_attn else "off",
+        "--metrics",
+    ]
+    if settings.threads is not None:
+        args += ["--threads", str(settings.threads)]
+    if settings.kv_unified:
+        args.append("--kv-unified")
+    return args

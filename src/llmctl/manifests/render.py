@@ -1,0 +1,302 @@
+"""Stack -> the Kustomize trees of every cloud: a base, a GPU overlay, and the shared component.
+
+Pure: it returns documents; `writer.py` puts them on disk and `build.py` flattens one overlay into
+the objects `kubectl kustomize` would print.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from llmctl import catalog
+from llmctl.catalog import CloudName
+from llmctl.config import NAMESPACE, ModelSpec, Resources, Stack
+from llmctl.manifests import llamacpp
+from llmctl.manifests.routing import CPU_SERVER, GPU_SERVER, router_config
+from llmctl.manifests.templating import render_documents
+from llmctl.router.table import dump_router_config
+
+INSTANCE = "llm-router"
+ROUTER_PORT = 8080
+ROUTER_CONFIG_PATH = "/etc/llm-router/router.yaml"
+COMPONENT_DIR = PurePosixPath("components/nvidia-gpu")
+
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+FETCHER_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+# Resumes a partial download (-C -) and only renames a complete file into place, so a restart
+# either finds the model or carries on where it stopped.
+FETCH_SCRIPT = (
+    "set -eu\n"
+    'if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi\n'
+    'echo "downloading $MODEL_URI"\n'
+    'curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"\n'
+    'mv "$MODEL_PATH.part" "$MODEL_PATH"\n'
+)
+
+Documents = list[dict[str, Any]]
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    return {
+        **selector(name, component),
+        "app.kubernetes.io/part-of": "llm-router",
+        "app.kubernetes.io/managed-by": "llmctl",
+    }
+
+
+def selector(name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": INSTANCE,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def _resources(resources: Resources, extra_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = resources.model_dump(exclude_none=True)
+    out.setdefault("limits", {}).update(extra_limits or {})
+    return {key: value for key, value in out.items() if value}
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str
+    value: str | None
+    effect: str
+
+    def as_dict(self) -> dict[str, str]:
+        if self.value is None:
+            return {"key": self.key, "operator": "Exists", "effect": self.effect}
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+def gpu_tolerations(cloud: CloudName) -> list[dict[str, str]]:
+    tolerations = [Toleration(catalog.GPU_TAINT.key, None, catalog.GPU_TAINT.effect)]
+    spot = catalog.CLOUD_FACTS[cloud].spot_taint
+    if spot is not None:
+        tolerations.append(Toleration(spot.key, spot.value, spot.effect))
+    return [t.as_dict() for t in tolerations]
+
+
+def gpu_node_selector(stack: Stack, cloud: CloudName) -> dict[str, str]:
+    key, value = catalog.GPU_NODE_LABEL_COMPUTE
+    return {key: value, catalog.GPU_NODE_ACCELERATOR_LABEL: stack.gpu.gpu_of(cloud).label}
+
+
+def _tier(
+    name: str,
+    component: str,
+    model: ModelSpec,
+    image: str,
+    replicas: int,
+    args: list[str],
+    resources: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "labels": labels(name, component),
+        "selector": selector(name, component),
+        "model": {
+            "uri": model.uri,
+            "path": model.path,
+            "storage_size": model.storage_size,
+        },
+        "models_dir": str(PurePosixPath(model.path).parent),
+        "image": image,
+        "replicas": replicas,
+        "args": args,
+        "resources": resources,
+    }
+
+
+def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
+    config_yaml = dump_router_config(router_config(stack, cloud, gpu))
+    return {
+        "labels": labels("llm-router", "router"),
+        "selector": selector("llm-router", "router"),
+        "image": stack.images.router,
+        "replicas": stack.router.replicas,
+        "port": ROUTER_PORT,
+        "args": [
+            "router",
+            "--config",
+            ROUTER_CONFIG_PATH,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(ROUTER_PORT),
+        ],
+        "resources": _resources(stack.router.resources),
+        "config_yaml": config_yaml,
+        "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(),
+    }
+
+
+def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]:
+    compute_key, compute_value = catalog.GPU_NODE_LABEL_COMPUTE
+    context: dict[str, Any] = {
+        "namespace": NAMESPACE,
+        "namespace_labels": {
+            **labels(NAMESPACE, "router"),
+            # Every pod llmctl puts here meets the restricted Pod Security Standard.
+            "pod-security.kubernetes.io/enforce": "restricted",
+        },
+        "images": stack.images,
+        "pod_security": POD_SECURITY,
+        "container_security": CONTAINER_SECURITY,
+        "fetcher_resources": FETCHER_RESOURCES,
+        "fetch_script": FETCH_SCRIPT,
+        "llama_port": llamacpp.LLAMA_PORT,
+        "router": _router(stack, cloud, gpu)
+        if cloud
+        else {"selector": selector("llm-router", "router")},
+        "device_plugin": {
+            "labels": labels("nvidia-device-plugin", "device-plugin"),
+            "selector": selector("nvidia-device-plugin", "device-plugin"),
+        },
+        "gpu_node_selector_compute": {compute_key: compute_value},
+        "gpu_taint_tolerations": [
+            Toleration(catalog.GPU_TAINT.key, None, catalog.GPU_TAINT.effect).as_dict()
+        ],
+    }
+    if cloud is not None:
+        context |= {
+            "cloud_facts": catalog.CLOUD_FACTS[cloud],
+            "gpu_node_selector": gpu_node_selector(stack, cloud),
+            "gpu_tolerations": gpu_tolerations(cloud),
+        }
+    return context
+
+
+def cpu_tier(stack: Stack) -> dict[str, Any]:
+    cpu = stack.cpu
+    return _tier(
+        CPU_SERVER,
+        "llama-cpu",
+        cpu.model,
+        stack.images.llama_server,
+        cpu.replicas,
+        llamacpp.server_args(cpu.model, cpu.llamacpp),
+        _resources(cpu.resources),
+    )
+
+
+def gpu_tier(stack: Stack) -> dict[str, Any]:
+    gpu = stack.gpu
+    # Scale to zero: the autoscaler, not the manifest, decides when a GPU pod runs.
+    return _tier(
+        GPU_SERVER,
+        "llama-gpu",
+        gpu.model,
+        stack.images.llama_server_cuda,
+        gpu.min_replicas,
+        llamacpp.server_args(gpu.model, gpu.llamacpp),
+        _resources(gpu.resources, {gpu.resource_name: gpu.count}),
+    )
+
+
+@dataclass(frozen=True)
+class Kustomization:
+    """One directory of the tree: its resource files and patch files, each a list of documents."""
+
+    directory: PurePosixPath
+    kind: str  # Kustomization or Component
+    resources: dict[str, Documents]
+    patches: dict[str, Documents]
+    bases: tuple[str, ...] = ()
+    components: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # the templates it came from, for the file headers
+
+    def kustomization(self) -> dict[str, Any]:
+        api = "v1alpha1" if self.kind == "Component" else "v1beta1"
+        doc: dict[str, Any] = {
+            "apiVersion": f"kustomize.config.k8s.io/{api}",
+            "kind": self.kind,
+        }
+        if self.bases or self.resources:
+            doc["resources"] = [*self.bases, *self.resources]
+        if self.components:
+            doc["components"] = list(self.components)
+        if self.patches:
+            doc["patches"] = [{"path": name} for name in self.patches]
+        return doc
+
+
+def base(stack: Stack, cloud: CloudName) -> Kustomization:
+    context = _context(stack, cloud, gpu=False)
+    return Kustomization(
+        directory=PurePosixPath(cloud.value, "base"),
+        kind="Kustomization",
+        resources={
+            "namespace.yaml": render_documents("base/namespace.yaml.j2", context),
+            "router.yaml": render_documents("base/router.yaml.j2", context),
+            "cpu-llm-server.yaml": render_documents(
+                "llama-server.yaml.j2", context | {"tier": cpu_tier(stack)}
+            ),
+        },
+        patches={},
+    )
+
+
+def nvidia_component(stack: Stack) -> Kustomization:
+    context = _context(stack, None, gpu=True)
+    return Kustomization(
+        directory=COMPONENT_DIR,
+        kind="Component",
+        resources={
+            "gpu-llm-server.yaml": render_documents(
+                "llama-server.yaml.j2", context | {"tier": gpu_tier(stack)}
+            ),
+            "device-plugin.yaml": render_documents(
+                "components/nvidia-gpu/device-plugin.yaml.j2", context
+            ),
+            "runtime-class.yaml": render_documents(
+                "components/nvidia-gpu/runtime-class.yaml.j2", context
+            ),
+        },
+        patches={},
+    )
+
+
+def gpu_overlay(stack: Stack, cloud: CloudName) -> Kustomization:
+    context = _context(stack, cloud, gpu=True)
+    return Kustomization(
+        directory=PurePosixPath(cloud.value, "overlays", "gpu"),
+        kind="Kustomization",
+        resources={},
+        patches={
+            name: render_documents(f"overlays/gpu/{name}.j2", context)
+            for name in ("gpu-scheduling.yaml", "router-config.yaml", "device-plugin.yaml")
+        },
+        bases=("../../base",),
+        components=("../../../components/nvidia-gpu",),
+    )
+
+
+def render_tree(
+    stack: Stack, clouds: tuple[CloudName, ...] = catalog.CLOUDS
+) -> list[Kustomization]:
+    tree = [nvidia_component(stack)]
+    for cloud in clouds:
+        tree += [base(stack, cloud), gpu_overlay(stack, cloud)]
+    return tree

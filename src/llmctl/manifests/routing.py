@@ -1,0 +1,52 @@
+"""The router's backend table for one cloud, with or without its GPU tier."""
+
+from __future__ import annotations
+
+from llmctl.catalog import CloudName
+from llmctl.config import NAMESPACE, ModelSpec, Stack
+from llmctl.manifests.llamacpp import LLAMA_PORT
+from llmctl.router.table import Backend, ModelRoute, Policy, RouterConfig, Tier
+
+CPU_SERVER = "cpu-llm-server"
+GPU_SERVER = "gpu-llm-server"
+
+
+def service_url(name: str) -> str:
+    return f"http://{name}.{NAMESPACE}.svc.cluster.local:{LLAMA_PORT}"
+
+
+def _route(model: ModelSpec) -> ModelRoute:
+    return ModelRoute(name=model.name, parameters=model.parameters, aliases=model.aliases)
+
+
+def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
+    models = [_route(stack.cpu.model)]
+    backends = [
+        Backend(
+            name=f"{cloud.value}/cpu",
+            url=service_url(CPU_SERVER),
+            tier=Tier.CPU,
+            cloud=cloud.value,
+            model=stack.cpu.model.name,
+            slots=stack.cpu.llamacpp.parallel,
+        )
+    ]
+    if gpu:
+        if stack.gpu.model.name != stack.cpu.model.name:
+            models.append(_route(stack.gpu.model))
+        backends.append(
+            Backend(
+                name=f"{cloud.value}/gpu",
+                url=service_url(GPU_SERVER),
+                tier=Tier.GPU,
+                cloud=cloud.value,
+                model=stack.gpu.model.name,
+                slots=stack.gpu.llamacpp.parallel,
+            )
+        )
+    return RouterConfig(
+        cloud=cloud.value,
+        models=tuple(models),
+        backends=tuple(backends),
+        policy=Policy(fallback_model=stack.cpu.model.name),
+    )

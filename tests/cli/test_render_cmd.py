@@ -1,0 +1,103 @@
+"""`llmctl render` and `llmctl config show` through the real command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from llmctl.catalog import CloudName
+from llmctl.cli.main import app
+from llmctl.config import Stack
+from llmctl.manifests.build import built_objects
+from tests.support.cli import run_llmctl
+
+runner = CliRunner()
+
+
+def test_render_writes_every_tree(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
+    assert result.exit_code == 0, result.output
+    assert "28 file(s) written" in result.output
+    for cloud in ("aws", "azure", "gcp"):
+        assert (tmp_path / "clusters" / cloud / "base" / "kustomization.yaml").is_file()
+        assert (tmp_path / "clusters" / cloud / "overlays" / "gpu" / "kustomization.yaml").is_file()
+    again = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
+    assert "0 file(s) written, 28 unchanged" in again.output
+
+
+def test_render_one_cloud(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["render", "--cloud", "gcp", "--out", str(tmp_path)], env={})
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "clusters").iterdir()) == ["components", "gcp"]
+
+
+def test_stdout_prints_the_gpu_overlay_objects() -> None:
+    result = runner.invoke(app, ["render", "--cloud", "aws", "--gpu", "--stdout"], env={})
+    assert result.exit_code == 0, result.output
+    assert list(yaml.safe_load_all(result.output)) == built_objects(
+        Stack(), CloudName.AWS, gpu=True
+    )
+
+
+def test_gpu_enabled_env_picks_the_overlay_for_stdout() -> None:
+    on = runner.invoke(app, ["render", "--cloud", "azure", "--stdout"], env={"GPU_ENABLED": "true"})
+    off = runner.invoke(
+        app, ["render", "--cloud", "azure", "--stdout"], env={"GPU_ENABLED": "false"}
+    )
+    assert "gpu-llm-server" in on.output and "gpu-llm-server" not in off.output
+
+
+def test_unknown_cloud_exits_2_with_the_allowed_values() -> None:
+    result = runner.invoke(app, ["render", "--cloud", "oracle", "--stdout"], env={})
+    assert result.exit_code == 2
+    assert "oracle" in result.output and "aws, azure, gcp, all" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_stdout_needs_one_cloud() -> None:
+    result = runner.invoke(app, ["render", "--stdout"], env={})
+    assert result.exit_code == 2 and "--cloud" in result.output
+
+
+def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "llmctl.yaml"
+    config.write_text("gpu:\n  maxReplicas: lots\n")
+    result = runner.invoke(app, ["render", "--config", str(config), "--out", str(tmp_path)], env={})
+    assert result.exit_code == 2
+    assert f"{config}:2" in result.output and "gpu.maxReplicas" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "clusters").exists()  # nothing half-written
+
+
+def test_config_show_reports_sources(tmp_path: Path) -> None:
+    config = tmp_path / "llmctl.yaml"
+    config.write_text("router:\n  replicas: 3\n")
+    result = runner.invoke(
+        app,
+        ["config", "show", "--config", str(config), "--set", "gpu.maxReplicas=3"],
+        env={"GPU_ENABLED": "1"},
+    )
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["gpu"]["enabled"] is True and shown["gpu"]["maxReplicas"] == 3
+    assert shown["router"]["replicas"] == 3
+    assert "gpu.enabled" in result.output and "(environment variable GPU_ENABLED)" in result.output
+    assert f"({config}:2)" in result.output and "(--set gpu.maxReplicas)" in result.output
+
+
+def test_config_show_json() -> None:
+    import json
+
+    result = runner.invoke(
+        app, ["config", "show", "--output", "json"], env={"MAX_GPU_REPLICAS": "3"}
+    )
+    data = json.loads(result.output)
+    assert data["config"]["gpu"]["maxReplicas"] == 3
+    assert data["sources"] == {"gpu.maxReplicas": "environment variable MAX_GPU_REPLICAS"}
+
+
+def test_python_dash_m_works() -> None:
+    result = run_llmctl("--version")
+    assert result.returncode == 0 and result.stdout.startswith("llmctl ")

@@ -1,0 +1,80 @@
+"""`llmctl --help`, `render` and `config show` never load the heavy clients.
+
+Measured in a fresh process: an import anywhere at module level would show up here, and in the
+start-up time benchmarks/cli.py reports.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.cli import run_llmctl
+
+HEAVY = (
+    "boto3",
+    "botocore",
+    "google.cloud",
+    "azure",
+    "kubernetes",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "aiohttp",
+    "starlette",
+    "gguf",
+    "numpy",
+)
+
+PROBE = """
+import json, sys, runpy
+sys.argv = ["llmctl", *json.loads(sys.argv[1])]
+try:
+    runpy.run_module("llmctl", run_name="__main__")
+except SystemExit:
+    pass
+sys.__stdout__.write("\\nMODULES=" + json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["render", "--out", "{tmp}"],
+        ["render", "--cloud", "aws", "--gpu", "--stdout"],
+        ["config", "show"],
+    ],
+    ids=["help", "render", "render-stdout", "config-show"],
+)
+def test_command_loads_no_heavy_module(args: list[str], tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.cli import llmctl_env
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=llmctl_env(),
+        timeout=60,
+    )
+    assert "MODULES=" in result.stdout, result.stderr
+    modules = json.loads(result.stdout.rsplit("MODULES=", 1)[1])
+    loaded = [
+        m
+        for m in modules
+        if m.split(".")[0] in {h.split(".")[0] for h in HEAVY}
+        and any(m == h or m.startswith(h + ".") for h in HEAVY)
+    ]
+    assert loaded == [], f"`llmctl {' '.join(args)}` imported {loaded[:5]}"
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_llmctl("--help")
+    assert result.returncode == 0
+    for command in ("render", "config"):
+        assert command in result.stdout
