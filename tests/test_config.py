@@ -96,10 +96,24 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], needle: str) -> N
 
 def test_slots_that_cannot_hold_one_request_are_refused(tmp_path: Path) -> None:
     # The trap TOOLING.md records: -c 4096 -np 8 leaves each request 512 tokens.
-    path = _write(tmp_path, "gpu:\n  llamacpp:\n    ctx_size: 4096\n    parallel: 8\n")
+    path = _write(
+        tmp_path, "gpu:\n  llamacpp:\n    ctx_size: 4096\n    parallel: 8\n    kv_unified: false\n"
+    )
     message = _error(config_file=path, env={})
-    assert "leaves 512 tokens per request" in message and "16384" in message
-    assert f"{path}:3" in message
+    assert "split over 8 parallel slots leaves 512 tokens per request" in message
+    assert "16384" in message and f"{path}:3" in message
+
+
+def test_short_slots_get_a_unified_cache_when_it_holds_a_request(tmp_path: Path) -> None:
+    path = _write(tmp_path, "gpu:\n  llamacpp:\n    ctx_size: 4096\n    parallel: 8\n")
+    llamacpp = load_stack(path, env={}).stack.gpu.llamacpp
+    assert llamacpp.unified and llamacpp.ctx_per_slot == 4096
+
+
+def test_unified_cache_smaller_than_one_request_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "gpu:\n  llamacpp:\n    ctx_size: 1024\n    parallel: 8\n")
+    message = _error(config_file=path, env={})
+    assert "ctx_size 1024 unified leaves 1024 tokens per request" in message
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory, repo: Path) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(repo)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return next(out.glob("llmctl-*.whl"))
 
@@ -30,18 +32,37 @@ def test_wheel_ships_the_templates(wheel: Path, repo: Path) -> None:
 def test_installed_wheel_renders_from_any_directory(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-         str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     # Only the installed copy is importable: no source tree on the path.
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-c", "import llmctl, sys; print(llmctl.__file__); "
-         "from llmctl.cli.main import main; sys.argv=['llmctl','render']; main()"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import llmctl, sys; print(llmctl.__file__); "
+            "from llmctl.cli.main import main; sys.argv=['llmctl','render']; main()",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(str(site))

@@ -79,6 +79,8 @@ class LlamaCpp(StrictModel):
 
     llama.cpp splits `ctx_size` evenly between its `parallel` slots (4096 with 8 slots leaves each
     request 512 tokens), unless the KV cache is unified, where any one slot may use all of it.
+    Left unset, ctx_size is ctx_per_request x parallel. Set smaller, the cache is unified (unless
+    kv_unified is false) so one request can still use ctx_per_request tokens of the shared pool.
     """
 
     ngl: int = Field(ge=-1, description="layers offloaded to the GPU; -1 means all")
@@ -87,27 +89,34 @@ class LlamaCpp(StrictModel):
     ctx_size: int | None = Field(None, ge=256, description="default: ctx_per_request * parallel")
     parallel: int = Field(ge=1, le=256)
     threads: int | None = Field(None, ge=1, le=512)
-    kv_unified: bool = False
+    kv_unified: bool | None = Field(None, description="default: only when slots would be short")
 
     @property
     def effective_ctx_size(self) -> int:
         return self.ctx_size if self.ctx_size is not None else self.ctx_per_request * self.parallel
 
     @property
+    def unified(self) -> bool:
+        if self.kv_unified is not None:
+            return self.kv_unified
+        return self.effective_ctx_size // self.parallel < self.ctx_per_request
+
+    @property
     def ctx_per_slot(self) -> int:
-        if self.kv_unified:
+        if self.unified:
             return self.effective_ctx_size
         return self.effective_ctx_size // self.parallel
 
     @model_validator(mode="after")
     def _slots_hold_one_request(self) -> Self:
         if self.ctx_per_slot < self.ctx_per_request:
+            layout = "unified" if self.unified else f"split over {self.parallel} parallel slots"
             raise ValueError(
-                f"ctx_size {self.effective_ctx_size} split over {self.parallel} parallel slots "
-                f"leaves {self.ctx_per_slot} tokens per request, less than ctx_per_request "
-                f"{self.ctx_per_request}; raise ctx_size to at least "
-                f"{self.ctx_per_request * self.parallel}, lower parallel, leave ctx_size unset, "
-                "or set kv_unified: true"
+                f"ctx_size {self.effective_ctx_size} {layout} leaves {self.ctx_per_slot} tokens "
+                f"per request, less than ctx_per_request {self.ctx_per_request}; raise ctx_size "
+                f"to at least {self.ctx_per_request * self.parallel} (or leave it unset), lower "
+                "parallel or ctx_per_request"
+                + ("" if self.unified else ", or drop kv_unified: false")
             )
         return self
 

@@ -61,9 +61,11 @@ def test_flash_attn_values_are_the_ones_the_release_accepts() -> None:
         assert _value(server_args(STACK.cpu.model, settings), "--flash-attn") in accepted
 
 
+def test_split_slots_render_no_unified_flag() -> None:
+    assert "--kv-unified" not in server_args(STACK.gpu.model, STACK.gpu.llamacpp)
+
+
 def test_unified_kv_lets_one_request_use_the_whole_context() -> None:
-    settings = LlamaCpp(
-        ngl=-1, flash_attn=True, ctx_per_request=4096, ctx_size=4096, parallel=8, kv_unified=True
-    )
+    settings = LlamaCpp(ngl=-1, flash_attn=True, ctx_per_request=4096, ctx_size=4096, parallel=8)
     args = server_args(STACK.gpu.model, settings)
     assert "--kv-unified" in args and _value(args, "--ctx-size") == "4096"

@@ -40,6 +40,7 @@ def server_args(model: ModelSpec, settings: LlamaCpp) -> list[str]:
     ]
     if settings.threads is not None:
         args += ["--threads", str(settings.threads)]
-    if settings.kv_unified:
+    if settings.unified:
+        # Slots share one KV pool, so a request may use more than ctx_size / parallel.
         args.append("--kv-unified")
     return args
