@@ -164,14 +164,14 @@ def busy_hours(workload: Workload, hours: float, tokens_per_second: float) -> fl
     return tokens / tokens_per_second / 3600.0
 
 
-def up_share_of_idle_time(
+def down_share_of_idle_time(
     rate_per_hour: float, idle_timeout_h: float, cold_start_h: float
 ) -> float:
-    """u = 1 - 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is up."""
+    """1 - u = 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is down."""
     if rate_per_hour <= 0:
-        return 0.0
+        return 1.0
     exponent = min(rate_per_hour * idle_timeout_h, 700.0)  # e^700 is near float's limit
-    return 1.0 - 1.0 / (math.exp(exponent) + rate_per_hour * cold_start_h)
+    return 1.0 / (math.exp(exponent) + rate_per_hour * cold_start_h)
 
 
 def gpu_node_hours(workload: Workload, hours: float, tokens_per_second: float) -> float:
@@ -179,10 +179,12 @@ def gpu_node_hours(workload: Workload, hours: float, tokens_per_second: float) -
     active_hours = hours * workload.active_hours_per_day / 24.0
     busy = min(busy_hours(workload, hours, tokens_per_second), active_hours)
     rate = workload.gpu_requests_per_day / workload.active_hours_per_day
-    share = up_share_of_idle_time(
+    down = down_share_of_idle_time(
         rate, workload.idle_timeout_s / 3600.0, workload.cold_start_s / 3600.0
     )
-    return min(hours, busy + (active_hours - busy) * share)
+    # Written as "active minus the idle time spent down" so that rounding cannot make more
+    # traffic give fewer hours.
+    return min(hours, active_hours - (active_hours - busy) * down)
 
 
 # ---------------------------------------------------------------------------------------------

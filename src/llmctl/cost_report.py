@@ -55,7 +55,8 @@ def plans_for(
         if cloud not in clouds:
             raise ConfigError(
                 f"--region {name} is a {cloud.value} region but --cloud is {only}",
-                hint=f"allowed {only} regions: {', '.join(prices.regions(CloudName(only or cloud)))}",
+                hint=f"allowed {only} regions: "
+                + ", ".join(prices.regions(CloudName(only or cloud))),
             )
         region[cloud] = name
     for name in instance_types:
@@ -190,8 +191,8 @@ def print_table(result: Estimate, request: EstimateRequest, console: Console) ->
     console.print("[bold]Prices used[/bold]")
     for p in result.prices:
         console.print(
-            f"  - {p.cloud} {p.region} {p.item} {p.capacity}: ${p.price:g} {p.unit.removeprefix('USD')}"
-            f" ({p.source}, {p.date})",
+            f"  - {p.cloud} {p.region} {p.item} {p.capacity}: ${p.price:g}"
+            f"{p.unit.removeprefix('USD')} ({p.source}, {p.date})",
             highlight=False,
             soft_wrap=True,
         )

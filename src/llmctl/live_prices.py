@@ -8,8 +8,8 @@ reached, refuses, or answers without the price keeps its catalog figures, with a
   `describe_spot_price_history` in the cluster's region for spot, through boto3. Both need AWS
   credentials.
 - Azure: the Retail Prices API, no account needed, with an OData `$filter`.
-- GCP: the Cloud Billing Catalog API (`services/{id}/skus`) with an API key. GCP prices vCPUs, memory
-  and GPUs separately: a machine's price is vCPUs x core SKU + GiB x RAM SKU.
+- GCP: the Cloud Billing Catalog API (`services/{id}/skus`) with an API key. GCP prices vCPUs,
+  memory and GPUs separately: a machine's price is vCPUs x core SKU + GiB x RAM SKU.
 
 Every endpoint is set in `PriceEndpoints` (from the environment), so tests point all three at
 local servers on 127.0.0.1.
@@ -122,7 +122,7 @@ def aws_on_demand(region: str, instance_type: str, endpoints: PriceEndpoints) ->
         MaxResults=10,
     )
     prices = []
-    # Each PriceList entry is a JSON document in a string: product + terms.OnDemand.*.priceDimensions.
+    # Each PriceList entry is a JSON document in a string: terms.OnDemand.*.priceDimensions.*.
     for document in response.get("PriceList", []):
         product = json.loads(document)
         for term in product.get("terms", {}).get("OnDemand", {}).values():
