@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from llmctl.catalog import CloudName
 from llmctl.cli.main import app
-from llmctl.live_prices import PriceEndpoints, PricedItems, refresh
+from llmctl.live_prices import PricedItems, PriceEndpoints, refresh
 from llmctl.price_catalog import Capacity, load_catalog
 
 AWS_ON_DEMAND = {"g4dn.xlarge": "0.5260000000", "t3.small": "0.0208000000"}

@@ -123,3 +123,29 @@ def test_bad_input_exits_2_listing_allowed_values(run, args, env, expected) -> N
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output
+
+
+DOC_EXAMPLES = [
+    [],
+    [
+        "--cloud",
+        "gcp",
+        "--gpu-requests-per-day",
+        "2000",
+        "--avg-output-tokens",
+        "400",
+        "--active-hours",
+        "10",
+    ],
+]
+
+
+@pytest.mark.parametrize("args", DOC_EXAMPLES)
+def test_docs_examples_show_what_the_command_prints(run, args) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text(encoding="utf-8")
+    result = run(*args, "-o", "json")
+    assert result.exit_code == 0, result.output
+    for row in json.loads(result.stdout)["rows"]:
+        assert f"${row['total_usd']:,.2f}" in docs, row
