@@ -1,0 +1,172 @@
+"""`llmctl cost estimate`: CPU-only vs GPU 24/7 vs scale-to-zero, monthly, per cloud and total."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from llmctl.cli import options
+
+if TYPE_CHECKING:
+    from llmctl.cost import Estimate, EstimateRequest
+
+app = typer.Typer(help="Estimate what serving costs on each cloud.", no_args_is_help=True)
+
+
+class CloudChoice(StrEnum):
+    AWS = "aws"
+    AZURE = "azure"
+    GCP = "gcp"
+    ALL = "all"
+
+
+class ModeChoice(StrEnum):
+    CPU = "cpu"
+    GPU = "gpu"
+    SCALE_TO_ZERO = "scale-to-zero"
+    ALL = "all"
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+    CSV = "csv"
+
+
+class AksTierChoice(StrEnum):
+    FREE = "free"
+    STANDARD = "standard"
+
+
+@app.command("estimate")
+def estimate(
+    cloud: CloudChoice = typer.Option(CloudChoice.ALL, "--cloud", help="aws, azure, gcp or all."),
+    mode: ModeChoice = typer.Option(
+        ModeChoice.ALL, "--mode", help="cpu, gpu, scale-to-zero or all."
+    ),
+    spot: bool = typer.Option(
+        True, "--spot/--on-demand", help="Spot/preemptible prices (default) or on-demand."
+    ),
+    regions: list[str] | None = typer.Option(
+        None,
+        "--region",
+        help="A region to price (repeatable; its cloud is found from the name). "
+        "Default: each cloud's region in the Stack config.",
+    ),
+    instance_types: list[str] | None = typer.Option(
+        None,
+        "--instance-type",
+        help="An instance type to price instead of the config's (repeatable; GPU types replace "
+        "the GPU tier's, others the CPU tier's, in the cloud they belong to).",
+    ),
+    hours_per_month: float = typer.Option(730.0, "--hours-per-month", help="Hours in a month."),
+    gpu_requests_per_day: float = typer.Option(
+        100.0, "--gpu-requests-per-day", help="GPU requests per day, per cluster."
+    ),
+    avg_output_tokens: float = typer.Option(
+        300.0, "--avg-output-tokens", help="Average output tokens per request."
+    ),
+    tokens_per_second: float | None = typer.Option(
+        None,
+        "--tokens-per-second",
+        help="Output tokens/s of one GPU replica (default: the catalog's throughput table).",
+    ),
+    cpu_tokens_per_second: float | None = typer.Option(
+        None,
+        "--cpu-tokens-per-second",
+        help="Output tokens/s of one CPU replica (default: the catalog's throughput table).",
+    ),
+    idle_timeout: float = typer.Option(
+        300.0, "--idle-timeout", help="KEDA cooldown in seconds before the GPU scales to zero."
+    ),
+    cold_start: float = typer.Option(
+        240.0, "--cold-start", help="Seconds from first request to a serving GPU node."
+    ),
+    active_hours: float = typer.Option(
+        24.0, "--active-hours", help="Hours of each day in which requests arrive."
+    ),
+    aks_tier: AksTierChoice = typer.Option(
+        AksTierChoice.FREE, "--aks-tier", help="AKS cluster-management tier: free or standard."
+    ),
+    gke_free_tier: bool = typer.Option(
+        True,
+        "--gke-free-tier/--no-gke-free-tier",
+        help="Whether GKE's free tier covers this cluster's fee (one zonal cluster per account).",
+    ),
+    control_plane: bool = typer.Option(
+        True, "--control-plane/--no-control-plane", help="Include managed control-plane fees."
+    ),
+    live: bool = typer.Option(
+        False, "--live", help="Refresh prices from the providers' public price APIs first."
+    ),
+    output: OutputFormat = typer.Option(
+        OutputFormat.TABLE, "--output", "-o", help="table, json, yaml or csv."
+    ),
+    config: Path | None = options.ConfigOption,
+    sets: list[str] | None = options.SetOption,
+) -> None:
+    """Monthly cost of CPU-only, GPU 24/7 and scale-to-zero serving, per cloud and in total."""
+    from llmctl import cost, cost_report
+    from llmctl.price_catalog import Capacity, load_catalog
+
+    stack = options.load(config, sets).stack
+    prices = load_catalog()
+    workload = cost.Workload(
+        gpu_requests_per_day=gpu_requests_per_day,
+        avg_output_tokens=avg_output_tokens,
+        gpu_tokens_per_second=tokens_per_second,
+        cpu_tokens_per_second=cpu_tokens_per_second,
+        idle_timeout_s=idle_timeout,
+        cold_start_s=cold_start,
+        active_hours_per_day=active_hours,
+    )
+    workload.validate()
+    plans = cost_report.plans_for(
+        stack,
+        prices,
+        None if cloud is CloudChoice.ALL else cloud.value,
+        regions or [],
+        instance_types or [],
+    )
+    request = cost.EstimateRequest(
+        clouds=plans,
+        modes=tuple(cost.Mode) if mode is ModeChoice.ALL else (cost.Mode(mode.value),),
+        capacity=Capacity.SPOT if spot else Capacity.ON_DEMAND,
+        hours_per_month=hours_per_month,
+        workload=workload,
+        cpu_model=stack.cpu.model.name,
+        gpu_model=stack.gpu.model.name,
+        aks_tier=cost.AksTier(aks_tier.value),
+        gke_free_tier=gke_free_tier,
+        include_control_plane=control_plane,
+    )
+    warnings: list[str] = []
+    if live:
+        prices, warnings = cost_report.refresh_live(prices, plans)
+    result = cost.estimate(prices, request)
+    _print(result, request, warnings, output)
+
+
+def _print(
+    result: Estimate, request: EstimateRequest, live_warnings: list[str], output: OutputFormat
+) -> None:
+    from rich.console import Console
+
+    from llmctl import cost_report
+
+    err = Console(stderr=True)
+    for warning in [*live_warnings, *result.warnings]:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if output is OutputFormat.TABLE:
+        cost_report.print_table(result, request, Console())
+        return
+    text = {
+        OutputFormat.JSON: cost_report.to_json,
+        OutputFormat.YAML: cost_report.to_yaml,
+        OutputFormat.CSV: cost_report.to_csv,
+    }[output](result, [*live_warnings, *result.warnings])
+    typer.echo(text, nl=False)

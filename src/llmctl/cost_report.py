@@ -1,0 +1,198 @@
+"""What `llmctl cost estimate` needs around the pure model: plans from the Stack, and output.
+
+Builds one `CloudPlan` per cloud from the Stack config and the flags (checking every name against
+the catalogs, so a typo exits 2 with the allowed values), and turns an `Estimate` into a Rich
+table, JSON, YAML or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from llmctl import catalog
+from llmctl.catalog import CloudName
+from llmctl.cost import MODE_TITLES, CloudPlan, Estimate, EstimateRequest, ScenarioCost
+from llmctl.errors import ConfigError
+from llmctl.price_catalog import PriceCatalog
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmctl.config import Stack
+
+
+def _cloud_of_instance(name: str) -> CloudName:
+    for cloud, types in catalog.INSTANCE_TYPES.items():
+        if name in types:
+            return cloud
+    known = "; ".join(
+        f"{c.value}: {', '.join(sorted(types))}" for c, types in catalog.INSTANCE_TYPES.items()
+    )
+    raise ConfigError(f"unknown instance type {name!r}", hint=f"allowed instance types: {known}")
+
+
+def plans_for(
+    stack: Stack,
+    prices: PriceCatalog,
+    only: str | None,
+    regions: list[str],
+    instance_types: list[str],
+) -> tuple[CloudPlan, ...]:
+    """One plan per cloud: the config's region and GPU type, overridden by the flags."""
+    clouds = [CloudName(only)] if only else list(catalog.CLOUDS)
+    region = {c: stack.clouds.of(c).region for c in catalog.CLOUDS}
+    gpu = {c: stack.gpu.instance_types.of(c) for c in catalog.CLOUDS}
+    cpu = dict(catalog.DEFAULT_CPU_INSTANCE_TYPES)
+    for name in regions:
+        cloud = prices.cloud_of_region(name)
+        if cloud not in clouds:
+            raise ConfigError(
+                f"--region {name} is a {cloud.value} region but --cloud is {only}",
+                hint=f"allowed {only} regions: "
+                + ", ".join(prices.regions(CloudName(only or cloud))),
+            )
+        region[cloud] = name
+    for name in instance_types:
+        cloud = _cloud_of_instance(name)
+        if cloud not in clouds:
+            raise ConfigError(
+                f"--instance-type {name} is a {cloud.value} type but --cloud is {only}",
+                hint="allowed instance types: "
+                + ", ".join(sorted(catalog.INSTANCE_TYPES[CloudName(only or cloud)])),
+            )
+        (gpu if catalog.INSTANCE_TYPES[cloud][name].gpu else cpu)[cloud] = name
+    plans = []
+    for cloud in clouds:
+        plan = CloudPlan(cloud, region[cloud], cpu[cloud], gpu[cloud])
+        # Fail now, naming what is priced, rather than half-way through the estimate.
+        prices.instance(cloud, plan.region, plan.cpu_instance)
+        prices.instance(cloud, plan.region, plan.gpu_instance)
+        plans.append(plan)
+    return tuple(plans)
+
+
+def refresh_live(
+    prices: PriceCatalog, plans: tuple[CloudPlan, ...]
+) -> tuple[PriceCatalog, list[str]]:
+    from llmctl.live_prices import PricedItems, PriceEndpoints, refresh
+
+    wanted = []
+    for plan in plans:
+        accelerators: tuple[str, ...] = ()
+        gpu = catalog.INSTANCE_TYPES[plan.cloud][plan.gpu_instance].gpu
+        if plan.cloud is CloudName.GCP and gpu is not None:
+            accelerators = (catalog.GPUS[gpu].label,)
+        wanted.append(
+            PricedItems(
+                plan.cloud, plan.region, (plan.cpu_instance, plan.gpu_instance), accelerators
+            )
+        )
+    return refresh(prices, wanted, PriceEndpoints.from_env(os.environ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _row_dict(row: ScenarioCost) -> dict[str, Any]:
+    data = asdict(row)
+    data["mode"] = row.mode.value
+    for key, value in data.items():
+        if isinstance(value, float):
+            data[key] = round(value, 6)
+    return data
+
+
+def to_data(result: Estimate, warnings: list[str]) -> dict[str, Any]:
+    return {
+        "currency": "USD",
+        "period": "month",
+        "rows": [_row_dict(r) for r in result.rows],
+        "assumptions": result.assumptions,
+        "warnings": warnings,
+        "prices": [asdict(p) for p in result.prices],
+    }
+
+
+def to_json(result: Estimate, warnings: list[str]) -> str:
+    return json.dumps(to_data(result, warnings), indent=2) + "\n"
+
+
+def to_yaml(result: Estimate, warnings: list[str]) -> str:
+    return yaml.safe_dump(to_data(result, warnings), sort_keys=False, width=100)
+
+
+def to_csv(result: Estimate, warnings: list[str]) -> str:
+    rows = [_row_dict(r) for r in result.rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _money(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"${value:,.{digits}f}"
+
+
+def print_table(result: Estimate, request: EstimateRequest, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"Monthly cost, {request.capacity.value}, {request.hours_per_month:g} h",
+        title_justify="left",
+    )
+    for header, justify in (
+        ("Cloud", "left"),
+        ("Scenario", "left"),
+        ("Region", "left"),
+        ("Nodes", "left"),
+        ("GPU node-h", "right"),
+        ("Compute", "right"),
+        ("Control plane", "right"),
+        ("Disk", "right"),
+        ("Total / month", "right"),
+        ("per 1M tokens", "right"),
+        ("per request", "right"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    previous = None
+    for row in result.rows:
+        if previous is not None and row.mode is not previous:
+            table.add_section()
+        previous = row.mode
+        style = "bold" if row.cloud == "total" else None
+        table.add_row(
+            row.cloud,
+            MODE_TITLES[row.mode],
+            row.region,
+            row.nodes,
+            f"{row.gpu_node_hours:,.0f}",
+            _money(row.compute_usd),
+            _money(row.control_plane_usd),
+            _money(row.disk_usd),
+            _money(row.total_usd),
+            _money(row.usd_per_million_tokens),
+            _money(row.usd_per_request, 4),
+            style=style,
+        )
+    console.print(table)
+    console.print("[bold]Assumptions[/bold]")
+    for line in result.assumptions:
+        console.print(f"  - {line}", highlight=False, soft_wrap=True)
+    console.print("[bold]Prices used[/bold]")
+    for p in result.prices:
+        console.print(
+            f"  - {p.cloud} {p.region} {p.item} {p.capacity}: ${p.price:g}"
+            f"{p.unit.removeprefix('USD')} ({p.source}, {p.date})",
+            highlight=False,
+            soft_wrap=True,
+        )

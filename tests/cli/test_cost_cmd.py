@@ -1,0 +1,151 @@
+"""`llmctl cost estimate` through the real Typer app: defaults, formats and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from llmctl.cli.main import app
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path):  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # no ./llmctl.yaml
+    for var in ("LLMCTL_CONFIG", "GPU_INSTANCE_TYPE", "GPU_ENABLED", "MAX_GPU_REPLICAS"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(app, ["cost", "estimate", *args], env=env)
+
+    return invoke
+
+
+def test_default_table_shows_three_scenarios_and_assumptions(run) -> None:  # type: ignore[no-untyped-def]
+    result = run(env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for text in (
+        "CPU-only 24/7",
+        "GPU 24/7",
+        "scale-to-zero GPU",
+        "total",
+        "Assumptions",
+        "Prices used",
+        "g4dn.xlarge",
+        "Standard_NC4as_T4_v3",
+        "nvidia-tesla-t4",
+    ):
+        assert text in result.stdout
+    # B-series has no Azure spot: said on stderr, priced on demand.
+    assert "Standard_B2s has no spot price" in result.stderr
+
+
+def test_json_parses_and_has_every_row(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("--output", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["rows"]) == 12  # 3 clouds + total, for 3 scenarios
+    assert {r["mode"] for r in data["rows"]} == {"cpu", "gpu", "scale-to-zero"}
+    assert all(p["source"] and p["date"] for p in data["prices"])
+    assert data["assumptions"]
+
+
+def test_yaml_and_csv_parse(run) -> None:  # type: ignore[no-untyped-def]
+    as_yaml = yaml.safe_load(run("--output", "yaml", "--cloud", "gcp").stdout)
+    assert [r["cloud"] for r in as_yaml["rows"]] == ["gcp", "gcp", "gcp"]
+    rows = list(csv.DictReader(io.StringIO(run("--output", "csv", "--mode", "gpu").stdout)))
+    assert [r["cloud"] for r in rows] == ["aws", "azure", "gcp", "total"]
+    assert float(rows[3]["total_usd"]) == pytest.approx(
+        sum(float(r["total_usd"]) for r in rows[:3])
+    )
+
+
+def test_workload_flags_change_scale_to_zero(run) -> None:  # type: ignore[no-untyped-def]
+    def s2z(*args: str) -> float:
+        out = run("--cloud", "aws", "--mode", "scale-to-zero", "-o", "json", *args)
+        assert out.exit_code == 0, out.output
+        return float(json.loads(out.stdout)["rows"][0]["gpu_node_hours"])
+
+    quiet = s2z("--gpu-requests-per-day", "10")
+    busy = s2z("--gpu-requests-per-day", "5000")
+    assert 0 < quiet < busy <= 730
+    assert s2z("--gpu-requests-per-day", "10", "--tokens-per-second", "5") > quiet
+
+
+def test_env_gpu_instance_type_and_region_flag_apply(run) -> None:  # type: ignore[no-untyped-def]
+    out = run(
+        "--cloud",
+        "azure",
+        "--mode",
+        "gpu",
+        "-o",
+        "json",
+        "--region",
+        "westeurope",
+        env={"GPU_INSTANCE_TYPE": "Standard_NC4as_T4_v3"},
+    )
+    assert out.exit_code == 0, out.output
+    row = json.loads(out.stdout)["rows"][0]
+    assert row["region"] == "westeurope"
+    assert row["nodes"] == "Standard_B2s + Standard_NC4as_T4_v3"
+
+
+def test_on_demand_costs_more_than_spot(run) -> None:  # type: ignore[no-untyped-def]
+    def gpu(flag: str) -> float:
+        out = run("--cloud", "aws", "--mode", "gpu", "-o", "json", flag)
+        return float(json.loads(out.stdout)["rows"][0]["compute_usd"])
+
+    assert gpu("--on-demand") == pytest.approx((0.0208 + 0.526) * 730)
+    assert gpu("--spot") < gpu("--on-demand")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--avg-output-tokens", "-5"], {}, "numbers >= 0"),
+        (["--gpu-requests-per-day", "-1"], {}, "numbers >= 0"),
+        (["--tokens-per-second", "0"], {}, "numbers > 0"),
+        (["--region", "mars-1"], {}, "us-east-1"),
+        (["--cloud", "aws", "--region", "eastus"], {}, "allowed aws regions: eu-west-1, us-east-1"),
+        (["--instance-type", "m5.huge"], {}, "g4dn.xlarge"),
+        (["--instance-type", "g5.xlarge"], {}, "allowed instance types: g4dn.xlarge, t3.small"),
+        ([], {"GPU_INSTANCE_TYPE": "p9.mega"}, "Standard_NC4as_T4_v3"),
+        (["--mode", "sometimes"], {}, "scale-to-zero"),
+    ],
+)
+def test_bad_input_exits_2_listing_allowed_values(run, args, env, expected) -> None:  # type: ignore[no-untyped-def]
+    result = run(*args, env=env)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+DOC_EXAMPLES = [
+    [],
+    [
+        "--cloud",
+        "gcp",
+        "--gpu-requests-per-day",
+        "2000",
+        "--avg-output-tokens",
+        "400",
+        "--active-hours",
+        "10",
+    ],
+]
+
+
+@pytest.mark.parametrize("args", DOC_EXAMPLES)
+def test_docs_examples_show_what_the_command_prints(run, args) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text(encoding="utf-8")
+    result = run(*args, "-o", "json")
+    assert result.exit_code == 0, result.output
+    for row in json.loads(result.stdout)["rows"]:
+        assert f"${row['total_usd']:,.2f}" in docs, row
