@@ -136,8 +136,10 @@ class CpuTier(StrictModel):
     model: ModelSpec = ModelSpec.from_catalog(catalog.CPU_DEFAULT_MODEL, "2Gi")
     llamacpp: LlamaCpp = LlamaCpp(ngl=0, flash_attn=False, ctx_per_request=2048, parallel=2)
     resources: Resources = Resources(
-        requests=ResourceList(cpu="2", memory="2Gi"),
-        limits=ResourceList(memory="3Gi"),
+        # Fits a 2-vCPU, 2 GiB spot node (t3.small, B2s, e2-standard-2) beside the router and
+        # the node's own daemons: TinyLlama Q4_K_M needs about 0.7 GiB plus its KV cache.
+        requests=ResourceList(cpu="1", memory="1Gi"),
+        limits=ResourceList(memory="1536Mi"),
     )
 
 
@@ -178,6 +180,11 @@ class GpuTier(StrictModel):
         limits=ResourceList(memory="12Gi"),
     )
 
+    # KEDA: how long an idle GPU stays warm before the tier scales to zero, and the summed GPU
+    # utilisation per replica above which it adds replicas.
+    idle_timeout_seconds: int = Field(300, alias="idleTimeoutSeconds", ge=0, le=86_400)
+    utilization_target: int = Field(80, alias="utilizationTarget", ge=1, le=100)
+
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
         if self.min_replicas > self.max_replicas:
@@ -204,6 +211,9 @@ class Images(StrictModel):
     device_plugin: ImageRef = Field(
         "nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin"
     )
+    dcgm_exporter: ImageRef = Field(
+        "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04", alias="dcgmExporter"
+    )
 
 
 class Router(StrictModel):
@@ -214,12 +224,30 @@ class Router(StrictModel):
     )
 
 
+class Observability(StrictModel):
+    """Where the cluster's Prometheus (Prometheus Operator) lives."""
+
+    prometheus_url: str = Field(
+        "http://prometheus-operated.monitoring.svc:9090",
+        alias="prometheusUrl",
+        pattern=r"^https?://\S+$",
+    )
+    # Its pods may scrape llama.cpp's /metrics through the llama servers' NetworkPolicies.
+    prometheus_namespace: str = Field("monitoring", alias="prometheusNamespace")
+    # Labels Prometheus selects ServiceMonitors, PodMonitors and PrometheusRules by
+    # (kube-prometheus-stack selects its own release label by default).
+    monitor_labels: dict[str, str] = Field(
+        {"release": "kube-prometheus-stack"}, alias="monitorLabels"
+    )
+
+
 class Stack(StrictModel):
     clouds: Clouds = Clouds()
     images: Images = Images()
     router: Router = Router()
     cpu: CpuTier = CpuTier()
     gpu: GpuTier = GpuTier()
+    observability: Observability = Observability()
 
 
 # ---------------------------------------------------------------------------------------------

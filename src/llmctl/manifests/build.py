@@ -1,8 +1,9 @@
 """Flatten a base or overlay into the objects `kubectl kustomize DIR` prints.
 
-llmctl writes every object complete (namespace included) and its overlays only add objects or
-patch fields the base leaves unset, so building needs no more than a map merge, list replacement
-and `$patch: delete`. A test compares the result with the real kustomize for every cloud.
+llmctl writes every object complete (namespace included) and its patches are plain strategic
+merges, so building needs no more than a map merge, merging the few keyed lists (containers by
+name, volume mounts by path...) and `$patch: delete`. A test compares the result with the real
+kustomize for every cloud.
 """
 
 from __future__ import annotations
@@ -58,10 +59,31 @@ def _rank(obj: dict[str, Any]) -> tuple[int, str, str, str, str]:
     else:
         index = len(_ORDER_FIRST)
     api, kind, namespace, name = object_key(obj)
-    return (index, kind, api, namespace, name)
+    return (index, api, kind, namespace, name)
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
+# Lists that strategic merge patches merge item by item, and the key that identifies an item.
+_MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+}
+
+
+def _merge_list(target: list[Any], patch: list[Any], key: str) -> list[Any]:
+    patched = {item[key]: item for item in patch}
+    merged = [
+        merge_patch(item, patched.pop(item[key])) if item[key] in patched else item
+        for item in target
+    ]
+    return merged + [copy.deepcopy(item) for item in patch if item[key] in patched]
+
+
+def merge_patch(target: Any, patch: Any, field: str = "") -> Any:
+    if isinstance(target, list) and isinstance(patch, list) and field in _MERGE_KEYS:
+        return _merge_list(target, patch, _MERGE_KEYS[field])
     if not isinstance(target, dict) or not isinstance(patch, dict):
         return copy.deepcopy(patch)
     merged = dict(target)
@@ -69,7 +91,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             merged.pop(key, None)
         else:
-            merged[key] = merge_patch(merged.get(key), value)
+            merged[key] = merge_patch(merged.get(key), value, key)
     return merged
 
 
@@ -94,7 +116,7 @@ def built_objects(stack: Stack, cloud: CloudName, gpu: bool) -> list[dict[str, A
     patches: list[dict[str, Any]] = []
     if gpu:
         overlay = render.gpu_overlay(stack, cloud)
-        layers.append(render.nvidia_component(stack))
+        layers += [render.nvidia_component(stack), overlay]
         patches = [doc for docs in overlay.patches.values() for doc in docs]
     objects = [doc for layer in layers for docs in layer.resources.values() for doc in docs]
     return sorted(apply_patches(objects, patches), key=_rank)

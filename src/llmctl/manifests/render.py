@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from yaml import safe_load as yaml_load
+
 from llmctl import catalog
+from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Resources, Stack
 from llmctl.manifests import llamacpp
@@ -152,6 +155,23 @@ def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     }
 
 
+def observability_file(name: str) -> str:
+    """Alert rules and the dashboard live in the Helm chart's files/: one source for both paths."""
+    return (asset_dir("charts") / "llm-router" / "files" / name).read_text(encoding="utf-8")
+
+
+def alert_rules() -> dict[str, Any]:
+    rules: dict[str, Any] = yaml_load(observability_file("prometheus-rules.yaml"))
+    return rules
+
+
+def demand_query(cloud: CloudName) -> str:
+    return f'sum(llm_router_tier_demand{{tier="gpu", cloud="{cloud.value}"}})'
+
+
+UTILIZATION_QUERY = f'sum(DCGM_FI_DEV_GPU_UTIL{{namespace="{NAMESPACE}", pod=~"{GPU_SERVER}-.*"}})'
+
+
 def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]:
     compute_key, compute_value = catalog.GPU_NODE_LABEL_COMPUTE
     context: dict[str, Any] = {
@@ -169,11 +189,23 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
         "llama_port": llamacpp.LLAMA_PORT,
         "router": _router(stack, cloud, gpu)
         if cloud
-        else {"selector": selector("llm-router", "router")},
+        else {
+            "selector": selector("llm-router", "router"),
+            "labels": labels("llm-router", "router"),
+        },
         "device_plugin": {
             "labels": labels("nvidia-device-plugin", "device-plugin"),
             "selector": selector("nvidia-device-plugin", "device-plugin"),
         },
+        "dcgm": {
+            "labels": labels("dcgm-exporter", "dcgm-exporter"),
+            "selector": selector("dcgm-exporter", "dcgm-exporter"),
+        },
+        "llama_monitor": {"labels": labels("llama-cpp", "llama-cpu")},
+        "monitor_labels": stack.observability.monitor_labels,
+        "prometheus_namespace": stack.observability.prometheus_namespace,
+        "stack": stack,
+        "gpu_labels": labels(GPU_SERVER, "llama-gpu"),
         "gpu_node_selector_compute": {compute_key: compute_value},
         "gpu_taint_tolerations": [
             Toleration(catalog.GPU_TAINT.key, None, catalog.GPU_TAINT.effect).as_dict()
@@ -184,6 +216,8 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
             "cloud_facts": catalog.CLOUD_FACTS[cloud],
             "gpu_node_selector": gpu_node_selector(stack, cloud),
             "gpu_tolerations": gpu_tolerations(cloud),
+            "demand_query": demand_query(cloud),
+            "utilization_query": UTILIZATION_QUERY,
         }
     return context
 
@@ -273,6 +307,17 @@ def nvidia_component(stack: Stack) -> Kustomization:
             "runtime-class.yaml": render_documents(
                 "components/nvidia-gpu/runtime-class.yaml.j2", context
             ),
+            "dcgm-exporter.yaml": render_documents(
+                "components/nvidia-gpu/dcgm-exporter.yaml.j2", context
+            ),
+            "monitoring.yaml": render_documents(
+                "components/nvidia-gpu/monitoring.yaml.j2",
+                context
+                | {
+                    "alert_rules": alert_rules(),
+                    "dashboard_json": observability_file("grafana-dashboard.json"),
+                },
+            ),
         },
         patches={},
     )
@@ -283,10 +328,17 @@ def gpu_overlay(stack: Stack, cloud: CloudName) -> Kustomization:
     return Kustomization(
         directory=PurePosixPath(cloud.value, "overlays", "gpu"),
         kind="Kustomization",
-        resources={},
+        resources={
+            "scaledobject.yaml": render_documents("overlays/gpu/scaledobject.yaml.j2", context),
+        },
         patches={
             name: render_documents(f"overlays/gpu/{name}.j2", context)
-            for name in ("gpu-scheduling.yaml", "router-config.yaml", "device-plugin.yaml")
+            for name in (
+                "gpu-scheduling.yaml",
+                "router-config.yaml",
+                "device-plugin.yaml",
+                "dcgm-exporter.yaml",
+            )
         },
         bases=("../../base",),
         components=("../../../components/nvidia-gpu",),

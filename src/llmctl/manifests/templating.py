@@ -26,6 +26,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["tojson"] = _tojson
+    env.filters["combine"] = lambda base, extra: {**base, **extra}
     return env
 
 

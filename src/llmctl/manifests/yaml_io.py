@@ -33,7 +33,7 @@ def dump(data: Any, sort_keys: bool = True) -> str:
         Dumper=_Dumper,
         sort_keys=sort_keys,
         default_flow_style=False,
-        width=1000,
+        width=120,
         allow_unicode=True,
     )
 
