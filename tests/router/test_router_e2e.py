@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -256,7 +255,8 @@ def test_completions_without_prompt_is_400(cluster: Cluster) -> None:
     assert response.json()["error"]["param"] == "prompt"
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic c2stdGVzdA==", f"Token {API_KEY}"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong-key", "Basic c2stdGVzdA==", f"Token {API_KEY}"])
 def test_bad_api_key_is_401(cluster: Cluster, header: str | None) -> None:
     headers = {"authorization": header} if header else {}
     response = httpx.post(cluster.router.url + "/v1/chat/completions", headers=headers,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -31,9 +31,16 @@ def serve(
     path = config or (Path(os.environ["LLMCTL_CONFIG"]) if os.environ.get("LLMCTL_CONFIG")
                       else None)
     if path is None:
-        raise ConfigError("no router config given", hint="pass --config router.yaml or set "
-                          "LLMCTL_CONFIG")
+        _config_error(ConfigError("no router config given",
+                                  hint="pass --config router.yaml or set LLMCTL_CONFIG"))
     try:
         serve_router(path, host, port, log_level)
     except ServeError as exc:
-        raise ConfigError(str(exc), hint=exc.hint) from None
+        _config_error(ConfigError(str(exc), hint=exc.hint))
+
+
+def _config_error(error: ConfigError) -> NoReturn:
+    # Printed here rather than raised: this typer release runs its own vendored click, which
+    # does not catch the `click.ClickException` that llmctl's errors derive from.
+    typer.echo(f"Error: {error.format_message()}", err=True)
+    raise typer.Exit(error.exit_code)

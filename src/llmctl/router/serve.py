@@ -33,7 +33,8 @@ def read_config(path: Path) -> RouterConfig:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise ServeError(f"router config {path}: {field}: {first['msg']}",
-                         hint=f"{exc.error_count()} problem(s) in total") from None
+                         hint=(f"{exc.error_count()} problems in total"
+                               if exc.error_count() > 1 else None)) from None
     known = {m.name for m in config.models}
     if config.policy.fallback_model not in known:
         raise ServeError(f"router config {path}: policy.fallbackModel "
