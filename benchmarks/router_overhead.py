@@ -1,0 +1,351 @@
+"""How much the router adds to a request, beside nginx as the reference proxy.
+
+A fake zero-latency OpenAI backend runs on loopback (its own process). The same requests go
+direct to it, through `llmctl router serve`, and through nginx (keepalive upstream, buffering
+off), interleaved round by round in one run, at concurrency 1, 32 and 128. Printed per
+concurrency: requests/s, added p50 and p99 latency (non-streaming), added time to first byte
+(streaming, concurrency 1) and the router's CPU seconds per proxied request, read from
+/proc/<pid>/stat of the router process.
+
+    /work/venv/bin/python benchmarks/router_overhead.py [--seconds 2] [--rounds 3]
+
+Needs nginx on PATH (Debian: apt-get install nginx). Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from llmctl.router.upstream import Pool  # noqa: E402
+
+CHAT_BODY = json.dumps({
+    "model": "bench-model",
+    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+    "max_tokens": 16,
+}).encode()
+STREAM_BODY = json.dumps({
+    "model": "bench-model",
+    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+    "max_tokens": 16, "stream": True,
+}).encode()
+TICKS = 2**31
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the fake backend (runs in its own process: `python router_overhead.py --fake-backend P`) -
+
+FAKE_REPLY = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench-model",
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": "Hello there, friend."}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+}).encode()
+FAKE_EVENTS = [
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"}}],'
+    b'"model":"bench-model","object":"chat.completion.chunk"}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":" there"}}],"model":"bench-model",'
+    b'"object":"chat.completion.chunk"}\n\n',
+    b'data: {"choices":[{"index":0,"finish_reason":"stop","delta":{}}],"model":"bench-model",'
+    b'"object":"chat.completion.chunk","usage":{"prompt_tokens":12,"completion_tokens":2}}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+def run_fake_backend(port: int) -> None:
+    import httptools
+    import uvloop
+
+    reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+             + str(len(FAKE_REPLY)).encode() + b"\r\n\r\n" + FAKE_REPLY)
+    health = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n" \
+             b'{"status":"ok"}'
+    sse_head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n")
+    sse = b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in FAKE_EVENTS) + b"0\r\n\r\n"
+
+    class Fake(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.parser = httptools.HttpRequestParser(self)
+            self.url = b""
+            self.body = b""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_begin(self) -> None:
+            self.url, self.body = b"", b""
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_body(self, body: bytes) -> None:
+            self.body += body
+
+        def on_message_complete(self) -> None:
+            if self.url.startswith(b"/health"):
+                self.transport.write(health)  # type: ignore[attr-defined]
+            elif b'"stream": true' in self.body:
+                self.transport.write(sse_head + sse)  # type: ignore[attr-defined]
+            else:
+                self.transport.write(reply)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Fake, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
+# --- the targets ------------------------------------------------------------------------------
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def start_router(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[bytes]:
+    config = {
+        "cloud": "aws",
+        "models": [{"name": "bench-model", "parameters": 1_100_000_000}],
+        "backends": [{"name": "aws/cpu", "url": f"http://127.0.0.1:{backend_port}", "tier": "cpu",
+                      "cloud": "aws", "model": "bench-model", "slots": 512}],
+        "policy": {"fallbackModel": "bench-model"},
+        "healthCheck": {"intervalSeconds": 5},
+    }
+    path = tmp / "router.yaml"
+    path.write_text(json.dumps(config))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "router", "serve", "--config", str(path),
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=1024;
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[bytes]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(nginx, os.X_OK):
+        raise SystemExit("nginx is not installed: apt-get install nginx")
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, backend=backend_port, port=port))
+    return subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp)])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the load --------------------------------------------------------------------------------
+
+async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[float], int]:
+    """`concurrency` workers send requests back to back for `seconds`; latencies in seconds."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                response = await pool.request(
+                    b"POST", b"/v1/chat/completions", CHAT_BODY, connect_timeout=5,
+                    first_byte_timeout=30, idle_timeout=30)
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+                    continue
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+async def first_bytes(pool: Pool, n: int) -> list[float]:
+    out: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        response = await pool.request(b"POST", b"/v1/chat/completions", STREAM_BODY,
+                                      connect_timeout=5, first_byte_timeout=30, idle_timeout=30)
+        await response.next_chunk()
+        out.append(time.perf_counter() - t0)
+        await response.read()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(ports: dict[str, int], router_pid: int, seconds: float, rounds: int,
+                  levels: list[int]) -> dict[str, object]:
+    pools = {name: Pool(f"http://127.0.0.1:{port}", max_idle=512) for name, port in ports.items()}
+    for pool in pools.values():  # warm up: connections open, code paths hot
+        await burst(pool, 32, 0.3)
+    results: dict[str, object] = {}
+    for level in levels:
+        lat: dict[str, list[float]] = {name: [] for name in pools}
+        counts = dict.fromkeys(pools, 0)
+        walls = dict.fromkeys(pools, 0.0)
+        errs = dict.fromkeys(pools, 0)
+        router_cpu = 0.0
+        for r in range(rounds):
+            order = list(pools) if r % 2 == 0 else list(reversed(pools))
+            for name in order:
+                cpu0 = cpu_seconds(router_pid)
+                t0 = time.perf_counter()
+                values, errors = await burst(pools[name], level, seconds)
+                walls[name] += time.perf_counter() - t0
+                if name == "router":
+                    router_cpu += cpu_seconds(router_pid) - cpu0
+                lat[name] += values
+                counts[name] += len(values)
+                errs[name] += errors
+        row: dict[str, object] = {}
+        for name in pools:
+            row[name] = {
+                "rps": counts[name] / walls[name],
+                "p50_ms": pct(lat[name], 0.5) * 1000,
+                "p99_ms": pct(lat[name], 0.99) * 1000,
+                "errors": errs[name],
+                "requests": counts[name],
+            }
+        row["router_cpu_ms_per_request"] = router_cpu / max(counts["router"], 1) * 1000
+        results[str(level)] = row
+    ttfb: dict[str, list[float]] = {name: [] for name in pools}
+    for r in range(rounds * 3):
+        for name in (list(pools) if r % 2 == 0 else list(reversed(pools))):
+            ttfb[name] += await first_bytes(pools[name], 100)
+    results["ttfb_p50_ms"] = {name: statistics.median(v) * 1000 for name, v in ttfb.items()}
+    for pool in pools.values():
+        pool.close()
+    return results
+
+
+def report(results: dict[str, object]) -> None:
+    print(f"{'conc':>5} {'target':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'+p50 ms':>8} {'+p99 ms':>8} {'% direct':>9} {'errors':>6}")
+    for level, row in results.items():
+        if level == "ttfb_p50_ms":
+            continue
+        assert isinstance(row, dict)
+        direct = row["direct"]
+        for name in ("direct", "router", "nginx"):
+            r = row[name]
+            print(f"{level:>5} {name:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                  f"{r['p50_ms'] - direct['p50_ms']:>+8.3f} {r['p99_ms'] - direct['p99_ms']:>+8.3f}"
+                  f" {100 * r['rps'] / direct['rps']:>8.0f}% {r['errors']:>6}")
+        print(f"{level:>5} router CPU per proxied request: "
+              f"{row['router_cpu_ms_per_request']:.3f} ms")
+    ttfb = results["ttfb_p50_ms"]
+    assert isinstance(ttfb, dict)
+    print("streaming, concurrency 1, median time to first byte: "
+          + ", ".join(f"{n} {v:.3f} ms (+{v - ttfb['direct']:.3f})" for n, v in ttfb.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one burst")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
+    parser.add_argument("--levels", default="1,32,128", help="concurrency levels")
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument("--fake-backend", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fake_backend:
+        run_fake_backend(args.fake_backend)
+        return
+    backend_port, router_port, nginx_port = free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            procs.append(subprocess.Popen([sys.executable, __file__, "--fake-backend",
+                                           str(backend_port)]))
+            wait_port(backend_port)
+            router = start_router(tmp, backend_port, router_port)
+            procs.append(router)
+            procs.append(start_nginx(tmp, backend_port, nginx_port))
+            wait_port(router_port)
+            wait_port(nginx_port)
+            import uvloop
+
+            results = uvloop.run(measure(
+                {"direct": backend_port, "router": router_port, "nginx": nginx_port},
+                router.pid, args.seconds, args.rounds, [int(x) for x in args.levels.split(",")]))
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

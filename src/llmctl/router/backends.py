@@ -1,0 +1,151 @@
+"""Live state of each backend: readiness from background health checks (with backoff), its
+concurrency limited to its slots, and a queue with a deadline for the requests that wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import deque
+from collections.abc import Sequence
+
+from llmctl.router.table import Backend, HealthCheck, Tier
+from llmctl.router.upstream import Pool, UpstreamError
+
+log = logging.getLogger("llmctl.router")
+
+_PROCESSING = re.compile(rb"^llamacpp:requests_processing\s+([0-9.eE+]+)", re.MULTILINE)
+_DEFERRED = re.compile(rb"^llamacpp:requests_deferred\s+([0-9.eE+]+)", re.MULTILINE)
+
+
+class QueueTimeout(Exception):
+    """A request waited for a slot past its deadline (answered 429 with Retry-After)."""
+
+
+class BackendState:
+    """One backend as the policy sees it (policy.BackendView) plus its slots and pool."""
+
+    def __init__(self, config: Backend) -> None:
+        self.config = config
+        self.name = config.name
+        self.tier: Tier = config.tier
+        self.cloud = config.cloud
+        self.model = config.model
+        self.slots = config.slots
+        self.cost_weight = config.cost_weight
+        self.pool = Pool(config.url)
+        self.ready = False
+        self.in_flight = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        # Requests the backend itself reports busy or deferred (other routers send it work too).
+        self.reported_busy = 0
+        self.failures = 0
+        self.wake_health = asyncio.Event()
+
+    @property
+    def load(self) -> int:
+        return max(self.in_flight, self.reported_busy) + len(self.waiters)
+
+    # --- slots ---------------------------------------------------------------------------
+    async def acquire(self, timeout: float) -> None:
+        """Take a slot, waiting in FIFO order at most `timeout` seconds."""
+        if self.in_flight < self.slots and not self.waiters:
+            self.in_flight += 1
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self.waiters.append(waiter)
+        handle = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        except BaseException:
+            handle.cancel()
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release()  # granted a slot just as we gave up: pass it on
+            raise
+        handle.cancel()
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.in_flight -= 1
+
+    # --- health ----------------------------------------------------------------------------
+    def mark_failed(self, reason: str) -> None:
+        """A proxied request could not connect: stop routing here until a check passes."""
+        if self.ready:
+            log.warning("backend %s marked not ready: %s", self.name, reason)
+        self.ready = False
+        self.wake_health.set()
+
+    async def check(self, timeout: float) -> bool:
+        """GET /health (200 once the model is loaded), then /metrics for the busy count."""
+        try:
+            response = await self.pool.request(
+                b"GET", b"/health", b"", connect_timeout=timeout, first_byte_timeout=timeout,
+                idle_timeout=timeout)
+            body = await response.read()
+        except UpstreamError as exc:
+            self._set_ready(False, str(exc))
+            return False
+        if response.status != 200:
+            self._set_ready(False, f"/health answered {response.status}: {body[:200]!r}")
+            return False
+        self._set_ready(True, "")
+        with contextlib.suppress(UpstreamError):
+            metrics = await self.pool.request(
+                b"GET", b"/metrics", b"", connect_timeout=timeout, first_byte_timeout=timeout,
+                idle_timeout=timeout)
+            text = await metrics.read()
+            if metrics.status == 200:
+                busy = 0.0
+                for pattern in (_PROCESSING, _DEFERRED):
+                    match = pattern.search(text)
+                    busy += float(match.group(1)) if match else 0.0
+                self.reported_busy = int(busy)
+        return True
+
+    def _set_ready(self, ready: bool, reason: str) -> None:
+        if ready != self.ready:
+            if ready:
+                log.info("backend %s is ready", self.name)
+            else:
+                log.warning("backend %s is not ready: %s", self.name, reason)
+        self.ready = ready
+        self.failures = 0 if ready else self.failures + 1
+        if not ready:
+            self.reported_busy = 0
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(QueueTimeout())
+
+
+async def health_loop(backend: BackendState, settings: HealthCheck) -> None:
+    """Check one backend forever: every interval while healthy; after failures the wait doubles
+    up to the maximum, and a failed proxied request triggers a check at once."""
+    timeout = min(settings.interval_seconds, 5.0)
+    while True:
+        await backend.check(timeout)
+        if backend.ready:
+            delay = settings.interval_seconds
+        else:
+            delay = min(settings.interval_seconds * 2 ** min(backend.failures - 1, 16),
+                        settings.max_backoff_seconds)
+        backend.wake_health.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await backend.wake_health.wait()
+
+
+def retry_after_seconds(backends: Sequence[BackendState], settings: HealthCheck) -> int:
+    """What Retry-After says: about when the next health check may find a backend ready."""
+    return max(1, min(int(settings.interval_seconds + 0.999), 30))

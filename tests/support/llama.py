@@ -1,0 +1,97 @@
+"""Real llama.cpp servers for end-to-end tests: start one on a free loopback port with a GGUF,
+wait for /health, stop it, start it again on the same port.
+
+Shared by the router's end-to-end tests and `llmctl test-inference`'s tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.support.tools import require_tool
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer:
+    """One `llama-server` process serving one model under one alias, with --metrics."""
+
+    def __init__(self, model: Path, alias: str, log_dir: Path, *, port: int | None = None,
+                 ctx: int = 512, parallel: int = 2, extra_args: tuple[str, ...] = ()) -> None:
+        self.binary = require_tool("llama-server", "LLAMA_SERVER_BIN")
+        self.model, self.alias, self.log_dir = model, alias, log_dir
+        self.port = port or free_port()
+        self.ctx, self.parallel, self.extra_args = ctx, parallel, extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> LlamaServer:
+        log = (self.log_dir / f"llama-{self.alias}-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-m", str(self.model), "--alias", self.alias, "--host", "127.0.0.1",
+             "--port", str(self.port), "-c", str(self.ctx), "-np", str(self.parallel),
+             "-t", "1", "--metrics", *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.proc.returncode}: "
+                                   f"{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200 and json.load(response).get("status") == "ok":
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"llama-server on {self.url} not healthy after {timeout} s: "
+                           f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.log_dir / f"llama-{self.alias}-{self.port}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it (SIGKILL for a crash); the port stays reserved for a restart."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> LlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
