@@ -39,7 +39,7 @@ RUN chmod 0755 /usr/local/bin/llmctl-entrypoint \
     && mkdir -p /etc/llmctl /models \
     && chown 10001:10001 /models
 ENV PATH=/opt/llmctl/bin:/app:$PATH \
-    LLMCTL_CONFIG=/etc/llmctl/router.yaml \
+    LLMCTL_ROUTER_CONFIG=/etc/llmctl/router.yaml \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001:10001

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The image runs one of two things:
-#   router [flags...]        llmctl router serve (config: $LLMCTL_CONFIG, port: $PORT or 8080)
+#   router [flags...]        llmctl router serve (config: $LLMCTL_ROUTER_CONFIG, port: $PORT or 8080)
 #   llama-server [flags...]  llama.cpp's server, as the official image runs it
 # Anything else is executed as given (e.g. `sh` for debugging).
 set -eu
@@ -10,7 +10,7 @@ command="${1:-router}"
 
 case "$command" in
   router)
-    exec llmctl router serve --config "${LLMCTL_CONFIG:-/etc/llmctl/router.yaml}" \
+    exec llmctl router serve --config "${LLMCTL_ROUTER_CONFIG:-/etc/llmctl/router.yaml}" \
       --host "${HOST:-0.0.0.0}" --port "${PORT:-8080}" "$@"
     ;;
   llama-server)

@@ -48,7 +48,7 @@ def test_entrypoint_runs_the_router(repo: Path, tmp_path: Path, args: list[str],
     fake.write_text('#!/bin/sh\necho llmctl "$@"\n')
     fake.chmod(0o755)
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}",
-               LLMCTL_CONFIG="/cfg/router.yaml", PORT="9000")
+               LLMCTL_ROUTER_CONFIG="/cfg/router.yaml", PORT="9000")
     result = subprocess.run(["sh", str(repo / "docker" / "entrypoint.sh"), *args],
                             capture_output=True, text=True, env=env, timeout=30, check=True)
     assert result.stdout.split() == expected

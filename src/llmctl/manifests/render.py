@@ -140,14 +140,11 @@ def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         "image": stack.images.router,
         "replicas": stack.router.replicas,
         "port": ROUTER_PORT,
-        "args": [
-            "router",
-            "--config",
-            ROUTER_CONFIG_PATH,
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(ROUTER_PORT),
+        # The image's entrypoint runs `llmctl router serve` with these.
+        "args": ["router"],
+        "env": [
+            {"name": "LLMCTL_ROUTER_CONFIG", "value": ROUTER_CONFIG_PATH},
+            {"name": "PORT", "value": str(ROUTER_PORT)},
         ],
         "resources": _resources(stack.router.resources),
         "config_yaml": config_yaml,

@@ -38,15 +38,21 @@ _TIMINGS_PREDICTED = re.compile(rb'"predicted_n":\s*(\d+)')
 class ApiError(Exception):
     """An error answered to the client in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, type_: str, code: str,
-                 param: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type_, code
         self.param, self.retry_after = param, retry_after
 
     def body(self) -> bytes:
-        error: dict[str, object] = {"message": self.message, "type": self.type,
-                                    "code": self.code}
+        error: dict[str, object] = {"message": self.message, "type": self.type, "code": self.code}
         if self.param is not None:
             error["param"] = self.param
         return json.dumps({"error": error}).encode()
@@ -76,20 +82,24 @@ def load_api_keys(settings: ApiKeys) -> list[bytes]:
     if settings.env:
         keys += [k.strip() for k in os.environ.get(settings.env, "").split(",") if k.strip()]
     if (settings.file or settings.env) and not keys:
-        raise ValueError("apiKeys is configured but no key was found in "
-                         f"{settings.file or ''} {('$' + settings.env) if settings.env else ''}")
+        raise ValueError(
+            "apiKeys is configured but no key was found in "
+            f"{settings.file or ''} {('$' + settings.env) if settings.env else ''}"
+        )
     return [k.encode() for k in keys]
 
 
 # --- request validation ----------------------------------------------------------------------
+
 
 def _check_type(body: dict[str, object], field: str, types: tuple[type, ...], what: str) -> None:
     value = body.get(field)
     if value is None:
         return
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise _invalid(f"'{field}' must be {what}, got {type(value).__name__}", field,
-                       "invalid_type")
+        raise _invalid(
+            f"'{field}' must be {what}, got {type(value).__name__}", field, "invalid_type"
+        )
 
 
 def validate_body(raw: bytes, chat: bool) -> dict[str, object]:
@@ -104,26 +114,33 @@ def validate_body(raw: bytes, chat: bool) -> dict[str, object]:
     if model is None:
         raise _invalid("'model' is required", "model", "missing_field")
     if not isinstance(model, str):
-        raise _invalid(f"'model' must be a string, got {type(model).__name__}", "model",
-                       "invalid_type")
+        raise _invalid(
+            f"'model' must be a string, got {type(model).__name__}", "model", "invalid_type"
+        )
     if chat:
         messages = body.get("messages")
         if messages is None:
             raise _invalid("'messages' is required", "messages", "missing_field")
         if not isinstance(messages, list) or not messages:
-            raise _invalid("'messages' must be a non-empty array of messages", "messages",
-                           "invalid_type")
+            raise _invalid(
+                "'messages' must be a non-empty array of messages", "messages", "invalid_type"
+            )
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
-                raise _invalid(f"'messages[{i}]' must be an object", f"messages[{i}]",
-                               "invalid_type")
+                raise _invalid(
+                    f"'messages[{i}]' must be an object", f"messages[{i}]", "invalid_type"
+                )
             if not isinstance(message.get("role"), str):
-                raise _invalid(f"'messages[{i}].role' must be a string", f"messages[{i}].role",
-                               "invalid_type")
+                raise _invalid(
+                    f"'messages[{i}].role' must be a string", f"messages[{i}].role", "invalid_type"
+                )
             content = message.get("content")
             if content is not None and not isinstance(content, str | list):
-                raise _invalid(f"'messages[{i}].content' must be a string or an array of "
-                               "content parts", f"messages[{i}].content", "invalid_type")
+                raise _invalid(
+                    f"'messages[{i}].content' must be a string or an array of content parts",
+                    f"messages[{i}].content",
+                    "invalid_type",
+                )
     else:
         prompt = body.get("prompt")
         if prompt is None:
@@ -140,6 +157,7 @@ def validate_body(raw: bytes, chat: bool) -> dict[str, object]:
 
 # --- the service -------------------------------------------------------------------------------
 
+
 class RouterApp:
     def __init__(self, config: RouterConfig, api_keys: list[bytes] | None = None) -> None:
         self.config = config
@@ -151,10 +169,15 @@ class RouterApp:
         self.api_keys = api_keys or []
         self.retry_after = max(1, int(config.health_check.interval_seconds + 0.999))
         self._tasks: list[asyncio.Task[None]] = []
-        self._models_body = json.dumps({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "llmctl"}
-            for name in self.known
-        ]}).encode()
+        self._models_body = json.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "llmctl"}
+                    for name in self.known
+                ],
+            }
+        ).encode()
         for tier in (Tier.GPU, Tier.CPU):  # both series exist from the start (KEDA reads them)
             self.metrics.tier_demand.inc((tier.value, config.cloud), 0)
 
@@ -163,8 +186,9 @@ class RouterApp:
         timeout = min(self.config.health_check.interval_seconds, 2.0)
         await asyncio.gather(*(b.check(timeout) for b in self.backends))
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(health_loop(b, self.config.health_check))
-                       for b in self.backends]
+        self._tasks = [
+            loop.create_task(health_loop(b, self.config.health_check)) for b in self.backends
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -179,35 +203,49 @@ class RouterApp:
     async def handle(self, request: Request, conn: Connection) -> None:
         try:
             if request.too_large:
-                raise ApiError(413, f"the request body is larger than the limit of "
-                               f"{self.limits.max_body_bytes} bytes", "invalid_request_error",
-                               "request_too_large")
+                raise ApiError(
+                    413,
+                    f"the request body is larger than the limit of "
+                    f"{self.limits.max_body_bytes} bytes",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
             path = request.path
-            if request.method == "POST" and path in ("/v1/chat/completions",
-                                                     "/v1/completions"):
+            if request.method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
                 self._authorize(request)
                 await self._proxy(request, conn, chat=path == "/v1/chat/completions")
                 return
             if request.method not in ("GET", "HEAD"):
-                if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz",
-                            "/readyz", "/metrics"):
-                    raise ApiError(405, f"{request.method} is not allowed on {path}",
-                                   "invalid_request_error", "method_not_allowed")
-                raise ApiError(404, f"no such endpoint: {path}", "invalid_request_error",
-                               "not_found")
+                if path in (
+                    "/v1/chat/completions",
+                    "/v1/completions",
+                    "/v1/models",
+                    "/healthz",
+                    "/readyz",
+                    "/metrics",
+                ):
+                    raise ApiError(
+                        405,
+                        f"{request.method} is not allowed on {path}",
+                        "invalid_request_error",
+                        "method_not_allowed",
+                    )
+                raise ApiError(
+                    404, f"no such endpoint: {path}", "invalid_request_error", "not_found"
+                )
             if path == "/healthz":
                 conn.send(200, [JSON], b'{"status":"ok"}')
             elif path == "/readyz":
                 self._readyz(conn)
             elif path == "/metrics":
-                conn.send(200, [(b"content-type", CONTENT_TYPE.encode())],
-                          self.metrics.render())
+                conn.send(200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render())
             elif path == "/v1/models":
                 self._authorize(request)
                 conn.send(200, [JSON], self._models_body)
             else:
-                raise ApiError(404, f"no such endpoint: {path}", "invalid_request_error",
-                               "not_found")
+                raise ApiError(
+                    404, f"no such endpoint: {path}", "invalid_request_error", "not_found"
+                )
         except ApiError as error:
             conn.send(error.status, error.headers(), error.body())
 
@@ -222,26 +260,33 @@ class RouterApp:
         for key in self.api_keys:
             matched |= hmac.compare_digest(given, key)
         if not matched:
-            raise ApiError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           "authentication_error", "invalid_api_key")
+            raise ApiError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "authentication_error",
+                "invalid_api_key",
+            )
 
     def _readyz(self, conn: Connection) -> None:
         """Ready when every configured model can be answered: by a ready backend of its own,
         or (graceful degradation) by a ready CPU fallback backend. A GPU pool scaled to zero
         must not take the router out of its Service."""
         status: dict[str, str] = {}
-        fallback_ready = any(b.ready and b.tier == Tier.CPU
-                             and b.model == self.config.policy.fallback_model
-                             for b in self.backends)
+        fallback_ready = any(
+            b.ready and b.tier == Tier.CPU and b.model == self.config.policy.fallback_model
+            for b in self.backends
+        )
         for model in self.config.models:
             own = any(b.ready and b.model == model.name for b in self.backends)
-            status[model.name] = ("ready" if own else
-                                  "fallback" if fallback_ready else "unavailable")
+            status[model.name] = "ready" if own else "fallback" if fallback_ready else "unavailable"
         ok = all(s != "unavailable" for s in status.values())
-        body = json.dumps({
-            "status": "ready" if ok else "not ready", "models": status,
-            "backends": {b.name: b.ready for b in self.backends},
-        }).encode()
+        body = json.dumps(
+            {
+                "status": "ready" if ok else "not ready",
+                "models": status,
+                "backends": {b.name: b.ready for b in self.backends},
+            }
+        ).encode()
         conn.send(200 if ok else 503, [JSON], body)
 
     # --- proxying --------------------------------------------------------------------------
@@ -252,38 +297,58 @@ class RouterApp:
         assert isinstance(name, str)
         model = self.models.get(name)
         if model is None:
-            raise ApiError(404, f"the model {name!r} does not exist; known models: "
-                           f"{', '.join(self.known)}", "invalid_request_error",
-                           "model_not_found", "model")
+            raise ApiError(
+                404,
+                f"the model {name!r} does not exist; known models: {', '.join(self.known)}",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         complexity = request.headers.get("x-llm-complexity")
         if not complexity:
             metadata = body.get("metadata")
             hint = metadata.get("complexity") if isinstance(metadata, dict) else None
-            complexity = hint if isinstance(hint, str) else policy.classify_prompt(
-                policy.prompt_text(body))
+            complexity = (
+                hint if isinstance(hint, str) else policy.classify_prompt(policy.prompt_text(body))
+            )
         required = request.headers.get("x-llm-require-tier", "").strip().lower()
         if required not in ("", "gpu"):
             raise _invalid("x-llm-require-tier accepts only 'gpu'", "x-llm-require-tier")
-        route = policy.plan_route(model, complexity.strip().lower(), required == "gpu",
-                                  self.backends, self.config.policy)
+        route = policy.plan_route(
+            model, complexity.strip().lower(), required == "gpu", self.backends, self.config.policy
+        )
         demand = (route.wanted.value, self.config.cloud)
         self.metrics.tier_demand.inc(demand)
         try:
             if isinstance(route, Refusal):
-                self.metrics.requests.inc((route.wanted.value, self.config.cloud, model.name,
-                                           "503"))
-                raise ApiError(503, route.message, "service_unavailable", route.code,
-                               retry_after=self.retry_after)
+                self.metrics.requests.inc(
+                    (route.wanted.value, self.config.cloud, model.name, "503")
+                )
+                raise ApiError(
+                    503,
+                    route.message,
+                    "service_unavailable",
+                    route.code,
+                    retry_after=self.retry_after,
+                )
             if route.fallback_reason:
                 to = "cpu" if route.served == Served.CPU_FALLBACK else route.served.value
                 self.metrics.fallbacks.inc((route.wanted.value, to, route.fallback_reason))
-            await self._forward(request, conn, route, model.name, body.get("stream") is True,
-                                started)
+            await self._forward(
+                request, conn, route, model.name, body.get("stream") is True, started
+            )
         finally:
             self.metrics.tier_demand.dec(demand)
 
-    async def _forward(self, request: Request, conn: Connection, route: Route, model: str,
-                       stream: bool, started: float) -> None:
+    async def _forward(
+        self,
+        request: Request,
+        conn: Connection,
+        route: Route,
+        model: str,
+        stream: bool,
+        started: float,
+    ) -> None:
         served = route.served.value
         tried: list[str] = []
         backend: BackendState = route.backends[0]  # type: ignore[assignment]
@@ -298,24 +363,32 @@ class RouterApp:
                 except QueueTimeout:
                     code = "429"
                     raise ApiError(
-                        429, f"all {backend.slots} slots of {backend.name} stayed busy for "
-                        f"{self.limits.queue_timeout_seconds:g} s", "rate_limit_error",
-                        "queue_timeout", retry_after=self.retry_after) from None
+                        429,
+                        f"all {backend.slots} slots of {backend.name} stayed busy for "
+                        f"{self.limits.queue_timeout_seconds:g} s",
+                        "rate_limit_error",
+                        "queue_timeout",
+                        retry_after=self.retry_after,
+                    ) from None
                 holding = True
                 retry_reason = None
                 try:
                     response = await backend.pool.request(
-                        b"POST", request.path.encode(), request.body,
+                        b"POST",
+                        request.path.encode(),
+                        request.body,
                         connect_timeout=self.limits.connect_timeout_seconds,
                         first_byte_timeout=self.limits.first_byte_timeout_seconds,
-                        idle_timeout=self.limits.idle_timeout_seconds)
+                        idle_timeout=self.limits.idle_timeout_seconds,
+                    )
                 except UpstreamError as exc:
                     if exc.kind in ("connect", "reset"):
                         backend.mark_failed(str(exc))
                     if exc.kind == "timeout":
                         code = "504"
-                        raise ApiError(504, f"{backend.name}: {exc}", "timeout",
-                                       "backend_timeout") from None
+                        raise ApiError(
+                            504, f"{backend.name}: {exc}", "timeout", "backend_timeout"
+                        ) from None
                     retry_reason = str(exc)
                 if response is not None and response.status >= 500:
                     retry_reason = f"{backend.name} answered {response.status}"
@@ -332,8 +405,12 @@ class RouterApp:
                         continue
                     if response is None:
                         code = "502"
-                        raise ApiError(502, f"{backend.name}: {retry_reason}", "upstream_error",
-                                       "backend_unavailable")
+                        raise ApiError(
+                            502,
+                            f"{backend.name}: {retry_reason}",
+                            "upstream_error",
+                            "backend_unavailable",
+                        )
                 break
             assert response is not None
             headers = [
@@ -363,19 +440,30 @@ class RouterApp:
             m.requests.inc((served, backend.cloud, model, code))
             m.duration.observe((served,), elapsed)
             if holding and backend.config.hourly_cost_usd:
-                m.cost.inc((tier, backend.cloud),
-                           backend.config.hourly_cost_usd * elapsed / 3600 / backend.slots)
+                m.cost.inc(
+                    (tier, backend.cloud),
+                    backend.config.hourly_cost_usd * elapsed / 3600 / backend.slots,
+                )
 
     async def _read_body(self, response: Response, backend: BackendState) -> bytes:
         try:
             return await response.read()
         except UpstreamError as exc:
-            raise ApiError(502 if exc.kind != "timeout" else 504, f"{backend.name}: {exc}",
-                           "upstream_error", "backend_error") from None
+            raise ApiError(
+                502 if exc.kind != "timeout" else 504,
+                f"{backend.name}: {exc}",
+                "upstream_error",
+                "backend_error",
+            ) from None
 
-    async def _relay_stream(self, conn: Connection, response: Response,
-                            headers: list[tuple[bytes, bytes]], route: Route,
-                            started: float) -> None:
+    async def _relay_stream(
+        self,
+        conn: Connection,
+        response: Response,
+        headers: list[tuple[bytes, bytes]],
+        route: Route,
+        started: float,
+    ) -> None:
         """Pass SSE through chunk by chunk; a failure after the first byte ends the stream with
         an error event (never a retry: the client has already seen part of an answer)."""
         conn.start_stream(response.status, headers)
@@ -384,16 +472,22 @@ class RouterApp:
         try:
             while (chunk := await response.next_chunk()) is not None:
                 if first:
-                    self.metrics.ttft.observe((route.served.value,),
-                                              time.perf_counter() - started)
+                    self.metrics.ttft.observe((route.served.value,), time.perf_counter() - started)
                     first = False
                 if b'"usage"' in chunk or b'"timings"' in chunk:
                     self._count_tokens(route.served.value, chunk)
                 tail = chunk[-2:]
                 await conn.write_chunk(chunk)
         except UpstreamError as exc:
-            event = json.dumps({"error": {"message": f"the backend failed mid-stream: {exc}",
-                                          "type": "upstream_error", "code": "stream_broken"}})
+            event = json.dumps(
+                {
+                    "error": {
+                        "message": f"the backend failed mid-stream: {exc}",
+                        "type": "upstream_error",
+                        "code": "stream_broken",
+                    }
+                }
+            )
             sep = b"" if tail == b"\n\n" else b"\n\n"
             await conn.write_chunk(sep + b"data: " + event.encode() + b"\n\n")
         conn.end_stream()
@@ -417,8 +511,9 @@ def install_uvloop() -> bool:
     return True
 
 
-async def run_router(config: RouterConfig, host: str, port: int,
-                     started: asyncio.Event | None = None) -> None:
+async def run_router(
+    config: RouterConfig, host: str, port: int, started: asyncio.Event | None = None
+) -> None:
     """Serve until SIGTERM/SIGINT: the first health checks, then requests."""
     app = RouterApp(config, load_api_keys(config.api_keys))
     await app.start()

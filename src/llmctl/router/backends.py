@@ -89,8 +89,13 @@ class BackendState:
         """GET /health (200 once the model is loaded), then /metrics for the busy count."""
         try:
             response = await self.pool.request(
-                b"GET", b"/health", b"", connect_timeout=timeout, first_byte_timeout=timeout,
-                idle_timeout=timeout)
+                b"GET",
+                b"/health",
+                b"",
+                connect_timeout=timeout,
+                first_byte_timeout=timeout,
+                idle_timeout=timeout,
+            )
             body = await response.read()
         except UpstreamError as exc:
             self._set_ready(False, str(exc))
@@ -101,8 +106,13 @@ class BackendState:
         self._set_ready(True, "")
         with contextlib.suppress(UpstreamError):
             metrics = await self.pool.request(
-                b"GET", b"/metrics", b"", connect_timeout=timeout, first_byte_timeout=timeout,
-                idle_timeout=timeout)
+                b"GET",
+                b"/metrics",
+                b"",
+                connect_timeout=timeout,
+                first_byte_timeout=timeout,
+                idle_timeout=timeout,
+            )
             text = await metrics.read()
             if metrics.status == 200:
                 busy = 0.0
@@ -138,8 +148,10 @@ async def health_loop(backend: BackendState, settings: HealthCheck) -> None:
         if backend.ready:
             delay = settings.interval_seconds
         else:
-            delay = min(settings.interval_seconds * 2 ** min(backend.failures - 1, 16),
-                        settings.max_backoff_seconds)
+            delay = min(
+                settings.interval_seconds * 2 ** min(backend.failures - 1, 16),
+                settings.max_backoff_seconds,
+            )
         backend.wake_health.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):

@@ -26,8 +26,15 @@ _MAX_HEADER_BYTES = 64 * 1024
 class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "too_large", "keep_alive")
 
-    def __init__(self, method: str, target: bytes, headers: dict[str, str], body: bytes,
-                 too_large: bool, keep_alive: bool) -> None:
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        headers: dict[str, str],
+        body: bytes,
+        too_large: bool,
+        keep_alive: bool,
+    ) -> None:
         path, _, query = target.partition(b"?")
         self.method = method
         self.path = path.decode("latin-1")
@@ -132,8 +139,12 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request = Request(
-            self.parser.get_method().decode("latin-1"), self._url, self._headers,
-            b"".join(self._body), self._too_large, self.parser.should_keep_alive(),
+            self.parser.get_method().decode("latin-1"),
+            self._url,
+            self._headers,
+            b"".join(self._body),
+            self._too_large,
+            self.parser.should_keep_alive(),
         )
         if self.task is None or self.task.done():
             self._start(request)
@@ -153,9 +164,12 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("unhandled error answering %s %s", request.method, request.path)
             if not self._streaming and not self.closed:
-                self.send(500, [(b"content-type", b"application/json")],
-                          b'{"error":{"message":"internal router error","type":"server_error",'
-                          b'"code":"internal_error"}}')
+                self.send(
+                    500,
+                    [(b"content-type", b"application/json")],
+                    b'{"error":{"message":"internal router error","type":"server_error",'
+                    b'"code":"internal_error"}}',
+                )
         if self.closed:
             return
         if not self.keep_alive:
@@ -169,11 +183,19 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         self.keep_alive = False
-        body = ('{"error":{"message":' + _json_str(message)
-                + ',"type":"invalid_request_error","code":"bad_http"}}').encode()
-        self.transport.write(_head(400, [(b"content-type", b"application/json")],
-                                   b"content-length: " + str(len(body)).encode()
-                                   + b"\r\nconnection: close\r\n") + body)
+        body = (
+            '{"error":{"message":'
+            + _json_str(message)
+            + ',"type":"invalid_request_error","code":"bad_http"}}'
+        ).encode()
+        self.transport.write(
+            _head(
+                400,
+                [(b"content-type", b"application/json")],
+                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n",
+            )
+            + body
+        )
         self.transport.close()
 
     # --- responses -------------------------------------------------------------------------
@@ -215,5 +237,6 @@ def _json_str(text: str) -> str:
 
 async def serve(handler: Handler, host: str, port: int, max_body: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: Connection(handler, max_body), host, port,
-                                    reuse_address=True, backlog=1024)
+    return await loop.create_server(
+        lambda: Connection(handler, max_body), host, port, reuse_address=True, backlog=1024
+    )

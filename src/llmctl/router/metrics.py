@@ -16,10 +16,36 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = tuple[str, ...]
 
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 TTFT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 
 
@@ -70,8 +96,9 @@ class Gauge(Counter):
 
 
 class Histogram:
-    def __init__(self, name: str, help_text: str, labels: Labels,
-                 buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self, name: str, help_text: str, labels: Labels, buckets: tuple[float, ...]
+    ) -> None:
         self.name, self.help, self.labels, self.buckets = name, help_text, labels, buckets
         # per label set: [count in each bucket (non-cumulative) ..., +Inf bucket], sum
         self.series: dict[Labels, tuple[list[int], list[float]]] = {}
@@ -114,12 +141,14 @@ class RouterMetrics:
         self.duration = Histogram(
             "llm_router_request_duration_seconds",
             "Time from the request's arrival to the end of its response.",
-            ("tier",), DURATION_BUCKETS,
+            ("tier",),
+            DURATION_BUCKETS,
         )
         self.ttft = Histogram(
             "llm_router_time_to_first_token_seconds",
             "Time from the request's arrival to the first body byte from the backend.",
-            ("tier",), TTFT_BUCKETS,
+            ("tier",),
+            TTFT_BUCKETS,
         )
         self.tier_demand = Gauge(
             "llm_router_tier_demand",
@@ -144,8 +173,15 @@ class RouterMetrics:
         )
 
     def all(self) -> tuple[Counter | Histogram, ...]:
-        return (self.requests, self.duration, self.ttft, self.tier_demand, self.tokens,
-                self.fallbacks, self.cost)
+        return (
+            self.requests,
+            self.duration,
+            self.ttft,
+            self.tier_demand,
+            self.tokens,
+            self.fallbacks,
+            self.cost,
+        )
 
     def render(self) -> bytes:
         lines: list[str] = []

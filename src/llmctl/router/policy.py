@@ -84,8 +84,11 @@ def prompt_text(body: dict[str, object]) -> str:
         for message in reversed(messages):
             if isinstance(message, dict) and message.get("role") == "user":
                 return _content_text(message.get("content"))
-        return _content_text(messages[-1].get("content")) if messages and isinstance(
-            messages[-1], dict) else ""
+        return (
+            _content_text(messages[-1].get("content"))
+            if messages and isinstance(messages[-1], dict)
+            else ""
+        )
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         return prompt
@@ -99,13 +102,15 @@ def _content_text(content: object) -> str:
         return content
     if isinstance(content, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
         return "\n".join(
-            part["text"] for part in content
+            part["text"]
+            for part in content
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
 
 
 # --- the tier rule -------------------------------------------------------------------------
+
 
 def should_use_gpu(parameters: int, complexity: str, policy: Policy) -> bool:
     """The issue's shouldUseGPU: big models and hard requests want the GPU tier."""
@@ -140,6 +145,7 @@ def known_model_ids(config: RouterConfig) -> list[str]:
 
 # --- choosing a backend --------------------------------------------------------------------
 
+
 class BackendView(Protocol):
     """What the policy reads of a backend's live state (backends.BackendState provides it)."""
 
@@ -170,8 +176,9 @@ def backend_score(backend: BackendView) -> tuple[int, float]:
     return full, (backend.load + 1) / backend.slots * max(backend.cost_weight, 1e-9)
 
 
-def rank_backends(backends: Iterable[BackendView], exclude: Sequence[str] = ()) -> list[
-        BackendView]:
+def rank_backends(
+    backends: Iterable[BackendView], exclude: Sequence[str] = ()
+) -> list[BackendView]:
     """Ready backends not yet tried, best first (ties keep the configured order)."""
     ready = [b for b in backends if b.ready and b.name not in exclude]
     ready.sort(key=backend_score)
@@ -227,7 +234,8 @@ def plan_route(
     reason = "no_gpu_backend" if not in_tier else "no_ready_gpu"
     if require_gpu:
         return Refusal(
-            Tier.GPU, "gpu_unavailable",
+            Tier.GPU,
+            "gpu_unavailable",
             "no GPU backend is ready and the request says x-llm-require-tier: gpu; "
             "the GPU pool is scaling up, retry later",
         )
@@ -235,12 +243,16 @@ def plan_route(
     fallback = rank_backends(cpu or [b for b in backends if b.tier == Tier.CPU])
     if fallback:
         return Route(Tier.GPU, Served.CPU_FALLBACK, tuple(fallback), fallback_reason=reason)
-    return Refusal(Tier.GPU, "no_backend",
-                   f"no GPU backend and no CPU fallback backend is ready to serve {model.name!r}")
+    return Refusal(
+        Tier.GPU,
+        "no_backend",
+        f"no GPU backend and no CPU fallback backend is ready to serve {model.name!r}",
+    )
 
 
-def retry_candidates(route: Route, tried: Sequence[str],
-                     backends: Sequence[BackendView]) -> list[BackendView]:
+def retry_candidates(
+    route: Route, tried: Sequence[str], backends: Sequence[BackendView]
+) -> list[BackendView]:
     """The backends a failed attempt may be retried on: the same set, re-ranked, minus tried."""
     names = {b.name for b in route.backends}
     return rank_backends([b for b in backends if b.name in names], exclude=tried)

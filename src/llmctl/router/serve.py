@@ -23,8 +23,10 @@ class ServeError(Exception):
 def read_config(path: Path) -> RouterConfig:
     """The validated config, or a ServeError that names the file and the bad field."""
     if not path.is_file():
-        raise ServeError(f"router config {path} does not exist",
-                         hint="render it with `llmctl render` (ConfigMap llm-router-config)")
+        raise ServeError(
+            f"router config {path} does not exist",
+            hint="render it with `llmctl render` (ConfigMap llm-router-config)",
+        )
     try:
         config = load_router_config(path)
     except yaml.YAMLError as exc:
@@ -32,18 +34,23 @@ def read_config(path: Path) -> RouterConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise ServeError(f"router config {path}: {field}: {first['msg']}",
-                         hint=(f"{exc.error_count()} problems in total"
-                               if exc.error_count() > 1 else None)) from None
+        raise ServeError(
+            f"router config {path}: {field}: {first['msg']}",
+            hint=(f"{exc.error_count()} problems in total" if exc.error_count() > 1 else None),
+        ) from None
     known = {m.name for m in config.models}
     if config.policy.fallback_model not in known:
-        raise ServeError(f"router config {path}: policy.fallbackModel "
-                         f"{config.policy.fallback_model!r} is not one of the models: "
-                         f"{', '.join(sorted(known))}")
+        raise ServeError(
+            f"router config {path}: policy.fallbackModel "
+            f"{config.policy.fallback_model!r} is not one of the models: "
+            f"{', '.join(sorted(known))}"
+        )
     for backend in config.backends:
         if not backend.url.startswith("http://"):
-            raise ServeError(f"router config {path}: backend {backend.name}: only http:// "
-                             "backend URLs are supported")
+            raise ServeError(
+                f"router config {path}: backend {backend.name}: only http:// "
+                "backend URLs are supported"
+            )
     try:
         load_api_keys(config.api_keys)
     except (OSError, ValueError) as exc:
@@ -53,7 +60,8 @@ def read_config(path: Path) -> RouterConfig:
 
 def serve_router(path: Path, host: str, port: int, log_level: str = "info") -> None:
     config = read_config(path)
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     install_uvloop()
     asyncio.run(run_router(config, host, port))

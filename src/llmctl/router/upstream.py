@@ -139,15 +139,20 @@ class Response:
                 return None
             if conn.error is not None or conn.closed:
                 self.close()
-                raise UpstreamError(f"the backend broke off the response: {conn.error}",
-                                    kind="reset", before_response=False)
+                raise UpstreamError(
+                    f"the backend broke off the response: {conn.error}",
+                    kind="reset",
+                    before_response=False,
+                )
             try:
                 await conn.wait(self._idle)
             except TimeoutError:
                 self.close()
                 raise UpstreamError(
-                    f"the backend sent nothing for {self._idle:g} s", kind="timeout",
-                    before_response=False) from None
+                    f"the backend sent nothing for {self._idle:g} s",
+                    kind="timeout",
+                    before_response=False,
+                ) from None
 
     async def read(self) -> bytes:
         parts: list[bytes] = []
@@ -206,23 +211,46 @@ class Pool:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(_Connection, self.host, self.port)
         except TimeoutError:
-            raise UpstreamError(f"connect to {self.host}:{self.port} timed out after "
-                                f"{timeout:g} s", kind="connect", before_response=True) from None
+            raise UpstreamError(
+                f"connect to {self.host}:{self.port} timed out after {timeout:g} s",
+                kind="connect",
+                before_response=True,
+            ) from None
         except OSError as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}",
-                                kind="connect", before_response=True) from None
+            raise UpstreamError(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}",
+                kind="connect",
+                before_response=True,
+            ) from None
         return conn
 
     async def request(
-        self, method: bytes, path: bytes, body: bytes, *, extra_headers: bytes = b"",
-        connect_timeout: float, first_byte_timeout: float, idle_timeout: float,
+        self,
+        method: bytes,
+        path: bytes,
+        body: bytes,
+        *,
+        extra_headers: bytes = b"",
+        connect_timeout: float,
+        first_byte_timeout: float,
+        idle_timeout: float,
     ) -> Response:
         """Send one request and wait for the response's status and headers."""
-        head = b"".join((
-            method, b" ", self.prefix.encode(), path, b" HTTP/1.1\r\nhost: ", self.host_header,
-            b"\r\ncontent-type: application/json\r\ncontent-length: ",
-            str(len(body)).encode(), b"\r\n", extra_headers, b"\r\n",
-        ))
+        head = b"".join(
+            (
+                method,
+                b" ",
+                self.prefix.encode(),
+                path,
+                b" HTTP/1.1\r\nhost: ",
+                self.host_header,
+                b"\r\ncontent-type: application/json\r\ncontent-length: ",
+                str(len(body)).encode(),
+                b"\r\n",
+                extra_headers,
+                b"\r\n",
+            )
+        )
         # A pooled connection the backend has just closed (keep-alive timeout or max count)
         # fails before any response byte: that one is retried on a fresh connection.
         for attempt in (0, 1):
@@ -247,13 +275,16 @@ class Pool:
                 conn.abort()
                 raise UpstreamError(
                     f"the backend sent no response within {first_byte_timeout:g} s",
-                    kind="timeout", before_response=True) from None
+                    kind="timeout",
+                    before_response=True,
+                ) from None
             except ConnectionResetError as exc:
                 conn.abort()
                 if reused and attempt == 0:
                     continue
-                raise UpstreamError(f"the backend closed the connection: {exc}", kind="reset",
-                                    before_response=True) from None
+                raise UpstreamError(
+                    f"the backend closed the connection: {exc}", kind="reset", before_response=True
+                ) from None
             except BaseException:
                 conn.abort()  # cancelled (the client went away): drop the backend request
                 raise
