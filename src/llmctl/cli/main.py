@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmctl import __version__
-from llmctl.cli import config_cmd, render_cmd
+from llmctl.cli import config_cmd, gpu_cmd, render_cmd
 
 app = typer.Typer(
     name="llmctl",
@@ -34,6 +34,7 @@ def _root(
 
 app.command("render")(render_cmd.render)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(gpu_cmd.app, name="gpu")
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ from llmctl.clouds.base import (
     capacity_hint,
     missing_sdk,
 )
-from llmctl.errors import LlmctlError
+from llmctl.errors import ConfigError, LlmctlError
 
 # EKS spells taint effects in its own enum.
 EFFECT_TO_EKS = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
@@ -39,6 +39,7 @@ CAPACITY_WORDS = re.compile(
     r"capacity|vcpu limit|quota|InsufficientInstanceCapacity|MaxSpotInstanceCountExceeded",
     re.IGNORECASE,
 )
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+")
 PERMISSION = re.compile(r"perform: ([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
 
 
@@ -113,6 +114,14 @@ class AwsCloud(Cloud):
                 create_nodegroup_params(spec),
             )
         ]
+
+    def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
+        if spec.node_role is not None and not ROLE_ARN.fullmatch(spec.node_role):
+            raise ConfigError(
+                f"--node-role {spec.node_role!r} is not an IAM role ARN",
+                hint="for example arn:aws:iam::123456789012:role/eks-node",
+            )
+        return spec
 
     def kubeconfig_command(self, spec: PoolSpec) -> str:
         return f"aws eks update-kubeconfig --name {spec.cluster} --region {spec.location}"
