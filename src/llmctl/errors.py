@@ -6,10 +6,12 @@ the commands: 2 for usage or configuration errors, 1 for failures.
 
 from __future__ import annotations
 
-import click
+# Typer 0.29 vendors click and catches only its own copy's ClickException; it exports no public
+# name for it, so this reaches into typer._click (pinned by the typer>=0.29 requirement).
+from typer._click.exceptions import ClickException
 
 
-class LlmctlError(click.ClickException):
+class LlmctlError(ClickException):
     """A failure the user can act on."""
 
     exit_code = 1
