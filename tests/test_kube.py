@@ -57,17 +57,26 @@ def test_apply_twice_updates_in_place(api: object, fake: FakeKube) -> None:
 
 
 def test_apply_request_paths() -> None:
-    ds = kube.apply_request({"apiVersion": "apps/v1", "kind": "DaemonSet",
-                             "metadata": {"name": "x", "namespace": "kube-system"}})
+    ds = kube.apply_request(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "x", "namespace": "kube-system"},
+        }
+    )
     assert ds.path == "/apis/apps/v1/namespaces/kube-system/daemonsets/x"
-    sa = kube.apply_request({"apiVersion": "v1", "kind": "ServiceAccount",
-                             "metadata": {"name": "y", "namespace": "n"}})
+    sa = kube.apply_request(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "y", "namespace": "n"}}
+    )
     assert sa.path == "/api/v1/namespaces/n/serviceaccounts/y"
-    rc = kube.apply_request({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                             "metadata": {"name": "nvidia"}})
+    rc = kube.apply_request(
+        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}}
+    )
     assert rc.path == "/apis/node.k8s.io/v1/runtimeclasses/nvidia"
     with pytest.raises(LlmctlError, match="no metadata.namespace"):
-        kube.apply_request({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "z"}})
+        kube.apply_request(
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "z"}}
+        )
 
 
 def test_gpu_nodes_and_device_plugin_pods(api: object, fake: FakeKube) -> None:
@@ -78,14 +87,19 @@ def test_gpu_nodes_and_device_plugin_pods(api: object, fake: FakeKube) -> None:
     ]
     nodes = kube.gpu_nodes(api)
     assert [(n.name, n.allocatable_gpus, n.ready) for n in nodes] == [
-        ("gpu-a", 1, True), ("gpu-b", 0, False)]
+        ("gpu-a", 1, True),
+        ("gpu-b", 0, False),
+    ]
     objects = cluster_setup_objects(Stack(), CloudName.AWS)
     where = kube.device_plugin_pods(objects)
     assert where is not None
     namespace, selector = where
     labels = dict(term.split("=") for term in selector.split(","))
-    fake.pods += [pod("dp-1", namespace, labels, True), pod("dp-2", namespace, labels, False),
-                  pod("other", namespace, {"app": "x"}, True)]
+    fake.pods += [
+        pod("dp-1", namespace, labels, True),
+        pod("dp-2", namespace, labels, False),
+        pod("other", namespace, {"app": "x"}, True),
+    ]
     assert kube.pods_ready(api, namespace, selector) == kube.PodsReady(1, 2)
 
 

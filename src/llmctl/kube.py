@@ -20,8 +20,16 @@ REQUEST_TIMEOUT_S = 30
 
 # Kinds llmctl may apply that live outside namespaces; everything else needs metadata.namespace.
 CLUSTER_SCOPED_KINDS = frozenset(
-    {"Namespace", "RuntimeClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding",
-     "StorageClass", "CustomResourceDefinition", "Node"}
+    {
+        "Namespace",
+        "RuntimeClass",
+        "PriorityClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "StorageClass",
+        "CustomResourceDefinition",
+        "Node",
+    }
 )
 
 
@@ -91,15 +99,18 @@ class PodsReady:
 def api_client(kubeconfig: str | None = None, context: str | None = None, hint: str = "") -> Any:
     """The one place a Kubernetes client is built: from the user's kubeconfig."""
     try:
-        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+        from kubernetes.config.kube_config import new_client_from_config
     except ImportError:
         raise LlmctlError(
             "the Kubernetes client (kubernetes) is not installed",
             hint="install llmctl's cloud extra: pip install 'llmctl[cloud]'",
         ) from None
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (config.ConfigException, OSError) as exc:
+        return new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context
+        )
+    except (ConfigException, OSError) as exc:
         raise LlmctlError(
             f"no usable kubeconfig: {exc}",
             hint=(f"run `{hint}`, " if hint else "")
@@ -140,8 +151,14 @@ def _status_message(exc: Any) -> str:
         return str(exc.reason)
 
 
-def _call(api: Any, method: str, path: str, query: list[tuple[str, str]],
-          body: Any = None, content_type: str | None = None) -> Any:
+def _call(
+    api: Any,
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    body: Any = None,
+    content_type: str | None = None,
+) -> Any:
     headers = {"Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
@@ -165,8 +182,14 @@ def apply(api: Any, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         request = apply_request(obj)
         with _kube_errors(f"applying {request.name}"):
             applied.append(
-                _call(api, "PATCH", request.path, list(request.query), dict(request.body),
-                      APPLY_CONTENT_TYPE)
+                _call(
+                    api,
+                    "PATCH",
+                    request.path,
+                    list(request.query),
+                    dict(request.body),
+                    APPLY_CONTENT_TYPE,
+                )
             )
     return applied
 
@@ -194,8 +217,9 @@ def gpu_nodes(api: Any, resource: str = "nvidia.com/gpu") -> list[GpuNode]:
 def pods_ready(api: Any, namespace: str, selector: str) -> PodsReady:
     """How many pods matching the selector are Ready, of how many."""
     with _kube_errors(f"listing pods {selector} in {namespace}"):
-        pods = _call(api, "GET", f"/api/v1/namespaces/{namespace}/pods",
-                     [("labelSelector", selector)])
+        pods = _call(
+            api, "GET", f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", selector)]
+        )
     items = pods.get("items", [])
     ready = sum(
         1

@@ -66,10 +66,17 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
         client = boto3.client("eks", region_name="us-east-1")
-        client.create_cluster(name="llm-aws", roleArn="arn:aws:iam::123456789012:role/eks",
-                              resourcesVpcConfig={"subnetIds": ["subnet-a"]})
-        client.create_nodegroup(clusterName="llm-aws", nodegroupName="system",
-                                subnets=["subnet-a"], nodeRole="arn:aws:iam::123456789012:role/n")
+        client.create_cluster(
+            name="llm-aws",
+            roleArn="arn:aws:iam::123456789012:role/eks",
+            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
+        )
+        client.create_nodegroup(
+            clusterName="llm-aws",
+            nodegroupName="system",
+            subnets=["subnet-a"],
+            nodeRole="arn:aws:iam::123456789012:role/n",
+        )
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
         yield client
 
@@ -86,7 +93,10 @@ def test_dry_run_prints_the_requests_and_calls_nothing(monkeypatch: pytest.Monke
     assert requests[0]["target"].startswith("eks:CreateNodegroup")
     body = requests[0]["body"]
     assert (body["nodegroupName"], body["capacityType"], body["amiType"]) == (
-        "gpu-t4", "SPOT", "AL2023_x86_64_NVIDIA")
+        "gpu-t4",
+        "SPOT",
+        "AL2023_x86_64_NVIDIA",
+    )
     applied = [r["body"] for r in requests[1:]]
     assert applied == cluster_setup_objects(Stack(), CloudName.AWS)
     assert all(r["method"] == "PATCH" for r in requests[1:])
@@ -94,11 +104,22 @@ def test_dry_run_prints_the_requests_and_calls_nothing(monkeypatch: pytest.Monke
 
 
 def test_dry_run_gcp_and_azure(monkeypatch: pytest.MonkeyPatch) -> None:
-    gcp = run("gpu", "enable", "--cloud", "gcp", "--project", "proj", "--preemptible",
-              "--dry-run", "--skip-cluster-setup")
+    gcp = run(
+        "gpu",
+        "enable",
+        "--cloud",
+        "gcp",
+        "--project",
+        "proj",
+        "--preemptible",
+        "--dry-run",
+        "--skip-cluster-setup",
+    )
     assert gcp.exit_code == 0, gcp.output
     request = yaml.safe_load(gcp.stdout)[0]
-    assert request["target"].endswith("/projects/proj/locations/us-central1/clusters/llm-gcp/nodePools")
+    assert request["target"].endswith(
+        "/projects/proj/locations/us-central1/clusters/llm-gcp/nodePools"
+    )
     assert request["body"]["nodePool"]["config"]["preemptible"] is True
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-1")
     azure = run("gpu", "enable", "--cloud", "azure", "--dry-run", "--max-nodes", "5")
@@ -151,17 +172,25 @@ def test_status_json_and_table(
     labels = {"accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
     fake.nodes.append(node("ip-10-0-0-1", labels, "1"))
     ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
-    fake.pods.append(pod("dp-1", ds["metadata"]["namespace"],
-                         ds["spec"]["selector"]["matchLabels"], True))
-    result = run("gpu", "status", "--cloud", "aws", "--output", "json",
-                 "--kubeconfig", kubeconfig_file)
+    fake.pods.append(
+        pod("dp-1", ds["metadata"]["namespace"], ds["spec"]["selector"]["matchLabels"], True)
+    )
+    result = run(
+        "gpu", "status", "--cloud", "aws", "--output", "json", "--kubeconfig", kubeconfig_file
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["pool"]["instanceType"] == "g4dn.xlarge"
     assert report["pool"]["capacityType"] == "spot"
     assert (report["pool"]["minNodes"], report["pool"]["maxNodes"]) == (0, 2)
-    assert report["cluster"]["gpuNodes"] == [{"name": "ip-10-0-0-1", "accelerator": "nvidia-tesla-t4",
-                                              "allocatableGpus": 1, "ready": True}]
+    assert report["cluster"]["gpuNodes"] == [
+        {
+            "name": "ip-10-0-0-1",
+            "accelerator": "nvidia-tesla-t4",
+            "allocatableGpus": 1,
+            "ready": True,
+        }
+    ]
     assert report["cluster"]["devicePluginPods"] == {"ready": 1, "total": 1}
     table = run("gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file)
     assert table.exit_code == 0
@@ -200,8 +229,17 @@ def test_invalid_node_counts_and_types_exit_2(args: list[str], message: str) -> 
 
 
 def test_max_nodes_above_three_when_asked_explicitly() -> None:
-    result = run("gpu", "enable", "--cloud", "aws", "--dry-run", "--max-nodes", "5",
-                 "--set", "gpu.maxReplicas=5")
+    result = run(
+        "gpu",
+        "enable",
+        "--cloud",
+        "aws",
+        "--dry-run",
+        "--max-nodes",
+        "5",
+        "--set",
+        "gpu.maxReplicas=5",
+    )
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.stdout)[0]["body"]["scalingConfig"]["maxSize"] == 5
 
@@ -214,8 +252,11 @@ def test_unknown_cloud_exit_2() -> None:
 
 @pytest.mark.parametrize(
     ("cloud", "module", "package"),
-    [("aws", "boto3", "boto3"), ("gcp", "google.cloud.container_v1", "google-cloud-container"),
-     ("azure", "azure.mgmt.containerservice", "azure-mgmt-containerservice")],
+    [
+        ("aws", "boto3", "boto3"),
+        ("gcp", "google.cloud.container_v1", "google-cloud-container"),
+        ("azure", "azure.mgmt.containerservice", "azure-mgmt-containerservice"),
+    ],
 )
 def test_missing_sdk_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, cloud: str, module: str, package: str
@@ -237,8 +278,11 @@ def test_no_credentials_through_the_cli() -> None:
 def test_gcp_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     gke = FakeGke()
     with serve(gke.route) as server:
-        monkeypatch.setitem(clouds.FACTORIES, CloudName.GCP, lambda: GcpCloud(
-            endpoint=server.url, credentials=AnonymousCredentials(), poll_delay=0))
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.GCP,
+            lambda: GcpCloud(endpoint=server.url, credentials=AnonymousCredentials(), poll_delay=0),
+        )
         args = ["--cloud", "gcp", "--project", "proj"]
         created = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
         assert created.exit_code == 0, created.output
@@ -248,7 +292,10 @@ def test_gcp_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
         status = run("gpu", "status", *args, "--skip-cluster", "--output", "json")
         pool = json.loads(status.stdout)["pool"]
         assert (pool["instanceType"], pool["capacityType"], pool["status"]) == (
-            "n1-standard-4", "spot", "RUNNING")
+            "n1-standard-4",
+            "spot",
+            "RUNNING",
+        )
         assert run("gpu", "disable", *args, "--yes").exit_code == 0
         assert gke.pools == {}
 
@@ -262,8 +309,11 @@ def test_azure_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     aks = FakeAks()
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", aks.subscription)
     with serve(aks.route) as server:
-        monkeypatch.setitem(clouds.FACTORIES, CloudName.AZURE, lambda: AzureCloud(
-            endpoint=server.url, credential=StaticToken(), poll_delay=0))
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.AZURE,
+            lambda: AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0),
+        )
         created = run("gpu", "enable", "--cloud", "azure", "--yes", "--skip-cluster-setup")
         assert created.exit_code == 0, created.output
         assert aks.pools["gput4"]["properties"]["scaleSetPriority"] == "Spot"
@@ -281,6 +331,11 @@ def test_help_imports_no_cloud_sdk() -> None:
         " or m.startswith(('google.cloud', 'azure.'))]; print(heavy); assert not heavy"
     )
     src = Path(__file__).resolve().parents[2] / "src"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

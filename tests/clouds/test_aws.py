@@ -32,7 +32,9 @@ def eks() -> Iterator[Any]:
             resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
         )
         client.create_nodegroup(
-            clusterName=CLUSTER, nodegroupName="system", subnets=["subnet-a", "subnet-b"],
+            clusterName=CLUSTER,
+            nodegroupName="system",
+            subnets=["subnet-a", "subnet-b"],
             nodeRole=ROLE,
         )
         yield client
@@ -55,7 +57,9 @@ def test_create_sets_every_field(eks: Any) -> None:
     assert group["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group["scalingConfig"] == {"minSize": 0, "maxSize": 2, "desiredSize": 0}
     assert group["labels"] == {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"}
-    assert group["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]
+    assert group["taints"] == [
+        {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
+    ]
     assert group["subnets"] == ["subnet-a", "subnet-b"]
     assert group["nodeRole"] == ROLE
     prefix = "k8s.io/cluster-autoscaler/node-template"
@@ -68,12 +72,20 @@ def test_create_sets_every_field(eks: Any) -> None:
 
 
 def test_on_demand_and_explicit_network(eks: Any) -> None:
-    cloud, spec = spec_for(on_demand=True, max_nodes=5, subnets=("subnet-x",), node_role="arn:aws:iam::123456789012:role/gpu")
+    cloud, spec = spec_for(
+        on_demand=True,
+        max_nodes=5,
+        subnets=("subnet-x",),
+        node_role="arn:aws:iam::123456789012:role/gpu",
+    )
     cloud.ensure_gpu_pool(spec)
     group = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
     assert group["capacityType"] == "ON_DEMAND"
     assert group["scalingConfig"]["maxSize"] == 5
-    assert (group["subnets"], group["nodeRole"]) == (["subnet-x"], "arn:aws:iam::123456789012:role/gpu")
+    assert (group["subnets"], group["nodeRole"]) == (
+        ["subnet-x"],
+        "arn:aws:iam::123456789012:role/gpu",
+    )
 
 
 def test_second_run_changes_nothing(eks: Any) -> None:
@@ -117,8 +129,14 @@ def test_status_reads_the_pool(eks: Any) -> None:
     cloud.ensure_gpu_pool(spec)
     state = cloud.read_pool(spec)
     assert state is not None
-    assert (state.instance_type, state.capacity, state.min_nodes, state.current_nodes,
-            state.max_nodes, state.status) == ("g4dn.xlarge", "spot", 0, 0, 2, "ACTIVE")
+    assert (
+        state.instance_type,
+        state.capacity,
+        state.min_nodes,
+        state.current_nodes,
+        state.max_nodes,
+        state.status,
+    ) == ("g4dn.xlarge", "spot", 0, 0, 2, "ACTIVE")
 
 
 def test_disable_deletes_and_waits(eks: Any) -> None:
@@ -144,15 +162,20 @@ def test_scale_to_zero_keeps_the_pool(eks: Any) -> None:
 def test_cluster_not_found() -> None:
     with mock_aws():
         cloud, spec = spec_for(cluster="missing")
-        with pytest.raises(LlmctlError, match="EKS cluster 'missing' not found in region us-east-1"):
+        with pytest.raises(
+            LlmctlError, match="EKS cluster 'missing' not found in region us-east-1"
+        ):
             cloud.ensure_gpu_pool(spec)
 
 
 def test_no_node_group_to_copy_from() -> None:
     with mock_aws():
         client = boto3.client("eks", region_name=REGION)
-        client.create_cluster(name="bare", roleArn="arn:aws:iam::123456789012:role/eks",
-                              resourcesVpcConfig={"subnetIds": ["subnet-a"]})
+        client.create_cluster(
+            name="bare",
+            roleArn="arn:aws:iam::123456789012:role/eks",
+            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
+        )
         cloud, spec = spec_for(cluster="bare")
         with pytest.raises(LlmctlError, match="no node group to copy") as info:
             cloud.ensure_gpu_pool(spec)
@@ -177,8 +200,14 @@ class _Body:
         yield self.data
 
 
-def answer(cloud: AwsCloud, spec: PoolSpec, operation: str, status: int,
-           error_type: str | None, body: dict[str, Any]) -> None:
+def answer(
+    cloud: AwsCloud,
+    spec: PoolSpec,
+    operation: str,
+    status: int,
+    error_type: str | None,
+    body: dict[str, Any],
+) -> None:
     """Make the real client receive this HTTP answer to one EKS operation (AWS's wire format)."""
     headers = {"Content-Type": "application/json"}
     if error_type:
@@ -192,26 +221,48 @@ def answer(cloud: AwsCloud, spec: PoolSpec, operation: str, status: int,
 
 def test_permission_denied_names_the_action(eks: Any) -> None:
     cloud, spec = spec_for()
-    answer(cloud, spec, "CreateNodegroup", 403, "AccessDeniedException", {
-        "message": "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
-                   "eks:CreateNodegroup on resource: arn:aws:eks:us-east-1:123456789012:cluster/llm-aws"})
+    answer(
+        cloud,
+        spec,
+        "CreateNodegroup",
+        403,
+        "AccessDeniedException",
+        {
+            "message": "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
+            "eks:CreateNodegroup on resource: arn:aws:eks:us-east-1:123456789012:cluster/llm-aws"
+        },
+    )
     with pytest.raises(LlmctlError, match="may not call eks:CreateNodegroup"):
         cloud.ensure_gpu_pool(spec)
 
 
 def test_permission_denied_for_pass_role(eks: Any) -> None:
     cloud, spec = spec_for()
-    answer(cloud, spec, "CreateNodegroup", 403, "AccessDeniedException", {
-        "message": "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
-                   "iam:PassRole on resource: arn:aws:iam::123456789012:role/eks-node"})
+    answer(
+        cloud,
+        spec,
+        "CreateNodegroup",
+        403,
+        "AccessDeniedException",
+        {
+            "message": "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
+            "iam:PassRole on resource: arn:aws:iam::123456789012:role/eks-node"
+        },
+    )
     with pytest.raises(LlmctlError, match="may not call iam:PassRole"):
         cloud.ensure_gpu_pool(spec)
 
 
 def test_quota_exceeded_says_what_to_try(eks: Any) -> None:
     cloud, spec = spec_for()
-    answer(cloud, spec, "CreateNodegroup", 400, "ResourceLimitExceededException", {
-        "message": "Nodegroups per cluster quota exceeded", "clusterName": CLUSTER})
+    answer(
+        cloud,
+        spec,
+        "CreateNodegroup",
+        400,
+        "ResourceLimitExceededException",
+        {"message": "Nodegroups per cluster quota exceeded", "clusterName": CLUSTER},
+    )
     with pytest.raises(LlmctlError, match="quota exceeded") as info:
         cloud.ensure_gpu_pool(spec)
     assert "--on-demand" in (info.value.hint or "") and "--instance-type" in (info.value.hint or "")
@@ -219,15 +270,26 @@ def test_quota_exceeded_says_what_to_try(eks: Any) -> None:
 
 def test_no_spot_capacity_fails_the_waiter_with_advice(eks: Any) -> None:
     cloud, spec = spec_for()
-    failed = {"nodegroup": {
-        "nodegroupName": "gpu-t4", "clusterName": CLUSTER, "status": "CREATE_FAILED",
-        "capacityType": "SPOT", "instanceTypes": ["g4dn.xlarge"],
-        "scalingConfig": {"minSize": 0, "maxSize": 2, "desiredSize": 0},
-        "health": {"issues": [{
-            "code": "AsgInstanceLaunchFailures",
-            "message": "Could not launch Spot Instances. InsufficientInstanceCapacity - There is "
-                       "no Spot capacity available that matches your request.",
-            "resourceIds": ["eks-gpu-t4"]}]}}}
+    failed = {
+        "nodegroup": {
+            "nodegroupName": "gpu-t4",
+            "clusterName": CLUSTER,
+            "status": "CREATE_FAILED",
+            "capacityType": "SPOT",
+            "instanceTypes": ["g4dn.xlarge"],
+            "scalingConfig": {"minSize": 0, "maxSize": 2, "desiredSize": 0},
+            "health": {
+                "issues": [
+                    {
+                        "code": "AsgInstanceLaunchFailures",
+                        "message": "Could not launch Spot Instances. InsufficientInstanceCapacity "
+                        "- There is no Spot capacity available that matches your request.",
+                        "resourceIds": ["eks-gpu-t4"],
+                    }
+                ]
+            },
+        }
+    }
     answer(cloud, spec, "DescribeNodegroup", 200, None, failed)
     # The first describe (does the pool exist?) must say "no": moto answers that one.
     cloud._eks(spec).meta.events.unregister("before-send.eks.DescribeNodegroup")

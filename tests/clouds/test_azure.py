@@ -41,27 +41,47 @@ def cloud_and_spec(server: FakeServer, **options: Any) -> tuple[AzureCloud, Pool
     return cloud, cloud.node_pool_spec(Stack(), PoolOptions(**options))
 
 
-def test_create_puts_the_agent_pool_and_follows_the_poller(server: FakeServer, aks: FakeAks) -> None:
+def test_create_puts_the_agent_pool_and_follows_the_poller(
+    server: FakeServer, aks: FakeAks
+) -> None:
     cloud, spec = cloud_and_spec(server)
     seen: list[str] = []
     assert cloud.ensure_gpu_pool(spec, seen.append).action == "created"
     assert seen[-1] == "Succeeded"
     put = next(r for r in server.requests if r.method == "PUT")
-    assert put.path == (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/llm-rg/providers/"
-                        "Microsoft.ContainerService/managedClusters/llm-azure/agentPools/gput4")
+    assert put.path == (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/llm-rg/providers/"
+        "Microsoft.ContainerService/managedClusters/llm-azure/agentPools/gput4"
+    )
     assert put.query["api-version"] == "2026-08-01"
-    assert put.body == {"properties": {
-        "vmSize": "Standard_NC4as_T4_v3", "mode": "User", "osType": "Linux", "count": 0,
-        "enableAutoScaling": True, "minCount": 0, "maxCount": 2,
-        "nodeLabels": {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"},
-        "nodeTaints": ["nvidia.com/gpu=present:NoSchedule"],
-        "scaleSetPriority": "Spot", "scaleSetEvictionPolicy": "Delete", "spotMaxPrice": -1}}
+    assert put.body == {
+        "properties": {
+            "vmSize": "Standard_NC4as_T4_v3",
+            "mode": "User",
+            "osType": "Linux",
+            "count": 0,
+            "enableAutoScaling": True,
+            "minCount": 0,
+            "maxCount": 2,
+            "nodeLabels": {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"},
+            "nodeTaints": ["nvidia.com/gpu=present:NoSchedule"],
+            "scaleSetPriority": "Spot",
+            "scaleSetEvictionPolicy": "Delete",
+            "spotMaxPrice": -1,
+        }
+    }
     polls = [r for r in server.requests if r.method == "GET" and r.path == put.path]
     assert len(polls) >= 2  # the first read (absent), the poller's read(s)
     state = cloud.read_pool(spec)
     assert state is not None
-    assert (state.instance_type, state.capacity, state.min_nodes, state.current_nodes,
-            state.max_nodes, state.status) == ("Standard_NC4as_T4_v3", "spot", 0, 0, 2, "Succeeded")
+    assert (
+        state.instance_type,
+        state.capacity,
+        state.min_nodes,
+        state.current_nodes,
+        state.max_nodes,
+        state.status,
+    ) == ("Standard_NC4as_T4_v3", "spot", 0, 0, 2, "Succeeded")
 
 
 def test_on_demand_is_regular_priority(server: FakeServer, aks: FakeAks) -> None:
@@ -119,15 +139,20 @@ def test_resource_group_not_found(server: FakeServer) -> None:
 def test_permission_denied_names_the_action(server: FakeServer, aks: FakeAks) -> None:
     aks.forbidden_action = "Microsoft.ContainerService/managedClusters/agentPools/write"
     cloud, spec = cloud_and_spec(server)
-    with pytest.raises(LlmctlError, match="Azure requires Microsoft.ContainerService/"
-                                          "managedClusters/agentPools/write"):
+    with pytest.raises(
+        LlmctlError,
+        match="Azure requires Microsoft.ContainerService/managedClusters/agentPools/write",
+    ):
         cloud.ensure_gpu_pool(spec)
 
 
 def test_quota_exceeded(server: FakeServer, aks: FakeAks) -> None:
-    aks.put_error = arm_error(400, "ErrCode_InsufficientVCPUQuota",
-                              "Insufficient regional vcpu quota left for location eastus. left "
-                              "regional vcpu quota 0, requested quota 4.")
+    aks.put_error = arm_error(
+        400,
+        "ErrCode_InsufficientVCPUQuota",
+        "Insufficient regional vcpu quota left for location eastus. left "
+        "regional vcpu quota 0, requested quota 4.",
+    )
     cloud, spec = cloud_and_spec(server)
     with pytest.raises(LlmctlError, match="Azure quota exceeded") as info:
         cloud.ensure_gpu_pool(spec)
@@ -135,10 +160,13 @@ def test_quota_exceeded(server: FakeServer, aks: FakeAks) -> None:
 
 
 def test_no_spot_capacity(server: FakeServer, aks: FakeAks) -> None:
-    aks.put_error = arm_error(400, "SkuNotAvailable",
-                              "The requested VM size Standard_NC4as_T4_v3 is currently not "
-                              "available in location 'eastus'. Please try another size or "
-                              "deploy to a different location.")
+    aks.put_error = arm_error(
+        400,
+        "SkuNotAvailable",
+        "The requested VM size Standard_NC4as_T4_v3 is currently not "
+        "available in location 'eastus'. Please try another size or "
+        "deploy to a different location.",
+    )
     cloud, spec = cloud_and_spec(server)
     with pytest.raises(LlmctlError, match="no capacity for Standard_NC4as_T4_v3") as info:
         cloud.ensure_gpu_pool(spec)

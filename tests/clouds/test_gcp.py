@@ -46,9 +46,13 @@ def test_create_sends_the_node_pool_and_polls_the_operation(
     pool = create.body["nodePool"]
     config = pool["config"]
     assert config["machineType"] == "n1-standard-4"
-    assert config["accelerators"] == [{
-        "acceleratorCount": "1", "acceleratorType": "nvidia-tesla-t4",
-        "gpuDriverInstallationConfig": {"gpuDriverVersion": 2}}]  # DEFAULT is enum 2
+    assert config["accelerators"] == [
+        {
+            "acceleratorCount": "1",
+            "acceleratorType": "nvidia-tesla-t4",
+            "gpuDriverInstallationConfig": {"gpuDriverVersion": 2},
+        }
+    ]  # DEFAULT is enum 2
     assert config["spot"] is True and "preemptible" not in config
     assert config["labels"] == {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"}
     assert config["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": 1}]
@@ -59,8 +63,13 @@ def test_create_sends_the_node_pool_and_polls_the_operation(
     assert polls == ["/v1/projects/proj/locations/us-central1/operations/operation-1"] * 2
     state = cloud.read_pool(spec)
     assert state is not None
-    assert (state.instance_type, state.capacity, state.min_nodes, state.max_nodes,
-            state.status) == ("n1-standard-4", "spot", 0, 2, "RUNNING")
+    assert (
+        state.instance_type,
+        state.capacity,
+        state.min_nodes,
+        state.max_nodes,
+        state.status,
+    ) == ("n1-standard-4", "spot", 0, 2, "RUNNING")
 
 
 def test_preemptible(server: FakeServer, gke: FakeGke) -> None:
@@ -119,9 +128,13 @@ def test_permission_denied_names_the_permission(server: FakeServer, gke: FakeGke
 
 
 def test_quota_error_from_the_operation(server: FakeServer, gke: FakeGke) -> None:
-    gke.create_error = {"code": 8, "message": (
-        "Insufficient regional quota to satisfy request: resource \"NVIDIA_T4_GPUS\": request "
-        "requires '1.0' and is short '1.0'. project has a quota of '0.0' with '0.0' available.")}
+    gke.create_error = {
+        "code": 8,
+        "message": (
+            'Insufficient regional quota to satisfy request: resource "NVIDIA_T4_GPUS": request '
+            "requires '1.0' and is short '1.0'. project has a quota of '0.0' with '0.0' available."
+        ),
+    }
     cloud, spec = cloud_and_spec(server)
     with pytest.raises(LlmctlError, match="GPU quota exceeded.*NVIDIA_T4_GPUS") as info:
         cloud.ensure_gpu_pool(spec)
@@ -130,9 +143,11 @@ def test_quota_error_from_the_operation(server: FakeServer, gke: FakeGke) -> Non
 
 def test_stockout_from_the_api(server: FakeServer, gke: FakeGke) -> None:
     gke.create_http_error = google_error(
-        503, "UNAVAILABLE",
+        503,
+        "UNAVAILABLE",
         "The zone 'projects/proj/zones/us-central1-a' does not have enough resources available "
-        "to fulfill the request. Try a different zone, or try again later.")
+        "to fulfill the request. Try a different zone, or try again later.",
+    )
     cloud, spec = cloud_and_spec(server)
     with pytest.raises(LlmctlError, match="no capacity for n1-standard-4") as info:
         cloud.ensure_gpu_pool(spec)

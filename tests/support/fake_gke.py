@@ -71,7 +71,7 @@ class FakeGke:
     def route(self, request: Request) -> Response:
         if not request.path.startswith(self.prefix):
             return google_error(404, "NOT_FOUND", f"Not found: {request.path}.")
-        rest = request.path[len(self.prefix):].strip("/").split("/")
+        rest = request.path[len(self.prefix) :].strip("/").split("/")
         location = self.prefix.removeprefix("/v1/")
         if rest[0] == "operations" and len(rest) == 2 and request.method == "GET":
             op = self.operations.get(rest[1])
@@ -89,8 +89,11 @@ class FakeGke:
         if cluster not in self.clusters:
             return google_error(404, "NOT_FOUND", f"Not found: {cluster_name}.")
         if self.forbidden and request.method != "GET":
-            return google_error(403, "PERMISSION_DENIED",
-                                f'Required "{self.forbidden}" permission(s) for "{cluster_name}".')
+            return google_error(
+                403,
+                "PERMISSION_DENIED",
+                f'Required "{self.forbidden}" permission(s) for "{cluster_name}".',
+            )
         if len(rest) == 2 and request.method == "GET":
             return Response(200, {"name": cluster, "location": self.location, "status": 2})
         if len(rest) == 3 and rest[2] == "nodePools" and request.method == "POST":
@@ -105,8 +108,9 @@ class FakeGke:
                 return Response(200, pool)
             if request.method == "DELETE" and not verb:
                 pool["status"] = POOL_STOPPING
-                return self._op(location, DELETE_NODE_POOL, pool_name,
-                                lambda: self.pools.pop(pool_id, None))
+                return self._op(
+                    location, DELETE_NODE_POOL, pool_name, lambda: self.pools.pop(pool_id, None)
+                )
             if request.method == "POST" and verb == "setAutoscaling":
                 scaling = request.body.get("autoscaling", {})
                 pool["status"] = POOL_RECONCILING
@@ -132,11 +136,16 @@ class FakeGke:
         body = copy.deepcopy(request.body["nodePool"])
         pool_id = body["name"]
         if pool_id in self.pools:
-            return google_error(409, "ALREADY_EXISTS",
-                                f"Already exists: {cluster_name}/nodePools/{pool_id}.")
+            return google_error(
+                409, "ALREADY_EXISTS", f"Already exists: {cluster_name}/nodePools/{pool_id}."
+            )
         pool_name = f"{cluster_name}/nodePools/{pool_id}"
-        body.update({"status": POOL_PROVISIONING,
-                     "selfLink": f"https://container.googleapis.com/v1/{pool_name}"})
+        body.update(
+            {
+                "status": POOL_PROVISIONING,
+                "selfLink": f"https://container.googleapis.com/v1/{pool_name}",
+            }
+        )
         self.pools[pool_id] = body
         error = self.create_error
 

@@ -19,8 +19,15 @@ TOKEN = "test-token"
 def status(code: int, reason: str, message: str) -> Response:
     return Response(
         code,
-        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-         "message": message, "reason": reason, "code": code},
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        },
     )
 
 
@@ -53,26 +60,49 @@ class FakeKube:
         if request.method == "GET" and len(parts) == 5 and parts[4] == "pods":
             pods = [p for p in self.pods if p["metadata"].get("namespace") == parts[3]]
             return self._list("PodList", pods, request)
-        return status(404, "NotFound", f"the server could not find the requested resource ({request.path})")
+        return status(
+            404, "NotFound", f"the server could not find the requested resource ({request.path})"
+        )
 
     def _list(self, kind: str, items: list[dict[str, Any]], request: Request) -> Response:
         selector = request.query.get("labelSelector", "")
         chosen = [i for i in items if _matches(i["metadata"].get("labels", {}), selector)]
-        return Response(200, {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
-                              "items": chosen})
+        return Response(
+            200,
+            {
+                "kind": kind,
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": "1"},
+                "items": chosen,
+            },
+        )
 
     def _apply(self, request: Request) -> Response:
         if request.content_type != "application/apply-patch+yaml":
-            return status(415, "UnsupportedMediaType", f"unsupported patch type {request.content_type}")
+            return status(
+                415, "UnsupportedMediaType", f"unsupported patch type {request.content_type}"
+            )
         if not request.query.get("fieldManager"):
-            return status(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+            return status(
+                422,
+                "Invalid",
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                "is required for apply patch",
+            )
         body = request.body
         name = body["metadata"]["name"]
         if not request.path.endswith("/" + name):
-            return status(400, "BadRequest", "the name of the object does not match the name on the URL")
+            return status(
+                400, "BadRequest", "the name of the object does not match the name on the URL"
+            )
         if self.forbid_apply:
             user = "system:serviceaccount:default:limited"
-            return status(403, "Forbidden", f'{body["kind"].lower()}s "{name}" is forbidden: User "{user}" cannot patch resource in API group')
+            return status(
+                403,
+                "Forbidden",
+                f'{body["kind"].lower()}s "{name}" is forbidden: User "{user}" cannot patch '
+                "resource in API group",
+            )
         existing = self.objects.get(request.path)
         stored = copy.deepcopy(body)
         meta = stored.setdefault("metadata", {})

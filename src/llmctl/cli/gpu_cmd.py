@@ -18,16 +18,19 @@ from llmctl.cli import options
 from llmctl.errors import ConfigError
 
 if TYPE_CHECKING:
-    from llmctl.clouds.base import Cloud, EnsureResult, PoolSpec, PoolState
+    from llmctl.clouds.base import Cloud, EnsureResult, PoolSpec
     from llmctl.config import Stack
 
-app = typer.Typer(help="Create, inspect and remove scale-to-zero spot GPU node pools.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Create, inspect and remove scale-to-zero spot GPU node pools.", no_args_is_help=True
+)
 
 CloudOpt = typer.Option(..., "--cloud", help="aws, azure or gcp.")
 ClusterOpt = typer.Option(None, "--cluster", help="Cluster name (default: clouds.<cloud>.cluster).")
 RegionOpt = typer.Option(
-    None, "--region", "--location",
+    None,
+    "--region",
+    "--location",
     help="AWS region, GCP region or zone, Azure location (default: clouds.<cloud>.region).",
 )
 ResourceGroupOpt = typer.Option(
@@ -37,6 +40,9 @@ ProjectOpt = typer.Option(
     None, "--project", help="GCP project (default: clouds.gcp.project, $GOOGLE_CLOUD_PROJECT)."
 )
 KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG).")
+SubnetOpt = typer.Option(
+    None, "--subnet", help="AWS subnet ID (repeatable; default: an existing node group's)."
+)
 ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (default: current).")
 
 
@@ -63,8 +69,14 @@ def _waiting(what: str, spec: PoolSpec, show: bool = True) -> Iterator[Callable[
 
     last = ["not yet reported"]
     console = _err()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not show) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    ) as bar:
         task = bar.add_task(what)
 
         def progress(status: str) -> None:
@@ -120,14 +132,13 @@ def enable(
     ),
     min_nodes: int = typer.Option(0, "--min-nodes", help="Fewest GPU nodes (0: scale to zero)."),
     max_nodes: int | None = typer.Option(
-        None, "--max-nodes",
+        None,
+        "--max-nodes",
         help="Most GPU nodes (default: gpu.maxReplicas; above 3 only when given here).",
     ),
     on_demand: bool = typer.Option(False, "--on-demand", help="On-demand VMs instead of spot."),
     preemptible: bool = typer.Option(False, "--preemptible", help="GCP: preemptible, not spot."),
-    subnet: list[str] | None = typer.Option(
-        None, "--subnet", help="AWS subnet ID (repeatable; default: an existing node group's)."
-    ),
+    subnet: list[str] | None = SubnetOpt,
     node_role: str | None = typer.Option(
         None, "--node-role", help="AWS node IAM role ARN (default: an existing node group's)."
     ),
@@ -148,9 +159,19 @@ def enable(
     from llmctl.manifests import cluster_setup_objects
 
     impl, spec, stack = _spec(
-        cloud, config, sets, cluster=cluster, location=region, resource_group=resource_group,
-        project=project, instance_type=instance_type, min_nodes=min_nodes, max_nodes=max_nodes,
-        on_demand=on_demand, preemptible=preemptible, subnets=tuple(subnet or ()),
+        cloud,
+        config,
+        sets,
+        cluster=cluster,
+        location=region,
+        resource_group=resource_group,
+        project=project,
+        instance_type=instance_type,
+        min_nodes=min_nodes,
+        max_nodes=max_nodes,
+        on_demand=on_demand,
+        preemptible=preemptible,
+        subnets=tuple(subnet or ()),
         node_role=node_role,
     )
     objects = [] if skip_cluster_setup else cluster_setup_objects(stack, spec.cloud)
@@ -170,14 +191,20 @@ def enable(
             state = impl.read_pool(spec)
     decision = impl.decide(spec, state)
     if decision.action == "unchanged":
-        console.print(f"GPU pool {spec.name!r} already exists with these settings: nothing to change.")
+        console.print(
+            f"GPU pool {spec.name!r} already exists with these settings: nothing to change."
+        )
     else:
-        console.print(_plan_table(spec, "create" if decision.action == "created" else "update scaling"))
+        console.print(
+            _plan_table(spec, "create" if decision.action == "created" else "update scaling")
+        )
         for diff in decision.differences:
             console.print(f"  change {diff.field}: {diff.have} -> {diff.want}")
         if objects:
-            console.print("Then apply (server-side, field manager llmctl): "
-                          + ", ".join(kube.apply_request(o).name for o in objects))
+            console.print(
+                "Then apply (server-side, field manager llmctl): "
+                + ", ".join(kube.apply_request(o).name for o in objects)
+            )
         if not yes:
             typer.confirm("Go ahead?", abort=True)
         with _waiting(f"{decision.action.removesuffix('d')}ing pool {spec.name}", spec) as progress:
@@ -187,19 +214,27 @@ def enable(
     if objects:
         api = kube.api_client(kubeconfig, context, hint=_kube_hint(impl, spec))
         kube.apply(api, objects)
-        console.print("Applied (server-side, field manager llmctl): "
-                      + ", ".join(kube.apply_request(o).name for o in objects))
-    console.print(f"Verify: kubectl get nodes -l accelerator={spec.accelerator}; "
-                  f"llmctl gpu status --cloud {spec.cloud.value} --cluster {spec.cluster}")
+        console.print(
+            "Applied (server-side, field manager llmctl): "
+            + ", ".join(kube.apply_request(o).name for o in objects)
+        )
+    console.print(
+        f"Verify: kubectl get nodes -l accelerator={spec.accelerator}; "
+        f"llmctl gpu status --cloud {spec.cloud.value} --cluster {spec.cluster}"
+    )
 
 
 def _say_result(console: Console, spec: PoolSpec, result: EnsureResult) -> None:
     if result.action == "created":
-        console.print(f"[green]Created[/] GPU pool {spec.name!r} ({spec.instance_type}, "
-                      f"{spec.capacity.value}, {spec.min_nodes}..{spec.max_nodes} nodes).")
+        console.print(
+            f"[green]Created[/] GPU pool {spec.name!r} ({spec.instance_type}, "
+            f"{spec.capacity.value}, {spec.min_nodes}..{spec.max_nodes} nodes)."
+        )
     elif result.action == "updated":
-        console.print(f"[green]Updated[/] GPU pool {spec.name!r} scaling to "
-                      f"{spec.min_nodes}..{spec.max_nodes} nodes.")
+        console.print(
+            f"[green]Updated[/] GPU pool {spec.name!r} scaling to "
+            f"{spec.min_nodes}..{spec.max_nodes} nodes."
+        )
 
 
 @app.command()
@@ -225,25 +260,41 @@ def status(
     if output not in ("table", "json"):
         raise ConfigError(f"--output {output!r} is not supported", hint="use table or json")
     impl, spec, stack = _spec(
-        cloud, config, sets, cluster=cluster, location=region, resource_group=resource_group,
-        project=project, instance_type=instance_type, max_nodes=_reading_max_nodes(),
+        cloud,
+        config,
+        sets,
+        cluster=cluster,
+        location=region,
+        resource_group=resource_group,
+        project=project,
+        instance_type=instance_type,
+        max_nodes=_reading_max_nodes(),
     )
     pool = impl.read_pool(spec)
     report: dict[str, Any] = {
-        "cloud": spec.cloud.value, "cluster": spec.cluster, "location": spec.location,
+        "cloud": spec.cloud.value,
+        "cluster": spec.cluster,
+        "location": spec.location,
         "pool": pool.as_dict() if pool else None,
     }
     if not skip_cluster:
         try:
             api = kube.api_client(kubeconfig, context, hint=_kube_hint(impl, spec))
             nodes = kube.gpu_nodes(api, spec.gpu_resource)
-            where = kube.device_plugin_pods(cluster_setup_objects(stack, spec.cloud)) or \
-                catalog.MANAGED_DEVICE_PLUGIN_PODS.get(spec.cloud)
+            where = kube.device_plugin_pods(
+                cluster_setup_objects(stack, spec.cloud)
+            ) or catalog.MANAGED_DEVICE_PLUGIN_PODS.get(spec.cloud)
             pods = kube.pods_ready(api, *where) if where else None
             report["cluster"] = {
-                "gpuNodes": [{"name": n.name, "accelerator": n.accelerator,
-                              "allocatableGpus": n.allocatable_gpus, "ready": n.ready}
-                             for n in nodes],
+                "gpuNodes": [
+                    {
+                        "name": n.name,
+                        "accelerator": n.accelerator,
+                        "allocatableGpus": n.allocatable_gpus,
+                        "ready": n.ready,
+                    }
+                    for n in nodes
+                ],
                 "devicePluginPods": {"ready": pods.ready, "total": pods.total} if pods else None,
             }
         except LlmctlError as exc:
@@ -265,15 +316,23 @@ def _print_status(report: dict[str, Any], spec: PoolSpec) -> None:
     console = Console()
     pool = report["pool"]
     if pool is None:
-        console.print(f"No GPU pool {spec.name!r} in {spec.cloud.value} cluster {spec.cluster!r}. "
-                      f"Create it with `llmctl gpu enable --cloud {spec.cloud.value}`.")
+        console.print(
+            f"No GPU pool {spec.name!r} in {spec.cloud.value} cluster {spec.cluster!r}. "
+            f"Create it with `llmctl gpu enable --cloud {spec.cloud.value}`."
+        )
     else:
         table = Table(title=f"GPU pool {pool['name']} ({spec.cloud.value}/{spec.cluster})")
         for column in ("instance type", "capacity", "min", "current", "max", "status"):
             table.add_column(column)
         current = "-" if pool["currentNodes"] is None else str(pool["currentNodes"])
-        table.add_row(pool["instanceType"], pool["capacityType"], str(pool["minNodes"]), current,
-                      str(pool["maxNodes"]), pool["status"])
+        table.add_row(
+            pool["instanceType"],
+            pool["capacityType"],
+            str(pool["minNodes"]),
+            current,
+            str(pool["maxNodes"]),
+            pool["status"],
+        )
         console.print(table)
         for problem in pool["problems"]:
             console.print(f"[red]problem:[/] {problem}")
@@ -287,8 +346,12 @@ def _print_status(report: dict[str, Any], spec: PoolSpec) -> None:
     for column in ("node", "accelerator", "allocatable GPUs", "ready"):
         nodes.add_column(column)
     for node in cluster["gpuNodes"]:
-        nodes.add_row(node["name"], node["accelerator"], str(node["allocatableGpus"]),
-                      "yes" if node["ready"] else "no")
+        nodes.add_row(
+            node["name"],
+            node["accelerator"],
+            str(node["allocatableGpus"]),
+            "yes" if node["ready"] else "no",
+        )
     console.print(nodes if cluster["gpuNodes"] else "No GPU nodes right now (scaled to zero).")
     plugin = cluster["devicePluginPods"]
     if plugin is not None:
@@ -314,8 +377,15 @@ def disable(
     from llmctl.clouds.base import Feature, unsupported_reason
 
     impl, spec, _ = _spec(
-        cloud, config, sets, cluster=cluster, location=region, resource_group=resource_group,
-        project=project, instance_type=instance_type, max_nodes=_reading_max_nodes(),
+        cloud,
+        config,
+        sets,
+        cluster=cluster,
+        location=region,
+        resource_group=resource_group,
+        project=project,
+        instance_type=instance_type,
+        max_nodes=_reading_max_nodes(),
     )
     console = _err()
     if impl.read_pool(spec) is None:
@@ -327,8 +397,11 @@ def disable(
         if note:
             console.print(f"Note: {note}.")
     if not yes:
-        typer.confirm(f"{what.capitalize()} GPU pool {spec.name!r} in {spec.cloud.value} cluster "
-                      f"{spec.cluster!r}?", abort=True)
+        typer.confirm(
+            f"{what.capitalize()} GPU pool {spec.name!r} in {spec.cloud.value} cluster "
+            f"{spec.cluster!r}?",
+            abort=True,
+        )
     with _waiting(f"{what}: pool {spec.name}", spec) as progress:
         impl.disable(spec, scale_to_zero=scale_to_zero, progress=progress)
     done = "Scaled to zero" if scale_to_zero else "Deleted"

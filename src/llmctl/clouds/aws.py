@@ -22,7 +22,11 @@ from llmctl.clouds.base import (
 from llmctl.errors import ConfigError, LlmctlError
 
 # EKS spells taint effects in its own enum.
-EFFECT_TO_EKS = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
+EFFECT_TO_EKS = {
+    "NoSchedule": "NO_SCHEDULE",
+    "NoExecute": "NO_EXECUTE",
+    "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+}
 EFFECT_FROM_EKS = {v: k for k, v in EFFECT_TO_EKS.items()}
 CAPACITY_TO_EKS = {Capacity.SPOT: "SPOT", Capacity.ON_DEMAND: "ON_DEMAND"}
 CAPACITY_FROM_EKS = {v: k.value for k, v in CAPACITY_TO_EKS.items()}
@@ -90,7 +94,9 @@ class AwsCloud(Cloud):
     name = CloudName.AWS
     busy_statuses: ClassVar[frozenset[str]] = frozenset({"CREATING", "UPDATING"})
     deleting_statuses: ClassVar[frozenset[str]] = frozenset({"DELETING"})
-    failed_statuses: ClassVar[frozenset[str]] = frozenset({"CREATE_FAILED", "DELETE_FAILED", "DEGRADED"})
+    failed_statuses: ClassVar[frozenset[str]] = frozenset(
+        {"CREATE_FAILED", "DELETE_FAILED", "DEGRADED"}
+    )
 
     def __init__(
         self, endpoint_url: str | None = None, poll_delay: int = 15, max_attempts: int = 120
@@ -244,7 +250,9 @@ def _state(group: dict[str, Any]) -> PoolState:
     return PoolState(
         name=group["nodegroupName"],
         instance_type=",".join(group.get("instanceTypes") or []),
-        capacity=CAPACITY_FROM_EKS.get(group.get("capacityType", ""), str(group.get("capacityType"))),
+        capacity=CAPACITY_FROM_EKS.get(
+            group.get("capacityType", ""), str(group.get("capacityType"))
+        ),
         min_nodes=int(scaling.get("minSize", 0)),
         current_nodes=int(scaling.get("desiredSize", 0)),
         max_nodes=int(scaling.get("maxSize", 0)),
@@ -290,9 +298,13 @@ def _aws_errors(spec: PoolSpec, action: str) -> Iterator[None]:
                 f"uses); AWS said: {message}",
             ) from None
         if code in {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"}:
-            raise LlmctlError(f"AWS rejected the credentials: {message}", hint=CREDENTIALS_HINT) from None
+            raise LlmctlError(
+                f"AWS rejected the credentials: {message}", hint=CREDENTIALS_HINT
+            ) from None
         if code in {"ResourceLimitExceededException", "ServiceQuotaExceededException"}:
-            raise LlmctlError(f"AWS quota exceeded: {message}", hint=capacity_hint(spec.cloud)) from None
+            raise LlmctlError(
+                f"AWS quota exceeded: {message}", hint=capacity_hint(spec.cloud)
+            ) from None
         if code == "ResourceNotFoundException":
             raise  # the callers know what was not found
         raise LlmctlError(f"{action} failed ({code}): {message}") from None

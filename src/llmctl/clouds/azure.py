@@ -34,7 +34,8 @@ PERMISSION = re.compile(r"perform action '([^']+)'")
 QUOTA_CODES = re.compile(r"quota", re.IGNORECASE)
 CAPACITY_CODES = re.compile(
     r"SkuNotAvailable|AllocationFailed|OverconstrainedAllocationRequest|ZonalAllocationFailed|"
-    r"SpotCapacity", re.IGNORECASE
+    r"SpotCapacity",
+    re.IGNORECASE,
 )
 
 
@@ -88,8 +89,9 @@ def agent_pool_body(spec: PoolSpec) -> dict[str, Any]:
     }
     if spec.capacity is Capacity.SPOT:
         # -1: pay up to the on-demand price, so VMs are evicted for capacity, never for price.
-        props.update({"scaleSetPriority": "Spot", "scaleSetEvictionPolicy": "Delete",
-                      "spotMaxPrice": -1})
+        props.update(
+            {"scaleSetPriority": "Spot", "scaleSetEvictionPolicy": "Delete", "spotMaxPrice": -1}
+        )
     else:
         props["scaleSetPriority"] = "Regular"
     return {"properties": props}
@@ -103,8 +105,9 @@ class AzureCloud(Cloud):
     deleting_statuses: ClassVar[frozenset[str]] = frozenset({"Deleting"})
     failed_statuses: ClassVar[frozenset[str]] = frozenset({"Failed"})
 
-    def __init__(self, endpoint: str | None = None, credential: Any = None,
-                 poll_delay: float = 15.0) -> None:
+    def __init__(
+        self, endpoint: str | None = None, credential: Any = None, poll_delay: float = 15.0
+    ) -> None:
         self.endpoint = endpoint
         self.credential = credential
         self.poll_delay = poll_delay
@@ -122,21 +125,32 @@ class AzureCloud(Cloud):
                 hint="set AZURE_SUBSCRIPTION_ID (`az account show --query id -o tsv` prints it)",
             )
         if not spec.resource_group:
-            raise ConfigError("no Azure resource group given",
-                              hint="pass --resource-group or set clouds.azure.resourceGroup")
+            raise ConfigError(
+                "no Azure resource group given",
+                hint="pass --resource-group or set clouds.azure.resourceGroup",
+            )
         return replace(spec, subscription=subscription)
 
     def _path(self, spec: PoolSpec) -> str:
-        return (f"/subscriptions/{spec.subscription}/resourceGroups/{spec.resource_group}"
-                f"/providers/Microsoft.ContainerService/managedClusters/{spec.cluster}"
-                f"/agentPools/{spec.name}")
+        return (
+            f"/subscriptions/{spec.subscription}/resourceGroups/{spec.resource_group}"
+            f"/providers/Microsoft.ContainerService/managedClusters/{spec.cluster}"
+            f"/agentPools/{spec.name}"
+        )
 
     def create_requests(self, spec: PoolSpec) -> list[ApiRequest]:
-        return [ApiRequest("PUT", f"{ARM}{self._path(spec)}?api-version={AKS_API_VERSION}",
-                           agent_pool_body(spec))]
+        return [
+            ApiRequest(
+                "PUT",
+                f"{ARM}{self._path(spec)}?api-version={AKS_API_VERSION}",
+                agent_pool_body(spec),
+            )
+        ]
 
     def kubeconfig_command(self, spec: PoolSpec) -> str:
-        return f"az aks get-credentials --resource-group {spec.resource_group} --name {spec.cluster}"
+        return (
+            f"az aks get-credentials --resource-group {spec.resource_group} --name {spec.cluster}"
+        )
 
     # ---- adapter ------------------------------------------------------------------------------
 
@@ -176,7 +190,10 @@ class AzureCloud(Cloud):
     def _put(self, spec: PoolSpec, body: dict[str, Any], progress: Progress) -> None:
         with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/write"):
             poller = self._aks(spec).agent_pools.begin_create_or_update(
-                spec.resource_group, spec.cluster, spec.name, body,
+                spec.resource_group,
+                spec.cluster,
+                spec.name,
+                body,
                 polling_interval=self.poll_delay,
             )
             self._follow(poller, progress)
@@ -275,8 +292,9 @@ def _azure_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         if exc.status_code in (None, 401):
             first_line = str(exc.message).splitlines()[0]
-            raise LlmctlError(f"no usable Azure credentials: {first_line}",
-                              hint=CREDENTIALS_HINT) from None
+            raise LlmctlError(
+                f"no usable Azure credentials: {first_line}", hint=CREDENTIALS_HINT
+            ) from None
         raise _http_error(spec, exc, permission) from None
     except HttpResponseError as exc:
         raise _http_error(spec, exc, permission) from None
@@ -296,10 +314,14 @@ def _http_error(spec: PoolSpec, exc: Any, permission: str) -> LlmctlError:
             f"on the cluster; Azure said: {message}",
         )
     if QUOTA_CODES.search(code) or QUOTA_CODES.search(message):
-        return LlmctlError(f"Azure quota exceeded ({code}): {message}",
-                           hint=capacity_hint(spec.cloud) + "; or request more quota for the VM "
-                           "family (spot VMs use the separate Total Regional Spot vCPUs quota)")
+        return LlmctlError(
+            f"Azure quota exceeded ({code}): {message}",
+            hint=capacity_hint(spec.cloud) + "; or request more quota for the VM "
+            "family (spot VMs use the separate Total Regional Spot vCPUs quota)",
+        )
     if CAPACITY_CODES.search(code) or CAPACITY_CODES.search(message):
-        return LlmctlError(f"no capacity for {spec.instance_type} ({code}): {message}",
-                           hint=capacity_hint(spec.cloud))
+        return LlmctlError(
+            f"no capacity for {spec.instance_type} ({code}): {message}",
+            hint=capacity_hint(spec.cloud),
+        )
     return LlmctlError(f"AKS API error ({exc.status_code} {code}): {message}")

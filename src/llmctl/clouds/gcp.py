@@ -25,8 +25,11 @@ from llmctl.clouds.base import (
 from llmctl.errors import ConfigError, LlmctlError
 
 API = "https://container.googleapis.com/v1"
-EFFECT_TO_GKE = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE",
-                 "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
+EFFECT_TO_GKE = {
+    "NoSchedule": "NO_SCHEDULE",
+    "NoExecute": "NO_EXECUTE",
+    "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+}
 EFFECT_FROM_GKE = {v: k for k, v in EFFECT_TO_GKE.items()}
 CREDENTIALS_HINT = (
     "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
@@ -53,7 +56,9 @@ def container_client(endpoint: str | None = None, credentials: Any = None) -> An
                 scopes=["https://www.googleapis.com/auth/cloud-platform"]
             )
         except DefaultCredentialsError as exc:
-            raise LlmctlError(f"no Google Cloud credentials: {exc}", hint=CREDENTIALS_HINT) from None
+            raise LlmctlError(
+                f"no Google Cloud credentials: {exc}", hint=CREDENTIALS_HINT
+            ) from None
     options = {"api_endpoint": endpoint} if endpoint else None
     return container_v1.ClusterManagerClient(
         credentials=credentials, transport="rest", client_options=options
@@ -106,8 +111,13 @@ class GcpCloud(Cloud):
     deleting_statuses: ClassVar[frozenset[str]] = frozenset({"STOPPING"})
     failed_statuses: ClassVar[frozenset[str]] = frozenset({"ERROR"})
 
-    def __init__(self, endpoint: str | None = None, credentials: Any = None,
-                 poll_delay: float = 5.0, timeout_s: float = 1800.0) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        credentials: Any = None,
+        poll_delay: float = 5.0,
+        timeout_s: float = 1800.0,
+    ) -> None:
         self.endpoint = endpoint
         self.credentials = credentials
         self.poll_delay = poll_delay
@@ -115,7 +125,9 @@ class GcpCloud(Cloud):
         self._client: Any = None
 
     def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
-        project = spec.project or env.get("GOOGLE_CLOUD_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT")
+        project = (
+            spec.project or env.get("GOOGLE_CLOUD_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT")
+        )
         if not project:
             raise ConfigError(
                 "no GCP project given",
@@ -131,12 +143,17 @@ class GcpCloud(Cloud):
         return f"{self._parent(spec)}/nodePools/{spec.name}"
 
     def create_requests(self, spec: PoolSpec) -> list[ApiRequest]:
-        return [ApiRequest("POST", f"{API}/{self._parent(spec)}/nodePools",
-                           {"nodePool": node_pool_body(spec)})]
+        return [
+            ApiRequest(
+                "POST", f"{API}/{self._parent(spec)}/nodePools", {"nodePool": node_pool_body(spec)}
+            )
+        ]
 
     def kubeconfig_command(self, spec: PoolSpec) -> str:
-        return (f"gcloud container clusters get-credentials {spec.cluster} --location "
-                f"{spec.location} --project {spec.project}")
+        return (
+            f"gcloud container clusters get-credentials {spec.cluster} --location "
+            f"{spec.location} --project {spec.project}"
+        )
 
     # ---- adapter ------------------------------------------------------------------------------
 
@@ -234,7 +251,7 @@ class GcpCloud(Cloud):
             if time.monotonic() > deadline:
                 raise LlmctlError(
                     f"GKE operation {op.name} still {op.status.name} after {self.timeout_s:.0f} s",
-                    hint="check it with `gcloud container operations describe " f"{op.name}`",
+                    hint=f"check it with `gcloud container operations describe {op.name}`",
                 )
             time.sleep(self.poll_delay)
             with _gcp_errors(spec, "container.operations.get"):
@@ -247,11 +264,16 @@ class GcpCloud(Cloud):
 
 def _operation_error(spec: PoolSpec, message: str) -> LlmctlError:
     if QUOTA_WORDS.search(message):
-        return LlmctlError(f"GPU quota exceeded: {message}", hint=capacity_hint(spec.cloud)
-                           + "; or request more NVIDIA_T4_GPUS quota in the Cloud console")
+        return LlmctlError(
+            f"GPU quota exceeded: {message}",
+            hint=capacity_hint(spec.cloud)
+            + "; or request more NVIDIA_T4_GPUS quota in the Cloud console",
+        )
     if STOCKOUT_WORDS.search(message):
-        return LlmctlError(f"no capacity for {spec.instance_type} with {spec.accelerator}: "
-                           f"{message}", hint=capacity_hint(spec.cloud))
+        return LlmctlError(
+            f"no capacity for {spec.instance_type} with {spec.accelerator}: {message}",
+            hint=capacity_hint(spec.cloud),
+        )
     return LlmctlError(f"GKE operation failed: {message}")
 
 
@@ -264,8 +286,13 @@ def _state(pool: Any) -> PoolState:
         low, high = scaling.min_node_count, scaling.max_node_count
     else:
         low = high = 0
-    capacity = (Capacity.SPOT if config.spot
-                else Capacity.PREEMPTIBLE if config.preemptible else Capacity.ON_DEMAND)
+    capacity = (
+        Capacity.SPOT
+        if config.spot
+        else Capacity.PREEMPTIBLE
+        if config.preemptible
+        else Capacity.ON_DEMAND
+    )
     return PoolState(
         name=pool.name,
         instance_type=config.machine_type,
@@ -293,13 +320,15 @@ def _gcp_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
     except NotFound:
         raise
     except RefreshError as exc:
-        raise LlmctlError(f"Google Cloud credentials were refused: {exc}",
-                          hint=CREDENTIALS_HINT) from None
+        raise LlmctlError(
+            f"Google Cloud credentials were refused: {exc}", hint=CREDENTIALS_HINT
+        ) from None
     except GoogleAPICallError as exc:
         message = str(exc.message)
         if exc.code == 401:
-            raise LlmctlError(f"Google Cloud credentials were refused: {message}",
-                              hint=CREDENTIALS_HINT) from None
+            raise LlmctlError(
+                f"Google Cloud credentials were refused: {message}", hint=CREDENTIALS_HINT
+            ) from None
         if QUOTA_WORDS.search(message) or STOCKOUT_WORDS.search(message) or exc.code == 429:
             raise _operation_error(spec, message) from None
         if exc.code == 403:

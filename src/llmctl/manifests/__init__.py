@@ -43,9 +43,15 @@ def cluster_setup_objects(stack: Stack, cloud: CloudName) -> list[dict[str, Any]
                     "template": {
                         "metadata": {"labels": dict(_LABELS)},
                         "spec": {
-                            "nodeSelector": {catalog.GPU_NODE_LABEL_COMPUTE[0]: catalog.GPU_NODE_LABEL_COMPUTE[1]},
+                            "nodeSelector": {
+                                catalog.GPU_NODE_LABEL_COMPUTE[0]: catalog.GPU_NODE_LABEL_COMPUTE[1]
+                            },
                             "tolerations": [
-                                {"key": catalog.GPU_TAINT.key, "operator": "Exists", "effect": "NoSchedule"}
+                                {
+                                    "key": catalog.GPU_TAINT.key,
+                                    "operator": "Exists",
+                                    "effect": "NoSchedule",
+                                }
                             ],
                             "priorityClassName": "system-node-critical",
                             "containers": [
@@ -57,12 +63,18 @@ def cluster_setup_objects(stack: Stack, cloud: CloudName) -> list[dict[str, Any]
                                         "capabilities": {"drop": ["ALL"]},
                                     },
                                     "volumeMounts": [
-                                        {"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}
+                                        {
+                                            "name": "device-plugin",
+                                            "mountPath": "/var/lib/kubelet/device-plugins",
+                                        }
                                     ],
                                 }
                             ],
                             "volumes": [
-                                {"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}
+                                {
+                                    "name": "device-plugin",
+                                    "hostPath": {"path": "/var/lib/kubelet/device-plugins"},
+                                }
                             ],
                         },
                     },
