@@ -254,3 +254,29 @@ CLOUD_FACTS: dict[CloudName, CloudFacts] = {
         default_region="us-central1",
     ),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU node pools (`llmctl gpu enable`): the names and cloud-specific spellings of the facts above.
+
+# The cluster-autoscaler tag prefix that lets it build a node template for a group at size zero
+# (what the group's nodes would carry: labels, taints, extended resources).
+CLUSTER_AUTOSCALER_NODE_TEMPLATE_TAG = "k8s.io/cluster-autoscaler/node-template"
+
+# The EKS managed node group AMI type with NVIDIA drivers and the container toolkit.
+EKS_GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
+
+# GKE installs the NVIDIA driver itself when asked; this is the version channel llmctl asks for.
+GKE_GPU_DRIVER_VERSION = "DEFAULT"
+
+# Where each cloud's NVIDIA device plugin pods run and how they are labelled, when the cloud runs
+# its own (CLOUD_FACTS[...].needs_device_plugin is False); `llmctl gpu status` counts them.
+MANAGED_DEVICE_PLUGIN_PODS: dict[CloudName, tuple[str, str]] = {
+    CloudName.GCP: ("kube-system", "k8s-app=nvidia-gpu-device-plugin"),
+}
+
+
+def gpu_node_labels(gpu: GpuInfo) -> dict[str, str]:
+    """The labels llmctl puts on GPU nodes of this GPU model."""
+    key, value = GPU_NODE_LABEL_COMPUTE
+    return {key: value, GPU_NODE_ACCELERATOR_LABEL: gpu.label}

@@ -1,0 +1,327 @@
+"""Azure: an AKS user agent pool of spot T4 VMs that scales from zero, through
+azure-mgmt-containerservice with azure-identity's DefaultAzureCredential."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from llmctl.catalog import CloudName, GpuInfo, Taint
+from llmctl.clouds.base import (
+    ApiRequest,
+    Capacity,
+    Cloud,
+    PoolSpec,
+    PoolState,
+    Progress,
+    capacity_hint,
+    missing_sdk,
+)
+from llmctl.errors import ConfigError, LlmctlError
+
+# Pinned, so --dry-run shows the same api-version the client sends (the SDK's default today).
+AKS_API_VERSION = "2026-08-01"
+ARM = "https://management.azure.com"
+SCOPE = "https://management.azure.com/.default"
+CREDENTIALS_HINT = (
+    "run `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a "
+    "service principal (DefaultAzureCredential also takes a managed or workload identity)"
+)
+PERMISSION = re.compile(r"perform action '([^']+)'")
+QUOTA_CODES = re.compile(r"quota", re.IGNORECASE)
+CAPACITY_CODES = re.compile(
+    r"SkuNotAvailable|AllocationFailed|OverconstrainedAllocationRequest|ZonalAllocationFailed|"
+    r"SpotCapacity",
+    re.IGNORECASE,
+)
+
+
+class _BearerOverHttp:
+    """Adds the bearer token on loopback test endpoints, where azure-core's policy refuses http."""
+
+    def __init__(self, credential: Any) -> None:
+        self.credential = credential
+
+    def on_request(self, request: Any) -> None:
+        token = self.credential.get_token(SCOPE).token
+        request.http_request.headers["Authorization"] = f"Bearer {token}"
+
+    def on_response(self, request: Any, response: Any) -> None:
+        return None
+
+    def on_exception(self, request: Any) -> None:
+        return None
+
+
+def aks_client(subscription: str, endpoint: str | None = None, credential: Any = None) -> Any:
+    """The one place an AKS client is built: DefaultAzureCredential unless one is given."""
+    try:
+        from azure.core.pipeline.policies import SansIOHTTPPolicy
+        from azure.identity import DefaultAzureCredential
+        from azure.mgmt.containerservice import ContainerServiceClient
+    except ImportError:
+        raise missing_sdk("azure-mgmt-containerservice, azure-identity", CloudName.AZURE) from None
+    credential = credential or DefaultAzureCredential()
+    kwargs: dict[str, Any] = {"api_version": AKS_API_VERSION}
+    if endpoint:
+        kwargs["base_url"] = endpoint
+        if endpoint.startswith("http://"):
+            policy = type("BearerOverHttp", (_BearerOverHttp, SansIOHTTPPolicy), {})(credential)
+            kwargs["authentication_policy"] = policy
+    return ContainerServiceClient(credential, subscription, **kwargs)
+
+
+def agent_pool_body(spec: PoolSpec) -> dict[str, Any]:
+    """The AgentPool resource as AKS's REST API takes it."""
+    props: dict[str, Any] = {
+        "vmSize": spec.instance_type,
+        "mode": "User",
+        "osType": "Linux",
+        "count": spec.min_nodes,
+        "enableAutoScaling": True,
+        "minCount": spec.min_nodes,
+        "maxCount": spec.max_nodes,
+        "nodeLabels": dict(spec.labels),
+        "nodeTaints": [f"{t.key}={t.value}:{t.effect}" for t in spec.taints],
+    }
+    if spec.capacity is Capacity.SPOT:
+        # -1: pay up to the on-demand price, so VMs are evicted for capacity, never for price.
+        props.update(
+            {"scaleSetPriority": "Spot", "scaleSetEvictionPolicy": "Delete", "spotMaxPrice": -1}
+        )
+    else:
+        props["scaleSetPriority"] = "Regular"
+    return {"properties": props}
+
+
+class AzureCloud(Cloud):
+    name = CloudName.AZURE
+    busy_statuses: ClassVar[frozenset[str]] = frozenset(
+        {"Creating", "Updating", "Scaling", "Upgrading", "Starting", "Stopping"}
+    )
+    deleting_statuses: ClassVar[frozenset[str]] = frozenset({"Deleting"})
+    failed_statuses: ClassVar[frozenset[str]] = frozenset({"Failed"})
+
+    def __init__(
+        self, endpoint: str | None = None, credential: Any = None, poll_delay: float = 15.0
+    ) -> None:
+        self.endpoint = endpoint
+        self.credential = credential
+        self.poll_delay = poll_delay
+        self._client: Any = None
+
+    def pool_name(self, gpu: GpuInfo) -> str:
+        # Linux agent pool names: lowercase letters and digits only, at most 12 characters.
+        return re.sub(r"[^a-z0-9]", "", f"gpu{gpu.name}")[:12]
+
+    def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
+        subscription = spec.subscription or env.get("AZURE_SUBSCRIPTION_ID")
+        if not subscription:
+            raise ConfigError(
+                "no Azure subscription given",
+                hint="set AZURE_SUBSCRIPTION_ID (`az account show --query id -o tsv` prints it)",
+            )
+        if not spec.resource_group:
+            raise ConfigError(
+                "no Azure resource group given",
+                hint="pass --resource-group or set clouds.azure.resourceGroup",
+            )
+        return replace(spec, subscription=subscription)
+
+    def _path(self, spec: PoolSpec) -> str:
+        return (
+            f"/subscriptions/{spec.subscription}/resourceGroups/{spec.resource_group}"
+            f"/providers/Microsoft.ContainerService/managedClusters/{spec.cluster}"
+            f"/agentPools/{spec.name}"
+        )
+
+    def create_requests(self, spec: PoolSpec) -> list[ApiRequest]:
+        return [
+            ApiRequest(
+                "PUT",
+                f"{ARM}{self._path(spec)}?api-version={AKS_API_VERSION}",
+                agent_pool_body(spec),
+            )
+        ]
+
+    def kubeconfig_command(self, spec: PoolSpec) -> str:
+        return (
+            f"az aks get-credentials --resource-group {spec.resource_group} --name {spec.cluster}"
+        )
+
+    # ---- adapter ------------------------------------------------------------------------------
+
+    def _aks(self, spec: PoolSpec) -> Any:
+        if self._client is None:
+            assert spec.subscription is not None  # complete_spec requires it
+            self._client = aks_client(spec.subscription, self.endpoint, self.credential)
+        return self._client
+
+    def read_pool(self, spec: PoolSpec) -> PoolState | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/read"):
+            try:
+                pool = self._aks(spec).agent_pools.get(spec.resource_group, spec.cluster, spec.name)
+            except ResourceNotFoundError:
+                self._require_cluster(spec)
+                return None
+        return _state(pool.as_dict())
+
+    def _require_cluster(self, spec: PoolSpec) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/read"):
+            try:
+                self._aks(spec).managed_clusters.get(spec.resource_group, spec.cluster)
+            except ResourceNotFoundError as exc:
+                if _code(exc) == "ResourceGroupNotFound":
+                    raise
+                raise LlmctlError(
+                    f"AKS cluster {spec.cluster!r} not found in resource group "
+                    f"{spec.resource_group!r}: {_message(exc)}",
+                    hint=f"check --cluster and --resource-group; `az aks list --resource-group "
+                    f"{spec.resource_group}` lists the clusters there",
+                ) from None
+
+    def _put(self, spec: PoolSpec, body: dict[str, Any], progress: Progress) -> None:
+        with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/write"):
+            poller = self._aks(spec).agent_pools.begin_create_or_update(
+                spec.resource_group,
+                spec.cluster,
+                spec.name,
+                body,
+                polling_interval=self.poll_delay,
+            )
+            self._follow(poller, progress)
+
+    def _follow(self, poller: Any, progress: Progress) -> None:
+        while not poller.done():
+            progress(str(poller.status()))
+            poller.wait(self.poll_delay)
+        progress(str(poller.status()))
+        poller.result()
+
+    def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        self._put(spec, agent_pool_body(spec), progress)
+
+    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None:
+        # A PUT of the whole pool, as AKS wants; only the counts differ from what exists.
+        self._put(spec, agent_pool_body(spec), progress)
+
+    def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
+        # AKS needs maxCount >= 1 while autoscaling (see UNSUPPORTED): stop it, set count 0.
+        body = agent_pool_body(spec)
+        props = body["properties"]
+        props.update({"enableAutoScaling": False, "count": 0})
+        props.pop("minCount")
+        props.pop("maxCount")
+        self._put(spec, body, progress)
+
+    def delete_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/delete"):
+            poller = self._aks(spec).agent_pools.begin_delete(
+                spec.resource_group, spec.cluster, spec.name, polling_interval=self.poll_delay
+            )
+            self._follow(poller, progress)
+
+    def wait_until_ready(self, spec: PoolSpec, progress: Progress) -> None:
+        import time
+
+        for _ in range(240):
+            state = self.read_pool(spec)
+            if state is None or state.status not in self.busy_statuses:
+                return
+            progress(state.status)
+            time.sleep(self.poll_delay)
+        raise LlmctlError(f"AKS agent pool {spec.name!r} is still busy after waiting")
+
+
+def _state(raw: Mapping[str, Any]) -> PoolState:
+    props = raw.get("properties", {})
+    autoscaling = bool(props.get("enableAutoScaling"))
+    count = int(props.get("count") or 0)
+    taints = []
+    for text in props.get("nodeTaints") or []:
+        key_value, _, effect = text.partition(":")
+        key, _, value = key_value.partition("=")
+        taints.append(Taint(key, value, effect))
+    return PoolState(
+        name=str(raw.get("name", "")),
+        instance_type=str(props.get("vmSize", "")),
+        capacity="spot" if props.get("scaleSetPriority") == "Spot" else "on-demand",
+        min_nodes=int(props.get("minCount") or 0) if autoscaling else 0,
+        current_nodes=count,
+        max_nodes=int(props.get("maxCount") or 0) if autoscaling else 0,
+        status=str(props.get("provisioningState", "Unknown")),
+        labels=dict(props.get("nodeLabels") or {}),
+        taints=tuple(taints),
+    )
+
+
+def _code(exc: Any) -> str:
+    return str(getattr(getattr(exc, "error", None), "code", "") or "")
+
+
+def _message(exc: Any) -> str:
+    error = getattr(exc, "error", None)
+    return str(getattr(error, "message", None) or exc.message or exc)
+
+
+@contextmanager
+def _azure_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+    )
+
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        if _code(exc) == "ResourceGroupNotFound":
+            raise LlmctlError(
+                f"resource group {spec.resource_group!r} not found: {_message(exc)}",
+                hint="pass --resource-group with the cluster's resource group",
+            ) from None
+        raise
+    except ClientAuthenticationError as exc:
+        if exc.status_code in (None, 401):
+            first_line = str(exc.message).splitlines()[0]
+            raise LlmctlError(
+                f"no usable Azure credentials: {first_line}", hint=CREDENTIALS_HINT
+            ) from None
+        raise _http_error(spec, exc, permission) from None
+    except HttpResponseError as exc:
+        raise _http_error(spec, exc, permission) from None
+    except ServiceRequestError as exc:
+        raise LlmctlError(f"cannot reach the Azure API: {exc}") from None
+
+
+def _http_error(spec: PoolSpec, exc: Any, permission: str) -> LlmctlError:
+    code = _code(exc)
+    message = _message(exc)
+    if exc.status_code == 403 or code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
+        found = PERMISSION.search(message)
+        needed = found.group(1) if found else permission
+        return LlmctlError(
+            f"permission denied: Azure requires {needed}",
+            hint="assign a role that includes it, e.g. Azure Kubernetes Service Contributor Role "
+            f"on the cluster; Azure said: {message}",
+        )
+    if QUOTA_CODES.search(code) or QUOTA_CODES.search(message):
+        return LlmctlError(
+            f"Azure quota exceeded ({code}): {message}",
+            hint=capacity_hint(spec.cloud) + "; or request more quota for the VM "
+            "family (spot VMs use the separate Total Regional Spot vCPUs quota)",
+        )
+    if CAPACITY_CODES.search(code) or CAPACITY_CODES.search(message):
+        return LlmctlError(
+            f"no capacity for {spec.instance_type} ({code}): {message}",
+            hint=capacity_hint(spec.cloud),
+        )
+    return LlmctlError(f"AKS API error ({exc.status_code} {code}): {message}")

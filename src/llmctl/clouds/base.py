@@ -1,0 +1,434 @@
+"""The shape every cloud's GPU node pool adapter shares.
+
+Data flows one way: command-line options and the Stack become a `PoolSpec` (pure, in
+`Cloud.node_pool_spec`), the spec becomes the exact API requests (pure, `Cloud.create_requests`,
+which `--dry-run` prints), and only the adapter methods (`read_pool`, `create_pool`, ...) talk to a
+cloud. What a cloud cannot do is a table of reasons (`UNSUPPORTED`), not `if`s in the commands.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from llmctl import catalog
+from llmctl.catalog import CloudName, Taint
+from llmctl.config import Stack
+from llmctl.errors import ConfigError, LlmctlError
+
+# Told each status a wait sees ("CREATING", "RUNNING 40%"...), so the CLI can show it.
+Progress = Callable[[str], None]
+
+# Without an explicit `--max-nodes`, a pool may grow to at most this many GPU nodes: a typo in a
+# config file should not be able to buy dozens of GPUs. `--max-nodes N` lifts it up to MAX_NODES.
+SAFE_MAX_NODES = 3
+MAX_NODES = 100
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+class Capacity(StrEnum):
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+    PREEMPTIBLE = "preemptible"
+
+
+class Feature(StrEnum):
+    PREEMPTIBLE = "--preemptible"
+    ZERO_MAX_NODES = "a maximum of 0 nodes"
+    SUBNETS = "--subnet"
+    NODE_ROLE = "--node-role"
+
+
+UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
+    CloudName.AWS: {
+        Feature.PREEMPTIBLE: "EC2 has no preemptible VMs; Spot (the default) is the equivalent",
+        Feature.ZERO_MAX_NODES: (
+            "EKS requires a node group's maxSize to be at least 1, so scale-to-zero sets min 0, "
+            "desired 0 and max 1"
+        ),
+    },
+    CloudName.AZURE: {
+        Feature.PREEMPTIBLE: "Azure's evictable VMs are Spot VMs (the default)",
+        Feature.SUBNETS: "AKS agent pools use the cluster's virtual network",
+        Feature.NODE_ROLE: "AKS nodes use the cluster's kubelet identity",
+        Feature.ZERO_MAX_NODES: (
+            "AKS needs maxCount >= 1 while autoscaling, so scale-to-zero turns autoscaling off "
+            "and sets count 0"
+        ),
+    },
+    CloudName.GCP: {
+        Feature.SUBNETS: "GKE node pools use the cluster's subnetwork",
+        Feature.NODE_ROLE: "GKE nodes use the cluster's node service account",
+        Feature.ZERO_MAX_NODES: (
+            "GKE autoscaling needs a maximum of at least 1, so scale-to-zero turns autoscaling "
+            "off and resizes the pool to 0"
+        ),
+    },
+}
+
+
+def unsupported_reason(cloud: CloudName, feature: Feature) -> str | None:
+    return UNSUPPORTED[cloud].get(feature)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """What the user asked for on the command line; None means "from the Stack"."""
+
+    cluster: str | None = None
+    location: str | None = None
+    resource_group: str | None = None
+    project: str | None = None
+    subscription: str | None = None
+    instance_type: str | None = None
+    min_nodes: int = 0
+    max_nodes: int | None = None
+    on_demand: bool = False
+    preemptible: bool = False
+    subnets: tuple[str, ...] = ()
+    node_role: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The GPU node pool llmctl wants, in cloud-neutral terms."""
+
+    cloud: CloudName
+    cluster: str
+    location: str
+    name: str
+    instance_type: str
+    gpu: str
+    accelerator: str
+    gpus_per_node: int
+    capacity: Capacity
+    min_nodes: int
+    max_nodes: int
+    labels: Mapping[str, str]
+    taints: tuple[Taint, ...]
+    gpu_resource: str = "nvidia.com/gpu"
+    project: str | None = None
+    resource_group: str | None = None
+    subscription: str | None = None
+    subnets: tuple[str, ...] = ()
+    node_role: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool as the cloud reports it, in the same terms as `PoolSpec`."""
+
+    name: str
+    instance_type: str
+    capacity: str
+    min_nodes: int
+    # None where the pool API does not count nodes (GKE); the cluster's node list does.
+    current_nodes: int | None
+    max_nodes: int
+    status: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instanceType": self.instance_type,
+            "capacityType": self.capacity,
+            "minNodes": self.min_nodes,
+            "currentNodes": self.current_nodes,
+            "maxNodes": self.max_nodes,
+            "status": self.status,
+            "labels": dict(self.labels),
+            "taints": [f"{t.key}={t.value}:{t.effect}" for t in self.taints],
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    want: str
+    have: str
+    # Whether the cloud's API can change it in place (scaling can; instance types cannot).
+    updatable: bool
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    action: Literal["created", "unchanged", "updated"]
+    state: PoolState | None
+    differences: tuple[Difference, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One API call as `--dry-run` shows it: what would be sent, and where."""
+
+    method: str
+    target: str
+    body: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "target": self.target, "body": dict(self.body)}
+
+
+def validate_node_counts(min_nodes: int, max_nodes: int, *, explicit_max: bool) -> None:
+    """The node-count rule: 0 <= min <= max, 1 <= max, max <= 3 unless --max-nodes says more."""
+    if min_nodes < 0:
+        raise ConfigError(f"--min-nodes {min_nodes} is negative", hint="use 0 to scale to zero")
+    if max_nodes < 1:
+        raise ConfigError(
+            f"the maximum node count {max_nodes} is below 1",
+            hint="a GPU pool needs room for one node; to stop GPU nodes use "
+            "`llmctl gpu disable --scale-to-zero`",
+        )
+    if min_nodes > max_nodes:
+        raise ConfigError(
+            f"--min-nodes {min_nodes} is above the maximum node count {max_nodes}",
+            hint="lower --min-nodes or raise --max-nodes",
+        )
+    if max_nodes > MAX_NODES:
+        raise ConfigError(f"--max-nodes {max_nodes} is above llmctl's limit of {MAX_NODES}")
+    if max_nodes > SAFE_MAX_NODES and not explicit_max:
+        raise ConfigError(
+            f"gpu.maxReplicas {max_nodes} would let the pool grow above {SAFE_MAX_NODES} GPU nodes",
+            hint=f"pass --max-nodes {max_nodes} to confirm that many GPU nodes",
+        )
+
+
+CAPACITY_HINT = (
+    "try another region or zone (--region/--location), --on-demand instead of spot, or another "
+    "GPU instance type (--instance-type {types})"
+)
+
+
+def capacity_hint(cloud: CloudName) -> str:
+    return CAPACITY_HINT.format(types="|".join(catalog.gpu_instance_types(cloud)))
+
+
+def missing_sdk(package: str, cloud: CloudName) -> LlmctlError:
+    return LlmctlError(
+        f"the {CLOUD_DISPLAY[cloud]} SDK ({package}) is not installed",
+        hint="install llmctl's cloud extra: pip install 'llmctl[cloud]'",
+    )
+
+
+CLOUD_DISPLAY = {c: f.display for c, f in catalog.CLOUD_FACTS.items()}
+
+QUOTED_PERMISSION = re.compile(r"perform(?: action)?:? '?([A-Za-z0-9.:/*_-]+)'?")
+
+
+class Cloud(ABC):
+    """One provider's GPU node pool: pure planning here, SDK calls in the subclasses."""
+
+    name: ClassVar[CloudName]
+
+    # ---- pure planning ----------------------------------------------------------------------
+
+    def pool_name(self, gpu: catalog.GpuInfo) -> str:
+        return f"gpu-{gpu.name}"
+
+    def node_pool_spec(
+        self, stack: Stack, options: PoolOptions, env: Mapping[str, str] | None = None
+    ) -> PoolSpec:
+        """The pool to create, from the Stack with the command line's options on top."""
+        cloud = self.name
+        for feature, asked in (
+            (Feature.PREEMPTIBLE, options.preemptible),
+            (Feature.SUBNETS, bool(options.subnets)),
+            (Feature.NODE_ROLE, options.node_role is not None),
+        ):
+            reason = unsupported_reason(cloud, feature)
+            if asked and reason:
+                raise ConfigError(f"{feature} is not supported on {CLOUD_DISPLAY[cloud]}: {reason}")
+        if options.preemptible and options.on_demand:
+            raise ConfigError("--preemptible and --on-demand exclude each other", hint="pick one")
+        configured = stack.clouds.of(cloud)
+        instance_type = options.instance_type or stack.gpu.instance_types.of(cloud)
+        instance = catalog.INSTANCE_TYPES[cloud].get(instance_type)
+        if instance is None or instance.gpu is None:
+            raise ConfigError(
+                f"{instance_type!r} is not a {cloud.value} GPU instance type llmctl knows",
+                hint=f"use one of: {', '.join(catalog.gpu_instance_types(cloud))}",
+            )
+        gpu = catalog.GPUS[instance.gpu]
+        explicit_max = options.max_nodes is not None
+        max_nodes = options.max_nodes if options.max_nodes is not None else stack.gpu.max_replicas
+        validate_node_counts(options.min_nodes, max_nodes, explicit_max=explicit_max)
+        capacity = (
+            Capacity.ON_DEMAND
+            if options.on_demand
+            else Capacity.PREEMPTIBLE
+            if options.preemptible
+            else Capacity.SPOT
+        )
+        spec = PoolSpec(
+            cloud=cloud,
+            cluster=options.cluster or configured.cluster,
+            location=options.location or configured.region,
+            name=self.pool_name(gpu),
+            instance_type=instance_type,
+            gpu=gpu.name,
+            accelerator=gpu.label,
+            gpus_per_node=instance.gpu_count,
+            capacity=capacity,
+            min_nodes=options.min_nodes,
+            max_nodes=max_nodes,
+            labels=catalog.gpu_node_labels(gpu),
+            taints=(catalog.GPU_TAINT,),
+            gpu_resource=stack.gpu.resource_name,
+            project=options.project or configured.project,
+            resource_group=options.resource_group or configured.resource_group,
+            subscription=options.subscription,
+            subnets=options.subnets,
+            node_role=options.node_role,
+        )
+        return self.complete_spec(spec, env or {})
+
+    def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
+        """A cloud's own required settings (project, subscription...), checked and filled in."""
+        return spec
+
+    @abstractmethod
+    def create_requests(self, spec: PoolSpec) -> list[ApiRequest]:
+        """The exact requests `ensure_gpu_pool` sends to create the pool (for --dry-run)."""
+
+    def differences(self, spec: PoolSpec, state: PoolState) -> tuple[Difference, ...]:
+        """What an existing pool has that the spec does not want."""
+        diffs: list[Difference] = []
+
+        def check(name: str, want: object, have: object, updatable: bool) -> None:
+            if want != have:
+                diffs.append(Difference(name, str(want), str(have), updatable))
+
+        check("instance type", spec.instance_type, state.instance_type, False)
+        check("capacity type", spec.capacity.value, state.capacity, False)
+        missing = {k: v for k, v in spec.labels.items() if state.labels.get(k) != v}
+        if missing:
+            have = {k: state.labels.get(k) for k in missing}
+            diffs.append(Difference("labels", str(missing), str(have), False))
+        for taint in spec.taints:
+            if taint not in state.taints:
+                diffs.append(
+                    Difference(
+                        "taints",
+                        f"{taint.key}={taint.value}:{taint.effect}",
+                        ", ".join(f"{t.key}={t.value}:{t.effect}" for t in state.taints) or "none",
+                        False,
+                    )
+                )
+        check("min nodes", spec.min_nodes, state.min_nodes, True)
+        check("max nodes", spec.max_nodes, state.max_nodes, True)
+        return tuple(diffs)
+
+    # ---- adapter: each cloud's SDK calls ------------------------------------------------------
+
+    @abstractmethod
+    def read_pool(self, spec: PoolSpec) -> PoolState | None:
+        """The pool as it is, None when it does not exist; fails when the cluster does not."""
+
+    @abstractmethod
+    def create_pool(self, spec: PoolSpec, progress: Progress) -> None: ...
+
+    @abstractmethod
+    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None: ...
+
+    @abstractmethod
+    def delete_pool(self, spec: PoolSpec, progress: Progress) -> None: ...
+
+    @abstractmethod
+    def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None: ...
+
+    @abstractmethod
+    def wait_until_ready(self, spec: PoolSpec, progress: Progress) -> None:
+        """Wait while a pool that exists is still being created or updated."""
+
+    # ---- the behaviour the commands rely on --------------------------------------------------
+
+    def decide(self, spec: PoolSpec, state: PoolState | None) -> EnsureResult:
+        """What `ensure_gpu_pool` would do with this pool, without doing it.
+
+        Scaling differences are changed in place (every cloud allows it); anything else is
+        reported and nothing is touched, since changing it means recreating the pool.
+        """
+        if state is None:
+            return EnsureResult("created", None)
+        if state.status in self.deleting_statuses:
+            raise LlmctlError(
+                f"the GPU pool {spec.name!r} is being deleted (status {state.status})",
+                hint="wait until `llmctl gpu status` no longer shows it, then run enable again",
+            )
+        if state.status in self.failed_statuses:
+            problems = "; ".join(state.problems) or "no details given"
+            raise LlmctlError(
+                f"the GPU pool {spec.name!r} exists but is {state.status}: {problems}",
+                hint=f"delete it with `llmctl gpu disable --cloud {spec.cloud.value} --cluster "
+                f"{spec.cluster} --yes` and run enable again; if the cause is capacity, "
+                + capacity_hint(spec.cloud),
+            )
+        diffs = self.differences(spec, state)
+        if any(not d.updatable for d in diffs):
+            raise PoolDiffersError(spec, diffs)
+        if diffs:
+            return EnsureResult("updated", state, diffs)
+        return EnsureResult("unchanged", state)
+
+    def ensure_gpu_pool(self, spec: PoolSpec, progress: Progress = _ignore) -> EnsureResult:
+        """Create the pool, or leave it alone if it matches, or refuse with what differs."""
+        state = self.read_pool(spec)
+        if state is not None and state.status in self.busy_statuses:
+            progress(state.status)
+            self.wait_until_ready(spec, progress)
+            state = self.read_pool(spec)
+        decision = self.decide(spec, state)
+        if decision.action == "created":
+            self.create_pool(spec, progress)
+        elif decision.action == "updated":
+            self.update_scaling(spec, progress)
+        else:
+            return decision
+        return EnsureResult(decision.action, self.read_pool(spec), decision.differences)
+
+    # Pool statuses (as each cloud spells them) that mean "wait", "gone soon" and "broken".
+    busy_statuses: ClassVar[frozenset[str]] = frozenset()
+    deleting_statuses: ClassVar[frozenset[str]] = frozenset()
+    failed_statuses: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def kubeconfig_command(self, spec: PoolSpec) -> str:
+        """The cloud CLI command that writes a kubeconfig entry for the cluster."""
+
+    def disable(self, spec: PoolSpec, *, scale_to_zero: bool, progress: Progress = _ignore) -> bool:
+        """Delete the pool (or scale it to zero). False when there was no pool to act on."""
+        if self.read_pool(spec) is None:
+            return False
+        if scale_to_zero:
+            self.scale_to_zero(spec, progress)
+        else:
+            self.delete_pool(spec, progress)
+        return True
+
+
+class PoolDiffersError(LlmctlError):
+    """An existing pool has settings llmctl would not give it and cannot change in place."""
+
+    def __init__(self, spec: PoolSpec, differences: tuple[Difference, ...]) -> None:
+        lines = "\n".join(f"  {d.field}: wants {d.want}, has {d.have}" for d in differences)
+        super().__init__(
+            f"the {spec.cloud.value} GPU pool {spec.name!r} in cluster {spec.cluster!r} exists "
+            f"with different settings; nothing was changed:\n{lines}",
+            hint=(
+                f"to recreate it: llmctl gpu disable --cloud {spec.cloud.value} --cluster "
+                f"{spec.cluster} --yes, then run the same `llmctl gpu enable` again; or pass "
+                "options that match the existing pool"
+            ),
+        )
+        self.differences = differences

@@ -1,0 +1,341 @@
+"""`llmctl gpu` end to end: the real CLI, real SDK clients, moto / local GKE, AKS and Kubernetes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from azure.core.credentials import AccessToken
+from google.auth.credentials import AnonymousCredentials
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from llmctl import clouds
+from llmctl.catalog import CloudName
+from llmctl.cli.main import app
+from llmctl.clouds.aws import AwsCloud
+from llmctl.clouds.azure import AzureCloud
+from llmctl.clouds.gcp import GcpCloud
+from llmctl.config import Stack
+from llmctl.manifests import cluster_setup_objects
+from tests.support import fake_aks
+from tests.support.cloud_env import clean_cloud_env
+from tests.support.fake_aks import FakeAks
+from tests.support.fake_gke import FakeGke
+from tests.support.fake_kube import FakeKube, kubeconfig, node, pod
+from tests.support.http_fake import FakeServer, serve
+
+__all__ = ["clean_cloud_env"]
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("clean_cloud_env")
+
+
+@pytest.fixture(autouse=True)
+def no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLMCTL_CONFIG", raising=False)
+    for var in ("GPU_ENABLED", "GPU_INSTANCE_TYPE", "MAX_GPU_REPLICAS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def kube() -> Iterator[tuple[FakeKube, FakeServer]]:
+    fake = FakeKube()
+    with serve(fake.route) as server:
+        yield fake, server
+
+
+@pytest.fixture
+def kubeconfig_file(kube: tuple[FakeKube, FakeServer], tmp_path: Path) -> str:
+    path = tmp_path / "kubeconfig"
+    path.write_text(kubeconfig(kube[1].url))
+    return str(path)
+
+
+@pytest.fixture
+def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("eks", region_name="us-east-1")
+        client.create_cluster(
+            name="llm-aws",
+            roleArn="arn:aws:iam::123456789012:role/eks",
+            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
+        )
+        client.create_nodegroup(
+            clusterName="llm-aws",
+            nodegroupName="system",
+            subnets=["subnet-a"],
+            nodeRole="arn:aws:iam::123456789012:role/n",
+        )
+        monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
+        yield client
+
+
+def run(*args: str, input: str | None = None) -> Any:
+    return runner.invoke(app, list(args), input=input)
+
+
+def test_dry_run_prints_the_requests_and_calls_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # any call would fail loudly
+    result = run("gpu", "enable", "--cloud", "aws", "--dry-run")
+    assert result.exit_code == 0, result.output
+    requests = yaml.safe_load(result.stdout)
+    assert requests[0]["target"].startswith("eks:CreateNodegroup")
+    body = requests[0]["body"]
+    assert (body["nodegroupName"], body["capacityType"], body["amiType"]) == (
+        "gpu-t4",
+        "SPOT",
+        "AL2023_x86_64_NVIDIA",
+    )
+    applied = [r["body"] for r in requests[1:]]
+    assert applied == cluster_setup_objects(Stack(), CloudName.AWS)
+    assert all(r["method"] == "PATCH" for r in requests[1:])
+    assert "GPU node pool plan" in result.stderr
+
+
+def test_dry_run_gcp_and_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    gcp = run(
+        "gpu",
+        "enable",
+        "--cloud",
+        "gcp",
+        "--project",
+        "proj",
+        "--preemptible",
+        "--dry-run",
+        "--skip-cluster-setup",
+    )
+    assert gcp.exit_code == 0, gcp.output
+    request = yaml.safe_load(gcp.stdout)[0]
+    assert request["target"].endswith(
+        "/projects/proj/locations/us-central1/clusters/llm-gcp/nodePools"
+    )
+    assert request["body"]["nodePool"]["config"]["preemptible"] is True
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-1")
+    azure = run("gpu", "enable", "--cloud", "azure", "--dry-run", "--max-nodes", "5")
+    assert azure.exit_code == 0, azure.output
+    requests = yaml.safe_load(azure.stdout)
+    assert requests[0]["method"] == "PUT"
+    assert requests[0]["body"]["properties"]["maxCount"] == 5
+    assert len(requests) == 1 + len(cluster_setup_objects(Stack(), CloudName.AZURE))
+
+
+def test_enable_creates_applies_and_is_idempotent(
+    eks: Any, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+) -> None:
+    fake, server = kube
+    first = run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file)
+    assert first.exit_code == 0, first.output
+    assert "Created" in first.stderr
+    group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")["nodegroup"]
+    assert group["capacityType"] == "SPOT"
+    patches = [r.body for r in server.requests if r.method == "PATCH"]
+    assert patches == cluster_setup_objects(Stack(), CloudName.AWS)
+
+    second = run("gpu", "enable", "--cloud", "aws", "--kubeconfig", kubeconfig_file)
+    assert second.exit_code == 0, second.output  # no prompt: nothing to confirm
+    assert "nothing to change" in second.stderr
+    assert "Created" not in second.stderr
+
+
+def test_enable_asks_and_stops_on_no(eks: Any) -> None:
+    result = run("gpu", "enable", "--cloud", "aws", "--skip-cluster-setup", input="n\n")
+    assert result.exit_code == 1
+    assert "Go ahead?" in result.output
+    assert eks.list_nodegroups(clusterName="llm-aws")["nodegroups"] == ["system"]
+
+
+def test_enable_refuses_a_different_pool(eks: Any) -> None:
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    result = run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup", "--on-demand")
+    assert result.exit_code == 1
+    assert "capacity type: wants on-demand, has spot" in result.output
+    assert "llmctl gpu disable --cloud aws" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_status_json_and_table(
+    eks: Any, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+) -> None:
+    fake, _ = kube
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    labels = {"accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
+    fake.nodes.append(node("ip-10-0-0-1", labels, "1"))
+    ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
+    fake.pods.append(
+        pod("dp-1", ds["metadata"]["namespace"], ds["spec"]["selector"]["matchLabels"], True)
+    )
+    result = run(
+        "gpu", "status", "--cloud", "aws", "--output", "json", "--kubeconfig", kubeconfig_file
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pool"]["instanceType"] == "g4dn.xlarge"
+    assert report["pool"]["capacityType"] == "spot"
+    assert (report["pool"]["minNodes"], report["pool"]["maxNodes"]) == (0, 2)
+    assert report["cluster"]["gpuNodes"] == [
+        {
+            "name": "ip-10-0-0-1",
+            "accelerator": "nvidia-tesla-t4",
+            "allocatableGpus": 1,
+            "ready": True,
+        }
+    ]
+    assert report["cluster"]["devicePluginPods"] == {"ready": 1, "total": 1}
+    table = run("gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file)
+    assert table.exit_code == 0
+    assert "g4dn.xlarge" in table.stdout and "Device plugin pods ready: 1/1" in table.stdout
+
+
+def test_disable_deletes_after_confirmation(eks: Any) -> None:
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    kept = run("gpu", "disable", "--cloud", "aws", input="n\n")
+    assert kept.exit_code == 1
+    assert "gpu-t4" in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
+    zero = run("gpu", "disable", "--cloud", "aws", "--yes", "--scale-to-zero")
+    assert zero.exit_code == 0, zero.output
+    assert "maxSize to be at least 1" in zero.stderr
+    gone = run("gpu", "disable", "--cloud", "aws", "--yes")
+    assert gone.exit_code == 0
+    assert eks.list_nodegroups(clusterName="llm-aws")["nodegroups"] == ["system"]
+    again = run("gpu", "disable", "--cloud", "aws", "--yes")
+    assert again.exit_code == 0 and "nothing to do" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-nodes", "0"], "below 1"),
+        (["--min-nodes", "3", "--max-nodes", "2"], "above the maximum node count 2"),
+        (["--set", "gpu.maxReplicas=5"], "pass --max-nodes 5"),
+        (["--max-nodes", "101"], "above llmctl's limit of 100"),
+        (["--instance-type", "n1-standard-4"], "not a aws GPU instance type"),
+    ],
+)
+def test_invalid_node_counts_and_types_exit_2(args: list[str], message: str) -> None:
+    result = run("gpu", "enable", "--cloud", "aws", "--dry-run", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_max_nodes_above_three_when_asked_explicitly() -> None:
+    result = run(
+        "gpu",
+        "enable",
+        "--cloud",
+        "aws",
+        "--dry-run",
+        "--max-nodes",
+        "5",
+        "--set",
+        "gpu.maxReplicas=5",
+    )
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout)[0]["body"]["scalingConfig"]["maxSize"] == 5
+
+
+def test_unknown_cloud_exit_2() -> None:
+    result = run("gpu", "status", "--cloud", "ibm")
+    assert result.exit_code == 2
+    assert "unknown cloud 'ibm'" in result.output and "aws, azure, gcp" in result.output
+
+
+@pytest.mark.parametrize(
+    ("cloud", "module", "package"),
+    [
+        ("aws", "boto3", "boto3"),
+        ("gcp", "google.cloud.container_v1", "google-cloud-container"),
+        ("azure", "azure.mgmt.containerservice", "azure-mgmt-containerservice"),
+    ],
+)
+def test_missing_sdk_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, cloud: str, module: str, package: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-1")
+    result = run("gpu", "status", "--cloud", cloud, "--project", "proj", "--skip-cluster")
+    assert result.exit_code == 1, result.output
+    assert package in result.output
+    assert "pip install 'llmctl[cloud]'" in result.output
+
+
+def test_no_credentials_through_the_cli() -> None:
+    result = run("gpu", "status", "--cloud", "aws", "--skip-cluster")
+    assert result.exit_code == 1
+    assert "no usable AWS credentials" in result.output and "AWS_PROFILE" in result.output
+
+
+def test_gcp_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    gke = FakeGke()
+    with serve(gke.route) as server:
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.GCP,
+            lambda: GcpCloud(endpoint=server.url, credentials=AnonymousCredentials(), poll_delay=0),
+        )
+        args = ["--cloud", "gcp", "--project", "proj"]
+        created = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
+        assert created.exit_code == 0, created.output
+        assert "gpu-t4" in gke.pools
+        again = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
+        assert "nothing to change" in again.stderr
+        status = run("gpu", "status", *args, "--skip-cluster", "--output", "json")
+        pool = json.loads(status.stdout)["pool"]
+        assert (pool["instanceType"], pool["capacityType"], pool["status"]) == (
+            "n1-standard-4",
+            "spot",
+            "RUNNING",
+        )
+        assert run("gpu", "disable", *args, "--yes").exit_code == 0
+        assert gke.pools == {}
+
+
+class StaticToken:
+    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        return AccessToken(fake_aks.TOKEN, int(time.time()) + 3600)
+
+
+def test_azure_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    aks = FakeAks()
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", aks.subscription)
+    with serve(aks.route) as server:
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.AZURE,
+            lambda: AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0),
+        )
+        created = run("gpu", "enable", "--cloud", "azure", "--yes", "--skip-cluster-setup")
+        assert created.exit_code == 0, created.output
+        assert aks.pools["gput4"]["properties"]["scaleSetPriority"] == "Spot"
+        status = run("gpu", "status", "--cloud", "azure", "--skip-cluster")
+        assert "Standard_NC4as_T4_v3" in status.stdout and "Succeeded" in status.stdout
+        assert run("gpu", "disable", "--cloud", "azure", "--yes").exit_code == 0
+        assert aks.pools == {}
+
+
+def test_help_imports_no_cloud_sdk() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from llmctl.cli.main import app;"
+        "r = CliRunner().invoke(app, ['gpu', 'enable', '--help']); assert r.exit_code == 0;"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'kubernetes')"
+        " or m.startswith(('google.cloud', 'azure.'))]; print(heavy); assert not heavy"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
