@@ -29,6 +29,15 @@ def test_wheel_ships_the_templates(wheel: Path, repo: Path) -> None:
         assert f"llmctl/_assets/templates/{relative}" in names
 
 
+def test_wheel_ships_the_helm_chart(wheel: Path, repo: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    chart = repo / "charts" / "llm-router"
+    files = [p for p in chart.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        assert f"llmctl/_assets/charts/llm-router/{path.relative_to(chart).as_posix()}" in names
+
+
 def test_installed_wheel_renders_from_any_directory(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(

@@ -11,8 +11,9 @@ from llmctl.config import Stack
 from llmctl.errors import ConfigError
 from llmctl.manifests import yaml_io
 from llmctl.manifests.build import built_objects
+from llmctl.manifests.helm_values import CHART_DIR, values_files
 from llmctl.manifests.render import render_tree
-from llmctl.manifests.writer import WriteResult, tree_files, write_files
+from llmctl.manifests.writer import WriteResult, tree_files, values_files_text, write_files
 
 CLUSTERS_DIR = "clusters"
 
@@ -31,14 +32,21 @@ def parse_clouds(value: str) -> tuple[CloudName, ...]:
 
 @dataclass(frozen=True)
 class RenderReport:
-    root: Path
+    root: Path  # clusters/
+    chart_dir: Path  # charts/llm-router/, where the values files go
     result: WriteResult
 
 
 def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> RenderReport:
+    """Write the Kustomize trees under clusters/ and the Helm values files beside the chart."""
     root = out / CLUSTERS_DIR
-    files = tree_files(render_tree(stack, clouds))
-    return RenderReport(root=root, result=write_files(root, files))
+    chart_dir = out / CHART_DIR
+    trees = write_files(root, tree_files(render_tree(stack, clouds)))
+    values = write_files(chart_dir, values_files_text(values_files(stack, clouds)))
+    result = WriteResult(
+        written=trees.written + values.written, unchanged=trees.unchanged + values.unchanged
+    )
+    return RenderReport(root=root, chart_dir=chart_dir, result=result)
 
 
 def render_to_text(stack: Stack, cloud: CloudName, gpu: bool) -> str:

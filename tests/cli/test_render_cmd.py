@@ -19,18 +19,24 @@ runner = CliRunner()
 def test_render_writes_every_tree(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
     assert result.exit_code == 0, result.output
-    assert "36 file(s) written" in result.output
+    assert "42 file(s) written" in result.output
     for cloud in ("aws", "azure", "gcp"):
         assert (tmp_path / "clusters" / cloud / "base" / "kustomization.yaml").is_file()
         assert (tmp_path / "clusters" / cloud / "overlays" / "gpu" / "kustomization.yaml").is_file()
+        for tier in ("cpu", "gpu"):
+            assert (tmp_path / "charts" / "llm-router" / f"values-{cloud}-{tier}.yaml").is_file()
     again = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
-    assert "0 file(s) written, 36 unchanged" in again.output
+    assert "0 file(s) written, 42 unchanged" in again.output
 
 
 def test_render_one_cloud(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", "--cloud", "gcp", "--out", str(tmp_path)], env={})
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "clusters").iterdir()) == ["components", "gcp"]
+    assert sorted(p.name for p in (tmp_path / "charts" / "llm-router").iterdir()) == [
+        "values-gcp-cpu.yaml",
+        "values-gcp-gpu.yaml",
+    ]
 
 
 def test_stdout_prints_the_gpu_overlay_objects() -> None:

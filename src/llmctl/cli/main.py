@@ -36,7 +36,7 @@ app.command("render")(render_cmd.render)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(cost_cmd.app, name="cost")
 app.add_typer(router_cmd.app, name="router")
-app.add_typer(gpu_cmd.app, name=\"gpu\")
+app.add_typer(gpu_cmd.app, name="gpu")
 
 
 def main() -> None:

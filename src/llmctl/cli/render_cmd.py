@@ -25,7 +25,8 @@ def render(
 ) -> None:
     """Render per-cloud Kustomize bases and GPU overlays from the Stack config.
 
-    Writes clusters/<cloud>/base, clusters/<cloud>/overlays/gpu and clusters/components/nvidia-gpu.
+    Writes clusters/<cloud>/base, clusters/<cloud>/overlays/gpu and clusters/components/nvidia-gpu,
+    and the Helm chart's charts/llm-router/values-<cloud>-{cpu,gpu}.yaml from the same config.
     With --stdout, prints what `kubectl kustomize` gives for one cloud, ready for
     `kubectl apply -f -`: the GPU overlay when the GPU tier is on, else the base.
     """
@@ -42,7 +43,8 @@ def render(
     report = render_to_disk(loaded.stack, clouds, out)
     written, unchanged = len(report.result.written), len(report.result.unchanged)
     typer.echo(
-        f"Rendered {', '.join(c.value for c in clouds)} into {report.root}/: "
+        f"Rendered {', '.join(c.value for c in clouds)} into {report.root}/ and "
+        f"{report.chart_dir}/: "
         f"{written} file(s) written, {unchanged} unchanged."
     )
     for path in report.result.written:

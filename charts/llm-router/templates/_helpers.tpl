@@ -1,0 +1,226 @@
+{{/*
+Helpers follow ingress-nginx's _helpers.tpl: every name is prefixed with the chart name, and
+object names are truncated to 63 characters (the DNS label limit) and trimmed of a trailing "-".
+*/}}
+
+{{/* The app.kubernetes.io/name label: the chart name, or nameOverride. */}}
+{{- define "llm-router.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The prefix of every object name: the release name, or fullnameOverride. */}}
+{{- define "llm-router.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+An object's name: the prefix, then the name the Kustomize overlays give the same object, so
+`demo` installs demo-llm-router, demo-cpu-llm-server... Call with (dict "root" $ "name" "...").
+*/}}
+{{- define "llm-router.objectName" -}}
+{{- printf "%s-%s" (include "llm-router.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The helm.sh/chart label. */}}
+{{- define "llm-router.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The labels that select one component's pods. Call with (dict "root" $ "component" "..."). */}}
+{{- define "llm-router.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-router.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* The recommended labels, on every object. Call with (dict "root" $ "component" "..."). */}}
+{{- define "llm-router.labels" -}}
+helm.sh/chart: {{ include "llm-router.chart" .root }}
+{{ include "llm-router.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: llm-router
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
+{{/*
+Facts about each cloud's managed Kubernetes, the same as llmctl's catalog.CLOUD_FACTS (a test
+compares them): the spot taint its GPU nodes may carry, whether their containerd has an `nvidia`
+runtime handler, and whether the NVIDIA device plugin must be deployed (GKE runs its own).
+*/}}
+{{- define "llm-router.facts" -}}
+gpuTaint:
+  key: nvidia.com/gpu
+  value: present
+  effect: NoSchedule
+gpuNodeLabels:
+  compute: gpu-enabled
+acceleratorLabel: accelerator
+clouds:
+  aws:
+    spotTaint: null
+    nvidiaRuntimeHandler: true
+    needsDevicePlugin: true
+  azure:
+    spotTaint:
+      key: kubernetes.azure.com/scalesetpriority
+      value: spot
+      effect: NoSchedule
+    nvidiaRuntimeHandler: false
+    needsDevicePlugin: true
+  gcp:
+    spotTaint:
+      key: cloud.google.com/gke-spot
+      value: "true"
+      effect: NoSchedule
+    nvidiaRuntimeHandler: false
+    needsDevicePlugin: false
+{{- end -}}
+
+{{/* The facts of the cloud chosen by .Values.cloud, as YAML. */}}
+{{- define "llm-router.cloudFacts" -}}
+{{- $facts := include "llm-router.facts" . | fromYaml -}}
+{{- toYaml (index $facts.clouds .Values.cloud) -}}
+{{- end -}}
+
+{{/*
+Tolerations of pods on llmctl's GPU nodes: the GPU taint, the cloud's spot taint, then
+gpu.tolerations; duplicates dropped.
+*/}}
+{{- define "llm-router.gpuTolerations" -}}
+{{- $facts := include "llm-router.facts" . | fromYaml -}}
+{{- $cloud := include "llm-router.cloudFacts" . | fromYaml -}}
+{{- $tolerations := list (dict "key" $facts.gpuTaint.key "operator" "Exists" "effect" $facts.gpuTaint.effect) -}}
+{{- with $cloud.spotTaint -}}
+{{- $tolerations = append $tolerations (dict "key" .key "operator" "Equal" "value" .value "effect" .effect) -}}
+{{- end -}}
+{{- range .Values.gpu.tolerations -}}
+{{- $tolerations = append $tolerations . -}}
+{{- end -}}
+{{- toYaml (uniq $tolerations) -}}
+{{- end -}}
+
+{{/* Whether the device plugin DaemonSet is deployed: gpu.devicePlugin.enabled, or the cloud's need. */}}
+{{- define "llm-router.devicePluginEnabled" -}}
+{{- $enabled := .Values.gpu.devicePlugin.enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- $enabled = (include "llm-router.cloudFacts" . | fromYaml).needsDevicePlugin -}}
+{{- end -}}
+{{- if and .Values.gpu.enabled $enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The RuntimeClass GPU pods name: the chart's own when it creates one, else "nvidia". */}}
+{{- define "llm-router.runtimeClassName" -}}
+{{- if .Values.gpu.runtimeClass.enabled -}}
+{{- include "llm-router.objectName" (dict "root" . "name" "nvidia") -}}
+{{- else -}}
+nvidia
+{{- end -}}
+{{- end -}}
+
+{{/* The namespace of the device plugin: gpu.devicePlugin.namespace, or the release's. */}}
+{{- define "llm-router.devicePluginNamespace" -}}
+{{- default .Release.Namespace .Values.gpu.devicePlugin.namespace -}}
+{{- end -}}
+
+{{/*
+A model's API name: model.name, or the file name of model.path without ".gguf" and without a
+quantization suffix (".Q4_K_M", ".q8_0", ".F16"...).
+*/}}
+{{- define "llm-router.modelName" -}}
+{{- if .name -}}
+{{- .name -}}
+{{- else -}}
+{{- regexReplaceAll "\\.([QqFf][0-9]+[A-Za-z0-9_]*|IQ[0-9][A-Za-z0-9_]*)$" (base .path | trimSuffix ".gguf") "" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod security: the restricted Pod Security Standard, as in the Kustomize overlays. */}}
+{{- define "llm-router.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "llm-router.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* A resources block: requests and limits, plus extra limits (the GPU). */}}
+{{- define "llm-router.resources" -}}
+{{- $limits := merge (dict) (.extraLimits | default dict) (.resources.limits | default dict) -}}
+{{- $out := dict -}}
+{{- with .resources.requests }}{{- $_ := set $out "requests" . -}}{{- end -}}
+{{- with $limits }}{{- $_ := set $out "limits" . -}}{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+llama-server's arguments, for the llama.cpp release the images pin. Context is sized per request
+exactly as llmctl's config.LlamaCpp does: ctx_size defaults to ctx_per_request x parallel; when
+ctx_size / parallel is short of ctx_per_request the KV cache is unified (unless kv_unified is
+false), and a config whose slots can't hold one request fails, saying how to fix it.
+Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
+*/}}
+{{- define "llm-router.llamaArgs" -}}
+{{- $l := .llamacpp -}}
+{{- $perRequest := int (default 2048 $l.ctx_per_request) -}}
+{{- $parallel := int $l.parallel -}}
+{{- $ctxSize := mul $perRequest $parallel -}}
+{{- if not (kindIs "invalid" $l.ctx_size) -}}
+{{- $ctxSize = int64 $l.ctx_size -}}
+{{- end -}}
+{{- $unified := lt (div $ctxSize $parallel) (int64 $perRequest) -}}
+{{- if not (kindIs "invalid" $l.kv_unified) -}}
+{{- $unified = $l.kv_unified -}}
+{{- end -}}
+{{- $perSlot := $ctxSize -}}
+{{- if not $unified -}}
+{{- $perSlot = div $ctxSize $parallel -}}
+{{- end -}}
+{{- if lt $perSlot (int64 $perRequest) -}}
+{{- $layout := ternary "unified" (printf "split over %d parallel slots" $parallel) $unified -}}
+{{- fail (printf "%s: ctx_size %d %s leaves %d tokens per request, less than ctx_per_request %d; raise %s.ctx_size to at least %d (or leave it unset), lower %s.parallel or %s.ctx_per_request%s" .where $ctxSize $layout $perSlot $perRequest .where (mul $perRequest $parallel) .where .where (ternary "" (printf ", or drop %s.kv_unified: false" .where) $unified)) -}}
+{{- end -}}
+{{- $ngl := int $l.ngl -}}
+{{- $args := list "--host" "0.0.0.0" "--port" "8080" "--model" .model.path "--alias" (include "llm-router.modelName" .model) -}}
+{{- $args = concat $args (list "--ctx-size" (toString $ctxSize) "--parallel" (toString $parallel)) -}}
+{{- $args = concat $args (list "--n-gpu-layers" (ternary "all" (toString $ngl) (lt $ngl 0))) -}}
+{{- $args = concat $args (list "--flash-attn" (ternary "on" "off" $l.flash_attn) "--metrics") -}}
+{{- if not (kindIs "invalid" $l.threads) -}}
+{{- $args = concat $args (list "--threads" (toString (int $l.threads))) -}}
+{{- end -}}
+{{- if $unified -}}
+{{- $args = append $args "--kv-unified" -}}
+{{- end -}}
+{{- toYaml $args -}}
+{{- end -}}
+
+{{/* The router's router.yaml: the schema of llmctl's router/table.py RouterConfig. */}}
+{{- define "llm-router.routerConfig" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $cpuName := include "llm-router.modelName" .Values.cpu.model -}}
+{{- $models := list (dict "name" $cpuName "parameters" (int64 .Values.cpu.model.parameters) "aliases" (.Values.cpu.model.aliases | default list)) -}}
+{{- $cpuUrl := printf "http://%s.%s.svc.cluster.local:8080" (include "llm-router.objectName" (dict "root" . "name" "cpu-llm-server")) $ns -}}
+{{- $backends := list (dict "name" (printf "%s/cpu" .Values.cloud) "url" $cpuUrl "tier" "cpu" "cloud" .Values.cloud "model" $cpuName "slots" (int .Values.cpu.llamacpp.parallel) "costWeight" .Values.cpu.backend.costWeight "hourlyCostUsd" .Values.cpu.backend.hourlyCostUsd) -}}
+{{- if .Values.gpu.enabled -}}
+{{- $gpuName := include "llm-router.modelName" .Values.model -}}
+{{- if ne $gpuName $cpuName -}}
+{{- $models = append $models (dict "name" $gpuName "parameters" (int64 .Values.model.parameters) "aliases" (.Values.model.aliases | default list)) -}}
+{{- end -}}
+{{- $gpuUrl := printf "http://%s.%s.svc.cluster.local:8080" (include "llm-router.objectName" (dict "root" . "name" "gpu-llm-server")) $ns -}}
+{{- $backends = append $backends (dict "name" (printf "%s/gpu" .Values.cloud) "url" $gpuUrl "tier" "gpu" "cloud" .Values.cloud "model" $gpuName "slots" (int .Values.llamacpp.parallel) "costWeight" .Values.gpu.backend.costWeight "hourlyCostUsd" .Values.gpu.backend.hourlyCostUsd) -}}
+{{- end -}}
+{{- $policy := dict "gpuParameterThreshold" (int64 .Values.router.policy.gpuParameterThreshold) "gpuComplexities" .Values.router.policy.gpuComplexities "fallbackModel" $cpuName -}}
+{{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" (dict "file" nil "env" nil) -}}
+{{- toYaml $config -}}
+{{- end -}}

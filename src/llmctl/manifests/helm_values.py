@@ -1,0 +1,113 @@
+"""Stack -> the values of the `llm-router` Helm chart for one cloud, with or without the GPU tier.
+
+`llmctl render` writes them as charts/llm-router/values-<cloud>-{cpu,gpu}.yaml, so one config
+drives both deployment paths: `helm template -f values-aws-gpu.yaml` gives the same workloads as
+`kubectl kustomize clusters/aws/overlays/gpu` (a test compares them field by field). Pure.
+
+The chart's top-level `model` and `llamacpp` configure the GPU tier (the settings users change
+most, as in the chart's README example); `cpu.model` and `cpu.llamacpp` configure the CPU tier.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from llmctl import catalog
+from llmctl.catalog import CloudName
+from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
+from llmctl.manifests.routing import router_config
+from llmctl.router.table import Backend, Tier
+
+CHART_DIR = PurePosixPath("charts/llm-router")
+
+
+def values_file_name(cloud: CloudName, gpu: bool) -> str:
+    return f"values-{cloud.value}-{'gpu' if gpu else 'cpu'}.yaml"
+
+
+def _model(model: ModelSpec) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "uri": model.uri,
+        "path": model.path,
+        "storageSize": model.storage_size,
+        "parameters": model.parameters,
+        "aliases": list(model.aliases),
+    }
+
+
+def _llamacpp(settings: LlamaCpp) -> dict[str, Any]:
+    # Unset settings are left out: the chart then applies the same defaults as config.LlamaCpp.
+    return settings.model_dump(mode="json", exclude_none=True)
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    return resources.model_dump(mode="json", exclude_none=True)
+
+
+def _backend(backend: Backend) -> dict[str, Any]:
+    return {"costWeight": backend.cost_weight, "hourlyCostUsd": backend.hourly_cost_usd}
+
+
+def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
+    """The chart values that deploy what clusters/<cloud>/{base,overlays/gpu} deploys."""
+    # The GPU tier's table entries are read even for a CPU file, so flipping gpu.enabled on it
+    # gives the GPU overlay's router table.
+    table = router_config(stack, cloud, gpu=True)
+    backends = {b.tier: b for b in table.backends}
+    facts = catalog.CLOUD_FACTS[cloud]
+    images = stack.images
+    return {
+        "cloud": cloud.value,
+        "images": {
+            "llamaServer": images.llama_server,
+            "llamaServerCuda": images.llama_server_cuda,
+            "router": images.router,
+            "modelFetcher": images.model_fetcher,
+            "devicePlugin": images.device_plugin,
+        },
+        "router": {
+            "replicas": stack.router.replicas,
+            "resources": _resources(stack.router.resources),
+            "policy": {
+                "gpuParameterThreshold": table.policy.gpu_parameter_threshold,
+                "gpuComplexities": list(table.policy.gpu_complexities),
+            },
+            "limits": table.limits.model_dump(mode="json", by_alias=True),
+            "healthCheck": table.health_check.model_dump(mode="json", by_alias=True),
+        },
+        "cpu": {
+            "replicas": stack.cpu.replicas,
+            "model": _model(stack.cpu.model),
+            "llamacpp": _llamacpp(stack.cpu.llamacpp),
+            "resources": _resources(stack.cpu.resources),
+            "backend": _backend(backends[Tier.CPU]),
+        },
+        "gpu": {
+            "enabled": gpu,
+            "resourceName": stack.gpu.resource_name,
+            "count": stack.gpu.count,
+            "replicas": stack.gpu.min_replicas,
+            "accelerator": stack.gpu.gpu_of(cloud).label,
+            "nodeSelector": {},
+            "tolerations": [],
+            "resources": _resources(stack.gpu.resources),
+            "backend": _backend(backends[Tier.GPU]),
+            "devicePlugin": {"enabled": facts.needs_device_plugin, "namespace": ""},
+            "runtimeClass": {"enabled": True},
+        },
+        "model": _model(stack.gpu.model),
+        "llamacpp": _llamacpp(stack.gpu.llamacpp),
+    }
+
+
+def values_files(
+    stack: Stack, clouds: tuple[CloudName, ...] = catalog.CLOUDS
+) -> dict[str, dict[str, Any]]:
+    """Each cloud's two values files, by file name."""
+    return {
+        values_file_name(cloud, gpu): helm_values(stack, cloud, gpu)
+        for cloud in clouds
+        for gpu in (False, True)
+    }
