@@ -206,6 +206,9 @@ class CloudFacts:
     needs_device_plugin: bool
     device_plugin_reason: str
     default_region: str
+    # Where the node keeps its NVIDIA driver when it is not injected by a container runtime
+    # (GKE): node agents such as the DCGM exporter mount it from the host.
+    host_driver_dir: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -251,6 +254,7 @@ CLOUD_FACTS: dict[CloudName, CloudFacts] = {
             "GKE runs its own nvidia-gpu-device-plugin on GPU nodes; a second plugin would fight "
             "it for the same devices"
         ),
+        host_driver_dir="/home/kubernetes/bin/nvidia",
         default_region="us-central1",
     ),
 }

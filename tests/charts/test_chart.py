@@ -53,8 +53,12 @@ def test_every_rendered_object_passes_the_strict_kubernetes_schema(cloud: str, t
     objects = template("-f", values_file(cloud, tier))
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"} <= kinds
-    assert ("DaemonSet" in kinds) == (tier == "gpu" and cloud != "gcp")
+    names = {o["metadata"]["name"] for o in objects if o["kind"] == "DaemonSet"}
+    assert ("demo-nvidia-device-plugin" in names) == (tier == "gpu" and cloud != "gcp")
+    assert ("demo-dcgm-exporter" in names) == (tier == "gpu")
     assert ("RuntimeClass" in kinds) == (tier == "gpu")
+    observability = {"ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert kinds & observability == (observability if tier == "gpu" else set())
     for obj in objects:
         validate_strict(obj)
 
@@ -145,6 +149,7 @@ def test_labels_on_every_object_and_pod() -> None:
             "llama-cpu",
             "llama-gpu",
             "device-plugin",
+            "dcgm-exporter",
         }
         if "template" in obj.get("spec", {}):
             assert obj["spec"]["template"]["metadata"]["labels"] == labels
@@ -163,6 +168,9 @@ def test_object_names_are_the_kustomize_names_with_the_release_prefix() -> None:
         "demo-gpu-llm-server-ingress",
         "demo-nvidia-device-plugin",
         "demo-nvidia",
+        "demo-dcgm-exporter",
+        "demo-llama-cpp",
+        "demo-llm-router-dashboard",
     }
 
 
@@ -173,9 +181,13 @@ def test_long_release_names_are_truncated_to_63_characters() -> None:
         name = obj["metadata"]["name"]
         assert len(name) <= 63 and not name.endswith("-"), name
     assert len(by_name(objects)) == len(objects)  # still one name per object of a kind
-    # A prefix cut right before a "-" loses the "-" too.
-    cut = template("--set", f"fullnameOverride={'f' * 62}")
-    assert {o["metadata"]["name"] for o in cut} == {"f" * 62}
+    # Only the prefix is cut (and a "-" it ends on), so every name keeps what it names.
+    cut = template("--set", "gpu.enabled=true", "--set", f"fullnameOverride={'f' * 40}-{'g' * 21}")
+    suffixes = {"llm-router", "llm-router-config", "cpu-llm-server", "cpu-llm-server-models"}
+    names = {o["metadata"]["name"] for o in cut}
+    for suffix in suffixes:
+        assert any(name.endswith("-" + suffix) and "--" not in name for name in names), suffix
+    assert all(len(name) <= 63 and name.startswith("f" * 40) for name in names)
 
 
 def test_fullname_override_replaces_the_release_prefix() -> None:
@@ -202,7 +214,9 @@ def test_no_hard_coded_namespace() -> None:
             if re.match(r"\s*namespace:", line):
                 assert re.search(
                     r"namespace: \{\{ (\$root\.|\.)Release\.Namespace \}\}$", line
-                ) or ('include "llm-router.devicePluginNamespace"' in line), f"{path.name}: {line}"
+                ) or re.search(
+                    r'include "llm-router\.(devicePlugin|dcgmExporter)Namespace"', line
+                ), f"{path.name}: {line}"
 
 
 def test_device_plugin_namespace_is_a_value() -> None:
@@ -289,8 +303,8 @@ def test_runtime_class_name_only_where_the_cloud_has_the_handler() -> None:
 
 def test_device_plugin_follows_the_cloud_unless_forced() -> None:
     def has_plugin(*args: str) -> bool:
-        kinds = {o["kind"] for o in template("--set", "gpu.enabled=true", *args)}
-        return "DaemonSet" in kinds
+        objects = template("--set", "gpu.enabled=true", *args)
+        return any(o["metadata"]["name"] == "demo-nvidia-device-plugin" for o in objects)
 
     assert has_plugin("--set", "cloud=aws") and has_plugin("--set", "cloud=azure")
     assert not has_plugin("--set", "cloud=gcp")
@@ -379,5 +393,6 @@ def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
             else {"key": spot.key, "value": spot.value, "effect": spot.effect},
             "nvidiaRuntimeHandler": cloud_facts.nvidia_runtime_handler,
             "needsDevicePlugin": cloud_facts.needs_device_plugin,
+            "hostDriverDir": cloud_facts.host_driver_dir,
         }
     assert facts["clouds"] == expected

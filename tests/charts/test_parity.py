@@ -33,10 +33,13 @@ from tests.support.tools import require_tool
 CASES = [(cloud.value, tier) for cloud in catalog.CLOUDS for tier in ("cpu", "gpu")]
 IDS = [f"{cloud}-{tier}" for cloud, tier in CASES]
 
-# The workloads both paths deploy; the chart has nothing else. Objects other parts of llmctl add
-# to the overlays (autoscaling, monitoring) are not the chart's business.
-COMPONENTS = {"router", "llama-cpu", "llama-gpu", "device-plugin"}
+# Everything both paths deploy (the chart has nothing else), scaling and monitoring included.
+COMPONENTS = {"router", "llama-cpu", "llama-gpu", "device-plugin", "dcgm-exporter"}
 KINDS = {
+    "ScaledObject",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
     "ServiceAccount",
     "ConfigMap",
     "Deployment",
@@ -48,6 +51,7 @@ KINDS = {
     "RuntimeClass",
 }
 ROUTER_CONFIG = "llm-router-config"
+DASHBOARD = "llm-router-dashboard"
 CHECKSUM = "llmctl.dev/router-config-sha256"
 
 Objects = list[dict[str, Any]]
@@ -68,7 +72,7 @@ def _workloads(objects: Objects) -> Objects:
         for o in objects
         if o["kind"] in KINDS
         and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") in COMPONENTS
-        and (o["kind"] != "ConfigMap" or o["metadata"]["name"].endswith(ROUTER_CONFIG))
+        and (o["kind"] != "ConfigMap" or o["metadata"]["name"].endswith((ROUTER_CONFIG, DASHBOARD)))
     ]
 
 
@@ -93,14 +97,27 @@ class _Selects:
             if o["kind"] in {"Deployment", "DaemonSet"}
         ]
 
-    def __call__(self, match_labels: dict[str, str]) -> dict[str, list[str]]:
+    def __call__(
+        self, match_labels: dict[str, str], expressions: list[dict[str, Any]] | None = None
+    ) -> dict[str, list[str]]:
         chosen = sorted(
             name
             for name, labels in self.pods
             if all(labels.get(k) == v for k, v in match_labels.items())
+            and all(labels.get(e["key"]) in e["values"] for e in expressions or [])
         )
-        assert chosen, f"selector {match_labels} selects no pods"
+        assert chosen, f"selector {match_labels} {expressions} selects no pods"
         return {"selects": chosen}
+
+    def services(self, objects: Objects, prefix: str, match_labels: dict[str, str]) -> list[str]:
+        chosen = sorted(
+            _unprefix(o["metadata"]["name"], prefix)
+            for o in objects
+            if o["kind"] == "Service"
+            and all(o["metadata"]["labels"].get(k) == v for k, v in match_labels.items())
+        )
+        assert chosen, f"selector {match_labels} selects no services"
+        return chosen
 
 
 def _router_table(text: str, prefix: str) -> dict[str, Any]:
@@ -124,7 +141,7 @@ def normalise(objects: Objects, prefix: str) -> dict[tuple[str, str], dict[str, 
         assert set(meta) <= {"name", "namespace", "labels"}, meta
         obj["metadata"] = {"name": meta["name"]}
         spec = obj.get("spec", {})
-        if kind == "ConfigMap":
+        if kind == "ConfigMap" and "router.yaml" in obj["data"]:
             text = obj["data"]["router.yaml"]
             obj["data"]["router.yaml"] = _router_table(text, prefix)
         if kind in {"Deployment", "DaemonSet"}:
@@ -150,7 +167,18 @@ def normalise(objects: Objects, prefix: str) -> dict[tuple[str, str], dict[str, 
             spec["podSelector"] = selects(spec["podSelector"]["matchLabels"])
             for rule in spec["ingress"]:
                 for peer in rule["from"]:
-                    peer["podSelector"] = selects(peer["podSelector"]["matchLabels"])
+                    if "podSelector" in peer:
+                        peer["podSelector"] = selects(peer["podSelector"]["matchLabels"])
+        if kind == "ServiceMonitor":
+            spec["selector"] = selects.services(objects, prefix, spec["selector"]["matchLabels"])
+        if kind == "PodMonitor":
+            selector = spec["selector"]
+            spec["selector"] = selects(selector["matchLabels"], selector["matchExpressions"])
+        if kind == "ScaledObject":
+            for trigger in spec["triggers"]:
+                # The utilisation query names the GPU pods: demo-gpu-llm-server-... in the chart.
+                query = trigger["metadata"]["query"]
+                trigger["metadata"]["query"] = query.replace(f'"{prefix}', '"')
         obj = _unprefix(obj, prefix)
         key = (kind, obj["metadata"]["name"])
         assert key not in out, f"two {key}"

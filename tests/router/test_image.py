@@ -16,8 +16,12 @@ pytestmark = pytest.mark.tools
 
 def test_hadolint_passes(repo: Path) -> None:
     hadolint = require_tool("hadolint")
-    result = subprocess.run([hadolint, "-f", "json", str(repo / "Dockerfile")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "-f", "json", str(repo / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     findings = json.loads(result.stdout or "[]")
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
     assert result.returncode == 0, result.stderr
@@ -35,26 +39,70 @@ def test_dockerfile_uses_the_pinned_llama_cpp_images(repo: Path) -> None:
     assert "USER 10001" in text
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    ([], ["llmctl", "router", "serve", "--config", "/cfg/router.yaml", "--host", "0.0.0.0",
-          "--port", "9000"]),
-    (["router", "--log-level", "debug"], ["llmctl", "router", "serve", "--config",
-                                          "/cfg/router.yaml", "--host", "0.0.0.0", "--port",
-                                          "9000", "--log-level", "debug"]),
-])
-def test_entrypoint_runs_the_router(repo: Path, tmp_path: Path, args: list[str],
-                                    expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            [],
+            [
+                "llmctl",
+                "router",
+                "serve",
+                "--config",
+                "/cfg/router.yaml",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "9000",
+            ],
+        ),
+        (
+            ["router", "--log-level", "debug"],
+            [
+                "llmctl",
+                "router",
+                "serve",
+                "--config",
+                "/cfg/router.yaml",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "9000",
+                "--log-level",
+                "debug",
+            ],
+        ),
+    ],
+)
+def test_entrypoint_runs_the_router(
+    repo: Path, tmp_path: Path, args: list[str], expected: list[str]
+) -> None:
     fake = tmp_path / "llmctl"
     fake.write_text('#!/bin/sh\necho llmctl "$@"\n')
     fake.chmod(0o755)
-    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}",
-               LLMCTL_ROUTER_CONFIG="/cfg/router.yaml", PORT="9000")
-    result = subprocess.run(["sh", str(repo / "docker" / "entrypoint.sh"), *args],
-                            capture_output=True, text=True, env=env, timeout=30, check=True)
+    env = dict(
+        os.environ,
+        PATH=f"{tmp_path}:{os.environ['PATH']}",
+        LLMCTL_ROUTER_CONFIG="/cfg/router.yaml",
+        PORT="9000",
+    )
+    result = subprocess.run(
+        ["sh", str(repo / "docker" / "entrypoint.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
     assert result.stdout.split() == expected
 
 
 def test_entrypoint_runs_anything_else_as_given(repo: Path) -> None:
-    result = subprocess.run(["sh", str(repo / "docker" / "entrypoint.sh"), "echo", "hi"],
-                            capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(
+        ["sh", str(repo / "docker" / "entrypoint.sh"), "echo", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert result.stdout == "hi\n"

@@ -35,46 +35,52 @@ def gpu(name: str = "aws/gpu", **kw: object) -> FakeBackend:
     return FakeBackend(name, Tier.GPU, BIG.name, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("parameters", "complexity", "expected"), [
-    (1_100_000_000, "chat", False),
-    (3_000_000_000, "chat", False),  # the rule is strictly greater than 3B
-    (3_000_000_001, "chat", True),
-    (6_740_000_000, "chat", True),
-    (1_100_000_000, "reasoning", True),
-    (1_100_000_000, "code-generation", True),
-    (1_100_000_000, "summarize", False),
-    (13_000_000_000, "reasoning", True),
-])
-def test_should_use_gpu_is_the_issue_rule(parameters: int, complexity: str,
-                                          expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("parameters", "complexity", "expected"),
+    [
+        (1_100_000_000, "chat", False),
+        (3_000_000_000, "chat", False),  # the rule is strictly greater than 3B
+        (3_000_000_001, "chat", True),
+        (6_740_000_000, "chat", True),
+        (1_100_000_000, "reasoning", True),
+        (1_100_000_000, "code-generation", True),
+        (1_100_000_000, "summarize", False),
+        (13_000_000_000, "reasoning", True),
+    ],
+)
+def test_should_use_gpu_is_the_issue_rule(parameters: int, complexity: str, expected: bool) -> None:
     assert policy.should_use_gpu(parameters, complexity, POLICY) is expected
 
 
 def test_threshold_and_complexities_come_from_the_config() -> None:
-    custom = Policy(fallbackModel="x", gpuParameterThreshold=1_000_000_000,
-                    gpuComplexities=("math",))
+    custom = Policy(
+        fallbackModel="x", gpuParameterThreshold=1_000_000_000, gpuComplexities=("math",)
+    )
     assert policy.should_use_gpu(1_100_000_000, "chat", custom)
     assert policy.should_use_gpu(500, "math", custom)
     assert not policy.should_use_gpu(500, "reasoning", custom)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Hello! How are you today?", "chat"),
-    ("What is the capital of France?", "chat"),
-    ("Tell me a joke about cats.", "chat"),
-    ("Write a Python function that reverses a linked list.", "code-generation"),
-    ("Here is my code:\n```\nprint(1)\n```\nwhat is wrong?", "code-generation"),
-    ("def add(a, b):\n    return a + b\n# add types", "code-generation"),
-    ("Fix the bug in this SQL query please", "code-generation"),
-    ("I get a Traceback when I run it", "code-generation"),
-    ("Implement a regex that matches emails", "code-generation"),
-    ("Explain step by step how to solve x^2 = 4.", "reasoning"),
-    ("Prove that there are infinitely many primes.", "reasoning"),
-    ("Why does ice float on water?", "reasoning"),
-    ("Compare and contrast TCP and UDP, with trade-offs.", "reasoning"),
-    ("What is 17 * 23 + 4 = ?", "reasoning"),
-    ("word " * 1000, "reasoning"),  # a long document counts as reasoning
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello! How are you today?", "chat"),
+        ("What is the capital of France?", "chat"),
+        ("Tell me a joke about cats.", "chat"),
+        ("Write a Python function that reverses a linked list.", "code-generation"),
+        ("Here is my code:\n```\nprint(1)\n```\nwhat is wrong?", "code-generation"),
+        ("def add(a, b):\n    return a + b\n# add types", "code-generation"),
+        ("Fix the bug in this SQL query please", "code-generation"),
+        ("I get a Traceback when I run it", "code-generation"),
+        ("Implement a regex that matches emails", "code-generation"),
+        ("Explain step by step how to solve x^2 = 4.", "reasoning"),
+        ("Prove that there are infinitely many primes.", "reasoning"),
+        ("Why does ice float on water?", "reasoning"),
+        ("Compare and contrast TCP and UDP, with trade-offs.", "reasoning"),
+        ("What is 17 * 23 + 4 = ?", "reasoning"),
+        ("word " * 1000, "reasoning"),  # a long document counts as reasoning
+    ],
+)
 def test_classifier_examples(text: str, expected: str) -> None:
     assert policy.classify_prompt(text) == expected
 
@@ -85,13 +91,20 @@ def test_classifier_is_deterministic() -> None:
 
 
 def test_prompt_text_reads_the_last_user_message_and_content_parts() -> None:
-    body: dict[str, object] = {"messages": [
-        {"role": "system", "content": "You write code."},
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "answer"},
-        {"role": "user", "content": [{"type": "text", "text": "second"},
-                                     {"type": "image_url", "image_url": {"url": "x"}}]},
-    ]}
+    body: dict[str, object] = {
+        "messages": [
+            {"role": "system", "content": "You write code."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "answer"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "second"},
+                    {"type": "image_url", "image_url": {"url": "x"}},
+                ],
+            },
+        ]
+    }
     assert policy.prompt_text(body) == "second"
     assert policy.prompt_text({"prompt": ["a", "b"]}) == "a\nb"
     assert policy.prompt_text({"prompt": "abc"}) == "abc"
@@ -157,15 +170,21 @@ def test_gpu_backend_serving_the_asked_model_is_preferred() -> None:
     assert isinstance(route, Route) and [b.name for b in route.backends] == ["gcp/gpu"]
 
 
-@pytest.mark.parametrize(("gpus", "reason"), [
-    ([gpu(ready=False)], "no_ready_gpu"),
-    ([], "no_gpu_backend"),
-])
+@pytest.mark.parametrize(
+    ("gpus", "reason"),
+    [
+        ([gpu(ready=False)], "no_ready_gpu"),
+        ([], "no_gpu_backend"),
+    ],
+)
 def test_no_ready_gpu_degrades_to_cpu_fallback(gpus: list[FakeBackend], reason: str) -> None:
     route = policy.plan_route(BIG, "chat", False, [cpu(), *gpus], POLICY)
     assert isinstance(route, Route)
     assert (route.wanted, route.served, route.fallback_reason) == (
-        Tier.GPU, Served.CPU_FALLBACK, reason)
+        Tier.GPU,
+        Served.CPU_FALLBACK,
+        reason,
+    )
     assert route.backends[0].model == POLICY.fallback_model
 
 
@@ -211,20 +230,31 @@ def test_retry_candidates_stay_in_the_route_and_skip_tried() -> None:
     a, b, g = cpu("aws/cpu"), cpu("gcp/cpu"), gpu()
     route = policy.plan_route(TINY, "chat", False, [a, b, g], POLICY)
     assert isinstance(route, Route)
-    assert [x.name for x in policy.retry_candidates(route, ["aws/cpu"], [a, b, g])] == [
-        "gcp/cpu"]
+    assert [x.name for x in policy.retry_candidates(route, ["aws/cpu"], [a, b, g])] == ["gcp/cpu"]
     assert policy.retry_candidates(route, ["aws/cpu", "gcp/cpu"], [a, b, g]) == []
 
 
 def test_model_index_and_known_ids() -> None:
-    config = RouterConfig.model_validate({
-        "cloud": "aws",
-        "models": [{"name": TINY.name, "parameters": TINY.parameters, "aliases": ["tinyllama"]},
-                   {"name": BIG.name, "parameters": BIG.parameters}],
-        "backends": [{"name": "aws/cpu", "url": "http://x:1", "tier": "cpu", "cloud": "aws",
-                      "model": TINY.name, "slots": 1}],
-        "policy": {"fallbackModel": TINY.name},
-    })
+    config = RouterConfig.model_validate(
+        {
+            "cloud": "aws",
+            "models": [
+                {"name": TINY.name, "parameters": TINY.parameters, "aliases": ["tinyllama"]},
+                {"name": BIG.name, "parameters": BIG.parameters},
+            ],
+            "backends": [
+                {
+                    "name": "aws/cpu",
+                    "url": "http://x:1",
+                    "tier": "cpu",
+                    "cloud": "aws",
+                    "model": TINY.name,
+                    "slots": 1,
+                }
+            ],
+            "policy": {"fallbackModel": TINY.name},
+        }
+    )
     index = policy.model_index(config)
     assert index["tinyllama"] is index[TINY.name]
     assert policy.known_model_ids(config) == [TINY.name, "tinyllama", BIG.name]

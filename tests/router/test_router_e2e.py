@@ -35,13 +35,18 @@ MODELS = [
 
 
 class Cluster:
-    def __init__(self, cpu_a: LlamaServer, cpu_b: LlamaServer, gpu: LlamaServer,
-                 router: RouterProcess) -> None:
+    def __init__(
+        self, cpu_a: LlamaServer, cpu_b: LlamaServer, gpu: LlamaServer, router: RouterProcess
+    ) -> None:
         self.cpu_a, self.cpu_b, self.gpu, self.router = cpu_a, cpu_b, gpu, router
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.router.url, timeout=30,
-                            headers={"authorization": f"Bearer {API_KEY}"}, **kwargs)
+        return httpx.Client(
+            base_url=self.router.url,
+            timeout=30,
+            headers={"authorization": f"Bearer {API_KEY}"},
+            **kwargs,
+        )
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = httpx.get(self.router.url + "/metrics", timeout=10).text
@@ -57,41 +62,83 @@ class Cluster:
         deadline = time.monotonic() + timeout
         with self.client() as client:
             while True:
-                response = client.post("/v1/chat/completions", json=chat(CPU_MODEL, "hi", 4),
-                                       headers={"x-llm-complexity": "reasoning"})
+                response = client.post(
+                    "/v1/chat/completions",
+                    json=chat(CPU_MODEL, "hi", 4),
+                    headers={"x-llm-complexity": "reasoning"},
+                )
                 if response.headers.get("x-llm-tier") == tier or time.monotonic() > deadline:
                     return response
                 time.sleep(0.2)
 
 
 def chat(model: str, text: str, max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}],
-            "max_tokens": max_tokens, **extra}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("router-e2e")
     gguf = write_llama_gguf(tmp / "tiny.gguf")
-    servers = [LlamaServer(gguf, CPU_MODEL, tmp), LlamaServer(gguf, CPU_MODEL, tmp),
-               LlamaServer(gguf, GPU_MODEL, tmp)]
+    servers = [
+        LlamaServer(gguf, CPU_MODEL, tmp),
+        LlamaServer(gguf, CPU_MODEL, tmp),
+        LlamaServer(gguf, GPU_MODEL, tmp),
+    ]
     router = None
     try:
         for server in servers:
             server.start()
         cpu_a, cpu_b, gpu = servers
         backends = [
-            {"name": "aws/cpu", "url": cpu_a.url, "tier": "cpu", "cloud": "aws",
-             "model": CPU_MODEL, "slots": 2, "costWeight": 1.0, "hourlyCostUsd": 0.17},
-            {"name": "gcp/cpu", "url": cpu_b.url, "tier": "cpu", "cloud": "gcp",
-             "model": CPU_MODEL, "slots": 2, "costWeight": 1.0, "hourlyCostUsd": 0.15},
-            {"name": "aws/gpu", "url": gpu.url, "tier": "gpu", "cloud": "aws",
-             "model": GPU_MODEL, "slots": 2, "costWeight": 1.0, "hourlyCostUsd": 0.53},
+            {
+                "name": "aws/cpu",
+                "url": cpu_a.url,
+                "tier": "cpu",
+                "cloud": "aws",
+                "model": CPU_MODEL,
+                "slots": 2,
+                "costWeight": 1.0,
+                "hourlyCostUsd": 0.17,
+            },
+            {
+                "name": "gcp/cpu",
+                "url": cpu_b.url,
+                "tier": "cpu",
+                "cloud": "gcp",
+                "model": CPU_MODEL,
+                "slots": 2,
+                "costWeight": 1.0,
+                "hourlyCostUsd": 0.15,
+            },
+            {
+                "name": "aws/gpu",
+                "url": gpu.url,
+                "tier": "gpu",
+                "cloud": "aws",
+                "model": GPU_MODEL,
+                "slots": 2,
+                "costWeight": 1.0,
+                "hourlyCostUsd": 0.53,
+            },
         ]
         config = router_config(
-            backends, MODELS, CPU_MODEL, apiKeys={"env": "ROUTER_TEST_KEYS"},
-            limits={"maxBodyBytes": 4096, "queueTimeoutSeconds": 20,
-                    "firstByteTimeoutSeconds": 20, "idleTimeoutSeconds": 10})
+            backends,
+            MODELS,
+            CPU_MODEL,
+            apiKeys={"env": "ROUTER_TEST_KEYS"},
+            limits={
+                "maxBodyBytes": 4096,
+                "queueTimeoutSeconds": 20,
+                "firstByteTimeoutSeconds": 20,
+                "idleTimeoutSeconds": 10,
+            },
+        )
         router = RouterProcess(config, tmp, env={"ROUTER_TEST_KEYS": f"other-key,{API_KEY}"})
         router.start()
         yield Cluster(cpu_a, cpu_b, gpu, router)
@@ -103,6 +150,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 # --- routing -----------------------------------------------------------------------------------
+
 
 def test_small_model_plain_chat_goes_to_cpu(cluster: Cluster) -> None:
     with cluster.client() as client:
@@ -123,20 +171,23 @@ def test_big_model_goes_to_gpu(cluster: Cluster) -> None:
     assert response.json()["model"] == GPU_MODEL
 
 
-@pytest.mark.parametrize(("hint", "text"), [
-    ({"headers": {"x-llm-complexity": "reasoning"}}, "hello"),
-    ({"metadata": {"complexity": "code-generation"}}, "hello"),
-    ({}, "Write a Python function that parses ISO dates."),
-    ({}, "Prove step by step that the square root of 2 is irrational."),
-])
-def test_complexity_sends_small_model_to_gpu(cluster: Cluster, hint: dict[str, Any],
-                                             text: str) -> None:
+@pytest.mark.parametrize(
+    ("hint", "text"),
+    [
+        ({"headers": {"x-llm-complexity": "reasoning"}}, "hello"),
+        ({"metadata": {"complexity": "code-generation"}}, "hello"),
+        ({}, "Write a Python function that parses ISO dates."),
+        ({}, "Prove step by step that the square root of 2 is irrational."),
+    ],
+)
+def test_complexity_sends_small_model_to_gpu(
+    cluster: Cluster, hint: dict[str, Any], text: str
+) -> None:
     body = chat(CPU_MODEL, text)
     if "metadata" in hint:
         body["metadata"] = hint["metadata"]
     with cluster.client() as client:
-        response = client.post("/v1/chat/completions", json=body,
-                               headers=hint.get("headers", {}))
+        response = client.post("/v1/chat/completions", json=body, headers=hint.get("headers", {}))
     assert response.status_code == 200, response.text
     assert response.headers["x-llm-tier"] == "gpu"
     # The GPU tier serves its own model, and the answer says so.
@@ -145,19 +196,25 @@ def test_complexity_sends_small_model_to_gpu(cluster: Cluster, hint: dict[str, A
 
 def test_chat_hint_overrides_the_classifier(cluster: Cluster) -> None:
     with cluster.client() as client:
-        response = client.post("/v1/chat/completions",
-                               json=chat(CPU_MODEL, "Write a Python function to add two ints."),
-                               headers={"x-llm-complexity": "chat"})
+        response = client.post(
+            "/v1/chat/completions",
+            json=chat(CPU_MODEL, "Write a Python function to add two ints."),
+            headers={"x-llm-complexity": "chat"},
+        )
     assert response.headers["x-llm-tier"] == "cpu"
 
 
 def test_concurrent_requests_spread_over_both_cpu_backends(cluster: Cluster) -> None:
     async def run() -> list[str]:
-        async with httpx.AsyncClient(base_url=cluster.router.url, timeout=30,
-                                     headers={"authorization": f"Bearer {API_KEY}"}) as client:
-            responses = await asyncio.gather(*(
-                client.post("/v1/chat/completions", json=chat(CPU_MODEL, "hi", 32))
-                for _ in range(8)))
+        async with httpx.AsyncClient(
+            base_url=cluster.router.url, timeout=30, headers={"authorization": f"Bearer {API_KEY}"}
+        ) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post("/v1/chat/completions", json=chat(CPU_MODEL, "hi", 32))
+                    for _ in range(8)
+                )
+            )
         assert all(r.status_code == 200 for r in responses)
         return [r.headers["x-llm-backend"] for r in responses]
 
@@ -166,8 +223,9 @@ def test_concurrent_requests_spread_over_both_cpu_backends(cluster: Cluster) -> 
 
 def test_completions_endpoint(cluster: Cluster) -> None:
     with cluster.client() as client:
-        response = client.post("/v1/completions",
-                               json={"model": CPU_MODEL, "prompt": "Once upon", "max_tokens": 4})
+        response = client.post(
+            "/v1/completions", json={"model": CPU_MODEL, "prompt": "Once upon", "max_tokens": 4}
+        )
     assert response.status_code == 200, response.text
     assert response.headers["x-llm-tier"] == "cpu"
     assert "text" in response.json()["choices"][0]
@@ -188,11 +246,14 @@ def test_health_and_readiness(cluster: Cluster) -> None:
 
 # --- streaming ---------------------------------------------------------------------------------
 
+
 def test_streaming_with_the_openai_client(cluster: Cluster) -> None:
     client = openai.OpenAI(base_url=cluster.router.url + "/v1", api_key=API_KEY, max_retries=0)
     with client.chat.completions.with_streaming_response.create(
-        model=CPU_MODEL, messages=[{"role": "user", "content": "Tell me a story"}],
-        max_tokens=16, stream=True,
+        model=CPU_MODEL,
+        messages=[{"role": "user", "content": "Tell me a story"}],
+        max_tokens=16,
+        stream=True,
     ) as raw:
         assert raw.headers["x-llm-tier"] == "cpu"
         assert raw.headers["content-type"].startswith("text/event-stream")
@@ -203,9 +264,12 @@ def test_streaming_with_the_openai_client(cluster: Cluster) -> None:
 
 
 def test_streaming_passes_events_through_and_ends_with_done(cluster: Cluster) -> None:
-    with cluster.client() as client, client.stream(
-            "POST", "/v1/chat/completions",
-            json=chat(CPU_MODEL, "hello", 12, stream=True)) as response:
+    with (
+        cluster.client() as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json=chat(CPU_MODEL, "hello", 12, stream=True)
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["transfer-encoding"] == "chunked"
         text = "".join(response.iter_text())
@@ -214,34 +278,74 @@ def test_streaming_passes_events_through_and_ends_with_done(cluster: Cluster) ->
     assert len(events) >= 4
     for event in events[:-1]:
         assert event.startswith("data: ")
-        json.loads(event[len("data: "):])
+        json.loads(event[len("data: ") :])
 
 
 # --- bad input ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "status", "needle"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b"[1, 2]", 400, "JSON object"),
-    (json.dumps({"model": CPU_MODEL}).encode(), 400, "'messages' is required"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400,
-     "'model' is required"),
-    (json.dumps({"model": CPU_MODEL, "messages": "hello"}).encode(), 400, "'messages' must be"),
-    (json.dumps({"model": CPU_MODEL, "messages": [{"role": 1, "content": "x"}]}).encode(), 400,
-     "'messages[0].role'"),
-    (json.dumps({"model": CPU_MODEL, "messages": [{"role": "user", "content": "x"}],
-                 "stream": "yes"}).encode(), 400, "'stream' must be a boolean"),
-    (json.dumps({"model": CPU_MODEL, "messages": [{"role": "user", "content": "x"}],
-                 "max_tokens": "ten"}).encode(), 400, "'max_tokens' must be an integer"),
-    (json.dumps({"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}).encode(),
-     404, f"known models: {CPU_MODEL}, tinyllama, {GPU_MODEL}, llama2-7b"),
-    (json.dumps({"model": CPU_MODEL, "messages": [{"role": "user", "content": "x" * 5000}]}
-                ).encode(), 413, "larger than the limit of 4096 bytes"),
-])
-def test_bad_requests_get_openai_error_bodies(cluster: Cluster, body: bytes, status: int,
-                                              needle: str) -> None:
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({"model": CPU_MODEL}).encode(), 400, "'messages' is required"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+            400,
+            "'model' is required",
+        ),
+        (json.dumps({"model": CPU_MODEL, "messages": "hello"}).encode(), 400, "'messages' must be"),
+        (
+            json.dumps({"model": CPU_MODEL, "messages": [{"role": 1, "content": "x"}]}).encode(),
+            400,
+            "'messages[0].role'",
+        ),
+        (
+            json.dumps(
+                {
+                    "model": CPU_MODEL,
+                    "messages": [{"role": "user", "content": "x"}],
+                    "stream": "yes",
+                }
+            ).encode(),
+            400,
+            "'stream' must be a boolean",
+        ),
+        (
+            json.dumps(
+                {
+                    "model": CPU_MODEL,
+                    "messages": [{"role": "user", "content": "x"}],
+                    "max_tokens": "ten",
+                }
+            ).encode(),
+            400,
+            "'max_tokens' must be an integer",
+        ),
+        (
+            json.dumps(
+                {"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}
+            ).encode(),
+            404,
+            f"known models: {CPU_MODEL}, tinyllama, {GPU_MODEL}, llama2-7b",
+        ),
+        (
+            json.dumps(
+                {"model": CPU_MODEL, "messages": [{"role": "user", "content": "x" * 5000}]}
+            ).encode(),
+            413,
+            "larger than the limit of 4096 bytes",
+        ),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(
+    cluster: Cluster, body: bytes, status: int, needle: str
+) -> None:
     with cluster.client() as client:
-        response = client.post("/v1/chat/completions", content=body,
-                               headers={"content-type": "application/json"})
+        response = client.post(
+            "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) >= {"message", "type", "code"}
@@ -256,11 +360,16 @@ def test_completions_without_prompt_is_400(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", [None, "Bearer wrong-key", "Basic c2stdGVzdA==", f"Token {API_KEY}"])
+    "header", [None, "Bearer wrong-key", "Basic c2stdGVzdA==", f"Token {API_KEY}"]
+)
 def test_bad_api_key_is_401(cluster: Cluster, header: str | None) -> None:
     headers = {"authorization": header} if header else {}
-    response = httpx.post(cluster.router.url + "/v1/chat/completions", headers=headers,
-                          json=chat(CPU_MODEL, "hi"), timeout=10)
+    response = httpx.post(
+        cluster.router.url + "/v1/chat/completions",
+        headers=headers,
+        json=chat(CPU_MODEL, "hi"),
+        timeout=10,
+    )
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
     assert "wrong-key" not in cluster.router.log_path.read_text()
@@ -280,6 +389,7 @@ def test_unknown_path_and_method(cluster: Cluster) -> None:
 
 # --- degradation ---------------------------------------------------------------------------------
 
+
 def test_gpu_stopped_mid_test_falls_back_to_cpu_then_recovers(cluster: Cluster) -> None:
     before = cluster.metrics()
     assert cluster.wait_tier("gpu").headers["x-llm-tier"] == "gpu"
@@ -292,8 +402,11 @@ def test_gpu_stopped_mid_test_falls_back_to_cpu_then_recovers(cluster: Cluster) 
         assert response.json()["model"] == CPU_MODEL  # the fallback model answered
 
         with cluster.client() as client:
-            refused = client.post("/v1/chat/completions", json=chat(GPU_MODEL, "hi"),
-                                  headers={"x-llm-require-tier": "gpu"})
+            refused = client.post(
+                "/v1/chat/completions",
+                json=chat(GPU_MODEL, "hi"),
+                headers={"x-llm-require-tier": "gpu"},
+            )
         assert refused.status_code == 503
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "gpu_unavailable"
@@ -303,11 +416,16 @@ def test_gpu_stopped_mid_test_falls_back_to_cpu_then_recovers(cluster: Cluster) 
         assert ready.json()["models"][GPU_MODEL] == "fallback"
 
         after = cluster.metrics()
-        key = ("llm_router_fallbacks_total",
-               (("from_tier", "gpu"), ("reason", "no_ready_gpu"), ("to_tier", "cpu")))
+        key = (
+            "llm_router_fallbacks_total",
+            (("from_tier", "gpu"), ("reason", "no_ready_gpu"), ("to_tier", "cpu")),
+        )
         assert after[key] > before.get(key, 0)
-        served = [v for (name, labels), v in after.items()
-                  if name == "llm_router_requests_total" and ("tier", "cpu-fallback") in labels]
+        served = [
+            v
+            for (name, labels), v in after.items()
+            if name == "llm_router_requests_total" and ("tier", "cpu-fallback") in labels
+        ]
         assert sum(served) >= 1
     finally:
         cluster.gpu.start()
@@ -318,9 +436,14 @@ def test_gpu_stopped_mid_test_falls_back_to_cpu_then_recovers(cluster: Cluster) 
 
 def test_metrics_have_the_shared_names(cluster: Cluster) -> None:
     names = {name for name, _ in cluster.metrics()}
-    for expected in ("llm_router_requests_total", "llm_router_request_duration_seconds_bucket",
-                     "llm_router_time_to_first_token_seconds_bucket", "llm_router_tier_demand",
-                     "llm_router_tokens_total", "llm_router_cost_usd_total"):
+    for expected in (
+        "llm_router_requests_total",
+        "llm_router_request_duration_seconds_bucket",
+        "llm_router_time_to_first_token_seconds_bucket",
+        "llm_router_tier_demand",
+        "llm_router_tokens_total",
+        "llm_router_cost_usd_total",
+    ):
         assert expected in names
     metrics = cluster.metrics()
     assert metrics[("llm_router_tier_demand", (("cloud", "aws"), ("tier", "gpu")))] == 0
@@ -328,6 +451,7 @@ def test_metrics_have_the_shared_names(cluster: Cluster) -> None:
 
 
 # --- a backend killed under load ---------------------------------------------------------------
+
 
 def test_backend_killed_under_load(cluster: Cluster, record_property: Any) -> None:
     total, concurrency = 200, 16
@@ -338,14 +462,17 @@ def test_backend_killed_under_load(cluster: Cluster, record_property: Any) -> No
         nonlocal done
         async with gate:
             try:
-                response = await asyncio.wait_for(client.post(
-                    "/v1/chat/completions", json=chat(CPU_MODEL, f"request {i}", 16)), 60)
+                response = await asyncio.wait_for(
+                    client.post("/v1/chat/completions", json=chat(CPU_MODEL, f"request {i}", 16)),
+                    60,
+                )
             except TimeoutError:
                 outcomes["hung"] = outcomes.get("hung", 0) + 1
                 return
             except httpx.HTTPError as exc:
-                outcomes[f"transport:{type(exc).__name__}"] = outcomes.get(
-                    f"transport:{type(exc).__name__}", 0) + 1
+                outcomes[f"transport:{type(exc).__name__}"] = (
+                    outcomes.get(f"transport:{type(exc).__name__}", 0) + 1
+                )
                 return
             done += 1
             if response.status_code == 200:
@@ -361,9 +488,11 @@ def test_backend_killed_under_load(cluster: Cluster, record_property: Any) -> No
     async def run() -> None:
         gate = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(
-                base_url=cluster.router.url, timeout=60,
-                headers={"authorization": f"Bearer {API_KEY}"},
-                limits=httpx.Limits(max_connections=concurrency)) as client:
+            base_url=cluster.router.url,
+            timeout=60,
+            headers={"authorization": f"Bearer {API_KEY}"},
+            limits=httpx.Limits(max_connections=concurrency),
+        ) as client:
             await asyncio.gather(*(one(client, gate, i) for i in range(total)))
 
     started = time.monotonic()
@@ -372,8 +501,10 @@ def test_backend_killed_under_load(cluster: Cluster, record_property: Any) -> No
     finally:
         cluster.cpu_b.start()
     elapsed = time.monotonic() - started
-    print(f"\nbackend killed under load: {total} requests, {concurrency} at a time, "
-          f"{elapsed:.1f} s: {outcomes}")
+    print(
+        f"\nbackend killed under load: {total} requests, {concurrency} at a time, "
+        f"{elapsed:.1f} s: {outcomes}"
+    )
     record_property("killed_backend_outcomes", json.dumps(outcomes))
     assert sum(outcomes.values()) == total
     assert "hung" not in outcomes

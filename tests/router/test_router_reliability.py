@@ -23,15 +23,24 @@ from tests.support.router import RouterProcess, router_config
 
 pytestmark = pytest.mark.e2e
 
-REPLY = {"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
-         "choices": [{"index": 0, "finish_reason": "stop",
-                      "message": {"role": "assistant", "content": "fine"}}],
-         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+REPLY = {
+    "id": "x",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "stub",
+    "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "fine"}}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
 
 
 def event(text: str) -> bytes:
-    chunk = {"object": "chat.completion.chunk", "model": "stub",
-             "choices": [{"index": 0, "delta": {"content": text}}]}
+    chunk = {
+        "object": "chat.completion.chunk",
+        "model": "stub",
+        "choices": [{"index": 0, "delta": {"content": text}}],
+    }
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
@@ -103,22 +112,53 @@ class Stub:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RouterProcess, dict[
-        str, Stub]]]:
+def setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RouterProcess, dict[str, Stub]]]:
     stubs = {"broken": Stub(always_500=True), "good": Stub(), "single": Stub()}
     backends = [
         # "broken" is cheaper, so it ranks first and every request tries it before "good".
-        {"name": "aws/broken", "url": stubs["broken"].url, "tier": "cpu", "cloud": "aws",
-         "model": "m-retry", "slots": 4, "costWeight": 0.5},
-        {"name": "gcp/good", "url": stubs["good"].url, "tier": "cpu", "cloud": "gcp",
-         "model": "m-retry", "slots": 4, "costWeight": 1.0},
-        {"name": "aws/single", "url": stubs["single"].url, "tier": "cpu", "cloud": "aws",
-         "model": "m-single", "slots": 1},
+        {
+            "name": "aws/broken",
+            "url": stubs["broken"].url,
+            "tier": "cpu",
+            "cloud": "aws",
+            "model": "m-retry",
+            "slots": 4,
+            "costWeight": 0.5,
+        },
+        {
+            "name": "gcp/good",
+            "url": stubs["good"].url,
+            "tier": "cpu",
+            "cloud": "gcp",
+            "model": "m-retry",
+            "slots": 4,
+            "costWeight": 1.0,
+        },
+        {
+            "name": "aws/single",
+            "url": stubs["single"].url,
+            "tier": "cpu",
+            "cloud": "aws",
+            "model": "m-single",
+            "slots": 1,
+        },
     ]
-    models = [{"name": "m-retry", "parameters": 1_000_000_000},
-              {"name": "m-single", "parameters": 1_000_000_000}]
-    config = router_config(backends, models, "m-retry", limits={
-        "queueTimeoutSeconds": 0.3, "firstByteTimeoutSeconds": 1.0, "idleTimeoutSeconds": 2.0})
+    models = [
+        {"name": "m-retry", "parameters": 1_000_000_000},
+        {"name": "m-single", "parameters": 1_000_000_000},
+    ]
+    config = router_config(
+        backends,
+        models,
+        "m-retry",
+        limits={
+            "queueTimeoutSeconds": 0.3,
+            "firstByteTimeoutSeconds": 1.0,
+            "idleTimeoutSeconds": 2.0,
+        },
+    )
     router = RouterProcess(config, tmp_path_factory.mktemp("router-reliability")).start()
     try:
         yield router, stubs
@@ -129,12 +169,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RouterProc
 
 
 def post(router: RouterProcess, model: str, text: str, **extra: Any) -> httpx.Response:
-    return httpx.post(router.url + "/v1/chat/completions", timeout=30, json={
-        "model": model, "messages": [{"role": "user", "content": text}], **extra})
+    return httpx.post(
+        router.url + "/v1/chat/completions",
+        timeout=30,
+        json={"model": model, "messages": [{"role": "user", "content": text}], **extra},
+    )
 
 
 def test_5xx_before_first_byte_is_retried_once_on_another_backend(
-        setup: tuple[RouterProcess, dict[str, Stub]]) -> None:
+    setup: tuple[RouterProcess, dict[str, Stub]],
+) -> None:
     router, stubs = setup
     before_broken, before_good = stubs["broken"].hits, stubs["good"].hits
     response = post(router, "m-retry", "hello")
@@ -144,7 +188,8 @@ def test_5xx_before_first_byte_is_retried_once_on_another_backend(
 
 
 def test_5xx_with_no_other_backend_reaches_the_client(
-        setup: tuple[RouterProcess, dict[str, Stub]]) -> None:
+    setup: tuple[RouterProcess, dict[str, Stub]],
+) -> None:
     router, stubs = setup
     stubs["single"].always_500 = True
     try:
@@ -156,24 +201,35 @@ def test_5xx_with_no_other_backend_reaches_the_client(
 
 
 def test_stream_broken_midway_ends_with_an_error_event_and_no_retry(
-        setup: tuple[RouterProcess, dict[str, Stub]]) -> None:
+    setup: tuple[RouterProcess, dict[str, Stub]],
+) -> None:
     router, stubs = setup
     before = stubs["single"].hits
-    with httpx.stream("POST", router.url + "/v1/chat/completions", timeout=30, json={
-            "model": "m-single", "stream": True,
-            "messages": [{"role": "user", "content": "stream-break"}]}) as response:
+    with httpx.stream(
+        "POST",
+        router.url + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "model": "m-single",
+            "stream": True,
+            "messages": [{"role": "user", "content": "stream-break"}],
+        },
+    ) as response:
         assert response.status_code == 200
         text = "".join(response.iter_text())
     events = [e for e in text.split("\n\n") if e.strip()]
     assert [json.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:2]] == [
-        "tok0 ", "tok1 "]
+        "tok0 ",
+        "tok1 ",
+    ]
     assert json.loads(events[-1][6:])["error"]["code"] == "stream_broken"
     assert "[DONE]" not in text
     assert stubs["single"].hits - before == 1  # never retried once streaming began
 
 
 def test_waiting_past_the_queue_deadline_is_429(
-        setup: tuple[RouterProcess, dict[str, Stub]]) -> None:
+    setup: tuple[RouterProcess, dict[str, Stub]],
+) -> None:
     router, _ = setup
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(post, router, "m-single", "sleep:0.8")
@@ -197,12 +253,20 @@ def test_first_byte_timeout_is_504(setup: tuple[RouterProcess, dict[str, Stub]])
 
 
 def test_client_disconnect_cancels_the_backend_request(
-        setup: tuple[RouterProcess, dict[str, Stub]]) -> None:
+    setup: tuple[RouterProcess, dict[str, Stub]],
+) -> None:
     router, stubs = setup
     stubs["single"].client_gone.clear()
-    with httpx.stream("POST", router.url + "/v1/chat/completions", timeout=30, json={
-            "model": "m-single", "stream": True,
-            "messages": [{"role": "user", "content": "stream-slow"}]}) as response:
+    with httpx.stream(
+        "POST",
+        router.url + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "model": "m-single",
+            "stream": True,
+            "messages": [{"role": "user", "content": "stream-slow"}],
+        },
+    ) as response:
         for _ in response.iter_bytes():
             break  # the first chunk arrived: hang up
     # The stub streams for 5 s; it sees its connection closed long before that.
@@ -221,7 +285,11 @@ def test_router_config_errors_exit_2(tmp_path: Path) -> None:
     bad.write_text("cloud: aws\nmodels: []\nbackends: []\npolicy: {}\n")
     result = subprocess.run(
         [sys.executable, "-m", "llmctl", "router", "serve", "--config", str(bad)],
-        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(SRC)})
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC)},
+    )
     assert result.returncode == 2
     assert "policy.fallbackModel" in result.stderr
     assert "Traceback" not in result.stderr

@@ -28,8 +28,17 @@ def free_port() -> int:
 class LlamaServer:
     """One `llama-server` process serving one model under one alias, with --metrics."""
 
-    def __init__(self, model: Path, alias: str, log_dir: Path, *, port: int | None = None,
-                 ctx: int = 512, parallel: int = 2, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: Path,
+        alias: str,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        ctx: int = 512,
+        parallel: int = 2,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.binary = require_tool("llama-server", "LLAMA_SERVER_BIN")
         self.model, self.alias, self.log_dir = model, alias, log_dir
         self.port = port or free_port()
@@ -43,10 +52,28 @@ class LlamaServer:
     def start(self, timeout: float = 60.0) -> LlamaServer:
         log = (self.log_dir / f"llama-{self.alias}-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(
-            [self.binary, "-m", str(self.model), "--alias", self.alias, "--host", "127.0.0.1",
-             "--port", str(self.port), "-c", str(self.ctx), "-np", str(self.parallel),
-             "-t", "1", "--metrics", *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                self.binary,
+                "-m",
+                str(self.model),
+                "--alias",
+                self.alias,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "-c",
+                str(self.ctx),
+                "-np",
+                str(self.parallel),
+                "-t",
+                "1",
+                "--metrics",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         self.wait_healthy(timeout)
@@ -56,8 +83,9 @@ class LlamaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}: "
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"llama-server exited with {self.proc.returncode}: {self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
                     if response.status == 200 and json.load(response).get("status") == "ok":
@@ -65,8 +93,9 @@ class LlamaServer:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"llama-server on {self.url} not healthy after {timeout} s: "
-                           f"{self.log_tail()}")
+        raise RuntimeError(
+            f"llama-server on {self.url} not healthy after {timeout} s: {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.log_dir / f"llama-{self.alias}-{self.port}.log"

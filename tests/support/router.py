@@ -20,8 +20,9 @@ from tests.support.llama import free_port
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def router_config(backends: list[dict[str, Any]], models: list[dict[str, Any]],
-                  fallback_model: str, **extra: Any) -> dict[str, Any]:
+def router_config(
+    backends: list[dict[str, Any]], models: list[dict[str, Any]], fallback_model: str, **extra: Any
+) -> dict[str, Any]:
     """A router.yaml as `llmctl render` writes it, with quick health checks for tests."""
     config: dict[str, Any] = {
         "cloud": "aws",
@@ -35,8 +36,9 @@ def router_config(backends: list[dict[str, Any]], models: list[dict[str, Any]],
 
 
 class RouterProcess:
-    def __init__(self, config: dict[str, Any], workdir: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.config, self.workdir = config, workdir
         self.port = free_port()
         self.env = env or {}
@@ -53,15 +55,31 @@ class RouterProcess:
         env = dict(os.environ, PYTHONPATH=str(SRC), **self.env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmctl", "router", "serve", "--config", str(path),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "llmctl",
+                "router",
+                "serve",
+                "--config",
+                str(path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the router exited with {self.proc.returncode}: "
-                                   f"{self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"the router exited with {self.proc.returncode}: "
+                    f"{self.log_path.read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=2):
                     return self

@@ -16,9 +16,17 @@ object names are truncated to 63 characters (the DNS label limit) and trimmed of
 {{/*
 An object's name: the prefix, then the name the Kustomize overlays give the same object, so
 `demo` installs demo-llm-router, demo-cpu-llm-server... Call with (dict "root" $ "name" "...").
+Names stay within 63 characters (the DNS label limit).
 */}}
 {{- define "llm-router.objectName" -}}
-{{- printf "%s-%s" (include "llm-router.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- /* Only the prefix is cut, so two objects of a kind never end up with the same name. */ -}}
+{{- $prefix := include "llm-router.fullname" .root | trunc (int (sub 62 (len .name))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $prefix .name -}}
+{{- end -}}
+
+{{/* The namespace of the DCGM exporter: observability.dcgmExporter.namespace, or the release's. */}}
+{{- define "llm-router.dcgmExporterNamespace" -}}
+{{- default .Release.Namespace .Values.observability.dcgmExporter.namespace -}}
 {{- end -}}
 
 {{/* The helm.sh/chart label. */}}
@@ -60,6 +68,7 @@ clouds:
     spotTaint: null
     nvidiaRuntimeHandler: true
     needsDevicePlugin: true
+    hostDriverDir: null
   azure:
     spotTaint:
       key: kubernetes.azure.com/scalesetpriority
@@ -67,6 +76,7 @@ clouds:
       effect: NoSchedule
     nvidiaRuntimeHandler: false
     needsDevicePlugin: true
+    hostDriverDir: null
   gcp:
     spotTaint:
       key: cloud.google.com/gke-spot
@@ -74,6 +84,7 @@ clouds:
       effect: NoSchedule
     nvidiaRuntimeHandler: false
     needsDevicePlugin: false
+    hostDriverDir: /home/kubernetes/bin/nvidia
 {{- end -}}
 
 {{/* The facts of the cloud chosen by .Values.cloud, as YAML. */}}

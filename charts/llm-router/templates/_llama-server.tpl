@@ -134,7 +134,7 @@ spec:
       port: 8080
       targetPort: http
 ---
-# llama.cpp has no authentication: only the router may reach it.
+# llama.cpp has no authentication: only the router may reach it, and Prometheus its /metrics.
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -152,6 +152,13 @@ spec:
         - podSelector:
             matchLabels:
               {{- include "llm-router.selectorLabels" (dict "root" $root "component" "router") | nindent 14 }}
+      ports:
+        - protocol: TCP
+          port: 8080
+    - from:
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: {{ $root.Values.observability.prometheusNamespace | toJson }}
       ports:
         - protocol: TCP
           port: 8080

@@ -173,6 +173,7 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
     compute_key, compute_value = catalog.GPU_NODE_LABEL_COMPUTE
     context: dict[str, Any] = {
         "namespace": NAMESPACE,
+        "instance": INSTANCE,
         "namespace_labels": {
             **labels(NAMESPACE, "router"),
             # Every pod llmctl puts here meets the restricted Pod Security Standard.
