@@ -153,6 +153,18 @@ class PriceCatalog(_Model):
             )
         return region_prices.accelerators[label]
 
+    def node_hourly_usd(
+        self, cloud: CloudName, region: str, instance_type: str, capacity: Capacity
+    ) -> float:
+        """What one node of this type costs per hour, GCP's separately billed GPU included."""
+        total = self.instance(cloud, region, instance_type).of(capacity).usd_per_hour
+        instance = catalog.INSTANCE_TYPES[cloud][instance_type]
+        if cloud is CloudName.GCP and instance.gpu is not None:
+            label = catalog.GPUS[instance.gpu].label
+            accelerator = self.accelerator(cloud, region, label).of(capacity)
+            total += accelerator.usd_per_hour * instance.gpu_count
+        return total
+
     def throughput_for(self, gpu: str | None, model: str) -> Throughput:
         for entry in self.throughput:
             if entry.gpu == gpu and entry.model == model:

@@ -16,6 +16,7 @@ from llmctl.manifests import cluster_setup_objects
 from llmctl.manifests.build import built_objects
 from llmctl.manifests.render import render_tree
 from llmctl.manifests.writer import tree_files, write_files
+from llmctl.price_catalog import Capacity, load_catalog
 from tests.support.kube_schema import validate_strict
 from tests.support.tools import require_tool
 
@@ -221,6 +222,14 @@ def test_gpu_overlay_schedules_on_gpu_nodes_of_that_cloud(cloud: CloudName) -> N
         objects[("ConfigMap", "llm-router-config")]["data"]["router.yaml"]
     )
     assert [b["tier"] for b in router_config["backends"]] == ["cpu", "gpu"]
+    # Each request's share of a spot node's price feeds llm_router_cost_usd_total.
+    prices = load_catalog()
+    region = STACK.clouds.of(cloud).region
+    gpu_node = prices.node_hourly_usd(
+        cloud, region, STACK.gpu.instance_types.of(cloud), Capacity.SPOT
+    )
+    assert router_config["backends"][1]["hourlyCostUsd"] == round(gpu_node, 4) > 0
+    assert router_config["backends"][0]["hourlyCostUsd"] > 0
     assert router_config["backends"][1]["url"].startswith("http://gpu-llm-server.llm-server.svc")
 
 

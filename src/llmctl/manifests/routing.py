@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Stack
+from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
+from llmctl.price_catalog import Capacity, load_catalog
 from llmctl.router.table import Backend, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"
@@ -19,6 +22,18 @@ def _route(model: ModelSpec) -> ModelRoute:
     return ModelRoute(name=model.name, parameters=model.parameters, aliases=model.aliases)
 
 
+def hourly_cost_usd(stack: Stack, cloud: CloudName, instance_type: str) -> float:
+    """A spot node's price from the shipped catalog: the router turns each request's share of a
+    backend's time into llm_router_cost_usd_total. 0 (no cost counted) where nothing is priced."""
+    try:
+        price = load_catalog().node_hourly_usd(
+            cloud, stack.clouds.of(cloud).region, instance_type, Capacity.SPOT
+        )
+    except ConfigError:
+        return 0.0
+    return round(price, 4)
+
+
 def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
     models = [_route(stack.cpu.model)]
     backends = [
@@ -29,6 +44,9 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
             cloud=cloud.value,
             model=stack.cpu.model.name,
             slots=stack.cpu.llamacpp.parallel,
+            hourly_cost_usd=hourly_cost_usd(
+                stack, cloud, catalog.DEFAULT_CPU_INSTANCE_TYPES[cloud]
+            ),
         )
     ]
     if gpu:
@@ -42,6 +60,7 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
                 cloud=cloud.value,
                 model=stack.gpu.model.name,
                 slots=stack.gpu.llamacpp.parallel,
+                hourly_cost_usd=hourly_cost_usd(stack, cloud, stack.gpu.instance_types.of(cloud)),
             )
         )
     return RouterConfig(
