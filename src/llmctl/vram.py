@@ -16,7 +16,8 @@ The need is four terms, each modelled on what llama.cpp allocates (the names are
   `n_ubatch` (512) tokens. Fitted to llama-server's `compute buffer size` line for llama models of
   several shapes (see tests/test_vram.py::test_compute_buffer_matches_llama_server):
   the attention mask (cells seen by one slot x n_ubatch, f16 with flash attention, f32 without),
-  plus the larger of the feed-forward phase (4 f32 tensors of n_ff x n_ubatch) and the attention
+  plus the larger of the feed-forward phase (f32 x n_ubatch x max(4 n_ff, 3 n_ff + 4 n_embd))
+  and the attention
   phase ((5 x n_embd + 2 x KV width) x n_ubatch f32, plus without flash attention the f32 KQ
   scores: cells x n_ubatch x heads). The logits are not in it: llama-server keeps one output row
   per slot, in host memory.
@@ -305,7 +306,10 @@ def compute_buffer_bytes(model: ModelShape, settings: ServeSettings) -> int:
     cells = settings.cells_per_stream
     f32 = 4
     mask = cells * n_ub * (2 if settings.flash_attn else f32)
-    ffn = 4 * model.n_ff * n_ub * f32
+    # Peak of the feed-forward phase: gate, up and their product (n_ff wide each), the input, its
+    # norm and the residuals (n_embd wide); llama.cpp's allocator reuses a freed n_ff tensor
+    # when n_ff is large. An upper bound that matches llama-server's figure where it binds.
+    ffn = max(4 * model.n_ff, 3 * model.n_ff + 4 * model.n_embd) * n_ub * f32
     kv_width = model.n_kv_heads * model.head_dim_k
     attention = (5 * model.n_embd + 2 * kv_width) * n_ub * f32
     if not settings.flash_attn:
