@@ -6,10 +6,15 @@ the commands: 2 for usage or configuration errors, 1 for failures.
 
 from __future__ import annotations
 
-import click
+try:
+    # typer 0.29+ vendors click as typer._click, and its command runner catches only that copy's
+    # ClickException: a subclass of the separate `click` package escapes as a traceback.
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - typer versions that still use the click package
+    from click import ClickException  # type: ignore[assignment]
 
 
-class LlmctlError(click.ClickException):
+class LlmctlError(ClickException):
     """A failure the user can act on."""
 
     exit_code = 1
