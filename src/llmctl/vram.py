@@ -156,7 +156,8 @@ class ModelShape:
             n_vocab = len(tokens) if isinstance(tokens, list) else getattr(tokens, "length", 0)
         file_type = md.get("general.file_type")
         return cls(
-            name=name or str(md.get("general.name") or header.source.rsplit("/", 1)[-1]),
+            # The file's name says which file it is; general.name is often a training-run label.
+            name=name or header.source.rsplit("/", 1)[-1].split("?")[0].removesuffix(".gguf"),
             source=f"GGUF header of {header.source}",
             architecture=arch,
             quantization=_file_type_name(file_type),

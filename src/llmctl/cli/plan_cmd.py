@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,7 +13,7 @@ import typer
 from llmctl.cli import options
 
 if TYPE_CHECKING:
-    from llmctl.vram import Plan
+    from llmctl.vram import FitReport, Plan
 
 
 class PlanFormat(StrEnum):
@@ -64,6 +65,9 @@ def plan(
     from llmctl.model_source import catalog_entry, model_shape
     from llmctl.vram import ModelShape, ServeSettings, fit_report
     from llmctl.vram import plan as make_plan
+
+    def report(p: Plan) -> FitReport:
+        return fit_report(p, ctx_name="--ctx-per-request", par_name="--parallel")
 
     stack = options.load(config, sets).stack
     llama = stack.gpu.llamacpp
@@ -117,12 +121,14 @@ def plan(
         (make_plan(shape, catalog.GPUS[name], settings), clouds) for name, clouds in gpus.items()
     ]
     if output is PlanFormat.JSON:
-        typer.echo(json.dumps(_as_json(plans, fit_report), indent=2))
+        typer.echo(json.dumps(_as_json(plans, report), indent=2))
         return
-    _print_table(plans, fit_report)
+    _print_table(plans, report)
 
 
-def _as_json(plans: list[tuple[Plan, list[str]]], fit_report: Any) -> dict[str, Any]:
+def _as_json(
+    plans: list[tuple[Plan, list[str]]], fit_report: Callable[[Plan], FitReport]
+) -> dict[str, Any]:
     first = plans[0][0]
     m, s = first.model, first.settings
     return {
@@ -174,7 +180,9 @@ def _as_json(plans: list[tuple[Plan, list[str]]], fit_report: Any) -> dict[str, 
     }
 
 
-def _print_table(plans: list[tuple[Plan, list[str]]], fit_report: Any) -> None:
+def _print_table(
+    plans: list[tuple[Plan, list[str]]], fit_report: Callable[[Plan], FitReport]
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
