@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -275,3 +276,19 @@ def test_kv_and_compute_match_llama_server(
     # The weights: on CPU every tensor is in the mapped model buffer.
     assert logged_mib(log, r"CPU_Mapped model buffer size") == pytest.approx(
         header.tensor_bytes / MIB, abs=0.005)
+
+
+def test_render_check_stays_light() -> None:
+    # `llmctl render` calls check_gpu_fit: it must not pull in gguf or numpy.
+    code = (
+        "import sys\n"
+        "from llmctl.catalog import CloudName\n"
+        "from llmctl.config import Stack\n"
+        "from llmctl.vram import check_gpu_fit\n"
+        "assert check_gpu_fit(Stack(), CloudName.AWS).level == 'ok'\n"
+        "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))\n"
+    )
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(src)})
+    assert out.stdout.strip() == "[]"
