@@ -60,66 +60,21 @@ def plan(
     sets: list[str] | None = options.SetOption,
 ) -> None:
     """Check whether a model, context and parallelism fit the GPU, and the most that fits."""
-    from llmctl import catalog
-    from llmctl.errors import ConfigError
-    from llmctl.model_source import catalog_entry, model_shape
-    from llmctl.vram import ModelShape, ServeSettings, fit_report
-    from llmctl.vram import plan as make_plan
+    from llmctl.planning import plans_for
+    from llmctl.vram import fit_report
 
     def report(p: Plan) -> FitReport:
         return fit_report(p, ctx_name="--ctx-per-request", par_name="--parallel")
 
-    stack = options.load(config, sets).stack
-    llama = stack.gpu.llamacpp
-    if model is None:
-        info = catalog_entry(stack.gpu.model.name)
-        shape = (
-            ModelShape.from_catalog(info)
-            if info is not None
-            else model_shape(stack.gpu.model.uri, name=stack.gpu.model.name)
-        )
-    else:
-        shape = model_shape(model)
-
-    if gpu is not None and gpu not in catalog.GPUS:
-        raise ConfigError(
-            f"--gpu {gpu!r} is not a GPU llmctl knows",
-            hint=f"choose one of: {', '.join(catalog.GPUS)}",
-        )
-    gpus: dict[str, list[str]] = {}
-    if gpu is not None:
-        gpus[gpu] = []
-    else:
-        for cloud in catalog.CLOUDS:
-            gpus.setdefault(stack.gpu.gpu_of(cloud).name, []).append(cloud.value)
-
-    n_parallel = parallel if parallel is not None else llama.parallel
-    per_request = ctx_per_request if ctx_per_request is not None else llama.ctx_per_request
-    # The config's ctx_size holds only while neither the slots nor their size is overridden.
-    if ctx_size is None and ctx_per_request is None and parallel is None:
-        ctx_size = llama.ctx_size
-    if kv_type is not KvType.F16 and not llama.flash_attn:
-        raise ConfigError(
-            f"--kv-type {kv_type.value} needs flash attention: llama.cpp refuses a quantized V "
-            "cache without it",
-            hint="set gpu.llamacpp.flash_attn: true (--set gpu.llamacpp.flash_attn=true)",
-        )
-    try:
-        settings = ServeSettings(
-            ctx_per_request=per_request,
-            parallel=n_parallel,
-            kv_type=kv_type.value,
-            flash_attn=llama.flash_attn,
-            ngl=llama.ngl,
-            kv_unified=llama.kv_unified,
-            ctx_size=ctx_size,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-    plans = [
-        (make_plan(shape, catalog.GPUS[name], settings), clouds) for name, clouds in gpus.items()
-    ]
+    plans = plans_for(
+        options.load(config, sets).stack,
+        model=model,
+        gpu=gpu,
+        ctx_per_request=ctx_per_request,
+        parallel=parallel,
+        ctx_size=ctx_size,
+        kv_type=kv_type.value,
+    )
     if output is PlanFormat.JSON:
         typer.echo(json.dumps(_as_json(plans, report), indent=2))
         return
