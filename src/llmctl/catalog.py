@@ -35,6 +35,9 @@ class ModelInfo:
     ctx_train: int
     quantization: str = "Q4_K_M"
     aliases: tuple[str, ...] = ()
+    # For `llmctl plan`'s compute-buffer estimate (llama.cpp sizes it by these): from the headers.
+    n_ff: int = 0
+    n_vocab: int = 32000
 
     @property
     def head_dim(self) -> int:
@@ -57,6 +60,7 @@ MODELS: dict[str, ModelInfo] = {
             n_embd=2048,
             ctx_train=2048,
             aliases=("tinyllama",),
+            n_ff=5632,
         ),
         ModelInfo(
             name="llama-2-7b-chat",
@@ -70,6 +74,7 @@ MODELS: dict[str, ModelInfo] = {
             n_embd=4096,
             ctx_train=4096,
             aliases=("llama-2-7b",),
+            n_ff=11008,
         ),
         ModelInfo(
             name="llama-2-13b-chat",
@@ -83,6 +88,7 @@ MODELS: dict[str, ModelInfo] = {
             n_embd=5120,
             ctx_train=4096,
             aliases=("llama-2-13b",),
+            n_ff=13824,
         ),
     )
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmctl import __version__
-from llmctl.cli import config_cmd, cost_cmd, gpu_cmd, render_cmd, router_cmd
+from llmctl.cli import config_cmd, cost_cmd, gpu_cmd, plan_cmd, render_cmd, router_cmd
 
 app = typer.Typer(
     name="llmctl",
@@ -33,6 +33,7 @@ def _root(
 
 
 app.command("render")(render_cmd.render)
+app.command("plan")(plan_cmd.plan)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(cost_cmd.app, name="cost")
 app.add_typer(router_cmd.app, name="router")
