@@ -28,8 +28,9 @@ SMOLLM2 = Path(
 # 2 layers, but a 20k-token vocabulary: ~57 MB of tensors behind a ~300 KB header.
 WIDE = LlamaShape(n_layers=2, n_embd=512, n_heads=8, n_kv_heads=8, n_ff=2048, extra_pieces=20000)
 # A 150k-token vocabulary makes the header itself ~3 MB: more than the first 1 MiB request.
-BIG_VOCAB = LlamaShape(n_layers=1, n_embd=64, n_heads=4, n_kv_heads=4, n_ff=128,
-                       extra_pieces=150_000)
+BIG_VOCAB = LlamaShape(
+    n_layers=1, n_embd=64, n_heads=4, n_kv_heads=4, n_ff=128, extra_pieces=150_000
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,10 @@ def test_real_smollm2_header() -> None:
     h = read_gguf_header(SMOLLM2)
     md = h.metadata
     assert (h.architecture, md["llama.block_count"], md["llama.embedding_length"]) == (
-        "llama", 30, 576)
+        "llama",
+        30,
+        576,
+    )
     assert (md["llama.attention.head_count"], md["llama.attention.head_count_kv"]) == (9, 3)
     assert md["general.file_type"] == int(gguf.LlamaFileType.MOSTLY_Q4_1)
     assert {t.type_name for t in h.tensors} == {"F32", "Q4_1", "Q8_0"}
@@ -201,8 +205,9 @@ def test_http_404_is_a_clear_failure(models: dict[str, Path]) -> None:
 def test_http_not_a_gguf(tmp_path: Path) -> None:
     page = tmp_path / "index.html"
     page.write_text("<html>not a model</html>")
-    with range_server({"model.gguf": page}) as srv, pytest.raises(
-        GgufFormatError, match="is not a GGUF file"
+    with (
+        range_server({"model.gguf": page}) as srv,
+        pytest.raises(GgufFormatError, match="is not a GGUF file"),
     ):
         read_gguf_header(f"{srv.base_url}/model.gguf")
 

@@ -161,8 +161,10 @@ def test_check_gpu_fit_levels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert "leaving only" in report.message and "gpu.llamacpp.parallel" in report.message
     # 13B with 8 x 4096 tokens: refused, with the values that would fit.
     big = stack_with(
-        monkeypatch, tmp_path,
-        "gpu.model.name=llama-2-13b-chat", "gpu.llamacpp.ctx_per_request=4096",
+        monkeypatch,
+        tmp_path,
+        "gpu.model.name=llama-2-13b-chat",
+        "gpu.llamacpp.ctx_per_request=4096",
         "gpu.llamacpp.parallel=8",
     )
     report = check_gpu_fit(big, CloudName.GCP)
@@ -172,9 +174,12 @@ def test_check_gpu_fit_levels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert "q8_0" in report.message
     # A g5 (A10G, 24 GB) has room where the T4 has not.
     on_a10g = stack_with(
-        monkeypatch, tmp_path,
-        "gpu.model.name=llama-2-13b-chat", "gpu.llamacpp.parallel=8",
-        "gpu.llamacpp.ctx_per_request=1024", "gpu.instanceTypes.aws=g5.xlarge",
+        monkeypatch,
+        tmp_path,
+        "gpu.model.name=llama-2-13b-chat",
+        "gpu.llamacpp.parallel=8",
+        "gpu.llamacpp.ctx_per_request=1024",
+        "gpu.instanceTypes.aws=g5.xlarge",
     )
     assert check_gpu_fit(on_a10g, CloudName.AWS).level is FitLevel.OK
     assert check_gpu_fit(on_a10g, CloudName.AZURE).level is not FitLevel.OK
@@ -194,8 +199,22 @@ def test_check_gpu_fit_unknown_model(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def llama_server_log(model: Path, *args: str) -> str:
     """Start llama-server, read its log until it listens (or exits), stop it."""
     binary = require_tool("llama-server", "LLAMA_SERVER_BIN")
-    cmd = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", "0", "-lv", "4",
-           "-fit", "off", "-t", "1", *args]
+    cmd = [
+        binary,
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "-lv",
+        "4",
+        "-fit",
+        "off",
+        "-t",
+        "1",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     deadline = time.monotonic() + 60
@@ -223,18 +242,21 @@ def logged_mib(log: str, pattern: str) -> float:
 
 CALIBRATION = {
     "tiny": TINY,
-    "gqa": LlamaShape(n_layers=2, n_embd=512, n_heads=8, n_kv_heads=2, n_ff=2048,
-                      extra_pieces=2000),
-    "wide": LlamaShape(n_layers=2, n_embd=1024, n_heads=16, n_kv_heads=16, n_ff=4096,
-                       extra_pieces=500),
+    "gqa": LlamaShape(
+        n_layers=2, n_embd=512, n_heads=8, n_kv_heads=2, n_ff=2048, extra_pieces=2000
+    ),
+    "wide": LlamaShape(
+        n_layers=2, n_embd=1024, n_heads=16, n_kv_heads=16, n_ff=4096, extra_pieces=500
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def calibration_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("vram")
-    return {name: write_llama_gguf(d / f"{name}.gguf", shape)
-            for name, shape in CALIBRATION.items()}
+    return {
+        name: write_llama_gguf(d / f"{name}.gguf", shape) for name, shape in CALIBRATION.items()
+    }
 
 
 @pytest.mark.e2e
@@ -254,19 +276,31 @@ def calibration_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
 )
 def test_kv_and_compute_match_llama_server(
     calibration_models: dict[str, Path],
-    model: str, ctx: int, np_: int, fa: str, kv: str, unified: bool,
+    model: str,
+    ctx: int,
+    np_: int,
+    fa: str,
+    kv: str,
+    unified: bool,
 ) -> None:
     path = SMOLLM2 if model == "smollm2" else calibration_models[model]
     header = read_gguf_header(path)
     shape = ModelShape.from_header(header)
-    settings = ServeSettings(ctx_per_request=256, parallel=np_, ctx_size=ctx, kv_type=kv,
-                             flash_attn=fa == "on", kv_unified=unified)
+    settings = ServeSettings(
+        ctx_per_request=256,
+        parallel=np_,
+        ctx_size=ctx,
+        kv_type=kv,
+        flash_attn=fa == "on",
+        kv_unified=unified,
+    )
     args = ["-c", str(ctx), "-np", str(np_), "-fa", fa, "-ctk", kv, "-ctv", kv]
     log = llama_server_log(path, *args, "-kvu" if unified else "-no-kvu")
 
     # The KV cache: exact, to the 0.01 MiB llama.cpp prints.
     assert logged_mib(log, r"llama_kv_cache: size") == pytest.approx(
-        kv_cache_bytes(shape, settings) / MIB, abs=0.005)
+        kv_cache_bytes(shape, settings) / MIB, abs=0.005
+    )
     # The compute buffer: llama.cpp's allocator reuses freed tensors, so its peak is not a plain
     # sum; the formula is an upper bound at most two n_embd x n_ubatch f32 tensors above it.
     measured = logged_mib(log, r"CPU compute buffer size")
@@ -275,7 +309,8 @@ def test_kv_and_compute_match_llama_server(
     assert predicted - slack - 0.1 <= measured <= predicted + 0.1
     # The weights: on CPU every tensor is in the mapped model buffer.
     assert logged_mib(log, r"CPU_Mapped model buffer size") == pytest.approx(
-        header.tensor_bytes / MIB, abs=0.005)
+        header.tensor_bytes / MIB, abs=0.005
+    )
 
 
 def test_render_check_stays_light() -> None:
@@ -289,6 +324,11 @@ def test_render_check_stays_light() -> None:
         "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))\n"
     )
     src = Path(__file__).resolve().parents[1] / "src"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": str(src)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(src)},
+    )
     assert out.stdout.strip() == "[]"

@@ -57,6 +57,7 @@ def plans_for(
     parallel: int | None = None,
     ctx_size: int | None = None,
     kv_type: str = "f16",
+    kv_unified: bool | None = None,
 ) -> list[tuple[Plan, list[str]]]:
     """One plan per GPU, with the clouds whose instance type carries it (none for --gpu)."""
     llama = stack.gpu.llamacpp
@@ -91,14 +92,20 @@ def plans_for(
     # The config's ctx_size holds only while neither the slots nor their size is overridden.
     if ctx_size is None and ctx_per_request is None and parallel is None:
         ctx_size = llama.ctx_size
+    per_request = ctx_per_request or llama.ctx_per_request
+    slots = parallel or llama.parallel
+    # As config.LlamaCpp: unset, the cache is unified only when ctx_size is too short to split.
+    unified = kv_unified if kv_unified is not None else llama.kv_unified
+    if unified is None:
+        unified = ctx_size is not None and ctx_size // slots < per_request
     try:
         settings = ServeSettings(
-            ctx_per_request=ctx_per_request or llama.ctx_per_request,
-            parallel=parallel or llama.parallel,
+            ctx_per_request=per_request,
+            parallel=slots,
             kv_type=kv_type,
             flash_attn=llama.flash_attn,
             ngl=llama.ngl,
-            kv_unified=llama.kv_unified,
+            kv_unified=unified,
             ctx_size=ctx_size,
         )
     except ValueError as exc:

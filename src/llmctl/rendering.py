@@ -14,6 +14,7 @@ from llmctl.manifests.build import built_objects
 from llmctl.manifests.helm_values import CHART_DIR, values_files
 from llmctl.manifests.render import render_tree
 from llmctl.manifests.writer import WriteResult, tree_files, values_files_text, write_files
+from llmctl.vram import FitLevel, check_gpu_fit
 
 CLUSTERS_DIR = "clusters"
 
@@ -30,15 +31,34 @@ def parse_clouds(value: str) -> tuple[CloudName, ...]:
         ) from None
 
 
+def gpu_fit_warnings(stack: Stack, clouds: tuple[CloudName, ...]) -> list[str]:
+    """The GPU overlay's memory check (the one `llmctl plan` makes): a config that cannot fit
+    its GPU is refused; a tight or unchecked one is rendered with a warning."""
+    warnings: list[str] = []
+    for cloud in clouds:
+        report = check_gpu_fit(stack, cloud)
+        if report.level is FitLevel.REFUSE:
+            raise ConfigError(
+                f"the GPU overlay would not fit its GPU: {report.message}",
+                hint="`llmctl plan` shows the memory breakdown",
+            )
+        if report.level in (FitLevel.WARN, FitLevel.UNKNOWN):
+            warnings.append(report.message)
+    return warnings
+
+
 @dataclass(frozen=True)
 class RenderReport:
     root: Path  # clusters/
     chart_dir: Path  # charts/llm-router/, where the values files go
     result: WriteResult
+    warnings: list[str]
 
 
 def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> RenderReport:
     """Write the Kustomize trees under clusters/ and the Helm values files beside the chart."""
+    # Checked before anything is written: a refused config leaves the tree as it was.
+    warnings = gpu_fit_warnings(stack, clouds)
     root = out / CLUSTERS_DIR
     chart_dir = out / CHART_DIR
     trees = write_files(root, tree_files(render_tree(stack, clouds)))
@@ -46,8 +66,9 @@ def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> Re
     result = WriteResult(
         written=trees.written + values.written, unchanged=trees.unchanged + values.unchanged
     )
-    return RenderReport(root=root, chart_dir=chart_dir, result=result)
+    return RenderReport(root=root, chart_dir=chart_dir, result=result, warnings=warnings)
 
 
-def render_to_text(stack: Stack, cloud: CloudName, gpu: bool) -> str:
-    return yaml_io.dump_all(built_objects(stack, cloud, gpu))
+def render_to_text(stack: Stack, cloud: CloudName, gpu: bool) -> tuple[str, list[str]]:
+    warnings = gpu_fit_warnings(stack, (cloud,)) if gpu else []
+    return yaml_io.dump_all(built_objects(stack, cloud, gpu)), warnings

@@ -259,6 +259,12 @@ class ServeSettings:
         """The longest prompt plus answer one request can have."""
         return self.cells_per_stream
 
+    @property
+    def layout(self) -> str:
+        if self.kv_unified:
+            return f"{self.parallel} slots sharing {self.ctx_per_slot} tokens"
+        return f"{self.parallel} x {self.ctx_per_slot} tokens"
+
 
 def _pad(n: int) -> int:
     return max(CTX_PAD, -(-n // CTX_PAD) * CTX_PAD)
@@ -436,8 +442,8 @@ def gib(n: int) -> str:
 def fit_report(p: Plan, ctx_name: str = "ctx_per_request", par_name: str = "parallel") -> FitReport:
     s = p.settings
     what = (
-        f"{p.model.name} ({p.model.quantization}) with {s.parallel} x {s.ctx_per_slot} tokens "
-        f"({s.kv_type} KV) on a {p.gpu.name}"
+        f"{p.model.name} ({p.model.quantization}) with {s.layout} "
+        f"({s.kv_type} KV{', unified' if s.kv_unified else ''}) on a {p.gpu.name}"
     )
     if not p.fits:
         fixes = []
@@ -489,7 +495,7 @@ def check_gpu_fit(stack: Stack, cloud: catalog.CloudName) -> FitReport:
         kv_type="f16",
         flash_attn=llama.flash_attn,
         ngl=llama.ngl,
-        kv_unified=llama.kv_unified,
+        kv_unified=llama.unified,
         ctx_size=llama.ctx_size,
     )
     gpu = stack.gpu.gpu_of(cloud)

@@ -19,8 +19,13 @@ from tests.support.range_server import range_server
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plan.md"
 # Rich reads COLUMNS: the documented output was printed 100 columns wide.
-ENV = {"COLUMNS": "100", "LLMCTL_CONFIG": "", "GPU_ENABLED": None, "GPU_INSTANCE_TYPE": None,
-       "MAX_GPU_REPLICAS": None}
+ENV = {
+    "COLUMNS": "100",
+    "LLMCTL_CONFIG": "",
+    "GPU_ENABLED": None,
+    "GPU_INSTANCE_TYPE": None,
+    "MAX_GPU_REPLICAS": None,
+}
 
 
 @pytest.fixture
@@ -44,12 +49,22 @@ def plan_json(runner: CliRunner, *args: str) -> dict:  # type: ignore[type-arg]
 def test_default_is_the_gpu_tier(runner: CliRunner) -> None:
     data = plan_json(runner)
     assert data["model"]["name"] == "llama-2-7b-chat" and data["model"]["source"] == "catalog"
-    assert data["settings"] == {"ctxSize": 8192, "parallel": 4, "ctxPerSlot": 2048,
-                                "kvType": "f16", "flashAttn": True, "ngl": -1,
-                                "kvUnified": False}
+    assert data["settings"] == {
+        "ctxSize": 8192,
+        "parallel": 4,
+        "ctxPerSlot": 2048,
+        "kvType": "f16",
+        "flashAttn": True,
+        "ngl": -1,
+        "kvUnified": False,
+    }
     (t4,) = data["plans"]
     assert (t4["gpu"], t4["clouds"], t4["fits"], t4["level"]) == (
-        "t4", ["aws", "azure", "gcp"], True, "ok")
+        "t4",
+        ["aws", "azure", "gcp"],
+        True,
+        "ok",
+    )
     assert t4["maxParallel"] == 10 and t4["maxCtxPerRequest"] == 5376
     assert sum(v for k, v in t4["needBytes"].items() if k != "total") == t4["needBytes"]["total"]
 
@@ -58,20 +73,48 @@ def test_config_and_flags_change_the_plan(runner: CliRunner) -> None:
     # An A10G on AWS splits the columns by GPU.
     data = plan_json(runner, "--set", "gpu.instanceTypes.aws=g5.xlarge")
     assert {p["gpu"]: p["clouds"] for p in data["plans"]} == {
-        "a10g": ["aws"], "t4": ["azure", "gcp"]}
+        "a10g": ["aws"],
+        "t4": ["azure", "gcp"],
+    }
     f16 = plan_json(runner, "--gpu", "h100", "--parallel", "8", "--ctx-per-request", "4096")
-    q8 = plan_json(runner, "--gpu", "h100", "--parallel", "8", "--ctx-per-request", "4096",
-                   "--kv-type", "q8_0")
+    q8 = plan_json(
+        runner, "--gpu", "h100", "--parallel", "8", "--ctx-per-request", "4096", "--kv-type", "q8_0"
+    )
     kv16, kv8 = f16["plans"][0]["needBytes"]["kvCache"], q8["plans"][0]["needBytes"]["kvCache"]
     assert kv16 == 32 * 8 * 4096 * 2 * 4096 * 2 and kv8 * 64 == kv16 * 34
 
 
 def test_helm_example_warns_about_512_tokens_per_slot(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["plan", "--model", "llama-2-13b", "--gpu", "t4",
-                                 "--ctx-size", "4096", "--parallel", "8"], env=ENV)
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model",
+            "llama-2-13b",
+            "--gpu",
+            "t4",
+            "--ctx-size",
+            "4096",
+            "--parallel",
+            "8",
+            "--no-kv-unified",
+        ],
+        env=ENV,
+    )
     assert result.exit_code == 0, result.output
     assert "512 tokens per request" in result.stdout
     assert "Each slot holds 512 tokens" in result.stdout
+
+
+def test_helm_example_unifies_the_cache_as_render_does(runner: CliRunner) -> None:
+    result = runner.invoke(
+        app,
+        ["plan", "--model", "llama-2-13b", "--gpu", "t4", "--ctx-size", "4096", "--parallel", "8"],
+        env=ENV,
+    )
+    assert result.exit_code == 0, result.output
+    assert "-np 8 --kv-unified: 4096 tokens per request (shared by 8" in result.stdout
+    assert "8 slots sharing 4096 tokens (f16 KV, unified)" in " ".join(result.stdout.split())
 
 
 def test_local_gguf_file(runner: CliRunner, tmp_path: Path) -> None:
@@ -80,7 +123,10 @@ def test_local_gguf_file(runner: CliRunner, tmp_path: Path) -> None:
     assert data["model"]["name"] == "tiny"
     assert data["model"]["source"] == f"GGUF header of {path}"
     assert (data["model"]["layers"], data["model"]["kvHeads"], data["model"]["headDim"]) == (
-        TINY.n_layers, TINY.n_kv_heads, TINY.head_dim)
+        TINY.n_layers,
+        TINY.n_kv_heads,
+        TINY.head_dim,
+    )
     assert data["plans"][0]["fits"] is True
 
 
@@ -102,8 +148,11 @@ def test_errors_are_one_sentence_with_the_right_exit_code(
         (["--model", str(tmp_path / "missing.gguf")], 2, "does not exist"),
         (["--model", "llama-99b"], 2, "is not a catalog model"),
         (["--gpu", "v100"], 2, "is not a GPU llmctl knows"),
-        (["--kv-type", "q8_0", "--set", "gpu.llamacpp.flash_attn=false"], 2,
-         "needs flash attention"),
+        (
+            ["--kv-type", "q8_0", "--set", "gpu.llamacpp.flash_attn=false"],
+            2,
+            "needs flash attention",
+        ),
         (["--model", "s3://bucket/m.gguf"], 2, "cannot read a GGUF header over s3://"),
     ]
     with socket.socket() as s:
@@ -121,10 +170,17 @@ def test_errors_are_one_sentence_with_the_right_exit_code(
 
 
 def test_cli_startup_does_not_import_gguf_or_numpy() -> None:
-    code = ("import sys, llmctl.cli.main; "
-            "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": str(DOCS.parents[1] / "src")})
+    code = (
+        "import sys, llmctl.cli.main; "
+        "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(DOCS.parents[1] / "src")},
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -135,9 +191,7 @@ def documented_examples() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("command", "expected"), documented_examples())
-def test_documented_example_output_is_real(
-    runner: CliRunner, command: str, expected: str
-) -> None:
+def test_documented_example_output_is_real(runner: CliRunner, command: str, expected: str) -> None:
     result = runner.invoke(app, shlex.split(command)[1:], env=ENV)
     assert result.exit_code == 0, result.output
     got = "\n".join(line.rstrip() for line in result.output.rstrip("\n").split("\n"))

@@ -107,3 +107,35 @@ def test_config_show_json() -> None:
 def test_python_dash_m_works() -> None:
     result = run_llmctl("--version")
     assert result.returncode == 0 and result.stdout.startswith("llmctl ")
+
+
+def test_render_refuses_a_gpu_tier_that_does_not_fit_and_writes_nothing(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "render",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "gpu.llamacpp.parallel=10",
+            "--set",
+            "gpu.llamacpp.ctx_per_request=4096",
+        ],
+        env={},
+    )
+    assert result.exit_code == 2
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "would not fit its GPU" in flat and "lower gpu.llamacpp.parallel to 5" in flat
+    assert not (tmp_path / "clusters").exists()
+
+
+def test_render_warns_when_the_gpu_model_cannot_be_checked(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["render", "--cloud", "aws", "--gpu", "--stdout", "--set", "gpu.model.name=my-model"],
+        env={},
+    )
+    assert result.exit_code == 0
+    assert "warning: model 'my-model' is not in llmctl's catalog" in result.stderr
+    assert "warning" not in result.stdout  # the YAML on stdout stays clean
+    assert list(yaml.safe_load_all(result.stdout))

@@ -18,8 +18,11 @@ def _more_bits(i: int, n: int) -> bool:
 
 def write_q4_k_m_header(path: Path, shape: LlamaShape, n_vocab: int = 32000) -> Path:
     """A llama GGUF header whose tensor table matches a Q4_K_M file of this shape (no data)."""
-    q4, q6, f32 = (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K,
-                   gguf.GGMLQuantizationType.F32)
+    q4, q6, f32 = (
+        gguf.GGMLQuantizationType.Q4_K,
+        gguf.GGMLQuantizationType.Q6_K,
+        gguf.GGMLQuantizationType.F32,
+    )
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("header-only")
     writer.add_context_length(shape.ctx_train)
@@ -36,8 +39,9 @@ def write_q4_k_m_header(path: Path, shape: LlamaShape, n_vocab: int = 32000) -> 
     def info(name: str, rows: int, cols: int, qtype: gguf.GGMLQuantizationType) -> None:
         block, size = gguf.GGML_QUANT_SIZES[qtype]
         shape_ = (rows, cols) if rows > 1 else (cols,)
-        writer.add_tensor_info(name, shape_, np.dtype(np.float32), rows * cols // block * size,
-                               raw_dtype=qtype)
+        writer.add_tensor_info(
+            name, shape_, np.dtype(np.float32), rows * cols // block * size, raw_dtype=qtype
+        )
 
     kv = shape.head_dim * shape.n_kv_heads
     info("token_embd.weight", n_vocab, shape.n_embd, q4)

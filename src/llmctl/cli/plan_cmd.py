@@ -53,6 +53,12 @@ def plan(
         "parallel).",
     ),
     kv_type: Annotated[KvType, typer.Option("--kv-type", help="KV cache type.")] = KvType.F16,
+    kv_unified: bool | None = typer.Option(
+        None,
+        "--kv-unified/--no-kv-unified",
+        help="One KV pool shared by the slots (default: only when --ctx-size is too short to "
+        "split, as llmctl render does).",
+    ),
     output: Annotated[
         PlanFormat, typer.Option("--output", "-o", help="table or json.")
     ] = PlanFormat.TABLE,
@@ -74,6 +80,7 @@ def plan(
         parallel=parallel,
         ctx_size=ctx_size,
         kv_type=kv_type.value,
+        kv_unified=kv_unified,
     )
     if output is PlanFormat.JSON:
         typer.echo(json.dumps(_as_json(plans, report), indent=2))
@@ -152,9 +159,10 @@ def _print_table(
         f"trained on {m.ctx_train} tokens, {gib(m.weight_bytes)} of weights  [dim]({m.source})[/]"
     )
     console.print(
-        f"llama-server -c {s.kv_cells} -np {s.parallel}: [bold]{s.ctx_per_slot} tokens per "
-        f"request[/], KV cache {s.kv_type}, flash attention {'on' if s.flash_attn else 'off'}, "
-        f"-ngl {s.ngl}"
+        f"llama-server -c {s.kv_cells} -np {s.parallel}{' --kv-unified' if s.kv_unified else ''}"
+        f": [bold]{s.ctx_per_slot} tokens per request[/]"
+        f"{f' (shared by {s.parallel} slots)' if s.kv_unified else ''}, KV cache {s.kv_type}, "
+        f"flash attention {'on' if s.flash_attn else 'off'}, -ngl {s.ngl}"
     )
     if s.ctx_per_slot < s.ctx_per_request:
         console.print(

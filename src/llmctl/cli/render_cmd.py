@@ -38,9 +38,12 @@ def render(
     if stdout:
         if len(clouds) != 1:
             raise ConfigError("--stdout prints one cloud", hint="add --cloud aws, azure or gcp")
-        typer.echo(render_to_text(loaded.stack, clouds[0], loaded.stack.gpu.enabled), nl=False)
+        text, warnings = render_to_text(loaded.stack, clouds[0], loaded.stack.gpu.enabled)
+        _warn(warnings)
+        typer.echo(text, nl=False)
         return
     report = render_to_disk(loaded.stack, clouds, out)
+    _warn(report.warnings)
     written, unchanged = len(report.result.written), len(report.result.unchanged)
     typer.echo(
         f"Rendered {', '.join(c.value for c in clouds)} into {report.root}/ and "
@@ -49,3 +52,9 @@ def render(
     )
     for path in report.result.written:
         typer.echo(f"  wrote {path}")
+
+
+def _warn(warnings: list[str]) -> None:
+    # stderr, so `render --stdout | kubectl apply -f -` still gets clean YAML.
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
