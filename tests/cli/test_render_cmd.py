@@ -137,5 +137,5 @@ def test_render_warns_when_the_gpu_model_cannot_be_checked(tmp_path: Path) -> No
     )
     assert result.exit_code == 0
     assert "warning: model 'my-model' is not in llmctl's catalog" in result.stderr
-    assert "warning" not in result.stdout  # the YAML on stdout stays clean
+    assert "warning:" not in result.stdout  # the YAML on stdout stays clean
     assert list(yaml.safe_load_all(result.stdout))
