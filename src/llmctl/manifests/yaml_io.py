@@ -1,7 +1,8 @@
 """Canonical YAML: the one way llmctl writes Kubernetes objects and values files.
 
-Keys sorted, block style, sequences indented under their key (as yamllint expects), multi-line
-strings as literal blocks. The same input always gives the same bytes.
+Keys sorted, block style, multi-line strings as literal blocks, written by libyaml's emitter
+(the pure-Python one was most of `llmctl render`'s time). The same input always gives the same
+bytes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from typing import Any
 import yaml
 
 
-class _Dumper(yaml.SafeDumper):
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        # PyYAML writes "key:\n- item"; indenting the dash keeps yamllint's default rules happy.
-        super().increase_indent(flow, False)
+# libyaml where PyYAML was built with it (its wheels are), else the same in pure Python.
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -43,4 +43,4 @@ def dump_all(documents: Iterable[Any], sort_keys: bool = True) -> str:
 
 
 def load_all(text: str) -> list[Any]:
-    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
