@@ -41,6 +41,11 @@ def test_the_doc_shows_the_issue_example_as_written() -> None:
     assert _doc_example() == ISSUE_EXAMPLE
 
 
+def test_the_readme_shows_the_same_example() -> None:
+    readme = (DOC.parents[1] / "README.md").read_text()
+    assert f"```yaml\n{ISSUE_EXAMPLE}```" in readme
+
+
 @pytest.mark.parametrize("cloud", [c.value for c in catalog.CLOUDS])
 def test_the_doc_example_renders_and_validates(cloud: str, tmp_path: Path) -> None:
     values = tmp_path / "values-gpu.yaml"
