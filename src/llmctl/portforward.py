@@ -109,7 +109,7 @@ def kube_stream(api: Any, namespace: str) -> OpenStream:
 
     def open_stream(pod: str, port: int) -> Stream:
         from kubernetes.client import CoreV1Api
-        from kubernetes.stream import portforward
+        from kubernetes.stream.stream import portforward
 
         forwarded = portforward(
             CoreV1Api(api).connect_get_namespaced_pod_portforward, pod, namespace,
