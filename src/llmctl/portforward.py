@@ -115,10 +115,33 @@ def kube_stream(api: Any, namespace: str) -> OpenStream:
             CoreV1Api(api).connect_get_namespaced_pod_portforward, pod, namespace,
             ports=str(port),
         )
-        stream: Stream = forwarded.socket(port)
-        return stream
+        return _ForwardedStream(forwarded, port)
 
     return open_stream
+
+
+class _ForwardedStream:
+    """The client's socket for one forwarded port, whose close() also closes the WebSocket:
+    when the API server closes first (the pod closed its end), the client's proxy thread stops
+    without closing it, leaving the socket to the garbage collector."""
+
+    def __init__(self, forwarded: Any, port: int) -> None:
+        self._forwarded = forwarded
+        self._socket = forwarded.socket(port)
+
+    def recv(self, size: int) -> bytes:
+        return bytes(self._socket.recv(size))
+
+    def sendall(self, data: bytes) -> None:
+        self._socket.sendall(data)
+
+    def shutdown(self, how: int) -> None:
+        self._socket.shutdown(how)
+
+    def close(self) -> None:
+        self._socket.close()
+        with contextlib.suppress(Exception):
+            self._forwarded.websocket.shutdown()
 
 
 def _pipe(source: Any, sink: Any) -> None:

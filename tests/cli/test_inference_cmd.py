@@ -190,7 +190,8 @@ def test_wrong_api_key_is_refused(stack: Stack) -> None:
 
 def test_openai_api_key_is_the_fallback(stack: Stack) -> None:
     code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--max-tokens", "2", env={"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"})
+                                     "--max-tokens", "2",
+                                     env={"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"})
     assert code == 0, stderr
 
 
