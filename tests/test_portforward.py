@@ -5,7 +5,6 @@ server on loopback."""
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import urllib.request
@@ -18,32 +17,9 @@ import pytest
 
 from llmctl import kube, portforward
 from llmctl.catalog import CloudName
-from llmctl.config import Stack
 from llmctl.errors import LlmctlError
-from llmctl.manifests.build import built_objects
-from tests.support.fake_kube import FakeKube, kubeconfig
+from tests.support.fake_kube import FakeKube, kubeconfig, router_objects, router_pod
 from tests.support.http_fake import FakeServer, serve
-
-
-def router_objects(cloud: CloudName = CloudName.AWS) -> tuple[dict[str, Any], dict[str, Any]]:
-    objects = built_objects(Stack(), cloud, gpu=False)
-    service = next(o for o in objects
-                   if o["kind"] == "Service" and o["metadata"]["name"] == "llm-router")
-    deployment = next(o for o in objects
-                      if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm-router")
-    return service, deployment
-
-
-def router_pod(deployment: dict[str, Any], name: str, ready: bool = True) -> dict[str, Any]:
-    """A pod of the router Deployment, as the API server lists it."""
-    template = copy.deepcopy(deployment["spec"]["template"])
-    return {
-        "metadata": {"name": name, "namespace": deployment["metadata"]["namespace"],
-                     "labels": template["metadata"]["labels"]},
-        "spec": template["spec"],
-        "status": {"phase": "Running",
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
-    }
 
 
 @pytest.mark.parametrize("cloud", list(CloudName))

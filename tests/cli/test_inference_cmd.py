@@ -18,8 +18,13 @@ from typing import Any
 
 import pytest
 
+from llmctl.catalog import CloudName
+from llmctl.config import Stack as StackConfig
+from llmctl.manifests.render import gpu_node_selector, gpu_tolerations
 from tests.support.cli import run_llmctl
+from tests.support.fake_kube import FakeKube, kubeconfig, pod_status, router_objects, router_pod
 from tests.support.gguf_models import write_llama_gguf
+from tests.support.http_fake import FakeServer, serve
 from tests.support.llama import LlamaServer, free_port
 from tests.support.router import RouterProcess, router_config
 
@@ -312,3 +317,96 @@ def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "Interrupted" in err and "Traceback" not in err
+
+
+# --- through the kubeconfig: --cloud port-forward and --gpu-check --------------------------------
+
+SMI_LOG = ("| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
+           "|   0  Tesla T4            On   | 00000000:00:1E.0 Off |                    0 |\n")
+
+
+@pytest.fixture
+def cluster(stack: Stack, tmp_path: Path) -> Iterator[tuple[FakeKube, FakeServer, str]]:
+    """The Kubernetes stand-in holding the rendered router Service and one Ready router pod,
+    whose port 8080 the stand-in's port-forward relays to the real router."""
+    service, deployment = router_objects(CloudName.AWS)
+    fake = FakeKube(services=[service], pods=[router_pod(deployment, "llm-router-7d9f")],
+                    forwards={"llm-server/llm-router-7d9f:8080": ("127.0.0.1", stack.router.port)},
+                    pod_log=SMI_LOG)
+    with serve(fake.route) as server:
+        path = tmp_path / "kubeconfig"
+        path.write_text(kubeconfig(server.url))
+        yield fake, server, str(path)
+
+
+def test_cloud_port_forwards_to_the_router_service(
+        cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    fake, server, config = cluster
+    code, data, stderr = llmctl_json("--cloud", "aws", "--kubeconfig", config, "--model",
+                                     "tinyllama", "-n", "4", "--concurrency", "2",
+                                     "--max-tokens", "6")
+    assert code == 0, stderr
+    assert data["succeeded"] == 4 and data["tiers"] == {"cpu": 4}
+    assert data["url"] == "port-forward to service llm-router (aws)"
+    forwards = [r for r in server.requests if r.path.endswith("/portforward")]
+    assert len(forwards) == 4  # a WebSocket per connection, one connection per request
+    assert forwards[0].path == "/api/v1/namespaces/llm-server/pods/llm-router-7d9f/portforward"
+
+
+def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
+        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    fake, _server, config = cluster
+    result = run_llmctl("test-inference", "--cloud", "gcp", "--url", stack.router.url,
+                        "--kubeconfig", config, "--gpu-check", "--model", "tinyllama",
+                        "--max-tokens", "4", env=KEY_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "Tesla T4" in result.stdout and "Succeeded" in result.stdout
+    assert "gpu-node-1" in result.stdout and "PASS" in result.stdout
+    created = fake.created[0]
+    spec = created["spec"]
+    assert spec["nodeSelector"] == gpu_node_selector(StackConfig(), CloudName.GCP)
+    assert spec["tolerations"] == gpu_tolerations(CloudName.GCP)
+    assert spec["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert spec["containers"][0]["image"] == "nvidia/cuda:12.4.1-base-ubuntu22.04"
+    assert fake.deleted == [created["metadata"]["name"]]
+    assert [p["metadata"]["name"] for p in fake.pods] == ["llm-router-7d9f"]
+
+
+def test_gpu_check_failure_exits_1_and_deletes_the_pod(
+        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    fake, _server, config = cluster
+    fake.pod_log = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+    fake.pod_script = [pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9})]
+    code, data, stderr = llmctl_json("--cloud", "aws", "--url", stack.router.url,
+                                     "--kubeconfig", config, "--gpu-check")
+    assert code == 1
+    assert data["gpu_check"]["phase"] == "Failed" and data["gpu_check"]["deleted"] is True
+    assert "couldn't communicate with the NVIDIA driver" in data["gpu_check"]["log"]
+    assert "the GPU check pod ended Failed (pod deleted: True)" in stderr
+    assert fake.deleted == [fake.created[0]["metadata"]["name"]]
+
+
+def test_gpu_check_ctrl_c_deletes_the_pod(
+        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    import signal
+    import sys
+    import time
+
+    from tests.support.cli import llmctl_env
+
+    fake, _server, config = cluster
+    fake.pod_script = [pod_status("Pending")]  # no GPU node ever comes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "test-inference", "--cloud", "azure", "--url",
+         stack.router.url, "--kubeconfig", config, "--gpu-check"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=llmctl_env(KEY_ENV))
+    deadline = time.monotonic() + 30
+    while not fake.created and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.created, "the pod was never created"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "was deleted" in err and "Traceback" not in err
+    assert fake.deleted == [fake.created[0]["metadata"]["name"]]
