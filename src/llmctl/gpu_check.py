@@ -114,7 +114,7 @@ def run_check(
     api: Any,
     pod: dict[str, Any],
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    poll_s: float = 2.0,
+    poll_s: float = 1.0,
     on_status: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Create the pod, wait until it ends, read its log; delete it whatever happens (an error,

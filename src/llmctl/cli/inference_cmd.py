@@ -42,7 +42,7 @@ def _err() -> Console:
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 1000:.1f} ms" if value < 10 else f"{value:.2f} s"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def _rate(value: float | None, unit: str) -> str:
