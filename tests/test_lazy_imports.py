@@ -45,8 +45,9 @@ sys.__stdout__.write("\\nMODULES=" + json.dumps(sorted(sys.modules)))
         ["render", "--out", "{tmp}"],
         ["render", "--cloud", "aws", "--gpu", "--stdout"],
         ["config", "show"],
+        ["test-inference", "--help"],
     ],
-    ids=["help", "render", "render-stdout", "config-show"],
+    ids=["help", "render", "render-stdout", "config-show", "test-inference-help"],
 )
 def test_command_loads_no_heavy_module(args: list[str], tmp_path: object) -> None:
     import subprocess

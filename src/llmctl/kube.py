@@ -119,8 +119,14 @@ def api_client(kubeconfig: str | None = None, context: str | None = None, hint: 
         ) from None
 
 
+# What `llmctl gpu enable/status` needs; other callers name their own rights.
+GPU_SETUP_RIGHTS = (
+    "to patch DaemonSets and RuntimeClasses and to list nodes and pods (cluster-admin has them)"
+)
+
+
 @contextmanager
-def _kube_errors(what: str) -> Iterator[None]:
+def _kube_errors(what: str, rights: str = GPU_SETUP_RIGHTS) -> Iterator[None]:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -131,8 +137,7 @@ def _kube_errors(what: str) -> Iterator[None]:
         if exc.status in (401, 403):
             raise LlmctlError(
                 f"the cluster refused {what} (HTTP {exc.status}): {reason}",
-                hint="your Kubernetes user needs RBAC rights to patch DaemonSets and "
-                "RuntimeClasses and to list nodes and pods (cluster-admin has them)",
+                hint=f"your Kubernetes user needs RBAC rights {rights}",
             ) from None
         raise LlmctlError(f"{what} failed (HTTP {exc.status}): {reason}") from None
     except HTTPError as exc:
@@ -173,6 +178,22 @@ def _call(
     response = api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_S)
     response.read()
     return api.response_deserialize(response, {"2XX": "object"}).data
+
+
+def _call_text(api: Any, path: str, query: list[tuple[str, str]]) -> str:
+    """A GET whose answer is text (a pod's log), not JSON."""
+    serialized = api.param_serialize(
+        method="GET",
+        resource_path=path,
+        query_params=query,
+        header_params={"Accept": "text/plain"},
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_S)
+    response.read()
+    if not 200 <= response.status < 300:
+        api.response_deserialize(response, {"2XX": "str"})  # raises ApiException
+    return bytes(response.data).decode(errors="replace")
 
 
 def apply(api: Any, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -240,3 +261,54 @@ def device_plugin_pods(objects: list[dict[str, Any]]) -> tuple[str, str] | None:
             selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
             return str(obj["metadata"]["namespace"]), selector
     return None
+
+
+# --- pods and services: `llmctl test-inference --gpu-check` and `--cloud` -----------------------
+
+POD_RIGHTS = "to create, get, delete pods and get pods/log in the namespace"
+FORWARD_RIGHTS = "to get services, list pods and create pods/portforward in the namespace"
+
+
+def create_pod(api: Any, pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pod["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    with _kube_errors(f"creating pod {name} in {namespace}", POD_RIGHTS):
+        return dict(_call(api, "POST", f"/api/v1/namespaces/{namespace}/pods", [], dict(pod)))
+
+
+def read_pod(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    with _kube_errors(f"reading pod {name} in {namespace}", POD_RIGHTS):
+        return dict(_call(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{name}", []))
+
+
+def pod_log(api: Any, namespace: str, name: str) -> str:
+    with _kube_errors(f"reading the log of pod {name} in {namespace}", POD_RIGHTS):
+        return _call_text(api, f"/api/v1/namespaces/{namespace}/pods/{name}/log", [])
+
+
+def delete_pod(api: Any, namespace: str, name: str) -> bool:
+    """Delete at once (grace period 0); False when it was already gone."""
+    from kubernetes.client.exceptions import ApiException
+
+    path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+    with _kube_errors(f"deleting pod {name} in {namespace}", POD_RIGHTS):
+        try:
+            _call(api, "DELETE", path, [("gracePeriodSeconds", "0")])
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+    return True
+
+
+def read_service(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    with _kube_errors(f"reading service {name} in {namespace}", FORWARD_RIGHTS):
+        return dict(_call(api, "GET", f"/api/v1/namespaces/{namespace}/services/{name}", []))
+
+
+def list_pods(api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+    with _kube_errors(f"listing pods {selector} in {namespace}", FORWARD_RIGHTS):
+        pods = _call(
+            api, "GET", f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", selector)]
+        )
+    return list(pods.get("items", []))

@@ -34,6 +34,12 @@ class Response:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Sent as is instead of `body` as JSON (a pod log is text/plain).
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    # Takes over the connection instead of a plain answer (a WebSocket upgrade): called with
+    # the request handler, whose rfile/wfile are the client's socket.
+    hijack: Callable[[BaseHTTPRequestHandler], None] | None = None
 
 
 Route = Callable[[Request], Response]
@@ -67,9 +73,16 @@ def serve(route: Route) -> Iterator[FakeServer]:
             )
             requests.append(request)
             response = route(request)
-            payload = b"" if response.body is None else json.dumps(response.body).encode()
+            if response.hijack is not None:
+                self.close_connection = True
+                response.hijack(self)
+                return
+            if response.raw is not None:
+                payload = response.raw
+            else:
+                payload = b"" if response.body is None else json.dumps(response.body).encode()
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", response.content_type)
             for key, value in response.headers.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(payload)))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 
 from llmctl import __version__
-from llmctl.cli import config_cmd, cost_cmd, gpu_cmd, plan_cmd, render_cmd, router_cmd
+from llmctl.cli import (
+    config_cmd,
+    cost_cmd,
+    gpu_cmd,
+    inference_cmd,
+    plan_cmd,
+    render_cmd,
+    router_cmd,
+)
 
 app = typer.Typer(
     name="llmctl",
@@ -38,6 +46,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(cost_cmd.app, name="cost")
 app.add_typer(router_cmd.app, name="router")
 app.add_typer(gpu_cmd.app, name="gpu")
+app.command("test-inference")(inference_cmd.test_inference)
 
 
 def main() -> None:

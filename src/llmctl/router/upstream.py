@@ -252,10 +252,11 @@ class Pool:
             )
         )
         # A pooled connection the backend has just closed (keep-alive timeout or max count)
-        # fails before any response byte: that one is retried on a fresh connection.
+        # fails before any response byte: that one is retried on a fresh connection, never on
+        # another pooled one (the backend may have closed several at once).
         for attempt in (0, 1):
             conn = None
-            while self.idle and conn is None:
+            while attempt == 0 and self.idle and conn is None:
                 candidate = self.idle.pop()
                 if not candidate.closed:
                     conn = candidate

@@ -1,0 +1,412 @@
+"""`llmctl test-inference` end to end: the CLI in its own process, against the real router
+(`llmctl router serve`) in front of real llama.cpp servers.
+
+Topology: one CPU backend (aws/cpu, "tinyllama-1.1b-chat") and one "GPU" backend (aws/gpu, a
+second llama-server labelled gpu, "llama-2-7b-chat"), both loading the tiny random-weight GGUF
+the tests write; the router requires an API key. A second router in front of the same CPU
+server has a GPU backend that never answers, so the GPU tier degrades to cpu-fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmctl.catalog import CloudName
+from llmctl.config import Stack as StackConfig
+from llmctl.manifests.render import gpu_node_selector, gpu_tolerations
+from tests.support.cli import run_llmctl
+from tests.support.fake_kube import FakeKube, kubeconfig, pod_status, router_objects, router_pod
+from tests.support.gguf_models import write_llama_gguf
+from tests.support.http_fake import FakeServer, serve
+from tests.support.llama import LlamaServer, free_port
+from tests.support.router import RouterProcess, router_config
+
+pytestmark = pytest.mark.e2e
+
+CPU_MODEL = "tinyllama-1.1b-chat"
+GPU_MODEL = "llama-2-7b-chat"
+API_KEY = "sk-test-inference"
+MODELS = [
+    {"name": CPU_MODEL, "parameters": 1_100_000_000, "aliases": ["tinyllama"]},
+    {"name": GPU_MODEL, "parameters": 6_740_000_000},
+]
+# Wide enough that Rich's error panel keeps each sentence on one line.
+KEY_ENV = {"LLMCTL_API_KEY": API_KEY, "OPENAI_API_KEY": "", "COLUMNS": "400"}
+NO_KEY_ENV = {"OPENAI_API_KEY": "", "COLUMNS": "400"}
+
+
+class Stack:
+    def __init__(self, cpu: LlamaServer, gpu: LlamaServer, router: RouterProcess,
+                 degraded: RouterProcess) -> None:
+        self.cpu, self.gpu, self.router, self.degraded = cpu, gpu, router, degraded
+
+
+def backend(name: str, url: str, tier: str, model: str) -> dict[str, Any]:
+    return {"name": name, "url": url, "tier": tier, "cloud": "aws", "model": model, "slots": 2,
+            "costWeight": 1.0, "hourlyCostUsd": 0.5 if tier == "gpu" else 0.1}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("test-inference")
+    gguf = write_llama_gguf(tmp / "tiny.gguf")
+    cpu, gpu = LlamaServer(gguf, CPU_MODEL, tmp), LlamaServer(gguf, GPU_MODEL, tmp)
+    routers: list[RouterProcess] = []
+    try:
+        cpu.start()
+        gpu.start()
+        keys = {"apiKeys": {"env": "ROUTER_KEYS"}}
+        env = {"ROUTER_KEYS": API_KEY}
+        router = RouterProcess(router_config(
+            [backend("aws/cpu", cpu.url, "cpu", CPU_MODEL),
+             backend("aws/gpu", gpu.url, "gpu", GPU_MODEL)], MODELS, CPU_MODEL, **keys),
+            tmp, env=env)
+        routers.append(router.start())
+        dead_gpu = f"http://127.0.0.1:{free_port()}"
+        degraded = RouterProcess(router_config(
+            [backend("aws/cpu", cpu.url, "cpu", CPU_MODEL),
+             backend("aws/gpu", dead_gpu, "gpu", GPU_MODEL)], MODELS, CPU_MODEL, **keys),
+            tmp, env=env)
+        routers.append(degraded.start())
+        yield Stack(cpu, gpu, router, degraded)
+    finally:
+        for started in routers:
+            started.stop()
+        cpu.stop()
+        gpu.stop()
+
+
+def llmctl_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    result = run_llmctl("test-inference", *args, "--output", "json", env=env or KEY_ENV)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+def test_streaming_report_has_tier_backend_ttft_and_tokens(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     "--max-tokens", "12")
+    assert code == 0, stderr
+    assert data["passed"] and data["succeeded"] == 1 and data["failed"] == 0
+    result = data["results"][0]
+    assert result["status"] == 200
+    assert result["tier"] == "cpu" and result["backend"] == "aws/cpu"
+    assert result["model"] == CPU_MODEL
+    assert 0 < result["ttft_s"] <= result["latency_s"]
+    # llama-server reports usage in the stream's last chunk (stream_options.include_usage).
+    assert result["tokens_counted"] is False
+    assert 1 <= result["output_tokens"] <= 12
+    assert result["tokens_per_s"] == pytest.approx(result["output_tokens"] / result["latency_s"])
+    assert isinstance(result["reply"], str) and result["reply"]
+
+
+def test_non_streaming_report_reads_usage(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", GPU_MODEL,
+                                     "--no-stream", "--max-tokens", "8")
+    assert code == 0, stderr
+    result = data["results"][0]
+    assert data["stream"] is False
+    assert result["tier"] == "gpu" and result["backend"] == "aws/gpu"
+    assert result["ttft_s"] is None
+    assert 1 <= result["output_tokens"] <= 8 and result["tokens_counted"] is False
+
+
+def test_text_report_for_people(stack: Stack) -> None:
+    result = run_llmctl("test-inference", "--url", stack.router.url + "/v1", "--model",
+                        "tinyllama", "--max-tokens", "6", env=KEY_ENV)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for row in ("status", "200 OK", "tier", "backend", "aws/cpu", "time to first token",
+                "total latency", "output tokens", "tokens/s"):
+        assert row in out
+    assert "PASS: 1 of 1 answered (cpu 1)" in out
+
+
+def test_complexity_header_and_expect_tier_gpu(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     "--complexity", "reasoning", "--expect-tier", "gpu",
+                                     "--max-tokens", "4")
+    assert code == 0, stderr
+    assert data["tiers"] == {"gpu": 1} and data["passed"]
+
+
+def test_many_requests_concurrently(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     "--requests", "20", "--concurrency", "4",
+                                     "--max-tokens", "8")
+    assert code == 0, stderr
+    assert data["requests"] == 20 and data["concurrency"] == 4
+    assert data["succeeded"] == 20 and data["errors"] == {}
+    assert len(data["results"]) == 20
+    lat = data["latency_s"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= data["wall_s"]
+    assert data["ttft_s"]["p50"] <= lat["p50"]
+    assert data["throughput_rps"] == pytest.approx(20 / data["wall_s"])
+    assert data["output_tokens"] == sum(r["output_tokens"] for r in data["results"])
+    assert data["tiers"] == {"cpu": 20} and data["backends"] == {"aws/cpu": 20}
+
+
+def test_many_requests_text_summary(stack: Stack) -> None:
+    result = run_llmctl("test-inference", "--url", stack.router.url, "--model", GPU_MODEL,
+                        "-n", "6", "--concurrency", "3", "--max-tokens", "4", "--no-stream",
+                        env=KEY_ENV)
+    assert result.returncode == 0, result.stderr
+    for row in ("6 (6 ok, 0 failed)", "latency p50/p95/p99", "throughput", "req/s",
+                "gpu 6", "aws/gpu 6", "errors", "none"):
+        assert row in result.stdout
+    assert "PASS: 6 of 6 answered (gpu 6)" in result.stdout
+
+
+# --- failure modes ------------------------------------------------------------------------------
+
+def test_connection_refused_names_the_url_and_port_forward() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, data, stderr = llmctl_json("--url", url)
+    assert code == 1
+    assert data["errors"] == {"connection_refused": 1} and not data["passed"]
+    assert f"connection refused: nothing is listening at {url}" in stderr
+    assert "port-forward svc/llm-router 8080:80" in stderr and "--cloud" in stderr
+
+
+def test_missing_api_key_says_how_to_pass_it(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     env=NO_KEY_ENV)
+    assert code == 1
+    assert data["results"][0]["status"] == 401 and data["errors"] == {"unauthorized": 1}
+    assert "needs an API key (HTTP 401" in stderr
+    assert "--api-key KEY" in stderr and "$LLMCTL_API_KEY" in stderr
+
+
+def test_wrong_api_key_is_refused(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     "--api-key", "sk-wrong", env=NO_KEY_ENV)
+    assert code == 1 and data["errors"] == {"unauthorized": 1}
+    assert "refused the API key" in stderr
+    assert "sk-wrong" not in stderr  # keys are never echoed
+
+
+def test_openai_api_key_is_the_fallback(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     "--max-tokens", "2",
+                                     env={"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"})
+    assert code == 0, stderr
+
+
+def test_unknown_model_lists_the_served_ones(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "gpt-4")
+    assert code == 1
+    failure = data["results"][0]["failure"]
+    assert failure["kind"] == "model_not_found" and failure["status"] == 404
+    assert set(failure["models"]) == {CPU_MODEL, "tinyllama", GPU_MODEL}
+    assert "model 'gpt-4' is not served at" in stderr
+    assert "llama-2-7b-chat" in stderr and "--model" in stderr
+
+
+def test_expect_gpu_but_cpu_answers(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
+                                     "--expect-tier", "gpu", "--max-tokens", "2")
+    assert code == 1
+    assert data["succeeded"] == 1 and data["tiers"] == {"cpu": 1} and not data["passed"]
+    assert data["problems"][0]["kind"] == "wrong_tier"
+    assert "expected the gpu tier to answer, but cpu (1) answered 1 of 1" in stderr
+    assert "more than 3B" in stderr
+
+
+def test_expect_gpu_when_the_gpu_pool_is_down_reports_the_fallback(stack: Stack) -> None:
+    code, data, stderr = llmctl_json("--url", stack.degraded.url, "--model", GPU_MODEL,
+                                     "--expect-tier", "gpu", "--max-tokens", "2")
+    assert code == 1
+    assert data["tiers"] == {"cpu-fallback": 1}
+    assert "but cpu-fallback (1) answered" in stderr
+    assert "no GPU backend was ready" in stderr and "llmctl gpu status" in stderr
+    # The CPU tier accepts its own fallback.
+    code, data, stderr = llmctl_json("--url", stack.degraded.url, "--model", GPU_MODEL,
+                                     "--expect-tier", "cpu", "--max-tokens", "2")
+    assert code == 0, stderr
+
+
+def test_no_backend_ready_is_503_with_retry_after(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = router_config([backend("aws/cpu", dead, "cpu", CPU_MODEL)], MODELS[:1], CPU_MODEL)
+    with RouterProcess(config, tmp_path) as router:
+        code, data, stderr = llmctl_json("--url", router.url, "--model", CPU_MODEL)
+    assert code == 1
+    failure = data["results"][0]["failure"]
+    assert failure["kind"] == "unavailable" and failure["status"] == 503
+    assert failure["retry_after"] is not None and int(failure["retry_after"]) >= 1
+    assert "unavailable (503)" in stderr and "Retry-After:" in stderr
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        code, data, stderr = llmctl_json("--url", url, "--timeout", "0.5")
+    assert code == 1
+    assert data["errors"] == {"timeout": 1}
+    assert "no answer from" in stderr and "within 0.5 s" in stderr and "--timeout" in stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    result = run_llmctl("test-inference")
+    assert result.returncode == 2 and "give --url URL" in result.stderr
+    result = run_llmctl("test-inference", "--url", "ftp://x")
+    assert result.returncode == 2 and "is not an http(s) URL" in result.stderr
+    result = run_llmctl("test-inference", "--url", "http://127.0.0.1:1", "--gpu-check")
+    assert result.returncode == 2 and "--gpu-check needs --cloud" in result.stderr
+    result = run_llmctl("test-inference", "--url", "http://127.0.0.1:1", "--expect-tier", "tpu")
+    assert result.returncode == 2
+
+
+# --- a real model ---------------------------------------------------------------------------------
+
+def smollm2_path() -> Path:
+    import os
+
+    path = Path(os.environ.get("SMOLLM2_GGUF")
+                or Path.home() / ".cache/llmctl/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not path.is_file():
+        pytest.fail(f"the SmolLM2-135M GGUF is missing at {path}: run "
+                    "`bash scripts/fetch-smollm2.sh` (or set SMOLLM2_GGUF)")
+    return path
+
+
+ENGLISH = {"the", "a", "is", "of", "and", "to", "in", "that", "it", "are", "can", "quantum",
+           "computing", "computers", "information", "which", "this", "on", "with", "as"}
+
+
+def test_smollm2_answers_in_real_english(tmp_path: Path) -> None:
+    with LlamaServer(smollm2_path(), CPU_MODEL, tmp_path, ctx=1024) as server:
+        config = router_config([backend("aws/cpu", server.url, "cpu", CPU_MODEL)],
+                               MODELS[:1], CPU_MODEL)
+        with RouterProcess(config, tmp_path) as router:
+            code, data, stderr = llmctl_json("--url", router.url, "--model", CPU_MODEL,
+                                             "--prompt", "Explain quantum computing",
+                                             "--max-tokens", "48", "--expect-tier", "cpu")
+    assert code == 0, stderr
+    reply = data["results"][0]["reply"]
+    words = [w.strip(".,;:!?()\"'").lower() for w in reply.split()]
+    assert len(words) >= 15, reply
+    assert sum(w in ENGLISH for w in words) >= 5, reply
+    assert sum(c.isascii() for c in reply) / len(reply) > 0.97, reply
+
+
+def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
+    """Ctrl-C while requests are in flight: exit 130, no traceback."""
+    import signal
+    import sys
+    import time
+
+    from tests.support.cli import llmctl_env
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "test-inference", "--url", stack.router.url,
+         "--model", "tinyllama", "-n", "3000", "--concurrency", "2", "--max-tokens", "128"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=llmctl_env(KEY_ENV))
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Interrupted" in err and "Traceback" not in err
+
+
+# --- through the kubeconfig: --cloud port-forward and --gpu-check --------------------------------
+
+SMI_LOG = ("| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
+           "|   0  Tesla T4            On   | 00000000:00:1E.0 Off |                    0 |\n")
+
+
+@pytest.fixture
+def cluster(stack: Stack, tmp_path: Path) -> Iterator[tuple[FakeKube, FakeServer, str]]:
+    """The Kubernetes stand-in holding the rendered router Service and one Ready router pod,
+    whose port 8080 the stand-in's port-forward relays to the real router."""
+    service, deployment = router_objects(CloudName.AWS)
+    fake = FakeKube(services=[service], pods=[router_pod(deployment, "llm-router-7d9f")],
+                    forwards={"llm-server/llm-router-7d9f:8080": ("127.0.0.1", stack.router.port)},
+                    pod_log=SMI_LOG)
+    with serve(fake.route) as server:
+        path = tmp_path / "kubeconfig"
+        path.write_text(kubeconfig(server.url))
+        yield fake, server, str(path)
+
+
+def test_cloud_port_forwards_to_the_router_service(
+        cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    fake, server, config = cluster
+    code, data, stderr = llmctl_json("--cloud", "aws", "--kubeconfig", config, "--model",
+                                     "tinyllama", "-n", "4", "--concurrency", "2",
+                                     "--max-tokens", "6")
+    assert code == 0, stderr
+    assert data["succeeded"] == 4 and data["tiers"] == {"cpu": 4}
+    assert data["url"] == "port-forward to service llm-router (aws)"
+    forwards = [r for r in server.requests if r.path.endswith("/portforward")]
+    assert len(forwards) == 4  # a WebSocket per connection, one connection per request
+    assert forwards[0].path == "/api/v1/namespaces/llm-server/pods/llm-router-7d9f/portforward"
+
+
+def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
+        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    fake, _server, config = cluster
+    result = run_llmctl("test-inference", "--cloud", "gcp", "--url", stack.router.url,
+                        "--kubeconfig", config, "--gpu-check", "--model", "tinyllama",
+                        "--max-tokens", "4", env=KEY_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "Tesla T4" in result.stdout and "Succeeded" in result.stdout
+    assert "gpu-node-1" in result.stdout and "PASS" in result.stdout
+    created = fake.created[0]
+    spec = created["spec"]
+    assert spec["nodeSelector"] == gpu_node_selector(StackConfig(), CloudName.GCP)
+    assert spec["tolerations"] == gpu_tolerations(CloudName.GCP)
+    assert spec["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert spec["containers"][0]["image"] == "nvidia/cuda:12.4.1-base-ubuntu22.04"
+    assert fake.deleted == [created["metadata"]["name"]]
+    assert [p["metadata"]["name"] for p in fake.pods] == ["llm-router-7d9f"]
+
+
+def test_gpu_check_failure_exits_1_and_deletes_the_pod(
+        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    fake, _server, config = cluster
+    fake.pod_log = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+    fake.pod_script = [pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9})]
+    code, data, stderr = llmctl_json("--cloud", "aws", "--url", stack.router.url,
+                                     "--kubeconfig", config, "--gpu-check")
+    assert code == 1
+    assert data["gpu_check"]["phase"] == "Failed" and data["gpu_check"]["deleted"] is True
+    assert "couldn't communicate with the NVIDIA driver" in data["gpu_check"]["log"]
+    assert "the GPU check pod ended Failed (pod deleted: True)" in stderr
+    assert fake.deleted == [fake.created[0]["metadata"]["name"]]
+
+
+def test_gpu_check_ctrl_c_deletes_the_pod(
+        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    import signal
+    import sys
+    import time
+
+    from tests.support.cli import llmctl_env
+
+    fake, _server, config = cluster
+    fake.pod_script = [pod_status("Pending")]  # no GPU node ever comes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "test-inference", "--cloud", "azure", "--url",
+         stack.router.url, "--kubeconfig", config, "--gpu-check"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=llmctl_env(KEY_ENV))
+    deadline = time.monotonic() + 30
+    while not fake.created and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.created, "the pod was never created"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "was deleted" in err and "Traceback" not in err
+    assert fake.deleted == [fake.created[0]["metadata"]["name"]]
