@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 
-
 # libyaml where PyYAML was built with it (its wheels are), else the same in pure Python.
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
