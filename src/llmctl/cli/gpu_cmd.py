@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -180,6 +179,8 @@ def enable(
         console.print(_plan_table(spec, "dry run, nothing is changed"))
         requests = [r.as_dict() for r in impl.create_requests(spec)]
         requests += [kube.apply_request(o).as_dict() for o in objects]
+        import yaml
+
         typer.echo(yaml.safe_dump(requests, sort_keys=False, width=100), nl=False)
         return
 
