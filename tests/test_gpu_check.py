@@ -78,8 +78,9 @@ def test_names_differ_between_runs() -> None:
     assert len(names) == 5
 
 
-def test_success_prints_the_log_and_deletes_the_pod(api: Any, fake: FakeKube,
-                                                     server: FakeServer) -> None:
+def test_success_prints_the_log_and_deletes_the_pod(
+    api: Any, fake: FakeKube, server: FakeServer
+) -> None:
     pod = check_pod(Stack(), CloudName.GCP)
     seen: list[str] = []
     result = run_check(api, pod, poll_s=0.01, on_status=seen.append)
@@ -100,8 +101,10 @@ def test_success_prints_the_log_and_deletes_the_pod(api: Any, fake: FakeKube,
 
 def test_failed_pod_is_reported_and_deleted(api: Any, fake: FakeKube) -> None:
     fake.pod_log = NO_DRIVER
-    fake.pod_script = [pod_status("Running", "gpu-node-1"),
-                       pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9})]
+    fake.pod_script = [
+        pod_status("Running", "gpu-node-1"),
+        pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9}),
+    ]
     result = run_check(api, check_pod(Stack(), CloudName.AWS), poll_s=0.01)
     assert not result.ok and result.phase == "Failed"
     assert "couldn't communicate with the NVIDIA driver" in result.log
@@ -109,9 +112,13 @@ def test_failed_pod_is_reported_and_deleted(api: Any, fake: FakeKube) -> None:
 
 
 def test_image_pull_backoff_stops_waiting_and_deletes(api: Any, fake: FakeKube) -> None:
-    fake.pod_script = [pod_status("Pending", "gpu-node-1",
-                                  waiting={"reason": "ImagePullBackOff",
-                                           "message": "Back-off pulling image"})]
+    fake.pod_script = [
+        pod_status(
+            "Pending",
+            "gpu-node-1",
+            waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image"},
+        )
+    ]
     result = run_check(api, check_pod(Stack(), CloudName.AZURE), poll_s=0.01)
     assert result.phase == "Failed (ImagePullBackOff)"
     assert result.log.startswith("(no log:") and "waiting to start" in result.log

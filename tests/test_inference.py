@@ -16,8 +16,10 @@ from llmctl.errors import ConfigError
 from llmctl.inference import Target
 
 
-@pytest.mark.parametrize("given", ["http://h:8080", "http://h:8080/", "http://h:8080/v1",
-                                   "http://h:8080/v1/", " http://h:8080 "])
+@pytest.mark.parametrize(
+    "given",
+    ["http://h:8080", "http://h:8080/", "http://h:8080/v1", "http://h:8080/v1/", " http://h:8080 "],
+)
 def test_url_forms(given: str) -> None:
     assert inference.normalize_url(given) == "http://h:8080"
 
@@ -56,8 +58,9 @@ def test_concurrency_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(inference, "send_one", fake_send)
     seen: list[inference.Result] = []
-    outcome = inference.run(Target("http://x", "m", "p", 4), requests=30, concurrency=3,
-                            on_result=seen.append)
+    outcome = inference.run(
+        Target("http://x", "m", "p", 4), requests=30, concurrency=3, on_result=seen.append
+    )
     assert len(outcome.results) == 30 and len(seen) == 30
     assert peak[0] == 3
 
@@ -85,7 +88,7 @@ class Scripted(BaseHTTPRequestHandler):
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
 Scripted.scripts = {
     "broken": CHUNK + b'data: {"error":{"message":"backend reset","type":"server_error",'
-                      b'"code":"stream_broken"}}\n\n',
+    b'"code":"stream_broken"}}\n\n',
     "cut": CHUNK + CHUNK,
     "counted": CHUNK + CHUNK + CHUNK + b"data: [DONE]\n\n",
     "garbage": b"data: {not json\n\n",
@@ -130,5 +133,6 @@ def test_non_json_event_is_a_bad_response(scripted: str) -> None:
     result = send(scripted + "/garbage")
     assert result.failure is not None and result.failure.kind == "bad_response"
     found = inference.problems(
-        inference.Run(Target(scripted, "m", "p", 8), 1, 1, 0.1, [result]), None)
+        inference.Run(Target(scripted, "m", "p", 8), 1, 1, 0.1, [result]), None
+    )
     assert found[0].kind == "bad_response" and "not JSON" in found[0].message

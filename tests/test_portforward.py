@@ -27,8 +27,11 @@ def test_rendered_service_resolves_to_a_ready_pod_and_its_named_port(cloud: Clou
     service, deployment = router_objects(cloud)
     assert service["spec"]["ports"][0]["port"] == 80
     assert service["spec"]["ports"][0]["targetPort"] == "http"  # named: needs the pod
-    pods = [router_pod(deployment, "llm-router-b", ready=False),
-            router_pod(deployment, "llm-router-c"), router_pod(deployment, "llm-router-a")]
+    pods = [
+        router_pod(deployment, "llm-router-b", ready=False),
+        router_pod(deployment, "llm-router-c"),
+        router_pod(deployment, "llm-router-a"),
+    ]
     target = portforward.pick_target(service, pods)
     assert target == portforward.ForwardTarget("llm-server", "llm-router", "llm-router-a", 8080)
 
@@ -66,10 +69,14 @@ def hello() -> Iterator[int]:
 @pytest.fixture
 def fake(hello: int) -> FakeKube:
     service, deployment = router_objects()
-    return FakeKube(services=[service],
-                    pods=[router_pod(deployment, "llm-router-x", ready=False),
-                          router_pod(deployment, "llm-router-y")],
-                    forwards={"llm-server/llm-router-y:8080": ("127.0.0.1", hello)})
+    return FakeKube(
+        services=[service],
+        pods=[
+            router_pod(deployment, "llm-router-x", ready=False),
+            router_pod(deployment, "llm-router-y"),
+        ],
+        forwards={"llm-server/llm-router-y:8080": ("127.0.0.1", hello)},
+    )
 
 
 @pytest.fixture
@@ -91,7 +98,8 @@ def test_router_target_reads_the_service_and_its_pods(api: Any, server: FakeServ
     listing = next(r for r in server.requests if r.path == "/api/v1/namespaces/llm-server/pods")
     assert listing.query["labelSelector"] == (
         "app.kubernetes.io/component=router,app.kubernetes.io/instance=llm-router,"
-        "app.kubernetes.io/name=llm-router")
+        "app.kubernetes.io/name=llm-router"
+    )
 
 
 def test_forward_through_the_kubernetes_websocket(api: Any, server: FakeServer) -> None:
@@ -108,8 +116,7 @@ def test_forward_through_the_kubernetes_websocket(api: Any, server: FakeServer) 
     assert "v4.channel.k8s.io" in upgrades[0].headers["sec-websocket-protocol"]
 
 
-def test_forward_to_a_port_nobody_listens_on_fails_the_connection(api: Any,
-                                                                  fake: FakeKube) -> None:
+def test_forward_to_a_port_nobody_listens_on_fails_the_connection(api: Any, fake: FakeKube) -> None:
     fake.forwards.clear()
     target = portforward.router_target(api)
     with portforward.forward(target, portforward.kube_stream(api, target.namespace)) as url:

@@ -26,8 +26,14 @@ CHECK_NAME_PREFIX = "llmctl-gpu-check-"
 DEFAULT_TIMEOUT_S = 600.0  # a GPU pool scaling from zero needs minutes for a node
 # Waiting reasons after which the pod never starts by itself.
 HOPELESS_WAITING = frozenset(
-    {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
-     "CreateContainerError", "RunContainerError"}
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
 )
 
 

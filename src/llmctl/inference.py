@@ -205,9 +205,7 @@ def _socket_failure(exc: BaseException, url: str, timeout_s: float) -> Failure:
     if isinstance(exc, socket.gaierror):
         return Failure("connect_error", f"cannot resolve {urlsplit(url).hostname}: {exc}")
     if isinstance(exc, http.client.HTTPException | ConnectionResetError | BrokenPipeError):
-        return Failure(
-            "connection_lost", f"the connection to {url} closed mid-answer ({exc!r})"
-        )
+        return Failure("connection_lost", f"the connection to {url} closed mid-answer ({exc!r})")
     return Failure("connect_error", f"cannot reach {url}: {exc}")
 
 
@@ -230,8 +228,13 @@ def _sse_events(response: http.client.HTTPResponse) -> Iterator[str]:
         # Comments (":...") and other fields (event:, id:, retry:) carry nothing we time.
 
 
-def _read_stream(response: http.client.HTTPResponse, result: Result, started: float,
-                 deadline: float, timeout_s: float) -> None:
+def _read_stream(
+    response: http.client.HTTPResponse,
+    result: Result,
+    started: float,
+    deadline: float,
+    timeout_s: float,
+) -> None:
     pieces: list[str] = []
     chunks = 0
     done = False
@@ -329,8 +332,12 @@ class Run:
     results: list[Result] = field(default_factory=list)
 
 
-def run(target: Target, requests: int = 1, concurrency: int = 1,
-        on_result: Callable[[Result], None] | None = None) -> Run:
+def run(
+    target: Target,
+    requests: int = 1,
+    concurrency: int = 1,
+    on_result: Callable[[Result], None] | None = None,
+) -> Run:
     """Send `requests` completions, at most `concurrency` at once."""
     if requests < 1:
         raise ConfigError("--requests must be at least 1")
@@ -338,8 +345,9 @@ def run(target: Target, requests: int = 1, concurrency: int = 1,
         raise ConfigError("--concurrency must be at least 1")
     outcome = Run(target, requests, concurrency)
     started = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=min(concurrency, requests),
-                              thread_name_prefix="test-inference")
+    pool = ThreadPoolExecutor(
+        max_workers=min(concurrency, requests), thread_name_prefix="test-inference"
+    )
     try:
         futures = [pool.submit(send_one, target) for _ in range(requests)]
         for future in as_completed(futures):

@@ -112,7 +112,9 @@ def kube_stream(api: Any, namespace: str) -> OpenStream:
         from kubernetes.stream.stream import portforward
 
         forwarded = portforward(
-            CoreV1Api(api).connect_get_namespaced_pod_portforward, pod, namespace,
+            CoreV1Api(api).connect_get_namespaced_pod_portforward,
+            pod,
+            namespace,
             ports=str(port),
         )
         return _ForwardedStream(forwarded, port)
@@ -159,8 +161,9 @@ def _pipe(source: Any, sink: Any) -> None:
             sink.shutdown(socket.SHUT_WR)
 
 
-def _serve_connection(client: socket.socket, target: ForwardTarget,
-                      open_stream: OpenStream) -> None:
+def _serve_connection(
+    client: socket.socket, target: ForwardTarget, open_stream: OpenStream
+) -> None:
     try:
         remote = open_stream(target.pod, target.port)
     except Exception:  # the client then sees its connection closed: a clear failure

@@ -37,7 +37,10 @@ def test_scaling_values_reach_the_scaled_object() -> None:
     assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (0, 3, 600)
     assert spec["scaleTargetRef"]["name"] == "demo-gpu-llm-server"
     demand, utilization = spec["triggers"]
-    assert demand["metadata"]["query"] == 'sum(llm_router_tier_demand{tier="gpu", cloud="gcp"})'
+    assert demand["metadata"]["query"] == (
+        'sum(llm_router_tier_demand{tier="gpu", cloud="gcp"}) + '
+        'clamp_max(sum(increase(llm_router_tier_requests_total{tier="gpu", cloud="gcp"}[1m])), 1)'
+    )
     assert 'pod=~"demo-gpu-llm-server-.*"' in utilization["metadata"]["query"]
 
 

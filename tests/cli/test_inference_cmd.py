@@ -43,14 +43,23 @@ NO_KEY_ENV = {"OPENAI_API_KEY": "", "COLUMNS": "400"}
 
 
 class Stack:
-    def __init__(self, cpu: LlamaServer, gpu: LlamaServer, router: RouterProcess,
-                 degraded: RouterProcess) -> None:
+    def __init__(
+        self, cpu: LlamaServer, gpu: LlamaServer, router: RouterProcess, degraded: RouterProcess
+    ) -> None:
         self.cpu, self.gpu, self.router, self.degraded = cpu, gpu, router, degraded
 
 
 def backend(name: str, url: str, tier: str, model: str) -> dict[str, Any]:
-    return {"name": name, "url": url, "tier": tier, "cloud": "aws", "model": model, "slots": 2,
-            "costWeight": 1.0, "hourlyCostUsd": 0.5 if tier == "gpu" else 0.1}
+    return {
+        "name": name,
+        "url": url,
+        "tier": tier,
+        "cloud": "aws",
+        "model": model,
+        "slots": 2,
+        "costWeight": 1.0,
+        "hourlyCostUsd": 0.5 if tier == "gpu" else 0.1,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +73,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         gpu.start()
         keys = {"apiKeys": {"env": "ROUTER_KEYS"}}
         env = {"ROUTER_KEYS": API_KEY}
-        router = RouterProcess(router_config(
-            [backend("aws/cpu", cpu.url, "cpu", CPU_MODEL),
-             backend("aws/gpu", gpu.url, "gpu", GPU_MODEL)], MODELS, CPU_MODEL, **keys),
-            tmp, env=env)
+        router = RouterProcess(
+            router_config(
+                [
+                    backend("aws/cpu", cpu.url, "cpu", CPU_MODEL),
+                    backend("aws/gpu", gpu.url, "gpu", GPU_MODEL),
+                ],
+                MODELS,
+                CPU_MODEL,
+                **keys,
+            ),
+            tmp,
+            env=env,
+        )
         routers.append(router.start())
         dead_gpu = f"http://127.0.0.1:{free_port()}"
-        degraded = RouterProcess(router_config(
-            [backend("aws/cpu", cpu.url, "cpu", CPU_MODEL),
-             backend("aws/gpu", dead_gpu, "gpu", GPU_MODEL)], MODELS, CPU_MODEL, **keys),
-            tmp, env=env)
+        degraded = RouterProcess(
+            router_config(
+                [
+                    backend("aws/cpu", cpu.url, "cpu", CPU_MODEL),
+                    backend("aws/gpu", dead_gpu, "gpu", GPU_MODEL),
+                ],
+                MODELS,
+                CPU_MODEL,
+                **keys,
+            ),
+            tmp,
+            env=env,
+        )
         routers.append(degraded.start())
         yield Stack(cpu, gpu, router, degraded)
     finally:
@@ -91,9 +118,11 @@ def llmctl_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dic
 
 # --- reports ----------------------------------------------------------------------------------
 
+
 def test_streaming_report_has_tier_backend_ttft_and_tokens(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--max-tokens", "12")
+    code, data, stderr = llmctl_json(
+        "--url", stack.router.url, "--model", "tinyllama", "--max-tokens", "12"
+    )
     assert code == 0, stderr
     assert data["passed"] and data["succeeded"] == 1 and data["failed"] == 0
     result = data["results"][0]
@@ -109,8 +138,9 @@ def test_streaming_report_has_tier_backend_ttft_and_tokens(stack: Stack) -> None
 
 
 def test_non_streaming_report_reads_usage(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", GPU_MODEL,
-                                     "--no-stream", "--max-tokens", "8")
+    code, data, stderr = llmctl_json(
+        "--url", stack.router.url, "--model", GPU_MODEL, "--no-stream", "--max-tokens", "8"
+    )
     assert code == 0, stderr
     result = data["results"][0]
     assert data["stream"] is False
@@ -120,28 +150,63 @@ def test_non_streaming_report_reads_usage(stack: Stack) -> None:
 
 
 def test_text_report_for_people(stack: Stack) -> None:
-    result = run_llmctl("test-inference", "--url", stack.router.url + "/v1", "--model",
-                        "tinyllama", "--max-tokens", "6", env=KEY_ENV)
+    result = run_llmctl(
+        "test-inference",
+        "--url",
+        stack.router.url + "/v1",
+        "--model",
+        "tinyllama",
+        "--max-tokens",
+        "6",
+        env=KEY_ENV,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for row in ("status", "200 OK", "tier", "backend", "aws/cpu", "time to first token",
-                "total latency", "output tokens", "tokens/s"):
+    for row in (
+        "status",
+        "200 OK",
+        "tier",
+        "backend",
+        "aws/cpu",
+        "time to first token",
+        "total latency",
+        "output tokens",
+        "tokens/s",
+    ):
         assert row in out
     assert "PASS: 1 of 1 answered (cpu 1)" in out
 
 
 def test_complexity_header_and_expect_tier_gpu(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--complexity", "reasoning", "--expect-tier", "gpu",
-                                     "--max-tokens", "4")
+    code, data, stderr = llmctl_json(
+        "--url",
+        stack.router.url,
+        "--model",
+        "tinyllama",
+        "--complexity",
+        "reasoning",
+        "--expect-tier",
+        "gpu",
+        "--max-tokens",
+        "4",
+    )
     assert code == 0, stderr
     assert data["tiers"] == {"gpu": 1} and data["passed"]
 
 
 def test_many_requests_concurrently(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--requests", "20", "--concurrency", "4",
-                                     "--max-tokens", "8")
+    code, data, stderr = llmctl_json(
+        "--url",
+        stack.router.url,
+        "--model",
+        "tinyllama",
+        "--requests",
+        "20",
+        "--concurrency",
+        "4",
+        "--max-tokens",
+        "8",
+    )
     assert code == 0, stderr
     assert data["requests"] == 20 and data["concurrency"] == 4
     assert data["succeeded"] == 20 and data["errors"] == {}
@@ -155,17 +220,38 @@ def test_many_requests_concurrently(stack: Stack) -> None:
 
 
 def test_many_requests_text_summary(stack: Stack) -> None:
-    result = run_llmctl("test-inference", "--url", stack.router.url, "--model", GPU_MODEL,
-                        "-n", "6", "--concurrency", "3", "--max-tokens", "4", "--no-stream",
-                        env=KEY_ENV)
+    result = run_llmctl(
+        "test-inference",
+        "--url",
+        stack.router.url,
+        "--model",
+        GPU_MODEL,
+        "-n",
+        "6",
+        "--concurrency",
+        "3",
+        "--max-tokens",
+        "4",
+        "--no-stream",
+        env=KEY_ENV,
+    )
     assert result.returncode == 0, result.stderr
-    for row in ("6 (6 ok, 0 failed)", "latency p50/p95/p99", "throughput", "req/s",
-                "gpu 6", "aws/gpu 6", "errors", "none"):
+    for row in (
+        "6 (6 ok, 0 failed)",
+        "latency p50/p95/p99",
+        "throughput",
+        "req/s",
+        "gpu 6",
+        "aws/gpu 6",
+        "errors",
+        "none",
+    ):
         assert row in result.stdout
     assert "PASS: 6 of 6 answered (gpu 6)" in result.stdout
 
 
 # --- failure modes ------------------------------------------------------------------------------
+
 
 def test_connection_refused_names_the_url_and_port_forward() -> None:
     url = f"http://127.0.0.1:{free_port()}"
@@ -177,8 +263,9 @@ def test_connection_refused_names_the_url_and_port_forward() -> None:
 
 
 def test_missing_api_key_says_how_to_pass_it(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     env=NO_KEY_ENV)
+    code, data, stderr = llmctl_json(
+        "--url", stack.router.url, "--model", "tinyllama", env=NO_KEY_ENV
+    )
     assert code == 1
     assert data["results"][0]["status"] == 401 and data["errors"] == {"unauthorized": 1}
     assert "needs an API key (HTTP 401" in stderr
@@ -186,17 +273,24 @@ def test_missing_api_key_says_how_to_pass_it(stack: Stack) -> None:
 
 
 def test_wrong_api_key_is_refused(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--api-key", "sk-wrong", env=NO_KEY_ENV)
+    code, data, stderr = llmctl_json(
+        "--url", stack.router.url, "--model", "tinyllama", "--api-key", "sk-wrong", env=NO_KEY_ENV
+    )
     assert code == 1 and data["errors"] == {"unauthorized": 1}
     assert "refused the API key" in stderr
     assert "sk-wrong" not in stderr  # keys are never echoed
 
 
 def test_openai_api_key_is_the_fallback(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--max-tokens", "2",
-                                     env={"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"})
+    code, data, stderr = llmctl_json(
+        "--url",
+        stack.router.url,
+        "--model",
+        "tinyllama",
+        "--max-tokens",
+        "2",
+        env={"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"},
+    )
     assert code == 0, stderr
 
 
@@ -211,8 +305,16 @@ def test_unknown_model_lists_the_served_ones(stack: Stack) -> None:
 
 
 def test_expect_gpu_but_cpu_answers(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "tinyllama",
-                                     "--expect-tier", "gpu", "--max-tokens", "2")
+    code, data, stderr = llmctl_json(
+        "--url",
+        stack.router.url,
+        "--model",
+        "tinyllama",
+        "--expect-tier",
+        "gpu",
+        "--max-tokens",
+        "2",
+    )
     assert code == 1
     assert data["succeeded"] == 1 and data["tiers"] == {"cpu": 1} and not data["passed"]
     assert data["problems"][0]["kind"] == "wrong_tier"
@@ -221,15 +323,31 @@ def test_expect_gpu_but_cpu_answers(stack: Stack) -> None:
 
 
 def test_expect_gpu_when_the_gpu_pool_is_down_reports_the_fallback(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.degraded.url, "--model", GPU_MODEL,
-                                     "--expect-tier", "gpu", "--max-tokens", "2")
+    code, data, stderr = llmctl_json(
+        "--url",
+        stack.degraded.url,
+        "--model",
+        GPU_MODEL,
+        "--expect-tier",
+        "gpu",
+        "--max-tokens",
+        "2",
+    )
     assert code == 1
     assert data["tiers"] == {"cpu-fallback": 1}
     assert "but cpu-fallback (1) answered" in stderr
     assert "no GPU backend was ready" in stderr and "llmctl gpu status" in stderr
     # The CPU tier accepts its own fallback.
-    code, data, stderr = llmctl_json("--url", stack.degraded.url, "--model", GPU_MODEL,
-                                     "--expect-tier", "cpu", "--max-tokens", "2")
+    code, data, stderr = llmctl_json(
+        "--url",
+        stack.degraded.url,
+        "--model",
+        GPU_MODEL,
+        "--expect-tier",
+        "cpu",
+        "--max-tokens",
+        "2",
+    )
     assert code == 0, stderr
 
 
@@ -269,29 +387,64 @@ def test_usage_errors_exit_2() -> None:
 
 # --- a real model ---------------------------------------------------------------------------------
 
+
 def smollm2_path() -> Path:
     import os
 
-    path = Path(os.environ.get("SMOLLM2_GGUF")
-                or Path.home() / ".cache/llmctl/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = Path(
+        os.environ.get("SMOLLM2_GGUF")
+        or Path.home() / ".cache/llmctl/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     if not path.is_file():
-        pytest.fail(f"the SmolLM2-135M GGUF is missing at {path}: run "
-                    "`bash scripts/fetch-smollm2.sh` (or set SMOLLM2_GGUF)")
+        pytest.fail(
+            f"the SmolLM2-135M GGUF is missing at {path}: run "
+            "`bash scripts/fetch-smollm2.sh` (or set SMOLLM2_GGUF)"
+        )
     return path
 
 
-ENGLISH = {"the", "a", "is", "of", "and", "to", "in", "that", "it", "are", "can", "quantum",
-           "computing", "computers", "information", "which", "this", "on", "with", "as"}
+ENGLISH = {
+    "the",
+    "a",
+    "is",
+    "of",
+    "and",
+    "to",
+    "in",
+    "that",
+    "it",
+    "are",
+    "can",
+    "quantum",
+    "computing",
+    "computers",
+    "information",
+    "which",
+    "this",
+    "on",
+    "with",
+    "as",
+}
 
 
 def test_smollm2_answers_in_real_english(tmp_path: Path) -> None:
     with LlamaServer(smollm2_path(), CPU_MODEL, tmp_path, ctx=1024) as server:
-        config = router_config([backend("aws/cpu", server.url, "cpu", CPU_MODEL)],
-                               MODELS[:1], CPU_MODEL)
+        config = router_config(
+            [backend("aws/cpu", server.url, "cpu", CPU_MODEL)], MODELS[:1], CPU_MODEL
+        )
         with RouterProcess(config, tmp_path) as router:
-            code, data, stderr = llmctl_json("--url", router.url, "--model", CPU_MODEL,
-                                             "--prompt", "Explain quantum computing",
-                                             "--max-tokens", "48", "--expect-tier", "cpu")
+            code, data, stderr = llmctl_json(
+                "--url",
+                router.url,
+                "--model",
+                CPU_MODEL,
+                "--prompt",
+                "Explain quantum computing",
+                "--max-tokens",
+                "48",
+                "--expect-tier",
+                "cpu",
+            )
     assert code == 0, stderr
     reply = data["results"][0]["reply"]
     words = [w.strip(".,;:!?()\"'").lower() for w in reply.split()]
@@ -309,9 +462,27 @@ def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
     from tests.support.cli import llmctl_env
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "test-inference", "--url", stack.router.url,
-         "--model", "tinyllama", "-n", "3000", "--concurrency", "2", "--max-tokens", "128"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=llmctl_env(KEY_ENV))
+        [
+            sys.executable,
+            "-m",
+            "llmctl",
+            "test-inference",
+            "--url",
+            stack.router.url,
+            "--model",
+            "tinyllama",
+            "-n",
+            "3000",
+            "--concurrency",
+            "2",
+            "--max-tokens",
+            "128",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=llmctl_env(KEY_ENV),
+    )
     time.sleep(2.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -321,8 +492,10 @@ def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
 
 # --- through the kubeconfig: --cloud port-forward and --gpu-check --------------------------------
 
-SMI_LOG = ("| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
-           "|   0  Tesla T4            On   | 00000000:00:1E.0 Off |                    0 |\n")
+SMI_LOG = (
+    "| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
+    "|   0  Tesla T4            On   | 00000000:00:1E.0 Off |                    0 |\n"
+)
 
 
 @pytest.fixture
@@ -330,9 +503,12 @@ def cluster(stack: Stack, tmp_path: Path) -> Iterator[tuple[FakeKube, FakeServer
     """The Kubernetes stand-in holding the rendered router Service and one Ready router pod,
     whose port 8080 the stand-in's port-forward relays to the real router."""
     service, deployment = router_objects(CloudName.AWS)
-    fake = FakeKube(services=[service], pods=[router_pod(deployment, "llm-router-7d9f")],
-                    forwards={"llm-server/llm-router-7d9f:8080": ("127.0.0.1", stack.router.port)},
-                    pod_log=SMI_LOG)
+    fake = FakeKube(
+        services=[service],
+        pods=[router_pod(deployment, "llm-router-7d9f")],
+        forwards={"llm-server/llm-router-7d9f:8080": ("127.0.0.1", stack.router.port)},
+        pod_log=SMI_LOG,
+    )
     with serve(fake.route) as server:
         path = tmp_path / "kubeconfig"
         path.write_text(kubeconfig(server.url))
@@ -340,11 +516,23 @@ def cluster(stack: Stack, tmp_path: Path) -> Iterator[tuple[FakeKube, FakeServer
 
 
 def test_cloud_port_forwards_to_the_router_service(
-        cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    cluster: tuple[FakeKube, FakeServer, str],
+) -> None:
     fake, server, config = cluster
-    code, data, stderr = llmctl_json("--cloud", "aws", "--kubeconfig", config, "--model",
-                                     "tinyllama", "-n", "4", "--concurrency", "2",
-                                     "--max-tokens", "6")
+    code, data, stderr = llmctl_json(
+        "--cloud",
+        "aws",
+        "--kubeconfig",
+        config,
+        "--model",
+        "tinyllama",
+        "-n",
+        "4",
+        "--concurrency",
+        "2",
+        "--max-tokens",
+        "6",
+    )
     assert code == 0, stderr
     assert data["succeeded"] == 4 and data["tiers"] == {"cpu": 4}
     assert data["url"] == "port-forward to service llm-router (aws)"
@@ -354,11 +542,24 @@ def test_cloud_port_forwards_to_the_router_service(
 
 
 def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
-        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    stack: Stack, cluster: tuple[FakeKube, FakeServer, str]
+) -> None:
     fake, _server, config = cluster
-    result = run_llmctl("test-inference", "--cloud", "gcp", "--url", stack.router.url,
-                        "--kubeconfig", config, "--gpu-check", "--model", "tinyllama",
-                        "--max-tokens", "4", env=KEY_ENV)
+    result = run_llmctl(
+        "test-inference",
+        "--cloud",
+        "gcp",
+        "--url",
+        stack.router.url,
+        "--kubeconfig",
+        config,
+        "--gpu-check",
+        "--model",
+        "tinyllama",
+        "--max-tokens",
+        "4",
+        env=KEY_ENV,
+    )
     assert result.returncode == 0, result.stderr
     assert "Tesla T4" in result.stdout and "Succeeded" in result.stdout
     assert "gpu-node-1" in result.stdout and "PASS" in result.stdout
@@ -373,12 +574,14 @@ def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
 
 
 def test_gpu_check_failure_exits_1_and_deletes_the_pod(
-        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    stack: Stack, cluster: tuple[FakeKube, FakeServer, str]
+) -> None:
     fake, _server, config = cluster
     fake.pod_log = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
     fake.pod_script = [pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9})]
-    code, data, stderr = llmctl_json("--cloud", "aws", "--url", stack.router.url,
-                                     "--kubeconfig", config, "--gpu-check")
+    code, data, stderr = llmctl_json(
+        "--cloud", "aws", "--url", stack.router.url, "--kubeconfig", config, "--gpu-check"
+    )
     assert code == 1
     assert data["gpu_check"]["phase"] == "Failed" and data["gpu_check"]["deleted"] is True
     assert "couldn't communicate with the NVIDIA driver" in data["gpu_check"]["log"]
@@ -387,7 +590,8 @@ def test_gpu_check_failure_exits_1_and_deletes_the_pod(
 
 
 def test_gpu_check_ctrl_c_deletes_the_pod(
-        stack: Stack, cluster: tuple[FakeKube, FakeServer, str]) -> None:
+    stack: Stack, cluster: tuple[FakeKube, FakeServer, str]
+) -> None:
     import signal
     import sys
     import time
@@ -397,9 +601,24 @@ def test_gpu_check_ctrl_c_deletes_the_pod(
     fake, _server, config = cluster
     fake.pod_script = [pod_status("Pending")]  # no GPU node ever comes
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "test-inference", "--cloud", "azure", "--url",
-         stack.router.url, "--kubeconfig", config, "--gpu-check"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=llmctl_env(KEY_ENV))
+        [
+            sys.executable,
+            "-m",
+            "llmctl",
+            "test-inference",
+            "--cloud",
+            "azure",
+            "--url",
+            stack.router.url,
+            "--kubeconfig",
+            config,
+            "--gpu-check",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=llmctl_env(KEY_ENV),
+    )
     deadline = time.monotonic() + 30
     while not fake.created and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -45,8 +45,10 @@ def test_scaled_object_scales_gpu_tier_from_zero_on_this_clouds_demand(
     assert scaled["cooldownPeriod"] == 300  # a warm GPU stays 5 minutes
     demand, utilization = scaled["triggers"]
     assert demand["type"] == utilization["type"] == "prometheus"
+    labels = f'tier="gpu", cloud="{cloud.value}"'
     assert demand["metadata"]["query"] == (
-        f'sum(llm_router_tier_demand{{tier="gpu", cloud="{cloud.value}"}})'
+        f"sum(llm_router_tier_demand{{{labels}}}) + "
+        f"clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
     )
     assert demand["metadata"]["activationThreshold"] == "0"  # one waiting request wakes it
     assert "DCGM_FI_DEV_GPU_UTIL" in utilization["metadata"]["query"]
@@ -251,6 +253,31 @@ def test_every_dashboard_query_parses(
     check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in check.stdout
+
+
+def test_keda_queries_parse(
+    gpu_objects: dict[CloudName, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    promtool = require_tool("promtool")
+    queries = [
+        trigger["metadata"]["query"]
+        for objects in gpu_objects.values()
+        for trigger in _find(objects, "ScaledObject", "gpu-llm-server")["spec"]["triggers"]
+    ]
+    rules = {
+        "groups": [
+            {
+                "name": "keda",
+                "rules": [{"record": f"keda:query_{i}", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
+    path = tmp_path / "keda-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0 and f"SUCCESS: {len(queries)} rules found" in check.stdout, (
+        check.stdout + check.stderr
+    )
 
 
 def test_strict_crd_check_rejects_a_typo(

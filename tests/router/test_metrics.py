@@ -16,6 +16,8 @@ def test_render_parses_with_prometheus_parser() -> None:
     m.tier_demand.inc(("gpu", "aws"))
     m.tier_demand.inc(("gpu", "aws"))
     m.tier_demand.dec(("gpu", "aws"))
+    m.tier_requests.inc(("gpu", "aws"))
+    m.tier_requests.inc(("gpu", "aws"))
     m.tokens.inc(("cpu", "completion"), 12)
     m.fallbacks.inc(("gpu", "cpu", "no_ready_gpu"))
     m.cost.inc(("gpu", "aws"), 0.000125)
@@ -25,6 +27,7 @@ def test_render_parses_with_prometheus_parser() -> None:
         "llm_router_request_duration_seconds",
         "llm_router_time_to_first_token_seconds",
         "llm_router_tier_demand",
+        "llm_router_tier_requests",
         "llm_router_tokens",
         "llm_router_fallbacks",
         "llm_router_cost_usd",
@@ -35,6 +38,7 @@ def test_render_parses_with_prometheus_parser() -> None:
         for s in f.samples
     }
     assert samples[("llm_router_tier_demand", (("cloud", "aws"), ("tier", "gpu")))] == 1
+    assert samples[("llm_router_tier_requests_total", (("cloud", "aws"), ("tier", "gpu")))] == 2
     assert samples[("llm_router_request_duration_seconds_count", (("tier", "gpu"),))] == 2
     assert (
         samples[("llm_router_request_duration_seconds_bucket", (("le", "0.5"), ("tier", "gpu")))]

@@ -421,6 +421,9 @@ def test_gpu_stopped_mid_test_falls_back_to_cpu_then_recovers(cluster: Cluster) 
             (("from_tier", "gpu"), ("reason", "no_ready_gpu"), ("to_tier", "cpu")),
         )
         assert after[key] > before.get(key, 0)
+        # The fallback and the refusal both count as GPU demand KEDA can see after the fact.
+        wanted = ("llm_router_tier_requests_total", (("cloud", "aws"), ("tier", "gpu")))
+        assert after[wanted] >= before.get(wanted, 0) + 2
         served = [
             v
             for (name, labels), v in after.items()
@@ -441,6 +444,7 @@ def test_metrics_have_the_shared_names(cluster: Cluster) -> None:
         "llm_router_request_duration_seconds_bucket",
         "llm_router_time_to_first_token_seconds_bucket",
         "llm_router_tier_demand",
+        "llm_router_tier_requests_total",
         "llm_router_tokens_total",
         "llm_router_cost_usd_total",
     ):

@@ -119,8 +119,12 @@ class FakeKube:
                 return Response(200, found)
             if request.method == "GET" and sub == "portforward":
                 return self._portforward(namespace, name, request)
-        if (request.method == "GET" and len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"]
-                and parts[4] == "services"):
+        if (
+            request.method == "GET"
+            and len(parts) == 6
+            and parts[:3] == ["api", "v1", "namespaces"]
+            and parts[4] == "services"
+        ):
             for svc in self.services:
                 meta = svc["metadata"]
                 if meta.get("namespace") == parts[3] and meta["name"] == parts[5]:
@@ -140,8 +144,12 @@ class FakeKube:
     def _create_pod(self, namespace: str, request: Request) -> Response:
         body = request.body
         if self.forbid_pods:
-            return status(403, "Forbidden", f'pods is forbidden: User "limited" cannot create '
-                          f'resource "pods" in API group "" in the namespace "{namespace}"')
+            return status(
+                403,
+                "Forbidden",
+                f'pods is forbidden: User "limited" cannot create '
+                f'resource "pods" in API group "" in the namespace "{namespace}"',
+            )
         if body.get("kind") != "Pod" or body.get("metadata", {}).get("namespace") != namespace:
             return status(400, "BadRequest", "the namespace of the object does not match the URL")
         name = body["metadata"]["name"]
@@ -168,8 +176,11 @@ class FakeKube:
     def _log(self, found: dict[str, Any]) -> Response:
         name = found["metadata"]["name"]
         if found.get("status", {}).get("phase") in (None, "Pending"):
-            return status(400, "BadRequest", f'container "nvidia-smi" in pod "{name}" is '
-                          "waiting to start: ContainerCreating")
+            return status(
+                400,
+                "BadRequest",
+                f'container "nvidia-smi" in pod "{name}" is waiting to start: ContainerCreating',
+            )
         return Response(200, raw=self.pod_log.encode(), content_type="text/plain")
 
     def _portforward(self, namespace: str, name: str, request: Request) -> Response:
@@ -265,10 +276,12 @@ users:
 
 def router_objects(cloud: CloudName = CloudName.AWS) -> tuple[dict[str, Any], dict[str, Any]]:
     objects = built_objects(Stack(), cloud, gpu=False)
-    service = next(o for o in objects
-                   if o["kind"] == "Service" and o["metadata"]["name"] == "llm-router")
-    deployment = next(o for o in objects
-                      if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm-router")
+    service = next(
+        o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "llm-router"
+    )
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm-router"
+    )
     return service, deployment
 
 
@@ -276,9 +289,14 @@ def router_pod(deployment: dict[str, Any], name: str, ready: bool = True) -> dic
     """A pod of the router Deployment, as the API server lists it."""
     template = copy.deepcopy(deployment["spec"]["template"])
     return {
-        "metadata": {"name": name, "namespace": deployment["metadata"]["namespace"],
-                     "labels": template["metadata"]["labels"]},
+        "metadata": {
+            "name": name,
+            "namespace": deployment["metadata"]["namespace"],
+            "labels": template["metadata"]["labels"],
+        },
         "spec": template["spec"],
-        "status": {"phase": "Running",
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
     }

@@ -56,8 +56,9 @@ def _read_frame(stream: BinaryIO) -> tuple[int, bytes] | None:
     return opcode, payload
 
 
-def portforward_response(forwards: dict[str, tuple[str, int]], namespace: str, pod: str,
-                         request: Request) -> Response:
+def portforward_response(
+    forwards: dict[str, tuple[str, int]], namespace: str, pod: str, request: Request
+) -> Response:
     from tests.support.fake_kube import status
 
     if request.headers.get("upgrade", "").lower() != "websocket":
@@ -77,8 +78,8 @@ def portforward_response(forwards: dict[str, tuple[str, int]], namespace: str, p
         out = handler.wfile
         out.write(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
-            .encode()
+            f"Sec-WebSocket-Accept: {accept}\r\n"
+            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n".encode()
         )
         port_bytes = struct.pack("<H", port)
         out.write(_frame(OP_BINARY, b"\x00" + port_bytes))

@@ -75,8 +75,10 @@ def _single_table(data: dict[str, Any]) -> Table:
         ("tier", escape(str(result["tier"] or "-"))),
         ("backend", escape(str(result["backend"] or "-"))),
         ("model", escape(str(result["model"] or data["model"]))),
-        ("time to first token",
-         _seconds(result["ttft_s"]) if data["stream"] else "- (--no-stream)"),
+        (
+            "time to first token",
+            _seconds(result["ttft_s"]) if data["stream"] else "- (--no-stream)",
+        ),
         ("total latency", _seconds(result["latency_s"])),
         ("output tokens", "-" if tokens is None else f"{tokens}{counted}"),
         ("tokens/s", _rate(result["tokens_per_s"], "tok/s")),
@@ -99,16 +101,23 @@ def _many_table(data: dict[str, Any]) -> Table:
     table.add_column("value")
     failed = data["failed"]
     rows = [
-        ("requests", f"{data['requests']} ({data['succeeded']} ok, "
-                     + (f"[red]{failed} failed[/])" if failed else "0 failed)")),
+        (
+            "requests",
+            f"{data['requests']} ({data['succeeded']} ok, "
+            + (f"[red]{failed} failed[/])" if failed else "0 failed)"),
+        ),
         ("concurrency", str(data["concurrency"])),
         ("wall time", _seconds(data["wall_s"])),
         ("throughput", _rate(data["throughput_rps"], "req/s")),
-        ("output tokens/s", _rate(data["output_tokens_per_s"], "tok/s")
-         + f" ({data['output_tokens']} tokens)"),
+        (
+            "output tokens/s",
+            _rate(data["output_tokens_per_s"], "tok/s") + f" ({data['output_tokens']} tokens)",
+        ),
         ("latency p50/p95/p99", _spread(data["latency_s"])),
-        ("time to first token p50/p95/p99",
-         _spread(data["ttft_s"]) if data["stream"] else "- (--no-stream)"),
+        (
+            "time to first token p50/p95/p99",
+            _spread(data["ttft_s"]) if data["stream"] else "- (--no-stream)",
+        ),
         ("tiers", escape(_counts(data["tiers"]))),
         ("backends", escape(_counts(data["backends"]))),
         ("errors", escape(_counts(data["errors"])) if data["errors"] else "none"),
@@ -138,9 +147,12 @@ def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -
 
         def advance(result: inference.Result) -> None:
             failed[0] += 0 if result.ok else 1
-            bar.update(task, advance=1,
-                       description=f"{requests} requests, {concurrency} at a time"
-                       + (f", {failed[0]} failed" if failed[0] else ""))
+            bar.update(
+                task,
+                advance=1,
+                description=f"{requests} requests, {concurrency} at a time"
+                + (f", {failed[0]} failed" if failed[0] else ""),
+            )
 
         return inference.run(target, requests, concurrency, on_result=advance)
 
@@ -165,8 +177,14 @@ def _router_url(url: str | None, cloud: CloudName | None, api: Any, show: bool) 
         yield local
 
 
-def _gpu_check(api: Any, cloud: CloudName, config: Path | None, sets: list[str] | None,
-               timeout_s: float, show: bool) -> CheckResult:
+def _gpu_check(
+    api: Any,
+    cloud: CloudName,
+    config: Path | None,
+    sets: list[str] | None,
+    timeout_s: float,
+    show: bool,
+) -> CheckResult:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from llmctl import gpu_check
@@ -175,14 +193,23 @@ def _gpu_check(api: Any, cloud: CloudName, config: Path | None, sets: list[str] 
     pod = gpu_check.check_pod(stack, cloud)
     name = pod["metadata"]["name"]
     console = _err()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not show) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    ) as bar:
         task = bar.add_task(f"GPU check pod {name}: creating")
         try:
             return gpu_check.run_check(
-                api, pod, timeout_s=timeout_s,
-                on_status=lambda line: bar.update(task, description=f"GPU check pod {name}: "
-                                                  + escape(line)),
+                api,
+                pod,
+                timeout_s=timeout_s,
+                on_status=lambda line: bar.update(
+                    task, description=f"GPU check pod {name}: " + escape(line)
+                ),
             )
         except KeyboardInterrupt:
             bar.stop()
@@ -191,44 +218,67 @@ def _gpu_check(api: Any, cloud: CloudName, config: Path | None, sets: list[str] 
 
 
 def _check_dict(result: CheckResult) -> dict[str, Any]:
-    return {"pod": result.pod, "phase": result.phase, "node": result.node, "ok": result.ok,
-            "deleted": result.deleted, "elapsed_s": result.elapsed_s, "log": result.log}
+    return {
+        "pod": result.pod,
+        "phase": result.phase,
+        "node": result.node,
+        "ok": result.ok,
+        "deleted": result.deleted,
+        "elapsed_s": result.elapsed_s,
+        "log": result.log,
+    }
 
 
 def test_inference(
     url: str | None = typer.Option(
-        None, "--url", envvar="LLMCTL_URL",
+        None,
+        "--url",
+        envvar="LLMCTL_URL",
         help="The router's base URL, e.g. http://127.0.0.1:8080 (env LLMCTL_URL).",
-        show_envvar=False),
+        show_envvar=False,
+    ),
     cloud: CloudName | None = typer.Option(
-        None, "--cloud",
+        None,
+        "--cloud",
         help="Port-forward to the llm-router Service of this cloud's cluster (kubeconfig); "
-        "with --url, only picks the GPU nodes for --gpu-check."),
+        "with --url, only picks the GPU nodes for --gpu-check.",
+    ),
     model: str = typer.Option(catalog.GPU_DEFAULT_MODEL, "--model", help="Model to ask for."),
     prompt: str = typer.Option("Explain quantum computing", "--prompt"),
     max_tokens: int = typer.Option(500, "--max-tokens", min=1),
-    stream: bool = typer.Option(True, "--stream/--no-stream",
-                                help="Stream the answer (needed for time to first token)."),
+    stream: bool = typer.Option(
+        True, "--stream/--no-stream", help="Stream the answer (needed for time to first token)."
+    ),
     complexity: str | None = typer.Option(
-        None, "--complexity",
-        help="Sent as x-llm-complexity: reasoning, code-generation, chat..."),
+        None, "--complexity", help="Sent as x-llm-complexity: reasoning, code-generation, chat..."
+    ),
     expect_tier: ExpectTier | None = typer.Option(
-        None, "--expect-tier",
-        help="Fail unless this tier answers every request (cpu accepts cpu-fallback)."),
+        None,
+        "--expect-tier",
+        help="Fail unless this tier answers every request (cpu accepts cpu-fallback).",
+    ),
     api_key: str | None = typer.Option(
-        None, "--api-key", envvar=["LLMCTL_API_KEY", "OPENAI_API_KEY"], show_envvar=False,
-        help="Bearer key for the router (env LLMCTL_API_KEY, else OPENAI_API_KEY)."),
+        None,
+        "--api-key",
+        envvar=["LLMCTL_API_KEY", "OPENAI_API_KEY"],
+        show_envvar=False,
+        help="Bearer key for the router (env LLMCTL_API_KEY, else OPENAI_API_KEY).",
+    ),
     requests: int = typer.Option(1, "--requests", "-n", min=1, help="How many requests."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="How many at once."),
-    timeout: float = typer.Option(120.0, "--timeout", min=0.1,
-                                  help="Seconds each request may take."),
+    timeout: float = typer.Option(
+        120.0, "--timeout", min=0.1, help="Seconds each request may take."
+    ),
     output: Output = typer.Option(Output.TEXT, "--output", "-o", help="text or json."),
     gpu_check: bool = typer.Option(
-        False, "--gpu-check",
-        help="First run nvidia-smi in a pod on a GPU node of --cloud, then delete it."),
+        False,
+        "--gpu-check",
+        help="First run nvidia-smi in a pod on a GPU node of --cloud, then delete it.",
+    ),
     gpu_check_timeout: float = typer.Option(600.0, "--gpu-check-timeout", min=1),
-    kubeconfig: str | None = typer.Option(None, "--kubeconfig",
-                                          help="Kubeconfig file (default: $KUBECONFIG)."),
+    kubeconfig: str | None = typer.Option(
+        None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG)."
+    ),
     context: str | None = typer.Option(None, "--context", help="Kubeconfig context."),
     config: Path | None = options.ConfigOption,
     sets: list[str] | None = options.SetOption,
@@ -261,13 +311,15 @@ def test_inference(
         if show:
             where = f" on node {check.node}" if check.node else ""
             style = "green" if check.ok else "red"
-            Console().print(Panel(escape(check.log.rstrip() or "(empty log)"),
-                                  title=f"GPU check pod {check.pod}: [{style}]{check.phase}[/]"
-                                  f"{escape(where)}"))
+            Console().print(
+                Panel(
+                    escape(check.log.rstrip() or "(empty log)"),
+                    title=f"GPU check pod {check.pod}: [{style}]{check.phase}[/]{escape(where)}",
+                )
+            )
         if not check.ok:
             if not show:
-                typer.echo(json.dumps({"gpu_check": _check_dict(check), "passed": False},
-                                      indent=2))
+                typer.echo(json.dumps({"gpu_check": _check_dict(check), "passed": False}, indent=2))
             raise LlmctlError(
                 f"the GPU check pod ended {check.phase} (pod deleted: {check.deleted})",
                 hint="its log above says why; nvidia-smi fails when the node has no NVIDIA "
@@ -276,8 +328,15 @@ def test_inference(
 
     with _router_url(url, cloud, api, show) as base:
         target = inference.Target(
-            url=base, model=model, prompt=prompt, max_tokens=max_tokens, stream=stream,
-            complexity=complexity, api_key=api_key or None, timeout_s=timeout)
+            url=base,
+            model=model,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            stream=stream,
+            complexity=complexity,
+            api_key=api_key or None,
+            timeout_s=timeout,
+        )
         try:
             outcome = _run_requests(target, requests, concurrency, show)
         except KeyboardInterrupt:

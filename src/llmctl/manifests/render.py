@@ -163,7 +163,14 @@ def alert_rules() -> dict[str, Any]:
 
 
 def demand_query(cloud: CloudName) -> str:
-    return f'sum(llm_router_tier_demand{{tier="gpu", cloud="{cloud.value}"}})'
+    """GPU requests in flight or waiting, plus 1 if any arrived in the last minute: the gauge
+    alone is sampled at scrape time and can miss a short request served from CPU, which must
+    still wake the tier."""
+    labels = f'tier="gpu", cloud="{cloud.value}"'
+    return (
+        f"sum(llm_router_tier_demand{{{labels}}})"
+        f" + clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
+    )
 
 
 UTILIZATION_QUERY = f'sum(DCGM_FI_DEV_GPU_UTIL{{namespace="{NAMESPACE}", pod=~"{GPU_SERVER}-.*"}})'

@@ -178,8 +178,11 @@ class RouterApp:
                 ],
             }
         ).encode()
-        for tier in (Tier.GPU, Tier.CPU):  # both series exist from the start (KEDA reads them)
+        # Every series KEDA reads exists from the start at 0: Prometheus' increase() cannot see
+        # a counter's first step if the series appears with it.
+        for tier in (Tier.GPU, Tier.CPU):
             self.metrics.tier_demand.inc((tier.value, config.cloud), 0)
+            self.metrics.tier_requests.inc((tier.value, config.cloud), 0)
 
     async def start(self) -> None:
         """A first health check of every backend, then the background loops."""
@@ -319,6 +322,7 @@ class RouterApp:
         )
         demand = (route.wanted.value, self.config.cloud)
         self.metrics.tier_demand.inc(demand)
+        self.metrics.tier_requests.inc(demand)
         try:
             if isinstance(route, Refusal):
                 self.metrics.requests.inc(

@@ -130,7 +130,7 @@ class Histogram:
 
 
 class RouterMetrics:
-    """The seven series the dashboards, alerts and the GPU autoscaler read."""
+    """The series the dashboards, alerts and the GPU autoscaler read."""
 
     def __init__(self) -> None:
         self.requests = Counter(
@@ -156,6 +156,14 @@ class RouterMetrics:
             "elsewhere as a fallback (the GPU pool's scale-from-zero signal).",
             ("tier", "cloud"),
         )
+        # The gauge above is sampled at scrape time, so a request shorter than the scrape
+        # interval can come and go unseen; this counter cannot miss one. KEDA wakes the GPU tier
+        # on either.
+        self.tier_requests = Counter(
+            "llm_router_tier_requests_total",
+            "Requests that wanted this tier, including those served elsewhere or refused.",
+            ("tier", "cloud"),
+        )
         self.tokens = Counter(
             "llm_router_tokens_total",
             "Tokens the backends reported, by tier and direction (prompt or completion).",
@@ -178,6 +186,7 @@ class RouterMetrics:
             self.duration,
             self.ttft,
             self.tier_demand,
+            self.tier_requests,
             self.tokens,
             self.fallbacks,
             self.cost,
