@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl.cli import options
+from llmctl.cli.console import err_console, status_spinner
 from llmctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,8 +46,7 @@ SubnetOpt = typer.Option(
 ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (default: current).")
 
 
-def _err() -> Console:
-    return Console(stderr=True)
+_err = err_console
 
 
 def _spec(
@@ -64,28 +64,17 @@ def _spec(
 @contextmanager
 def _waiting(what: str, spec: PoolSpec, show: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner with elapsed time and the pool's last status; Ctrl-C says where things stand."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     last = ["not yet reported"]
     console = _err()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not show,
-    ) as bar:
-        task = bar.add_task(what)
+    with status_spinner(console, what, show) as describe:
 
         def progress(status: str) -> None:
             last[0] = status
-            bar.update(task, description=f"{what}: {status}")
+            describe(f"{what}: {status}")
 
         try:
             yield progress
         except KeyboardInterrupt:
-            bar.stop()
             console.print(
                 f"[yellow]Interrupted.[/] The cloud carries on with the request: pool "
                 f"{spec.name!r} was last seen as {last[0]}. Check it with `llmctl gpu status "

@@ -18,6 +18,7 @@ from rich.table import Table
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.cli import options
+from llmctl.cli.console import err_console, status_spinner
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
@@ -35,8 +36,7 @@ class Output(StrEnum):
     JSON = "json"
 
 
-def _err() -> Console:
-    return Console(stderr=True)
+_err = err_console
 
 
 def _seconds(value: float | None) -> str:
@@ -185,34 +185,21 @@ def _gpu_check(
     timeout_s: float,
     show: bool,
 ) -> CheckResult:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from llmctl import gpu_check
 
     stack = options.load(config, sets).stack
     pod = gpu_check.check_pod(stack, cloud)
     name = pod["metadata"]["name"]
     console = _err()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not show,
-    ) as bar:
-        task = bar.add_task(f"GPU check pod {name}: creating")
+    with status_spinner(console, f"GPU check pod {name}: creating", show) as describe:
         try:
             return gpu_check.run_check(
                 api,
                 pod,
                 timeout_s=timeout_s,
-                on_status=lambda line: bar.update(
-                    task, description=f"GPU check pod {name}: " + escape(line)
-                ),
+                on_status=lambda line: describe(f"GPU check pod {name}: " + escape(line)),
             )
         except KeyboardInterrupt:
-            bar.stop()
             console.print(f"[yellow]Interrupted.[/] The GPU check pod {name} was deleted.")
             raise typer.Exit(130) from None
 
