@@ -25,7 +25,7 @@ from enum import StrEnum
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.errors import ConfigError
-from llmctl.price_catalog import Capacity, HourlyPrice, PriceCatalog
+from llmctl.price_catalog import Capacity, HourlyPrice, PriceCatalog, Sourced
 
 HOURS_PER_MONTH = 730.0  # 8760 / 12, the month every provider's "per month" figure uses
 DEFAULT_CPU_DISK_GB = 30.0
@@ -228,16 +228,23 @@ def _record(
 
 
 def _used(plan: CloudPlan, item: str, capacity: Capacity, price: HourlyPrice) -> PriceUsed:
+    return _sourced(plan, item, capacity.value, price.usd_per_hour, "USD/hour", price)
+
+
+def _sourced(
+    plan: CloudPlan, item: str, capacity: str, amount: float, unit: str, figure: Sourced
+) -> PriceUsed:
+    """One line of the assumptions: a price, and where and when it was read."""
     return PriceUsed(
         cloud=plan.cloud.value,
         region=plan.region,
         item=item,
-        capacity=capacity.value,
-        price=price.usd_per_hour,
-        unit="USD/hour",
-        source=price.source,
-        date=price.date,
-        note=price.note,
+        capacity=capacity,
+        price=amount,
+        unit=unit,
+        source=figure.source,
+        date=figure.date,
+        note=figure.note,
     )
 
 
@@ -252,16 +259,8 @@ def _control_plane_hourly(
     }[plan.cloud]
     price = tiers[tier]
     used.append(
-        PriceUsed(
-            cloud=plan.cloud.value,
-            region=plan.region,
-            item=f"control plane ({tier})",
-            capacity="-",
-            price=price.usd_per_hour,
-            unit="USD/cluster-hour",
-            source=price.source,
-            date=price.date,
-            note=price.note,
+        _sourced(
+            plan, f"control plane ({tier})", "-", price.usd_per_hour, "USD/cluster-hour", price
         )
     )
     if not request.include_control_plane:
@@ -294,17 +293,7 @@ def _cloud_costs(
     gpu_hourly = _gpu_hourly(prices, plan, request.capacity, used)
     disk = prices.region(plan.cloud, plan.region).disk
     used.append(
-        PriceUsed(
-            cloud=plan.cloud.value,
-            region=plan.region,
-            item=f"disk ({disk.kind})",
-            capacity="-",
-            price=disk.usd_per_gb_month,
-            unit="USD/GB-month",
-            source=disk.source,
-            date=disk.date,
-            note=disk.note,
-        )
+        _sourced(plan, f"disk ({disk.kind})", "-", disk.usd_per_gb_month, "USD/GB-month", disk)
     )
     gpu = catalog.INSTANCE_TYPES[plan.cloud][plan.gpu_instance].gpu
     gpu_tps = (

@@ -44,6 +44,7 @@ SubnetOpt = typer.Option(
     None, "--subnet", help="AWS subnet ID (repeatable; default: an existing node group's)."
 )
 ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (default: current).")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
 
 _err = err_console
@@ -138,7 +139,7 @@ def enable(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the exact API requests as YAML and change nothing."
     ),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
     config: Path | None = options.ConfigOption,
     sets: list[str] | None = options.SetOption,
 ) -> None:
@@ -359,7 +360,7 @@ def disable(
     scale_to_zero: bool = typer.Option(
         False, "--scale-to-zero", help="Keep the pool, set its maximum and desired size to 0."
     ),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
     config: Path | None = options.ConfigOption,
     sets: list[str] | None = options.SetOption,
 ) -> None:
