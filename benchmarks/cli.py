@@ -58,8 +58,10 @@ def main() -> None:
     print(f"{'command':34} {'median':>9} {'min':>9} {'x python':>9}")
     for name, samples in times.items():
         median = statistics.median(samples)
-        print(f"{name:34} {median * 1000:8.1f}ms {min(samples) * 1000:8.1f}ms "
-              f"{median / baseline:8.1f}x")
+        print(
+            f"{name:34} {median * 1000:8.1f}ms {min(samples) * 1000:8.1f}ms "
+            f"{median / baseline:8.1f}x"
+        )
     print("targets: llmctl --help < 250 ms; llmctl render --cloud all < 500 ms")
 
 

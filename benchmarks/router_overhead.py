@@ -33,16 +33,21 @@ sys.path.insert(0, str(REPO / "src"))
 
 from llmctl.router.upstream import Pool  # noqa: E402
 
-CHAT_BODY = json.dumps({
-    "model": "bench-model",
-    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
-    "max_tokens": 16,
-}).encode()
-STREAM_BODY = json.dumps({
-    "model": "bench-model",
-    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
-    "max_tokens": 16, "stream": True,
-}).encode()
+CHAT_BODY = json.dumps(
+    {
+        "model": "bench-model",
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+        "max_tokens": 16,
+    }
+).encode()
+STREAM_BODY = json.dumps(
+    {
+        "model": "bench-model",
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+        "max_tokens": 16,
+        "stream": True,
+    }
+).encode()
 TICKS = 2**31
 
 
@@ -54,12 +59,22 @@ def free_port() -> int:
 
 # --- the fake backend (runs in its own process: `python router_overhead.py --fake-backend P`) -
 
-FAKE_REPLY = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench-model",
-    "choices": [{"index": 0, "finish_reason": "stop",
-                 "message": {"role": "assistant", "content": "Hello there, friend."}}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
-}).encode()
+FAKE_REPLY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Hello there, friend."},
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+    }
+).encode()
 FAKE_EVENTS = [
     b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"}}],'
     b'"model":"bench-model","object":"chat.completion.chunk"}\n\n',
@@ -75,12 +90,19 @@ def run_fake_backend(port: int) -> None:
     import httptools
     import uvloop
 
-    reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-             + str(len(FAKE_REPLY)).encode() + b"\r\n\r\n" + FAKE_REPLY)
-    health = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n" \
-             b'{"status":"ok"}'
-    sse_head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n")
+    reply = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(FAKE_REPLY)).encode()
+        + b"\r\n\r\n"
+        + FAKE_REPLY
+    )
+    health = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n"
+        b'{"status":"ok"}'
+    )
+    sse_head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
     sse = b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in FAKE_EVENTS) + b"0\r\n\r\n"
 
     class Fake(asyncio.Protocol):
@@ -123,6 +145,7 @@ def run_fake_backend(port: int) -> None:
 
 # --- the targets ------------------------------------------------------------------------------
 
+
 def wait_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -137,8 +160,16 @@ def start_router(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[by
     config = {
         "cloud": "aws",
         "models": [{"name": "bench-model", "parameters": 1_100_000_000}],
-        "backends": [{"name": "aws/cpu", "url": f"http://127.0.0.1:{backend_port}", "tier": "cpu",
-                      "cloud": "aws", "model": "bench-model", "slots": 512}],
+        "backends": [
+            {
+                "name": "aws/cpu",
+                "url": f"http://127.0.0.1:{backend_port}",
+                "tier": "cpu",
+                "cloud": "aws",
+                "model": "bench-model",
+                "slots": 512,
+            }
+        ],
         "policy": {"fallbackModel": "bench-model"},
         "healthCheck": {"intervalSeconds": 5},
     }
@@ -146,8 +177,23 @@ def start_router(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[by
     path.write_text(json.dumps(config))
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     return subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "router", "serve", "--config", str(path),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env)
+        [
+            sys.executable,
+            "-m",
+            "llmctl",
+            "router",
+            "serve",
+            "--config",
+            str(path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
 
 
 NGINX_CONF = """
@@ -195,6 +241,7 @@ def cpu_seconds(pid: int) -> float:
 
 # --- the load --------------------------------------------------------------------------------
 
+
 async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[float], int]:
     """`concurrency` workers send requests back to back for `seconds`; latencies in seconds."""
     latencies: list[float] = []
@@ -207,8 +254,13 @@ async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[floa
             t0 = time.perf_counter()
             try:
                 response = await pool.request(
-                    b"POST", b"/v1/chat/completions", CHAT_BODY, connect_timeout=5,
-                    first_byte_timeout=30, idle_timeout=30)
+                    b"POST",
+                    b"/v1/chat/completions",
+                    CHAT_BODY,
+                    connect_timeout=5,
+                    first_byte_timeout=30,
+                    idle_timeout=30,
+                )
                 await response.read()
                 if response.status != 200:
                     errors += 1
@@ -226,8 +278,14 @@ async def first_bytes(pool: Pool, n: int) -> list[float]:
     out: list[float] = []
     for _ in range(n):
         t0 = time.perf_counter()
-        response = await pool.request(b"POST", b"/v1/chat/completions", STREAM_BODY,
-                                      connect_timeout=5, first_byte_timeout=30, idle_timeout=30)
+        response = await pool.request(
+            b"POST",
+            b"/v1/chat/completions",
+            STREAM_BODY,
+            connect_timeout=5,
+            first_byte_timeout=30,
+            idle_timeout=30,
+        )
         await response.next_chunk()
         out.append(time.perf_counter() - t0)
         await response.read()
@@ -239,8 +297,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(ports: dict[str, int], router_pid: int, seconds: float, rounds: int,
-                  levels: list[int]) -> dict[str, object]:
+async def measure(
+    ports: dict[str, int], router_pid: int, seconds: float, rounds: int, levels: list[int]
+) -> dict[str, object]:
     pools = {name: Pool(f"http://127.0.0.1:{port}", max_idle=512) for name, port in ports.items()}
     for pool in pools.values():  # warm up: connections open, code paths hot
         await burst(pool, 32, 0.3)
@@ -276,7 +335,7 @@ async def measure(ports: dict[str, int], router_pid: int, seconds: float, rounds
         results[str(level)] = row
     ttfb: dict[str, list[float]] = {name: [] for name in pools}
     for r in range(rounds * 3):
-        for name in (list(pools) if r % 2 == 0 else list(reversed(pools))):
+        for name in list(pools) if r % 2 == 0 else list(reversed(pools)):
             ttfb[name] += await first_bytes(pools[name], 100)
     results["ttfb_p50_ms"] = {name: statistics.median(v) * 1000 for name, v in ttfb.items()}
     for pool in pools.values():
@@ -285,8 +344,10 @@ async def measure(ports: dict[str, int], router_pid: int, seconds: float, rounds
 
 
 def report(results: dict[str, object]) -> None:
-    print(f"{'conc':>5} {'target':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'+p50 ms':>8} {'+p99 ms':>8} {'% direct':>9} {'errors':>6}")
+    print(
+        f"{'conc':>5} {'target':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'+p50 ms':>8} {'+p99 ms':>8} {'% direct':>9} {'errors':>6}"
+    )
     for level, row in results.items():
         if level == "ttfb_p50_ms":
             continue
@@ -294,15 +355,20 @@ def report(results: dict[str, object]) -> None:
         direct = row["direct"]
         for name in ("direct", "router", "nginx"):
             r = row[name]
-            print(f"{level:>5} {name:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                  f"{r['p50_ms'] - direct['p50_ms']:>+8.3f} {r['p99_ms'] - direct['p99_ms']:>+8.3f}"
-                  f" {100 * r['rps'] / direct['rps']:>8.0f}% {r['errors']:>6}")
-        print(f"{level:>5} router CPU per proxied request: "
-              f"{row['router_cpu_ms_per_request']:.3f} ms")
+            print(
+                f"{level:>5} {name:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                f"{r['p50_ms'] - direct['p50_ms']:>+8.3f} {r['p99_ms'] - direct['p99_ms']:>+8.3f}"
+                f" {100 * r['rps'] / direct['rps']:>8.0f}% {r['errors']:>6}"
+            )
+        print(
+            f"{level:>5} router CPU per proxied request: {row['router_cpu_ms_per_request']:.3f} ms"
+        )
     ttfb = results["ttfb_p50_ms"]
     assert isinstance(ttfb, dict)
-    print("streaming, concurrency 1, median time to first byte: "
-          + ", ".join(f"{n} {v:.3f} ms (+{v - ttfb['direct']:.3f})" for n, v in ttfb.items()))
+    print(
+        "streaming, concurrency 1, median time to first byte: "
+        + ", ".join(f"{n} {v:.3f} ms (+{v - ttfb['direct']:.3f})" for n, v in ttfb.items())
+    )
 
 
 def main() -> None:
@@ -321,8 +387,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            procs.append(subprocess.Popen([sys.executable, __file__, "--fake-backend",
-                                           str(backend_port)]))
+            procs.append(
+                subprocess.Popen([sys.executable, __file__, "--fake-backend", str(backend_port)])
+            )
             wait_port(backend_port)
             router = start_router(tmp, backend_port, router_port)
             procs.append(router)
@@ -331,9 +398,15 @@ def main() -> None:
             wait_port(nginx_port)
             import uvloop
 
-            results = uvloop.run(measure(
-                {"direct": backend_port, "router": router_port, "nginx": nginx_port},
-                router.pid, args.seconds, args.rounds, [int(x) for x in args.levels.split(",")]))
+            results = uvloop.run(
+                measure(
+                    {"direct": backend_port, "router": router_port, "nginx": nginx_port},
+                    router.pid,
+                    args.seconds,
+                    args.rounds,
+                    [int(x) for x in args.levels.split(",")],
+                )
+            )
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)

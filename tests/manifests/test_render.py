@@ -12,11 +12,11 @@ import yaml
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import Stack, load_stack
+from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.manifests import cluster_setup_objects
 from llmctl.manifests.build import built_objects
 from llmctl.manifests.render import render_tree
 from llmctl.manifests.writer import tree_files, write_files
-from llmctl.price_catalog import Capacity, load_catalog
 from tests.support.kube_schema import validate_strict
 from tests.support.tools import require_tool
 

@@ -24,6 +24,6 @@ def show(
     output: ConfigFormat = typer.Option(ConfigFormat.YAML, "--output", "-o", help="yaml or json."),
 ) -> None:
     """Print the effective configuration and the source of every non-default value."""
-    from llmctl.config_report import render_config
+    from llmctl.cli.config_report import render_config
 
     typer.echo(render_config(options.load(config, sets), output.value), nl=False)

@@ -11,7 +11,7 @@ import typer
 from llmctl.cli import options
 
 if TYPE_CHECKING:
-    from llmctl.cost import Estimate, EstimateRequest
+    from llmctl.cost.model import Estimate, EstimateRequest
 
 app = typer.Typer(help="Estimate what serving costs on each cloud.", no_args_is_help=True)
 
@@ -110,12 +110,12 @@ def estimate(
     sets: list[str] | None = options.SetOption,
 ) -> None:
     """Monthly cost of CPU-only, GPU 24/7 and scale-to-zero serving, per cloud and in total."""
-    from llmctl import cost, cost_report
-    from llmctl.price_catalog import Capacity, load_catalog
+    from llmctl.cost import model, report
+    from llmctl.cost.prices import Capacity, load_catalog
 
     stack = options.load(config, sets).stack
     prices = load_catalog()
-    workload = cost.Workload(
+    workload = model.Workload(
         gpu_requests_per_day=gpu_requests_per_day,
         avg_output_tokens=avg_output_tokens,
         gpu_tokens_per_second=tokens_per_second,
@@ -125,29 +125,29 @@ def estimate(
         active_hours_per_day=active_hours,
     )
     workload.validate()
-    plans = cost_report.plans_for(
+    plans = report.plans_for(
         stack,
         prices,
         None if cloud is CloudChoice.ALL else cloud.value,
         regions or [],
         instance_types or [],
     )
-    request = cost.EstimateRequest(
+    request = model.EstimateRequest(
         clouds=plans,
-        modes=tuple(cost.Mode) if mode is ModeChoice.ALL else (cost.Mode(mode.value),),
+        modes=tuple(model.Mode) if mode is ModeChoice.ALL else (model.Mode(mode.value),),
         capacity=Capacity.SPOT if spot else Capacity.ON_DEMAND,
         hours_per_month=hours_per_month,
         workload=workload,
         cpu_model=stack.cpu.model.name,
         gpu_model=stack.gpu.model.name,
-        aks_tier=cost.AksTier(aks_tier.value),
+        aks_tier=model.AksTier(aks_tier.value),
         gke_free_tier=gke_free_tier,
         include_control_plane=control_plane,
     )
     warnings: list[str] = []
     if live:
-        prices, warnings = cost_report.refresh_live(prices, plans)
-    result = cost.estimate(prices, request)
+        prices, warnings = report.refresh_live(prices, plans)
+    result = model.estimate(prices, request)
     _print(result, request, warnings, output)
 
 
@@ -156,17 +156,17 @@ def _print(
 ) -> None:
     from rich.console import Console
 
-    from llmctl import cost_report
+    from llmctl.cost import report
 
     err = Console(stderr=True)
     for warning in [*live_warnings, *result.warnings]:
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if output is OutputFormat.TABLE:
-        cost_report.print_table(result, request, Console())
+        report.print_table(result, request, Console())
         return
     text = {
-        OutputFormat.JSON: cost_report.to_json,
-        OutputFormat.YAML: cost_report.to_yaml,
-        OutputFormat.CSV: cost_report.to_csv,
+        OutputFormat.JSON: report.to_json,
+        OutputFormat.YAML: report.to_yaml,
+        OutputFormat.CSV: report.to_csv,
     }[output](result, [*live_warnings, *result.warnings])
     typer.echo(text, nl=False)

@@ -22,8 +22,8 @@ from llmctl.cli.console import err_console, status_spinner
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
-    from llmctl.gpu_check import CheckResult
-    from llmctl.inference import Run, Target
+    from llmctl.probe.client import Run, Target
+    from llmctl.probe.gpu_check import CheckResult
 
 
 class ExpectTier(StrEnum):
@@ -84,7 +84,7 @@ def _single_table(data: dict[str, Any]) -> Table:
         ("tokens/s", _rate(result["tokens_per_s"], "tok/s")),
     ]
     if result["reply"]:
-        from llmctl.inference import REPLY_PREVIEW_CHARS
+        from llmctl.probe.client import REPLY_PREVIEW_CHARS
 
         reply = result["reply"].strip()
         if len(reply) > REPLY_PREVIEW_CHARS:
@@ -128,10 +128,10 @@ def _many_table(data: dict[str, Any]) -> Table:
 
 
 def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -> Run:
-    from llmctl import inference
+    from llmctl.probe import client
 
     if requests == 1 or not show:
-        return inference.run(target, requests, concurrency)
+        return client.run(target, requests, concurrency)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with Progress(
@@ -145,7 +145,7 @@ def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -
         task = bar.add_task(f"{requests} requests, {concurrency} at a time", total=requests)
         failed = [0]
 
-        def advance(result: inference.Result) -> None:
+        def advance(result: client.Result) -> None:
             failed[0] += 0 if result.ok else 1
             bar.update(
                 task,
@@ -154,18 +154,18 @@ def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -
                 + (f", {failed[0]} failed" if failed[0] else ""),
             )
 
-        return inference.run(target, requests, concurrency, on_result=advance)
+        return client.run(target, requests, concurrency, on_result=advance)
 
 
 @contextmanager
 def _router_url(url: str | None, cloud: CloudName | None, api: Any, show: bool) -> Iterator[str]:
     """The URL to send to: --url as given, or a port-forward to the router Service."""
-    from llmctl import inference
+    from llmctl.probe import client
 
     if url is not None:
-        yield inference.normalize_url(url)
+        yield client.normalize_url(url)
         return
-    from llmctl import portforward
+    from llmctl.probe import portforward
 
     target = portforward.router_target(api)
     with portforward.forward(target, portforward.kube_stream(api, target.namespace)) as local:
@@ -185,7 +185,7 @@ def _gpu_check(
     timeout_s: float,
     show: bool,
 ) -> CheckResult:
-    from llmctl import gpu_check
+    from llmctl.probe import gpu_check
 
     stack = options.load(config, sets).stack
     pod = gpu_check.check_pod(stack, cloud)
@@ -274,7 +274,7 @@ def test_inference(
 
     Exits 1 when any request fails or --expect-tier does not answer, saying why.
     """
-    from llmctl import inference
+    from llmctl.probe import client
 
     if url is None and cloud is None:
         raise ConfigError(
@@ -314,7 +314,7 @@ def test_inference(
             )
 
     with _router_url(url, cloud, api, show) as base:
-        target = inference.Target(
+        target = client.Target(
             url=base,
             model=model,
             prompt=prompt,
@@ -330,7 +330,7 @@ def test_inference(
             _err().print("[yellow]Interrupted.[/]")
             raise typer.Exit(130) from None
     tier = expect_tier.value if expect_tier else None
-    data = inference.summary(outcome, tier)
+    data = client.summary(outcome, tier)
     if url is None:
         data["url"] = f"port-forward to service llm-router ({cloud})"
     if check is not None:
@@ -339,7 +339,7 @@ def test_inference(
         Console().print(_single_table(data) if requests == 1 else _many_table(data))
     else:
         typer.echo(json.dumps(data, indent=2))
-    found = inference.problems(outcome, tier)
+    found = client.problems(outcome, tier)
     if found:
         first = found[0]
         more = "".join(f"\nalso: {p.message}" for p in found[1:])

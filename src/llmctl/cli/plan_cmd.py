@@ -13,7 +13,7 @@ import typer
 from llmctl.cli import options
 
 if TYPE_CHECKING:
-    from llmctl.vram import FitReport, Plan
+    from llmctl.plan.vram import FitReport, Plan
 
 
 class PlanFormat(StrEnum):
@@ -66,8 +66,8 @@ def plan(
     sets: list[str] | None = options.SetOption,
 ) -> None:
     """Check whether a model, context and parallelism fit the GPU, and the most that fits."""
-    from llmctl.planning import plans_for
-    from llmctl.vram import fit_report
+    from llmctl.plan.options import plans_for
+    from llmctl.plan.vram import fit_report
 
     def report(p: Plan) -> FitReport:
         return fit_report(p, ctx_name="--ctx-per-request", par_name="--parallel")
@@ -148,7 +148,7 @@ def _print_table(
     from rich.console import Console
     from rich.table import Table
 
-    from llmctl.vram import FitLevel, gib
+    from llmctl.plan.vram import FitLevel, gib
 
     console = Console()
     first = plans[0][0]

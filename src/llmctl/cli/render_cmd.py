@@ -31,7 +31,7 @@ def render(
     `kubectl apply -f -`: the GPU overlay when the GPU tier is on, else the base.
     """
     from llmctl.errors import ConfigError
-    from llmctl.rendering import parse_clouds, render_to_disk, render_to_text
+    from llmctl.manifests.rendering import parse_clouds, render_to_disk, render_to_text
 
     loaded = options.load(config, sets, gpu)
     clouds = parse_clouds(cloud)

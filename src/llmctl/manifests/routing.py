@@ -5,9 +5,9 @@ from __future__ import annotations
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Stack
+from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
-from llmctl.price_catalog import Capacity, load_catalog
 from llmctl.router.table import Backend, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"

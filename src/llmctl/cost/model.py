@@ -24,8 +24,8 @@ from enum import StrEnum
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
+from llmctl.cost.prices import Capacity, HourlyPrice, PriceCatalog, Sourced
 from llmctl.errors import ConfigError
-from llmctl.price_catalog import Capacity, HourlyPrice, PriceCatalog, Sourced
 
 HOURS_PER_MONTH = 730.0  # 8760 / 12, the month every provider's "per month" figure uses
 DEFAULT_CPU_DISK_GB = 30.0

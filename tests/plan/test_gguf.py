@@ -11,7 +11,7 @@ import gguf
 import pytest
 
 from llmctl.errors import ConfigError, LlmctlError
-from llmctl.gguf_header import (
+from llmctl.plan.gguf import (
     FIRST_CHUNK,
     GgufFormatError,
     SkippedArray,

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmctl import cost
 from llmctl.catalog import CloudName
-from llmctl.cost import CloudPlan, EstimateRequest, Mode, Workload, estimate, gpu_node_hours
-from llmctl.price_catalog import Capacity, PriceCatalog, load_catalog, parse_catalog
+from llmctl.cost import model
+from llmctl.cost.model import CloudPlan, EstimateRequest, Mode, Workload, estimate, gpu_node_hours
+from llmctl.cost.prices import Capacity, PriceCatalog, load_catalog, parse_catalog
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # A small catalog with round numbers, so the expected table can be worked out by hand.
 KNOWN = """
@@ -66,7 +66,7 @@ def known() -> PriceCatalog:
     return parse_catalog(KNOWN)
 
 
-def _row(result: cost.Estimate, cloud: str, mode: Mode) -> cost.ScenarioCost:
+def _row(result: model.Estimate, cloud: str, mode: Mode) -> model.ScenarioCost:
     return next(r for r in result.rows if r.cloud == cloud and r.mode is mode)
 
 

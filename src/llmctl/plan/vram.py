@@ -14,7 +14,7 @@ The need is four terms, each modelled on what llama.cpp allocates (the names are
   multiple of 256; with one, `ctx_size` rounded up to 256. Checked against llama-server's log.
 - **compute buffer** (`CUDA0 compute buffer`): the graph's scratch memory for one micro-batch of
   `n_ubatch` (512) tokens. Fitted to llama-server's `compute buffer size` line for llama models of
-  several shapes (tests/test_vram.py::test_kv_and_compute_match_llama_server checks it):
+  several shapes (tests/plan/test_vram.py::test_kv_and_compute_match_llama_server checks it):
   the attention mask (cells seen by one slot x n_ubatch, f16 with flash attention, f32 without),
   plus the larger of the feed-forward phase (f32 x n_ubatch x max(4 n_ff, 3 n_ff + 4 n_embd))
   and the attention
@@ -42,7 +42,7 @@ from llmctl import catalog
 
 if TYPE_CHECKING:
     from llmctl.config import Stack
-    from llmctl.gguf_header import GgufHeader
+    from llmctl.plan.gguf import GgufHeader
 
 MIB = 1024**2
 GIB = 1024**3
@@ -117,7 +117,7 @@ class ModelShape:
             if isinstance(value, list) and value:  # per-layer values (e.g. head_count_kv)
                 value = max(value)
             if not isinstance(value, int) or isinstance(value, bool):
-                from llmctl.gguf_header import GgufFormatError
+                from llmctl.plan.gguf import GgufFormatError
 
                 raise GgufFormatError(
                     f"{header.source}: GGUF metadata has no usable {arch}.{key}",

@@ -18,9 +18,9 @@ import yaml
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
-from llmctl.cost import MODE_TITLES, CloudPlan, Estimate, EstimateRequest, ScenarioCost
+from llmctl.cost.model import MODE_TITLES, CloudPlan, Estimate, EstimateRequest, ScenarioCost
+from llmctl.cost.prices import PriceCatalog
 from llmctl.errors import ConfigError
-from llmctl.price_catalog import PriceCatalog
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -81,7 +81,7 @@ def plans_for(
 def refresh_live(
     prices: PriceCatalog, plans: tuple[CloudPlan, ...]
 ) -> tuple[PriceCatalog, list[str]]:
-    from llmctl.live_prices import PricedItems, PriceEndpoints, refresh
+    from llmctl.cost.live import PricedItems, PriceEndpoints, refresh
 
     wanted = []
     for plan in plans:

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from llmctl.catalog import CloudName
 from llmctl.cli.main import app
-from llmctl.live_prices import PricedItems, PriceEndpoints, refresh
-from llmctl.price_catalog import Capacity, load_catalog
+from llmctl.cost.live import PricedItems, PriceEndpoints, refresh
+from llmctl.cost.prices import Capacity, load_catalog
 
 AWS_ON_DEMAND = {"g4dn.xlarge": "0.5260000000", "t3.small": "0.0208000000"}
 AWS_SPOT = {  # two zones: the estimate takes the latest price per zone, then their mean

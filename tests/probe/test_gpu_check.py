@@ -14,8 +14,8 @@ from llmctl import catalog, kube
 from llmctl.catalog import CloudName
 from llmctl.config import Stack
 from llmctl.errors import LlmctlError
-from llmctl.gpu_check import CHECK_IMAGE, check_pod, run_check
 from llmctl.manifests.render import gpu_node_selector, gpu_tolerations
+from llmctl.probe.gpu_check import CHECK_IMAGE, check_pod, run_check
 from tests.support.fake_kube import FakeKube, kubeconfig, pod_status
 from tests.support.http_fake import FakeServer, serve
 from tests.support.kube_schema import validate_strict

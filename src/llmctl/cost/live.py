@@ -28,7 +28,7 @@ from typing import Any
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
-from llmctl.price_catalog import Capacity, PriceCatalog
+from llmctl.cost.prices import Capacity, PriceCatalog
 
 AZURE_RETAIL_URL = "https://prices.azure.com/api/retail/prices"
 GCP_BILLING_URL = "https://cloudbilling.googleapis.com"

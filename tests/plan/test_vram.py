@@ -13,8 +13,8 @@ import pytest
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import Stack, load_stack, parse_set_flags
-from llmctl.gguf_header import read_gguf_header
-from llmctl.vram import (
+from llmctl.plan.gguf import read_gguf_header
+from llmctl.plan.vram import (
     MIB,
     FitLevel,
     ModelShape,
@@ -25,10 +25,10 @@ from llmctl.vram import (
     kv_cache_bytes,
     plan,
 )
+from tests.plan.test_gguf import SMOLLM2
 from tests.support.gguf_headers import write_q4_k_m_header
 from tests.support.gguf_models import LLAMA2_7B, TINY, LlamaShape, write_llama_gguf
 from tests.support.tools import require_tool
-from tests.test_gguf_header import SMOLLM2
 
 GIB = 1024**3
 T4 = catalog.GPUS["t4"]
@@ -319,11 +319,11 @@ def test_render_check_stays_light() -> None:
         "import sys\n"
         "from llmctl.catalog import CloudName\n"
         "from llmctl.config import Stack\n"
-        "from llmctl.vram import check_gpu_fit\n"
+        "from llmctl.plan.vram import check_gpu_fit\n"
         "assert check_gpu_fit(Stack(), CloudName.AWS).level == 'ok'\n"
         "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))\n"
     )
-    src = Path(__file__).resolve().parents[1] / "src"
+    src = Path(__file__).resolve().parents[2] / "src"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

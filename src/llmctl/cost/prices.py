@@ -186,5 +186,5 @@ def parse_catalog(text: str, origin: str = PRICES_RESOURCE) -> PriceCatalog:
 @cache
 def load_catalog() -> PriceCatalog:
     """The catalog shipped in the package, read once."""
-    text = resources.files("llmctl").joinpath(PRICES_RESOURCE).read_text(encoding="utf-8")
+    text = resources.files("llmctl.cost").joinpath(PRICES_RESOURCE).read_text(encoding="utf-8")
     return parse_catalog(text)

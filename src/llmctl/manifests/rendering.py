@@ -14,7 +14,7 @@ from llmctl.manifests.build import built_objects
 from llmctl.manifests.helm_values import CHART_DIR, values_files
 from llmctl.manifests.render import render_tree
 from llmctl.manifests.writer import WriteResult, tree_files, values_files_text, write_files
-from llmctl.vram import FitLevel, check_gpu_fit
+from llmctl.plan.vram import FitLevel, check_gpu_fit
 
 CLUSTERS_DIR = "clusters"
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from llmctl import inference
 from llmctl.errors import ConfigError
-from llmctl.inference import Target
+from llmctl.probe import client
+from llmctl.probe.client import Target
 
 
 @pytest.mark.parametrize(
@@ -21,44 +21,44 @@ from llmctl.inference import Target
     ["http://h:8080", "http://h:8080/", "http://h:8080/v1", "http://h:8080/v1/", " http://h:8080 "],
 )
 def test_url_forms(given: str) -> None:
-    assert inference.normalize_url(given) == "http://h:8080"
+    assert client.normalize_url(given) == "http://h:8080"
 
 
 def test_url_under_a_path_prefix_keeps_it() -> None:
-    assert inference.normalize_url("https://gw.example.com/llm/v1") == "https://gw.example.com/llm"
+    assert client.normalize_url("https://gw.example.com/llm/v1") == "https://gw.example.com/llm"
 
 
 @pytest.mark.parametrize("bad", ["ftp://h", "h:8080", "http://", ""])
 def test_bad_urls_are_config_errors(bad: str) -> None:
     with pytest.raises(ConfigError):
-        inference.normalize_url(bad)
+        client.normalize_url(bad)
 
 
 def test_percentiles_interpolate_like_numpy() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert inference.percentile(values, 50) == pytest.approx(50.5)
-    assert inference.percentile(values, 95) == pytest.approx(95.05)
-    assert inference.percentile(values, 99) == pytest.approx(99.01)
-    assert inference.percentile([3.0], 99) == 3.0
-    assert inference.percentile([], 50) is None
+    assert client.percentile(values, 50) == pytest.approx(50.5)
+    assert client.percentile(values, 95) == pytest.approx(95.05)
+    assert client.percentile(values, 99) == pytest.approx(99.01)
+    assert client.percentile([3.0], 99) == 3.0
+    assert client.percentile([], 50) is None
 
 
 def test_concurrency_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     in_flight, peak = [0], [0]
     lock = threading.Lock()
 
-    def fake_send(target: Target) -> inference.Result:
+    def fake_send(target: Target) -> client.Result:
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
         time.sleep(0.02)
         with lock:
             in_flight[0] -= 1
-        return inference.Result(status=200, latency_s=0.02, tier="cpu", output_tokens=3)
+        return client.Result(status=200, latency_s=0.02, tier="cpu", output_tokens=3)
 
-    monkeypatch.setattr(inference, "send_one", fake_send)
-    seen: list[inference.Result] = []
-    outcome = inference.run(
+    monkeypatch.setattr(client, "send_one", fake_send)
+    seen: list[client.Result] = []
+    outcome = client.run(
         Target("http://x", "m", "p", 4), requests=30, concurrency=3, on_result=seen.append
     )
     assert len(outcome.results) == 30 and len(seen) == 30
@@ -106,8 +106,8 @@ def scripted() -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def send(url: str) -> inference.Result:
-    return inference.send_one(Target(url, "m", "p", 8, timeout_s=10))
+def send(url: str) -> client.Result:
+    return client.send_one(Target(url, "m", "p", 8, timeout_s=10))
 
 
 def test_error_event_mid_stream_is_stream_broken(scripted: str) -> None:
@@ -132,7 +132,5 @@ def test_without_usage_tokens_are_counted_chunks(scripted: str) -> None:
 def test_non_json_event_is_a_bad_response(scripted: str) -> None:
     result = send(scripted + "/garbage")
     assert result.failure is not None and result.failure.kind == "bad_response"
-    found = inference.problems(
-        inference.Run(Target(scripted, "m", "p", 8), 1, 1, 0.1, [result]), None
-    )
+    found = client.problems(client.Run(Target(scripted, "m", "p", 8), 1, 1, 0.1, [result]), None)
     assert found[0].kind == "bad_response" and "not JSON" in found[0].message

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from llmctl import catalog
 from llmctl.errors import ConfigError
-from llmctl.vram import ModelShape, Plan, ServeSettings, plan
+from llmctl.plan.vram import ModelShape, Plan, ServeSettings, plan
 
 if TYPE_CHECKING:
     from llmctl.config import Stack
@@ -44,7 +44,7 @@ def model_shape(spec: str, name: str | None = None) -> ModelShape:
             f"--model {spec!r} is not a catalog model, a .gguf path or an http(s) URL",
             hint=f"catalog models: {known}",
         )
-    from llmctl.gguf_header import read_gguf_header
+    from llmctl.plan.gguf import read_gguf_header
 
     return ModelShape.from_header(read_gguf_header(spec), name=name)
 

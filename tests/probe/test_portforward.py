@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from llmctl import kube, portforward
+from llmctl import kube
 from llmctl.catalog import CloudName
 from llmctl.errors import LlmctlError
+from llmctl.probe import portforward
 from tests.support.fake_kube import FakeKube, kubeconfig, router_objects, router_pod
 from tests.support.http_fake import FakeServer, serve
 

@@ -1,0 +1,1 @@
+"""GPU memory planning for `llmctl plan`: the GGUF header reader and the VRAM arithmetic."""
