@@ -70,7 +70,10 @@ def test_stdout_needs_one_cloud() -> None:
 def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
     config = tmp_path / "llmctl.yaml"
     config.write_text("gpu:\n  maxReplicas: lots\n")
-    result = runner.invoke(app, ["render", "--config", str(config), "--out", str(tmp_path)], env={})
+    # Wide enough that the error panel does not cut pytest's long temporary path.
+    result = runner.invoke(
+        app, ["render", "--config", str(config), "--out", str(tmp_path)], env={"COLUMNS": "300"}
+    )
     assert result.exit_code == 2
     assert f"{config}:2" in result.output and "gpu.maxReplicas" in result.output
     assert "Traceback" not in result.output
