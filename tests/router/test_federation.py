@@ -315,3 +315,66 @@ def test_gpu_request_never_takes_a_peer_cpu() -> None:
 def test_headers_are_lowercase_names() -> None:
     assert federation.HOP_HEADER == "x-llm-hop"
     assert federation.PEER_HEADER == "x-llm-peer"
+
+
+# --- /readyz capacity, written and read back ------------------------------------------------
+
+
+def test_local_capacity_sums_ready_backends_per_tier_and_model() -> None:
+    backends = [
+        FakeBackend("aws/cpu", Tier.CPU, TINY.name, slots=2, load=1),
+        FakeBackend("gcp/cpu", Tier.CPU, TINY.name, slots=4, load=0),
+        FakeBackend("aws/gpu", Tier.GPU, BIG.name, slots=8, load=3),
+        FakeBackend("azure/gpu", Tier.GPU, BIG.name, slots=8, ready=False),
+        FakeBackend("big/cpu", Tier.CPU, BIG.name, slots=1, load=5),  # overloaded: 0 free
+    ]
+    assert federation.local_capacity(backends) == {
+        "cpu": [
+            {"model": TINY.name, "slots": 6, "free": 5},
+            {"model": BIG.name, "slots": 1, "free": 0},
+        ],
+        "gpu": [{"model": BIG.name, "slots": 8, "free": 5}],
+    }
+
+
+def test_local_capacity_leaves_out_tiers_with_nothing_ready() -> None:
+    assert federation.local_capacity([local_gpu(ready=False)]) == {}
+
+
+def test_parse_capacity_reads_what_local_capacity_writes() -> None:
+    body = {
+        "status": "ready",
+        "models": {TINY.name: "ready", BIG.name: "fallback"},
+        "tiers": federation.local_capacity([local_cpu(load=1), local_gpu()]),
+    }
+    models, tiers = federation.parse_capacity(body)
+    assert models == MODELS
+    assert tiers == {
+        Tier.CPU: (TierCapacity(TINY.name, 2, 1),),
+        Tier.GPU: (TierCapacity(BIG.name, 2, 2),),
+    }
+
+
+def test_parse_capacity_ignores_unknown_tiers() -> None:
+    body = {"models": {}, "tiers": {"tpu": [{"model": "x", "slots": 1, "free": 1}]}}
+    assert federation.parse_capacity(body) == (frozenset(), {})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"status": "ready"},  # a router from before federation: no tiers
+        {"models": {}, "tiers": []},
+        {"models": [], "tiers": {}},
+        {"models": {}, "tiers": {"gpu": {}}},
+        {"models": {}, "tiers": {"gpu": ["x"]}},
+        {"models": {}, "tiers": {"gpu": [{"model": 1, "slots": 1, "free": 1}]}},
+        {"models": {}, "tiers": {"gpu": [{"model": "m", "slots": "1", "free": 1}]}},
+        {"models": {}, "tiers": {"gpu": [{"model": "m", "slots": 1, "free": 1.5}]}},
+        {"models": {}, "tiers": {"cpu": [{"model": "m", "slots": True, "free": 1}]}},
+    ],
+)
+def test_parse_capacity_refuses_malformed_bodies(body: object) -> None:
+    with pytest.raises(ValueError):
+        federation.parse_capacity(body)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmctl import catalog
+from llmctl.router.peer_config import Federation
 
 
 class Tier(StrEnum):
@@ -83,6 +84,8 @@ class RouterConfig(_Strict):
     limits: Limits = Limits()
     health_check: HealthCheck = Field(HealthCheck(), alias="healthCheck")
     api_keys: ApiKeys = Field(ApiKeys(), alias="apiKeys")
+    # Other clouds' routers (issue 16, router/peer_config.py); absent: no federation.
+    federation: Federation | None = None
 
 
 def load_router_config(path: Path) -> RouterConfig:
@@ -91,4 +94,7 @@ def load_router_config(path: Path) -> RouterConfig:
 
 
 def dump_router_config(config: RouterConfig) -> str:
-    return yaml.safe_dump(config.model_dump(by_alias=True, mode="json"), sort_keys=False)
+    data = config.model_dump(by_alias=True, mode="json")
+    if data.get("federation") is None:
+        data.pop("federation", None)  # single-cloud configs read as before federation existed
+    return yaml.safe_dump(data, sort_keys=False)
