@@ -263,13 +263,14 @@ class Peers:
 
     async def _poll(self, peer: PeerState) -> None:
         """Every interval, whatever the last result: a partitioned peer is out after one failed
-        read, and back at the first good one."""
+        read, and back at the first good one. A peer that is out is read at least every second,
+        so its recovery (or its start, when peers start in any order) is seen soon."""
         interval = self.config.readiness_interval_seconds
         timeout = min(interval, 2.0)
         while True:
             peer.wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(interval if peer.ready else min(interval, 1.0)):
                     await peer.wake.wait()
             await self._check(peer, timeout)
 
