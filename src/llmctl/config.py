@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -216,12 +216,68 @@ class Images(StrictModel):
     )
 
 
+SecretName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+PublicUrl = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]+)?/?$")]
+
+
+class ExposeTls(StrictModel):
+    # The Secret holding the certificate (kubernetes.io/tls) for the cloud's router host.
+    secret_name: SecretName = Field("llm-router-tls", alias="secretName")
+    # With cert-manager: the ClusterIssuer that fills that Secret (an Ingress annotation).
+    cluster_issuer: str | None = Field(None, alias="clusterIssuer")
+
+
+class GatewayRef(StrictModel):
+    """The Gateway (Gateway API) an HTTPRoute attaches to; its HTTPS listener holds the TLS."""
+
+    name: str = Field("llm-gateway", min_length=1)
+    namespace: str | None = None
+    section_name: str | None = Field(None, alias="sectionName")
+
+
+class Expose(StrictModel):
+    """The router outside its cluster, at the cloud's federation.routerUrls host. Exposed, the
+    router requires API keys: the Secret `apiKeysSecret` (key `api-keys`, one a line)."""
+
+    enabled: bool = False
+    kind: Literal["ingress", "httproute"] = "ingress"
+    ingress_class_name: str = Field("nginx", alias="ingressClassName")
+    gateway: GatewayRef = GatewayRef()
+    tls: ExposeTls = ExposeTls()
+    api_keys_secret: SecretName = Field("llm-router-api-keys", alias="apiKeysSecret")
+
+
 class Router(StrictModel):
     replicas: int = Field(2, ge=1, le=100)
     resources: Resources = Resources(
         requests=ResourceList(cpu="100m", memory="128Mi"),
         limits=ResourceList(memory="256Mi"),
     )
+    expose: Expose = Expose()
+
+
+class RouterUrls(StrictModel):
+    aws: PublicUrl | None = None
+    azure: PublicUrl | None = None
+    gcp: PublicUrl | None = None
+
+    def of(self, cloud: CloudName) -> str | None:
+        url: str | None = getattr(self, cloud.value)
+        return url
+
+
+class Federation(StrictModel):
+    """One router across the clouds (issue 16): each cloud's router lists the other clouds'
+    routers as peers and sends them GPU requests when its own GPU tier is asleep."""
+
+    enabled: bool = False
+    # Each cloud's public router URL: where the other clouds' routers reach it.
+    router_urls: RouterUrls = Field(RouterUrls(), alias="routerUrls")
+    # The Secret (key `peer-key`) in every cluster, holding the same key: peers authenticate
+    # with it, never with a client API key.
+    peer_key_secret: SecretName = Field("llm-router-peer-key", alias="peerKeySecret")
+    # A GPU request a peer serves still counts in the local GPU demand, so the local pool wakes.
+    count_peer_served_demand: bool = Field(True, alias="countPeerServedDemand")
 
 
 class Observability(StrictModel):
@@ -248,6 +304,24 @@ class Stack(StrictModel):
     cpu: CpuTier = CpuTier()
     gpu: GpuTier = GpuTier()
     observability: Observability = Observability()
+    federation: Federation = Federation()
+
+    @model_validator(mode="after")
+    def _federation_has_what_it_needs(self) -> Self:
+        needs_urls = self.federation.enabled or self.router.expose.enabled
+        missing = [c.value for c in catalog.CLOUDS if self.federation.router_urls.of(c) is None]
+        if needs_urls and missing:
+            what = "federation" if self.federation.enabled else "router.expose"
+            raise ValueError(
+                f"{what} needs every cloud's public router URL: set federation.routerUrls."
+                f"{', federation.routerUrls.'.join(missing)}"
+            )
+        if self.federation.enabled and not self.router.expose.enabled:
+            raise ValueError(
+                "federation needs each router reachable by the others: set "
+                "router.expose.enabled: true (an Ingress or a Gateway API HTTPRoute)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

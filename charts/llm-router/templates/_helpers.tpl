@@ -232,6 +232,18 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- $backends = append $backends (dict "name" (printf "%s/gpu" .Values.cloud) "url" $gpuUrl "tier" "gpu" "cloud" .Values.cloud "model" $gpuName "slots" (int .Values.llamacpp.parallel) "costWeight" .Values.gpu.backend.costWeight "hourlyCostUsd" .Values.gpu.backend.hourlyCostUsd) -}}
 {{- end -}}
 {{- $policy := dict "gpuParameterThreshold" (int64 .Values.router.policy.gpuParameterThreshold) "gpuComplexities" .Values.router.policy.gpuComplexities "fallbackModel" $cpuName -}}
-{{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" (dict "file" nil "env" nil) -}}
+{{- $apiKeys := dict "file" nil "env" nil -}}
+{{- if .Values.router.expose.enabled -}}
+{{- $apiKeys = dict "file" "/etc/llm-router-keys/api/api-keys" "env" nil -}}
+{{- end -}}
+{{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" $apiKeys -}}
+{{- if .Values.federation.enabled -}}
+{{- /* issue 16: the other clouds' routers; the defaults of router/peer_config.py */ -}}
+{{- $peers := list -}}
+{{- range .Values.federation.peers -}}
+{{- $peers = append $peers (dict "name" .name "cloud" .cloud "url" .url "costWeight" (.costWeight | default 1.0)) -}}
+{{- end -}}
+{{- $_ := set $config "federation" (dict "peers" $peers "peerKey" (dict "file" "/etc/llm-router-keys/peer/peer-key" "env" nil) "countPeerServedDemand" .Values.federation.countPeerServedDemand "readinessIntervalSeconds" 2.0 "connectTimeoutSeconds" 2.0 "firstByteTimeoutSeconds" nil "ewmaAlpha" 0.3 "caFile" nil) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -16,7 +16,8 @@ from typing import Any
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
-from llmctl.manifests.routing import router_config
+from llmctl.manifests.render import exposure
+from llmctl.manifests.routing import federation, router_config
 from llmctl.router.table import Backend, Tier
 
 CHART_DIR = PurePosixPath("charts/llm-router")
@@ -50,8 +51,42 @@ def _backend(backend: Backend) -> dict[str, Any]:
     return {"costWeight": backend.cost_weight, "hourlyCostUsd": backend.hourly_cost_usd}
 
 
+def _federation_values(stack: Stack, cloud: CloudName, values: dict[str, Any]) -> None:
+    """router.expose and federation (issue 16)."""
+    expose = stack.router.expose
+    values["router"]["expose"] = {
+        "enabled": expose.enabled,
+        "kind": expose.kind,
+        "host": exposure(stack, cloud)["host"] if expose.enabled else "",
+        "ingressClassName": expose.ingress_class_name,
+        "gateway": {
+            "name": expose.gateway.name,
+            "namespace": expose.gateway.namespace or "",
+            "sectionName": expose.gateway.section_name or "",
+        },
+        "tls": {
+            "secretName": expose.tls.secret_name,
+            "clusterIssuer": expose.tls.cluster_issuer or "",
+        },
+        "apiKeysSecret": expose.api_keys_secret,
+    }
+    table = federation(stack, cloud)
+    values["federation"] = {
+        "enabled": table is not None,
+        "peers": [p.model_dump(mode="json", by_alias=True) for p in table.peers] if table else [],
+        "peerKeySecret": stack.federation.peer_key_secret,
+        "countPeerServedDemand": stack.federation.count_peer_served_demand,
+    }
+
+
 def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     """The chart values that deploy what clusters/<cloud>/{base,overlays/gpu} deploys."""
+    values = _helm_values(stack, cloud, gpu)
+    _federation_values(stack, cloud, values)
+    return values
+
+
+def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     # The GPU tier's table entries are read even for a CPU file, so flipping gpu.enabled on it
     # gives the GPU overlay's router table.
     table = router_config(stack, cloud, gpu=True)

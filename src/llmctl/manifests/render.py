@@ -18,7 +18,13 @@ from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Resources, Stack
 from llmctl.manifests import llamacpp
-from llmctl.manifests.routing import CPU_SERVER, GPU_SERVER, router_config
+from llmctl.manifests.routing import (
+    API_KEYS_DIR,
+    CPU_SERVER,
+    GPU_SERVER,
+    PEER_KEY_DIR,
+    router_config,
+)
 from llmctl.manifests.templating import render_documents
 from llmctl.router.table import dump_router_config
 
@@ -132,8 +138,61 @@ def _tier(
     }
 
 
+def router_volumes(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The router pod's volumes and mounts: its config, /tmp, and (exposed or federated) the
+    Secrets with the client API keys and the peer key. A missing Secret keeps the pod from
+    starting: an exposed router never runs without keys."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": "llm-router-config"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": "/etc/llm-router", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    secrets = []
+    if stack.router.expose.enabled:
+        secrets.append(("api-keys", stack.router.expose.api_keys_secret, API_KEYS_DIR))
+    if stack.federation.enabled:
+        secrets.append(("peer-key", stack.federation.peer_key_secret, PEER_KEY_DIR))
+    for name, secret, directory in secrets:
+        volumes.append({"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}})
+        mounts.append({"name": name, "mountPath": directory, "readOnly": True})
+    return volumes, mounts
+
+
+def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
+    """The host, path and TLS settings of the cloud's Ingress or HTTPRoute (issue 16)."""
+    expose = stack.router.expose
+    url = stack.federation.router_urls.of(cloud)
+    assert url is not None  # Stack validates: exposure needs every cloud's URL
+    host = url.split("://", 1)[1].rstrip("/").split(":", 1)[0]
+    annotations: dict[str, str] = {
+        # Streams pass through as they come, and a long generation is not cut at 60 s.
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+        "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
+    }
+    if expose.tls.cluster_issuer:
+        annotations["cert-manager.io/cluster-issuer"] = expose.tls.cluster_issuer
+    parent: dict[str, Any] = {"name": expose.gateway.name}
+    if expose.gateway.namespace:
+        parent["namespace"] = expose.gateway.namespace
+    if expose.gateway.section_name:
+        parent["sectionName"] = expose.gateway.section_name
+    return {
+        "kind": expose.kind,
+        "host": host,
+        "ingress_class_name": expose.ingress_class_name,
+        "tls_secret": expose.tls.secret_name,
+        "annotations": annotations,
+        "parent": parent,
+    }
+
+
 def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     config_yaml = dump_router_config(router_config(stack, cloud, gpu))
+    volumes, mounts = router_volumes(stack)
     return {
         "labels": labels("llm-router", "router"),
         "selector": selector("llm-router", "router"),
@@ -149,6 +208,8 @@ def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         "resources": _resources(stack.router.resources),
         "config_yaml": config_yaml,
         "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(),
+        "volumes": volumes,
+        "volume_mounts": mounts,
     }
 
 
@@ -283,16 +344,21 @@ class Kustomization:
 
 def base(stack: Stack, cloud: CloudName) -> Kustomization:
     context = _context(stack, cloud, gpu=False)
+    resources = {
+        "namespace.yaml": render_documents("base/namespace.yaml.j2", context),
+        "router.yaml": render_documents("base/router.yaml.j2", context),
+        "cpu-llm-server.yaml": render_documents(
+            "llama-server.yaml.j2", context | {"tier": cpu_tier(stack)}
+        ),
+    }
+    if stack.router.expose.enabled:  # issue 16: the router outside the cluster
+        resources["router-expose.yaml"] = render_documents(
+            "base/router-expose.yaml.j2", context | {"expose": exposure(stack, cloud)}
+        )
     return Kustomization(
         directory=PurePosixPath(cloud.value, "base"),
         kind="Kustomization",
-        resources={
-            "namespace.yaml": render_documents("base/namespace.yaml.j2", context),
-            "router.yaml": render_documents("base/router.yaml.j2", context),
-            "cpu-llm-server.yaml": render_documents(
-                "llama-server.yaml.j2", context | {"tier": cpu_tier(stack)}
-            ),
-        },
+        resources=resources,
         patches={},
     )
 

@@ -8,10 +8,16 @@ from llmctl.config import NAMESPACE, ModelSpec, Stack
 from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
-from llmctl.router.table import Backend, ModelRoute, Policy, RouterConfig, Tier
+from llmctl.router.peer_config import Federation, Peer, PeerKey
+from llmctl.router.table import ApiKeys, Backend, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"
 GPU_SERVER = "gpu-llm-server"
+# Where the router pod mounts the client API keys and the peer key (Secrets, see render.py).
+API_KEYS_DIR = "/etc/llm-router-keys/api"
+API_KEYS_FILE = f"{API_KEYS_DIR}/api-keys"
+PEER_KEY_DIR = "/etc/llm-router-keys/peer"
+PEER_KEY_FILE = f"{PEER_KEY_DIR}/peer-key"
 
 
 def service_url(name: str) -> str:
@@ -68,4 +74,23 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
         models=tuple(models),
         backends=tuple(backends),
         policy=Policy(fallback_model=stack.cpu.model.name),
+        # Exposed outside the cluster, the router requires API keys.
+        api_keys=ApiKeys(file=API_KEYS_FILE) if stack.router.expose.enabled else ApiKeys(),
+        federation=federation(stack, cloud),
+    )
+
+
+def federation(stack: Stack, cloud: CloudName) -> Federation | None:
+    """The other clouds' routers as this router's peers (issue 16); None when off."""
+    if not stack.federation.enabled:
+        return None
+    peers = []
+    for other in catalog.CLOUDS:
+        url = stack.federation.router_urls.of(other)
+        if other != cloud and url is not None:
+            peers.append(Peer(name=other.value, cloud=other.value, url=url.rstrip("/")))
+    return Federation(
+        peers=tuple(peers),
+        peer_key=PeerKey(file=PEER_KEY_FILE),
+        count_peer_served_demand=stack.federation.count_peer_served_demand,
     )
