@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from llmctl.router.upstream import Pool  # noqa: E402
 from router_overhead import (  # noqa: E402
     burst,
     cpu_seconds,
@@ -43,8 +44,6 @@ from router_overhead import (  # noqa: E402
     pct,
     wait_port,
 )
-
-from llmctl.router.upstream import Pool  # noqa: E402
 
 MODELS = [
     {"name": "bench-model", "parameters": 7_000_000_000},  # over 3B: the GPU tier
