@@ -29,7 +29,8 @@ REPLY = {
 class StubServer:
     """A threaded HTTP server on a free loopback port; `mode` picks what a POST gets:
     "ok", "sleep:<s>" (answers after s seconds), "hold" (answers once `release` is set),
-    "hang" (never answers), "reset" (closes the
+    "stream-break" (two SSE events, then the connection dies), "hang" (never answers),
+    "reset" (closes the
     connection without a byte), "500". `ready` says what /readyz and /health answer."""
 
     def __init__(self, model: str, *, gpu_slots: int = 4, mode: str = "ok") -> None:
@@ -90,6 +91,25 @@ class StubServer:
                         socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                     )
                     self.connection.close()
+                    return
+                if mode == "stream-break":  # two events, then the connection dies
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.send_header("x-llm-tier", "gpu")
+                    self.send_header("x-llm-backend", "flaky/gpu")
+                    self.end_headers()
+                    for i in range(2):
+                        chunk = {
+                            "object": "chat.completion.chunk",
+                            "model": stub.model,
+                            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}}],
+                        }
+                        data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                        self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+                        self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if mode == "500":
                     self._send(500, b'{"error":{"message":"boom","type":"server_error"}}')
