@@ -161,8 +161,8 @@ def test_gpu_request_goes_to_the_warm_gpu_in_another_cloud(fed: Federation) -> N
     assert response.json()["model"] == GPU_MODEL
     after = {cloud: fed.metrics(cloud) for cloud in ("aws", "gcp")}
 
-    def delta(cloud: str, name: str, **labels: str) -> float:
-        return sample(after[cloud], name, **labels) - sample(before[cloud], name, **labels)
+    def delta(router: str, name: str, **labels: str) -> float:
+        return sample(after[router], name, **labels) - sample(before[router], name, **labels)
 
     # The demand signal stays honest: both aws (so its pool wakes) and gcp (so its pool stays
     # awake) count a GPU request.
@@ -260,6 +260,7 @@ def test_a_forwarded_request_is_never_forwarded_again(fed: Federation) -> None:
     """What aws sends azure if it picked azure: azure's own GPU is down and gcp's is up, so
     without the hop rule azure would forward it on to gcp."""
     before = fed.metrics("gcp")
+    forwarded_before = _total(fed.metrics("azure"), "llm_router_peer_requests_total")
     hop = {"x-llm-hop": "aws", "authorization": f"Bearer {PEER_KEY}"}
     with httpx.Client(base_url=fed.routers["azure"].url, timeout=60) as client:
         refused = client.post(
@@ -278,7 +279,12 @@ def test_a_forwarded_request_is_never_forwarded_again(fed: Federation) -> None:
     assert sample(after, "llm_router_peer_requests_received_total", from_cloud="azure") == sample(
         before, "llm_router_peer_requests_received_total", from_cloud="azure"
     )
-    assert not any(k[0] == "llm_router_peer_requests_total" for k in fed.metrics("azure"))
+    forwarded = _total(fed.metrics("azure"), "llm_router_peer_requests_total")
+    assert forwarded == forwarded_before
+
+
+def _total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    return sum(v for k, v in samples.items() if k[0] == name)
 
 
 # --- peer key ------------------------------------------------------------------------------
@@ -343,7 +349,9 @@ def test_a_failing_peer_is_passed_over_for_the_next_choice(
     elapsed = time.monotonic() - started
     assert response.status_code == 200, response.text
     assert response.headers["x-llm-peer"] == "gcp"
-    assert flaky.hits == 1
+    # A reset on a pooled keep-alive connection (the /readyz reads leave one) is tried once
+    # more on a fresh connection, as for any backend: a stale keep-alive looks the same.
+    assert flaky.hits == 1 or (mode == "reset" and flaky.hits == 2)
     assert flaky.headers[0]["x-llm-hop"] == "aws"
     assert flaky.headers[0]["authorization"] == f"Bearer {PEER_KEY}"
     assert flaky.headers[0]["x-llm-require-tier"] == "gpu"
