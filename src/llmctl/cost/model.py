@@ -24,6 +24,7 @@ from enum import StrEnum
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
+from llmctl.cost import egress
 from llmctl.cost.prices import Capacity, HourlyPrice, PriceCatalog, Sourced
 from llmctl.errors import ConfigError
 
@@ -152,6 +153,9 @@ class Estimate:
     assumptions: list[str]
     warnings: list[str] = field(default_factory=list)
     prices: list[PriceUsed] = field(default_factory=list)
+    # Serving a GPU request from another cloud (issue 16): egress per 1M tokens beside the
+    # price of waking the local GPU, per cloud.
+    remote: list[egress.RemoteRow] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +436,11 @@ def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str
     ]
 
 
-def estimate(prices: PriceCatalog, request: EstimateRequest) -> Estimate:
+def estimate(
+    prices: PriceCatalog,
+    request: EstimateRequest,
+    egress_prices: egress.EgressCatalog | None = None,
+) -> Estimate:
     """Price every requested scenario in every requested cloud, and the totals."""
     request.workload.validate()
     if not request.hours_per_month > 0 or not math.isfinite(request.hours_per_month):
@@ -453,6 +461,16 @@ def estimate(prices: PriceCatalog, request: EstimateRequest) -> Estimate:
             rows.append(_total(mode_rows, mode))
     for c in costs:
         warnings.extend(_capacity_warnings(request, c))
+    remote = egress.remote_rows(
+        egress_prices or egress.load_egress(),
+        {c.plan.cloud: c.gpu_hourly for c in costs},
+        request.workload.cold_start_s,
+        request.workload.idle_timeout_s,
+    )
     return Estimate(
-        rows=rows, assumptions=_assumptions(request, costs), warnings=warnings, prices=used
+        rows=rows,
+        assumptions=_assumptions(request, costs),
+        warnings=warnings,
+        prices=used,
+        remote=remote,
     )

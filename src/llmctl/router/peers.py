@@ -281,7 +281,7 @@ class Peers:
     def authorize(self, headers: dict[str, str]) -> bool:
         """A hop-marked request must carry a peer key (never a client key)."""
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        given = token.strip().encode() if scheme.lower() == "bearer" else b""
+        given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
         matched = False
         for key in self.keys:  # every key, every time: constant time
             matched |= hmac.compare_digest(given, key)
