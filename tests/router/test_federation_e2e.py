@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from llmctl import egress
 from tests.router.fedstubs import StubServer, metrics, sample, wait_for
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer, free_port
@@ -236,6 +237,13 @@ def test_stream_passes_intact_through_the_hop(fed: Federation) -> None:
     assert through_hop[-1] == b"data: [DONE]"
     assert len(through_hop) == len(direct) > 2
     assert _content(through_hop) == _content(direct)
+    # What `cost estimate` assumes a streamed token costs on the wire, against llama-server's
+    # real events (plus the chunk framing, about 6 bytes each).
+    per_event = sum(len(e) + 2 + 6 for e in through_hop[:-1]) / len(through_hop[:-1])
+    print(f"streamed bytes per token event: {per_event:.0f}")
+    assert (
+        0.6 * egress.STREAMED_BYTES_PER_TOKEN <= per_event <= 1.4 * egress.STREAMED_BYTES_PER_TOKEN
+    )
 
 
 def test_stream_with_the_openai_client_through_the_hop(fed: Federation) -> None:
