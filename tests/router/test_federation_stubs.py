@@ -256,3 +256,40 @@ def test_a_peer_over_https(tmp_path: Path) -> None:
         gcp.stop()
         cpu.close()
         gpu.close()
+
+
+# --- the demand signal ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [True, False])
+def test_peer_served_gpu_requests_count_in_local_demand_unless_configured_not_to(
+    tmp_path: Path, count: bool
+) -> None:
+    cpu, gpu = StubServer(CPU_MODEL), StubServer(GPU_MODEL)
+    gcp = RouterProcess({"cloud": "gcp"}, tmp_path, env=ENV)
+    aws = RouterProcess({"cloud": "aws"}, tmp_path, env=ENV)
+    configure(gcp, "gcp", cpu.url, gpu.url, [])
+    down = f"http://127.0.0.1:{free_port()}"
+    configure(aws, "aws", cpu.url, down, [gcp], countPeerServedDemand=count)
+    gpu_requests = ("llm_router_tier_requests_total", {"tier": "gpu", "cloud": "aws"})
+    try:
+        gcp.start()
+        aws.start()
+        wait_for(lambda: peer_ready(aws, "gcp"), what="aws to see gcp")
+        response = post(aws)
+        assert response.headers["x-llm-peer"] == "gcp"
+        assert sample(metrics(aws.url), gpu_requests[0], **gpu_requests[1]) == (1 if count else 0)
+        assert (
+            sample(metrics(gcp.url), "llm_router_tier_requests_total", tier="gpu", cloud="gcp") == 1
+        )
+        # Served at home after all (the peer answers 500): it counts, as without federation.
+        gpu.mode = "500"
+        response = post(aws)
+        assert response.headers["x-llm-tier"] == "cpu-fallback"
+        assert sample(metrics(aws.url), gpu_requests[0], **gpu_requests[1]) == (2 if count else 1)
+        assert sample(metrics(aws.url), "llm_router_tier_demand", tier="gpu", cloud="aws") == 0
+    finally:
+        aws.stop()
+        gcp.stop()
+        cpu.close()
+        gpu.close()

@@ -378,6 +378,11 @@ class RouterApp:
                     counted = True
                     self.metrics.tier_demand.inc(demand)
                     self.metrics.tier_requests.inc(demand)
+                # The peers took their timeouts: decide locally on what is ready now.
+                route = policy.plan_route(
+                    model, complexity.strip().lower(), required == "gpu", self.backends,
+                    self.config.policy,
+                )  # fmt: skip
             if isinstance(route, Refusal):
                 self.metrics.requests.inc(
                     (route.wanted.value, self.config.cloud, model.name, "503")
