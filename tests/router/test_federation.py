@@ -93,6 +93,11 @@ def test_score_weight_zero_means_fill_first_but_is_not_negative() -> None:
     assert 0 < score[1] < 1e-6
 
 
+def test_score_of_a_tier_reporting_no_slots_does_not_divide_by_zero() -> None:
+    choice = PeerChoice(peer("a"), Tier.GPU, TierCapacity(BIG.name, 0, 0))
+    assert federation.peer_score(choice) == (1, 1.0, 0.0)
+
+
 def test_score_unmeasured_latency_counts_as_zero() -> None:
     choice = PeerChoice(peer("a", ttfb=None), Tier.GPU, TierCapacity(BIG.name, 4, 4))
     assert federation.peer_score(choice)[2] == 0.0
