@@ -20,6 +20,7 @@ from llmctl.manifests.helm_values import helm_values
 from llmctl.router.table import RouterConfig
 from tests.charts.helm import RELEASE, template
 from tests.charts.test_parity import _unprefix, normalise
+from tests.support.kube_schema import validate_strict
 
 URLS = {
     "aws": "https://llm.aws.example.com",
@@ -192,3 +193,12 @@ def test_chart_renders_what_kustomize_builds_when_federated(
             obj["metadata"].pop("labels")
             obj["metadata"].pop("namespace")
         assert _unprefix(chart_exposed[0], prefix) == built_exposed[0]
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure", "gcp"])
+def test_federated_objects_pass_the_kubernetes_schemas(tmp_path: Path, cloud: str) -> None:
+    """Everything but the HTTPRoute (a Gateway API CRD, checked field by field above)."""
+    for config in (FEDERATED, HTTPROUTE):
+        for obj in built_objects(stack_of(tmp_path, config), CloudName(cloud), True):
+            if obj["kind"] != "HTTPRoute":
+                validate_strict(obj)
