@@ -324,8 +324,10 @@ def test_peer_key_is_required_and_distinct(
 
 def test_readyz_reports_tiers_with_free_slots(fed: Federation) -> None:
     body = httpx.get(fed.routers["gcp"].url + "/readyz", timeout=10).json()
-    assert body["tiers"]["gpu"] == [{"model": GPU_MODEL, "slots": 2, "free": 2}]
-    assert body["tiers"]["cpu"] == [{"model": CPU_MODEL, "slots": 2, "free": 2}]
+    for tier, model in (("gpu", GPU_MODEL), ("cpu", CPU_MODEL)):
+        (entry,) = body["tiers"][tier]
+        assert entry["model"] == model and entry["slots"] == 2
+        assert 0 <= entry["free"] <= 2  # 2 when idle; llama-server's own busy count lowers it
     aws = httpx.get(fed.routers["aws"].url + "/readyz", timeout=10).json()
     assert "gpu" not in aws["tiers"]  # its GPU backend is down
 
