@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from llmctl import egress
+from llmctl.cost import egress
 from tests.router.fedstubs import StubServer, metrics, sample, wait_for
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer, free_port
