@@ -237,18 +237,28 @@ class GatewayRef(StrictModel):
 
 class Expose(StrictModel):
     """The router outside its cluster, at the cloud's federation.routerUrls host. Exposed, the
-    router requires API keys: the Secret `apiKeysSecret` (key `api-keys`, one a line)."""
+    router requires API keys: router.apiKeys.secretName must be set."""
 
     enabled: bool = False
     kind: Literal["ingress", "httproute"] = "ingress"
     ingress_class_name: str = Field("nginx", alias="ingressClassName")
     gateway: GatewayRef = GatewayRef()
     tls: ExposeTls = ExposeTls()
-    api_keys_secret: SecretName = Field("llm-router-api-keys", alias="apiKeysSecret")
+
+
+class ApiKeySecret(StrictModel):
+    """A Secret in the namespace whose key holds the router's API keys, comma-separated."""
+
+    secret_name: str | None = Field(
+        None, alias="secretName", pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$"
+    )
+    key: str = Field("api-keys", pattern=r"^[-._a-zA-Z0-9]+$")
 
 
 class Router(StrictModel):
     replicas: int = Field(2, ge=1, le=100)
+    # Unset, the router answers anyone who can reach its Service (`llmctl render` warns).
+    api_keys: ApiKeySecret = Field(ApiKeySecret(), alias="apiKeys")
     resources: Resources = Resources(
         requests=ResourceList(cpu="100m", memory="128Mi"),
         limits=ResourceList(memory="256Mi"),
@@ -274,7 +284,7 @@ class Federation(StrictModel):
     # Each cloud's public router URL: where the other clouds' routers reach it.
     router_urls: RouterUrls = Field(RouterUrls(), alias="routerUrls")
     # The Secret (key `peer-key`) in every cluster, holding the same key: peers authenticate
-    # with it, never with a client API key.
+    # with it, never with a client API key. The router reads it from LLM_ROUTER_PEER_KEY.
     peer_key_secret: SecretName = Field("llm-router-peer-key", alias="peerKeySecret")
     # A GPU request a peer serves still counts in the local GPU demand, so the local pool wakes.
     count_peer_served_demand: bool = Field(True, alias="countPeerServedDemand")
@@ -315,6 +325,11 @@ class Stack(StrictModel):
             raise ValueError(
                 f"{what} needs every cloud's public router URL: set federation.routerUrls."
                 f"{', federation.routerUrls.'.join(missing)}"
+            )
+        if self.router.expose.enabled and self.router.api_keys.secret_name is None:
+            raise ValueError(
+                "an exposed router requires API keys: set router.apiKeys.secretName (a Secret "
+                "whose key router.apiKeys.key holds the keys, comma-separated)"
             )
         if self.federation.enabled and not self.router.expose.enabled:
             raise ValueError(

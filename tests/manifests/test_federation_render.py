@@ -29,16 +29,20 @@ URLS = {
 }
 FEDERATED: dict[str, Any] = {
     "federation": {"enabled": True, "routerUrls": URLS},
-    "router": {"expose": {"enabled": True, "tls": {"clusterIssuer": "letsencrypt-prod"}}},
+    "router": {
+        "apiKeys": {"secretName": "llm-router-api-keys"},
+        "expose": {"enabled": True, "tls": {"clusterIssuer": "letsencrypt-prod"}},
+    },
 }
 HTTPROUTE: dict[str, Any] = {
     "federation": {"enabled": True, "routerUrls": URLS, "countPeerServedDemand": False},
     "router": {
+        "apiKeys": {"secretName": "client-keys", "key": "keys"},
         "expose": {
             "enabled": True,
             "kind": "httproute",
             "gateway": {"name": "public", "namespace": "gateways", "sectionName": "https"},
-        }
+        },
     },
 }
 HOSTS = {
@@ -77,8 +81,9 @@ def test_default_stack_has_no_federation_and_no_exposure(tmp_path: Path) -> None
         assert not any(kind in ("Ingress", "HTTPRoute") for kind, _ in objs)
         table = router_table(objs)
         assert table.federation is None
-        assert table.api_keys.file is None
-        assert [v["name"] for v in router_pod(objs)["volumes"]] == ["config", "tmp"]
+        assert table.api_keys.env is None
+        env = [e["name"] for e in router_pod(objs)["containers"][0]["env"]]
+        assert env == ["LLMCTL_ROUTER_CONFIG", "PORT"]
         values = helm_values(stack, CloudName(cloud), True)
         assert values["federation"]["enabled"] is False
         assert values["router"]["expose"]["enabled"] is False
@@ -93,30 +98,33 @@ def test_each_router_gets_the_other_clouds_as_peers(tmp_path: Path, cloud: str) 
         others = [c.value for c in catalog.CLOUDS if c.value != cloud]
         assert [p.name for p in table.federation.peers] == others
         assert [p.url for p in table.federation.peers] == [URLS[c].rstrip("/") for c in others]
-        assert table.federation.peer_key.file == "/etc/llm-router-keys/peer/peer-key"
+        assert table.federation.peer_key.env == "LLM_ROUTER_PEER_KEY"
         assert table.federation.count_peer_served_demand is True
         # Exposed: API keys are required.
-        assert table.api_keys.file == "/etc/llm-router-keys/api/api-keys"
+        assert table.api_keys.env == "LLM_ROUTER_API_KEYS"
 
 
-def test_keys_come_from_secrets_mounted_read_only(tmp_path: Path) -> None:
+def test_keys_come_from_secrets(tmp_path: Path) -> None:
     pod = router_pod(objects(stack_of(tmp_path, FEDERATED), "aws"))
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["api-keys"]["secret"]["secretName"] == "llm-router-api-keys"
-    assert volumes["peer-key"]["secret"]["secretName"] == "llm-router-peer-key"
-    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts["api-keys"] == {
-        "name": "api-keys", "mountPath": "/etc/llm-router-keys/api", "readOnly": True
-    }  # fmt: skip
-    assert mounts["peer-key"]["mountPath"] == "/etc/llm-router-keys/peer"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["LLM_ROUTER_API_KEYS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "llm-router-api-keys", "key": "api-keys"}
+    }
+    assert env["LLM_ROUTER_PEER_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "llm-router-peer-key", "key": "peer-key"}
+    }
 
 
 def test_exposed_without_federation_requires_api_keys_but_no_peer_key(tmp_path: Path) -> None:
-    config = {"federation": {"routerUrls": URLS}, "router": {"expose": {"enabled": True}}}
+    config = {
+        "federation": {"routerUrls": URLS},
+        "router": {"expose": {"enabled": True}, "apiKeys": {"secretName": "keys"}},
+    }
     objs = objects(stack_of(tmp_path, config), "gcp")
-    assert router_table(objs).api_keys.file is not None
+    assert router_table(objs).api_keys.env == "LLM_ROUTER_API_KEYS"
     assert router_table(objs).federation is None
-    assert [v["name"] for v in router_pod(objs)["volumes"]] == ["config", "tmp", "api-keys"]
+    env = [e["name"] for e in router_pod(objs)["containers"][0]["env"]]
+    assert env == ["LLMCTL_ROUTER_CONFIG", "PORT", "LLM_ROUTER_API_KEYS"]
 
 
 @pytest.mark.parametrize("cloud", ["aws", "azure", "gcp"])
@@ -155,8 +163,18 @@ def test_httproute_attaches_to_the_gateway(tmp_path: Path) -> None:
             {"federation": {"enabled": True, "routerUrls": {"aws": URLS["aws"]}}},
             "federation.routerUrls.azure, federation.routerUrls.gcp",
         ),
-        ({"federation": {"enabled": True, "routerUrls": URLS}}, "router.expose.enabled: true"),
+        (
+            {
+                "federation": {"enabled": True, "routerUrls": URLS},
+                "router": {"apiKeys": {"secretName": "keys"}},
+            },
+            "router.expose.enabled: true",
+        ),
         ({"router": {"expose": {"enabled": True}}}, "public router URL"),
+        (
+            {"federation": {"routerUrls": URLS}, "router": {"expose": {"enabled": True}}},
+            "an exposed router requires API keys: set router.apiKeys.secretName",
+        ),
         ({"federation": {"routerUrls": {"aws": "llm.aws.example.com"}}}, "routerUrls.aws"),
         ({"router": {"expose": {"kind": "loadbalancer"}}}, "router.expose.kind"),
     ],

@@ -233,8 +233,8 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- end -}}
 {{- $policy := dict "gpuParameterThreshold" (int64 .Values.router.policy.gpuParameterThreshold) "gpuComplexities" .Values.router.policy.gpuComplexities "fallbackModel" $cpuName -}}
 {{- $apiKeys := dict "file" nil "env" nil -}}
-{{- if .Values.router.expose.enabled -}}
-{{- $apiKeys = dict "file" "/etc/llm-router-keys/api/api-keys" "env" nil -}}
+{{- if .Values.router.apiKeys.secretName -}}
+{{- $_ := set $apiKeys "env" "LLM_ROUTER_API_KEYS" -}}
 {{- end -}}
 {{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" $apiKeys -}}
 {{- if .Values.federation.enabled -}}
@@ -243,7 +243,7 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- range .Values.federation.peers -}}
 {{- $peers = append $peers (dict "name" .name "cloud" .cloud "url" .url "costWeight" (.costWeight | default 1.0)) -}}
 {{- end -}}
-{{- $_ := set $config "federation" (dict "peers" $peers "peerKey" (dict "file" "/etc/llm-router-keys/peer/peer-key" "env" nil) "countPeerServedDemand" .Values.federation.countPeerServedDemand "readinessIntervalSeconds" 2.0 "connectTimeoutSeconds" 2.0 "firstByteTimeoutSeconds" nil "ewmaAlpha" 0.3 "caFile" nil) -}}
+{{- $_ := set $config "federation" (dict "peers" $peers "peerKey" (dict "file" nil "env" "LLM_ROUTER_PEER_KEY") "countPeerServedDemand" .Values.federation.countPeerServedDemand "readinessIntervalSeconds" 2.0 "connectTimeoutSeconds" 2.0 "firstByteTimeoutSeconds" nil "ewmaAlpha" 0.3 "caFile" nil) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

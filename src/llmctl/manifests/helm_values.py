@@ -68,7 +68,6 @@ def _federation_values(stack: Stack, cloud: CloudName, values: dict[str, Any]) -
             "secretName": expose.tls.secret_name,
             "clusterIssuer": expose.tls.cluster_issuer or "",
         },
-        "apiKeysSecret": expose.api_keys_secret,
     }
     table = federation(stack, cloud)
     values["federation"] = {
@@ -105,6 +104,10 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         },
         "router": {
             "replicas": stack.router.replicas,
+            "apiKeys": {
+                "secretName": stack.router.api_keys.secret_name or "",
+                "key": stack.router.api_keys.key,
+            },
             "resources": _resources(stack.router.resources),
             "policy": {
                 "gpuParameterThreshold": table.policy.gpu_parameter_threshold,

@@ -19,10 +19,11 @@ from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Resources, Stack
 from llmctl.manifests import llamacpp
 from llmctl.manifests.routing import (
-    API_KEYS_DIR,
     CPU_SERVER,
     GPU_SERVER,
-    PEER_KEY_DIR,
+    PEER_KEY_SECRET_KEY,
+    ROUTER_API_KEYS_ENV,
+    ROUTER_PEER_KEY_ENV,
     router_config,
 )
 from llmctl.manifests.templating import render_documents
@@ -138,29 +139,6 @@ def _tier(
     }
 
 
-def router_volumes(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The router pod's volumes and mounts: its config, /tmp, and (exposed or federated) the
-    Secrets with the client API keys and the peer key. A missing Secret keeps the pod from
-    starting: an exposed router never runs without keys."""
-    volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": "llm-router-config"}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": "/etc/llm-router", "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    secrets = []
-    if stack.router.expose.enabled:
-        secrets.append(("api-keys", stack.router.expose.api_keys_secret, API_KEYS_DIR))
-    if stack.federation.enabled:
-        secrets.append(("peer-key", stack.federation.peer_key_secret, PEER_KEY_DIR))
-    for name, secret, directory in secrets:
-        volumes.append({"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}})
-        mounts.append({"name": name, "mountPath": directory, "readOnly": True})
-    return volumes, mounts
-
-
 def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
     """The host, path and TLS settings of the cloud's Ingress or HTTPRoute (issue 16)."""
     expose = stack.router.expose
@@ -192,7 +170,21 @@ def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
 
 def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     config_yaml = dump_router_config(router_config(stack, cloud, gpu))
-    volumes, mounts = router_volumes(stack)
+    env: list[dict[str, Any]] = [
+        {"name": "LLMCTL_ROUTER_CONFIG", "value": ROUTER_CONFIG_PATH},
+        {"name": "PORT", "value": str(ROUTER_PORT)},
+    ]
+    keys = stack.router.api_keys
+    if keys.secret_name is not None:
+        env.append(
+            {
+                "name": ROUTER_API_KEYS_ENV,
+                "valueFrom": {"secretKeyRef": {"name": keys.secret_name, "key": keys.key}},
+            }
+        )
+    if stack.federation.enabled:  # issue 16: the key peers authenticate with
+        secret = {"name": stack.federation.peer_key_secret, "key": PEER_KEY_SECRET_KEY}
+        env.append({"name": ROUTER_PEER_KEY_ENV, "valueFrom": {"secretKeyRef": secret}})
     return {
         "labels": labels("llm-router", "router"),
         "selector": selector("llm-router", "router"),
@@ -201,15 +193,10 @@ def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         "port": ROUTER_PORT,
         # The image's entrypoint runs `llmctl router serve` with these.
         "args": ["router"],
-        "env": [
-            {"name": "LLMCTL_ROUTER_CONFIG", "value": ROUTER_CONFIG_PATH},
-            {"name": "PORT", "value": str(ROUTER_PORT)},
-        ],
+        "env": env,
         "resources": _resources(stack.router.resources),
         "config_yaml": config_yaml,
         "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(),
-        "volumes": volumes,
-        "volume_mounts": mounts,
     }
 
 

@@ -13,11 +13,11 @@ from llmctl.router.table import ApiKeys, Backend, ModelRoute, Policy, RouterConf
 
 CPU_SERVER = "cpu-llm-server"
 GPU_SERVER = "gpu-llm-server"
-# Where the router pod mounts the client API keys and the peer key (Secrets, see render.py).
-API_KEYS_DIR = "/etc/llm-router-keys/api"
-API_KEYS_FILE = f"{API_KEYS_DIR}/api-keys"
-PEER_KEY_DIR = "/etc/llm-router-keys/peer"
-PEER_KEY_FILE = f"{PEER_KEY_DIR}/peer-key"
+# The router pod's variable holding its API keys (from router.apiKeys.secretName).
+ROUTER_API_KEYS_ENV = "LLM_ROUTER_API_KEYS"
+# ... and the peer key (federation, from federation.peerKeySecret, key peer-key).
+ROUTER_PEER_KEY_ENV = "LLM_ROUTER_PEER_KEY"
+PEER_KEY_SECRET_KEY = "peer-key"
 
 
 def service_url(name: str) -> str:
@@ -74,8 +74,9 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
         models=tuple(models),
         backends=tuple(backends),
         policy=Policy(fallback_model=stack.cpu.model.name),
-        # Exposed outside the cluster, the router requires API keys.
-        api_keys=ApiKeys(file=API_KEYS_FILE) if stack.router.expose.enabled else ApiKeys(),
+        api_keys=ApiKeys(env=ROUTER_API_KEYS_ENV)
+        if stack.router.api_keys.secret_name is not None
+        else ApiKeys(),
         federation=federation(stack, cloud),
     )
 
@@ -91,6 +92,6 @@ def federation(stack: Stack, cloud: CloudName) -> Federation | None:
             peers.append(Peer(name=other.value, cloud=other.value, url=url.rstrip("/")))
     return Federation(
         peers=tuple(peers),
-        peer_key=PeerKey(file=PEER_KEY_FILE),
+        peer_key=PeerKey(env=ROUTER_PEER_KEY_ENV),
         count_peer_served_demand=stack.federation.count_peer_served_demand,
     )
