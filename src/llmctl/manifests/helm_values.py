@@ -17,7 +17,7 @@ from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
 from llmctl.manifests.routing import router_config
-from llmctl.router.table import Backend, Tier
+from llmctl.router.table import Backend, Tier, rendered_limits
 
 CHART_DIR = PurePosixPath("charts/llm-router")
 
@@ -75,7 +75,7 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
                 "gpuParameterThreshold": table.policy.gpu_parameter_threshold,
                 "gpuComplexities": list(table.policy.gpu_complexities),
             },
-            "limits": table.limits.model_dump(mode="json", by_alias=True),
+            "limits": rendered_limits(table.limits),
             "healthCheck": table.health_check.model_dump(mode="json", by_alias=True),
         },
         "cpu": {

@@ -131,12 +131,19 @@ _ALWAYS_RENDERED_LIMITS = (
 )
 
 
-def dump_router_config(config: RouterConfig) -> str:
-    data = config.model_dump(by_alias=True, mode="json")
+def rendered_limits(limits: Limits) -> dict[str, object]:
+    """The `limits:` section as router.yaml and the Helm values write it."""
+    data = limits.model_dump(by_alias=True, mode="json")
     defaults = Limits()
     for name, field in Limits.model_fields.items():
-        if name not in _ALWAYS_RENDERED_LIMITS and getattr(config.limits, name) == getattr(
+        if name not in _ALWAYS_RENDERED_LIMITS and getattr(limits, name) == getattr(
             defaults, name
         ):
-            data["limits"].pop(field.alias or name, None)
+            data.pop(field.alias or name, None)
+    return data
+
+
+def dump_router_config(config: RouterConfig) -> str:
+    data = config.model_dump(by_alias=True, mode="json")
+    data["limits"] = rendered_limits(config.limits)
     return yaml.safe_dump(data, sort_keys=False)
