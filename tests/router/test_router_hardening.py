@@ -66,6 +66,9 @@ def start_router(
     tmp: Path, backends: list[dict[str, Any]], env: dict[str, str] | None = None, **extra: Any
 ) -> RouterProcess:
     limits = dict(LIMITS, **extra.pop("limits", {}))
+    # Checks time out after min(interval, 5 s): 1 s, not the support default's 0.2 s, which a
+    # stub thread on a loaded machine can miss (the backend then looks down).
+    extra.setdefault("healthCheck", {"intervalSeconds": 1, "maxBackoffSeconds": 2})
     config = router_config(backends, MODELS, "small", limits=limits, **extra)
     return RouterProcess(config, tmp, env=env).start()
 
@@ -543,7 +546,7 @@ def test_a_request_queued_on_a_hung_gpu_moves_to_the_cpu_fallback(tmp_path: Path
     router = start_router(
         tmp_path,
         [backend("aws/gpu", gpu, tier="gpu", slots=1), backend("aws/cpu", cpu)],
-        healthCheck={"intervalSeconds": 0.3, "maxBackoffSeconds": 1},
+        healthCheck={"intervalSeconds": 1, "maxBackoffSeconds": 2},
     )
     try:
         with ThreadPoolExecutor(2) as pool:

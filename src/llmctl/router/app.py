@@ -17,8 +17,8 @@ import re
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from llmctl.router import policy
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout, health_loop
@@ -113,6 +113,7 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # built once: loads() builds one a call
 # A \uD800-\uDFFF escape (one half of a surrogate pair): only then can a parsed string hold a
 # lone surrogate, which strict UTF-8 (and llama-server's parser) cannot represent.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -148,7 +149,7 @@ def parse_json(raw: bytes) -> object:
             "invalid_encoding",
         ) from None
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = _DECODER.decode(text)
     except RecursionError:
         raise _invalid("the request body is nested too deeply", None, "invalid_json") from None
     except ValueError as exc:
@@ -709,8 +710,7 @@ class RouterApp:
             self.metrics.tokens.inc((tier, "completion"), int(completion.group(1)))
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """What a request asks for, as the policy reads it."""
 
     model: ModelRoute

@@ -125,6 +125,15 @@ class Server:
         self._last_refusal_log = 0.0
         self._server: asyncio.Server | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        # Timeouts are deadlines on each connection, checked by one sweep: a timer per phase of
+        # every request cost more CPU than the rest of the server's work for that request.
+        self._tick = min(
+            1.0,
+            limits.header_timeout_seconds / 4,
+            limits.body_timeout_seconds / 4,
+            limits.keep_alive_timeout_seconds / 4,
+        )
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
@@ -135,7 +144,15 @@ class Server:
             reuse_address=True,
             backlog=1024,
         )
+        self._sweeper = loop.call_later(self._tick, self._sweep)
         return self._server
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.deadline <= now:
+                conn.expired()
+        self._sweeper = asyncio.get_running_loop().call_later(self._tick, self._sweep)
 
     # --- the cap ---------------------------------------------------------------------------
     def admit(self, conn: Connection) -> bool:
@@ -214,6 +231,8 @@ class Server:
         return cut
 
     def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             conn.close()
 
@@ -243,7 +262,7 @@ class Connection(asyncio.Protocol):
         self._stop_parsing = False  # too many pipelined requests: read no further
         self._discard_until_end = False  # answered early (413): drop the body, then close
         self._discarded = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = float("inf")  # when the phase below times out (Server._sweep)
         self._timer_kind = ""
         self._in_message = False
         self._headers_done = False
@@ -272,19 +291,16 @@ class Connection(asyncio.Protocol):
 
     # --- timers ----------------------------------------------------------------------------
     def _arm(self, kind: str, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self._timer_kind = kind
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+        self.deadline = time.monotonic() + seconds
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = float("inf")
         self._timer_kind = ""
 
-    def _expired(self) -> None:
-        kind, self._timer = self._timer_kind, None
+    def expired(self) -> None:
+        kind = self._timer_kind
+        self._disarm()
         if self.closed:
             return
         if kind == "idle" or self._discard_until_end:
@@ -544,8 +560,9 @@ class Connection(asyncio.Protocol):
         if not self.keep_alive or self.transport is None:
             self.close()
             return
-        if not await self.writable():  # the client has not read the last answer: wait
-            return
+        waiter = self._can_write
+        if waiter is not None and not waiter.done() and not await self.writable():
+            return  # the client did not read the last answer in time
         if self.pending:
             self._start(self.pending.popleft())
             return

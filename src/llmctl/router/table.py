@@ -136,9 +136,7 @@ def rendered_limits(limits: Limits) -> dict[str, object]:
     data = limits.model_dump(by_alias=True, mode="json")
     defaults = Limits()
     for name, field in Limits.model_fields.items():
-        if name not in _ALWAYS_RENDERED_LIMITS and getattr(limits, name) == getattr(
-            defaults, name
-        ):
+        if name not in _ALWAYS_RENDERED_LIMITS and getattr(limits, name) == getattr(defaults, name):
             data.pop(field.alias or name, None)
     return data
 
