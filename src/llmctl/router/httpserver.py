@@ -267,6 +267,7 @@ class Connection(asyncio.Protocol):
         self._in_message = False
         self._headers_done = False
         self._head_bytes = 0
+        self._version = "1.1"
         self._begin()
 
     def _begin(self) -> None:
@@ -351,6 +352,36 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self._stop_parsing:
             return
+        if self._headers_done and not self._discard_until_end:
+            self._feed(data)  # a body: bounded in on_body
+            return
+        if (
+            not self._discard_until_end
+            and len(data) <= self.limits.max_header_bytes - self._head_bytes
+        ):
+            self._head_bytes += len(data)  # the usual case: a whole small request
+            self._feed(data)
+            return
+        self._feed_sliced(data)
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _Reject as exc:
+            self._reject(exc.status, exc.message, exc.code)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "protocol upgrades are not supported", "bad_http")
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.message, cause.code)
+            elif not isinstance(cause, _StopParsing):
+                self._reject(400, f"malformed HTTP request: {cause or exc}", "bad_http")
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"malformed HTTP request: {exc}", "bad_http")
+
+    def _feed_sliced(self, data: bytes) -> None:
+        """Feed a piece at a time, so that the head never exceeds its limit in the parser."""
         view = memoryview(data)
         try:
             while view:
@@ -444,7 +475,7 @@ class Connection(asyncio.Protocol):
         idle = self.task is None or self.task.done()
         if idle:
             self._arm("body", self.limits.body_timeout_seconds)
-        version = self.parser.get_http_version()
+        self._version = version = self.parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise _Reject(505, f"HTTP/{version} is not supported", "http_version_not_supported")
         length = self._headers.get("content-length")
@@ -488,7 +519,7 @@ class Connection(asyncio.Protocol):
             b"".join(self._body),
             self._too_large,
             self.parser.should_keep_alive(),
-            self.parser.get_http_version(),
+            self._version,
         )
         if self.task is None or self.task.done():
             self._start(request)
@@ -627,7 +658,9 @@ class Connection(asyncio.Protocol):
 
     async def write_chunk(self, data: bytes) -> None:
         self.write_chunk_now(data)
-        await self.writable()  # the client reads slower than the backend writes
+        waiter = self._can_write
+        if waiter is not None and not waiter.done():
+            await self.writable()  # the client reads slower than the backend writes
 
     def end_stream(self) -> None:
         self._streaming = False
