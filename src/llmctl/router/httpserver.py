@@ -345,7 +345,14 @@ class Connection(asyncio.Protocol):
                     b"retry-after: 1\r\n",
                 )
             )
-            self.transport.close()
+            # Half-close and drop what the client sends for a moment: closing outright with
+            # its request unread would reset the connection and lose the 503.
+            try:
+                self.transport.write_eof()
+            except (NotImplementedError, OSError, RuntimeError):
+                self.transport.close()
+                return
+            asyncio.get_running_loop().call_later(1.0, self.transport.abort)
             return
         self._settle()
 
