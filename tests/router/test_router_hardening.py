@@ -817,3 +817,21 @@ def test_4xx_and_abandoned_streams_are_counted(shared: tuple[RouterProcess, Stub
     assert count(after, "200") == count(before, "200")
     # Labels stay fixed strings: the unknown model's name is not one of them.
     assert all("nope" not in key for key in after)
+
+
+def test_a_bad_pipelined_request_never_cuts_the_answer_in_progress(
+    shared: tuple[RouterProcess, StubBackend],
+) -> None:
+    """Refusing what follows (here a 414) waits for the stream before it, then closes."""
+    router, _ = shared
+    body = json.dumps(chat("stream:5:0.1", stream=True)).encode()
+    answer = raw(
+        router.port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+        + b"GET /"
+        + b"a" * 5000
+        + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")

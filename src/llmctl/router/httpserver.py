@@ -563,8 +563,14 @@ class Connection(asyncio.Protocol):
             return
         self.keep_alive = False
         self._stop_parsing = True
-        if self.task is None or self.task.done():
-            self.transport.write(_error_response(status, message, code))
+        if self.task is not None and not self.task.done():
+            # An answer is going out: let it finish (never write into it), then close.
+            self.pending.clear()
+            if not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+            return
+        self.transport.write(_error_response(status, message, code))
         self.close()
 
     # --- running handlers ------------------------------------------------------------------
