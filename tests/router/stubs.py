@@ -8,6 +8,8 @@ shapes; the last user message is the command:
     reset              close the connection without an answer (the process stays up)
     crash              the process "dies": every connection reset, the port refuses
     500:MESSAGE        a 500 with llama-server's error shape
+    long:N:D           N tokens D seconds apart: as SSE (with a usage event) when the body
+                       says `stream: true`, else one JSON answer at the end
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class StubBackend:
         self.hang_health = False  # /health never answers (a frozen process)
         self.reset_everything = False  # accept, read the request line, reset (a broken port)
         self.alive = False
+        self.last_stream_flag: object = None  # the `stream` of the last POST body
+        self.cancelled = threading.Event()  # a streamed answer found its client gone
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()
         self.start()
@@ -141,7 +145,13 @@ class StubBackend:
                 pass
 
     def _answer(self, client: socket.socket, body: dict[str, Any]) -> bool:
-        command = str(body["messages"][-1]["content"]) if "messages" in body else "hello"
+        if "messages" in body:
+            command = str(body["messages"][-1]["content"])
+        else:
+            command = str(body.get("prompt", "hello"))
+        self.last_stream_flag = body.get("stream")
+        if command.startswith("long:"):
+            return _long_answer(self, client, body, command)
         if command == "crash":
             self.crash()
             return False
@@ -169,6 +179,45 @@ class StubBackend:
             return True
         client.sendall(_response(200, json.dumps(REPLY).encode()))
         return True
+
+
+def _long_answer(
+    self: StubBackend, client: socket.socket, body: dict[str, Any], command: str
+) -> bool:
+    _, count, delay = command.split(":")
+    chat = "messages" in body
+    if body.get("stream") is not True:
+        time.sleep(int(count) * float(delay))
+        reply = dict(REPLY, choices=[dict(REPLY["choices"][0])])  # type: ignore[arg-type]
+        client.sendall(_response(200, json.dumps(reply).encode()))
+        return True
+    client.sendall(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    try:
+        for i in range(int(count)):
+            last = i == int(count) - 1
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if last else None}
+            if chat:
+                choice["delta"] = {"content": f"tok{i} "}
+            else:
+                choice["text"] = f"tok{i} "
+            event = {"id": "cmpl-1", "created": 7, "model": "stub", "choices": [choice]}
+            data = b"data: " + json.dumps(event).encode() + b"\n\n"
+            client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+            time.sleep(float(delay))
+        usage = {
+            "id": "cmpl-1",
+            "choices": [],
+            "usage": {"prompt_tokens": 3, "completion_tokens": int(count)},
+        }
+        for data in (b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"):
+            client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+        client.sendall(b"0\r\n\r\n")
+    except OSError:
+        self.cancelled.set()
+        return False
+    return True
 
 
 def _reset(sock: socket.socket) -> None:

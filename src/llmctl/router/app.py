@@ -444,7 +444,12 @@ class RouterApp:
                 )
                 raise self._refusal(route)
             self._count_fallback(route)
-            await self._forward(request, conn, ask, route, body.get("stream") is True, started)
+            stream = body.get("stream") is True
+            upstream_body = request.body
+            assemble = not stream and self._assemble_from_stream(body)
+            if assemble:
+                upstream_body = _as_streamed(request.body)
+            await self._forward(request, conn, ask, route, stream, started, upstream_body, assemble)
         finally:
             self.metrics.tier_demand.dec(demand)
 
@@ -476,6 +481,8 @@ class RouterApp:
         route: Route,
         stream: bool,
         started: float,
+        upstream_body: bytes,
+        assemble: bool = False,
     ) -> None:
         """Send the request to the route's best backend and relay the answer.
 
@@ -519,7 +526,7 @@ class RouterApp:
                     response = await backend.pool.request(
                         b"POST",
                         request.path.encode(),
-                        request.body,
+                        upstream_body,
                         connect_timeout=self.limits.connect_timeout_seconds,
                         first_byte_timeout=self.limits.first_byte_timeout_seconds,
                         idle_timeout=self.limits.idle_timeout_seconds,
@@ -598,7 +605,11 @@ class RouterApp:
                 await self._relay_stream(conn, response, headers, route, started)
                 code = str(response.status)
             else:
-                payload = await self._read_body(response, backend)
+                if assemble and content_type.startswith(b"text/event-stream"):
+                    payload = await self._assemble(response, backend, request.path)
+                    headers[0] = JSON
+                else:
+                    payload = await self._read_body(response, backend)
                 self.metrics.ttft.observe((route.served.value,), time.perf_counter() - started)
                 status = response.status
                 if status == 500 and _CLIENT_MISTAKE.search(payload):
@@ -648,6 +659,101 @@ class RouterApp:
         log.info("re-routing a queued request to %s: %s", nxt.backends[0].name, why)
         self._count_fallback(nxt)
         return nxt, nxt.backends[0]  # type: ignore[return-value]
+
+    def _assemble_from_stream(self, body: dict[str, object]) -> bool:
+        """Whether a non-streamed request is asked of the backend as a stream (and answered
+        as one JSON object): llama-server stops generating a stream as soon as its client
+        goes away, but keeps generating a non-streamed answer to its end. Only long
+        generations (no max_tokens, or at least limits.streamUpstreamFromMaxTokens), and only
+        the shapes rebuilt faithfully: one choice, no logprobs, no tools."""
+        threshold = self.limits.stream_upstream_from_max_tokens
+        if threshold <= 0:
+            return False
+        max_tokens = body.get("max_tokens", body.get("n_predict"))
+        if isinstance(max_tokens, int) and 0 <= max_tokens < threshold:
+            return False
+        return not any(
+            body.get(field) not in (None, False, 1)
+            for field in ("n", "logprobs", "top_logprobs", "tools", "functions", "n_probs")
+        ) and not isinstance(body.get("stream_options"), dict)
+
+    async def _assemble(self, response: Response, backend: BackendState, path: str) -> bytes:
+        """The JSON answer rebuilt from llama-server's events (see _assemble_from_stream)."""
+        chat = path == "/v1/chat/completions"
+        first: dict[str, object] = {}
+        texts: list[str] = []
+        reasoning: list[str] = []
+        finish: object = None
+        usage: object = None
+        timings: object = None
+        buffer = b""
+        try:
+            while (chunk := await response.next_chunk()) is not None:
+                buffer += chunk
+                *events, buffer = buffer.split(b"\n\n")
+                for event in events:
+                    data = event.strip()
+                    if not data.startswith(b"data:"):
+                        continue
+                    data = data[5:].strip()
+                    if data == b"[DONE]":
+                        continue
+                    obj = json.loads(data)
+                    if "error" in obj:
+                        text = str(obj["error"].get("message", obj["error"]))
+                        if _CLIENT_MISTAKE.search(text.encode()):
+                            raise ApiError(
+                                400,
+                                f"the backend cannot process this request: {text[:1000]}",
+                                "invalid_request_error",
+                                "unsupported_request",
+                            )
+                        raise ApiError(
+                            500, f"{backend.name}: {text}", "server_error", "backend_error"
+                        )
+                    if not first:
+                        first = obj
+                    usage = obj.get("usage") or usage
+                    timings = obj.get("timings") or timings
+                    for part in obj.get("choices") or ():
+                        if chat:
+                            delta = part.get("delta") or {}
+                            texts.append(delta.get("content") or "")
+                            reasoning.append(delta.get("reasoning_content") or "")
+                        else:
+                            texts.append(part.get("text") or "")
+                        finish = part.get("finish_reason") or finish
+        except UpstreamError as exc:
+            raise ApiError(
+                502 if exc.kind != "timeout" else 504,
+                f"{backend.name}: {exc}",
+                "upstream_error",
+                "backend_error",
+            ) from None
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise ApiError(
+                502, f"{backend.name}: unreadable event: {exc}", "upstream_error", "backend_error"
+            ) from None
+        choice: dict[str, object] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if chat:
+            message: dict[str, object] = {"role": "assistant", "content": "".join(texts)}
+            if any(reasoning):
+                message["reasoning_content"] = "".join(reasoning)
+            choice["message"] = message
+        else:
+            choice["text"] = "".join(texts)
+        answer: dict[str, object] = {
+            "id": first.get("id"),
+            "object": "chat.completion" if chat else "text_completion",
+            "created": first.get("created"),
+            "model": first.get("model"),
+            "system_fingerprint": first.get("system_fingerprint"),
+            "choices": [choice],
+            "usage": usage,
+        }
+        if timings is not None:
+            answer["timings"] = timings
+        return json.dumps(answer, ensure_ascii=False).encode()
 
     async def _read_body(self, response: Response, backend: BackendState) -> bytes:
         try:
@@ -743,6 +849,12 @@ def _as_client_error(payload: bytes) -> bytes:
             }
         }
     ).encode()
+
+
+def _as_streamed(raw: bytes) -> bytes:
+    """The body with stream (and usage in the last event) turned on. Keys added last win in
+    llama-server's JSON parser, and the body stays byte for byte what the client sent."""
+    return raw.rstrip()[:-1] + b',"stream":true,"stream_options":{"include_usage":true}}'
 
 
 def _error_event(tail: bytes, message: str, code: str) -> bytes:

@@ -79,6 +79,10 @@ class Limits(_Strict):
     max_url_bytes: int = Field(8192, alias="maxUrlBytes", ge=256)
     # Requests read ahead on one connection while an earlier one is answered (pipelining).
     max_pipelined_requests: int = Field(16, alias="maxPipelinedRequests", ge=1)
+    # A non-streamed request with no max_tokens, or at least this many, is streamed from
+    # llama-server and answered as one JSON object, so that it is cancelled on the backend
+    # when its client leaves (llama-server keeps generating a non-streamed answer). 0: never.
+    stream_upstream_from_max_tokens: int = Field(256, alias="streamUpstreamFromMaxTokens", ge=0)
     # --- shutdown (SIGTERM), counted from the signal ---
     # /readyz fails at once; new connections are still accepted for the window (while the
     # Service's endpoints move), then in-flight requests may finish until the deadline.
