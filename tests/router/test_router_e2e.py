@@ -585,3 +585,23 @@ def test_a_request_that_crashes_llama_server_kills_one_backend_not_all(cluster: 
         for name in dead:
             servers[name].stop()
             servers[name].start()
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_long_non_streamed_answer_is_rebuilt_from_llama_servers_events(
+    cluster: Cluster, explicit: bool
+) -> None:
+    """Review finding 12: max_tokens >= limits.streamUpstreamFromMaxTokens (256) goes to
+    llama-server as a stream (so it stops when the client leaves); the client still gets one
+    chat.completion, whatever `stream: false` it sent."""
+    body = chat(CPU_MODEL, "Tell me a long story.", 300)
+    if explicit:
+        body["stream"] = False
+    client = openai.OpenAI(base_url=cluster.router.url + "/v1", api_key=API_KEY, max_retries=0)
+    answer = client.chat.completions.create(**body)
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.role == "assistant"
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage is not None and answer.usage.completion_tokens >= 1
+    assert answer.model in (CPU_MODEL, GPU_MODEL)
