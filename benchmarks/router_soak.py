@@ -9,7 +9,8 @@ maxConnections, header/body/keep-alive timeouts and maxPipelinedRequests from th
 - slowloris:  connections sending a header one byte a second (header timeout);
 - slow body:  a declared 100 KB body sent one byte a second (body timeout);
 - pipelining: connections writing maxPipelinedRequests x 4 GET /metrics and never reading;
-- classifier: keep-alive clients posting 4 KB digit prompts (the review's worst case).
+- classifier: keep-alive clients posting 4 KB prompts: digits (the review's worst case)
+                or `write write ...` (`--prompt write`, the worst case now).
 
 A probe opens a NEW connection every 50 ms for `GET /healthz`, as a kubelet does, and the
 figures are its latency percentiles, its failures (a 503 at the cap counts as one), and the
@@ -36,9 +37,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from router_overhead import cpu_seconds, free_port, wait_port  # noqa: E402
 
-DIGITS = json.dumps(
-    {"model": "bench-model", "messages": [{"role": "user", "content": "1" * 4000}]}
-).encode()
+PROMPTS = {
+    "digits": "1" * 4000,  # the review's quadratic case
+    "write": ("write " * 700)[:4000],  # the most expensive case for the linear classifier
+}
 
 
 def rss_mb(pid: int) -> float:
@@ -49,8 +51,11 @@ def rss_mb(pid: int) -> float:
 
 
 class Soak:
-    def __init__(self, port: int, seconds: float, pipelined: int) -> None:
+    def __init__(self, port: int, seconds: float, pipelined: int, prompt: str = "digits") -> None:
         self.port, self.pipelined = port, pipelined
+        self.body = json.dumps(
+            {"model": "bench-model", "messages": [{"role": "user", "content": PROMPTS[prompt]}]}
+        ).encode()
         self.stop_at = time.monotonic() + seconds
         self.opened = 0
         self.classified = 0
@@ -118,7 +123,7 @@ class Soak:
             reader, writer = conn
             try:
                 while self.running():
-                    writer.write((head % len(DIGITS)) + DIGITS)
+                    writer.write((head % len(self.body)) + self.body)
                     line = await reader.readuntil(b"\r\n\r\n")
                     length = int(line.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                     await reader.readexactly(length)
@@ -158,7 +163,7 @@ async def calm(port: int, seconds: float) -> list[float]:
 
 
 async def soak(args: argparse.Namespace, port: int) -> tuple[list[float], list[str], Soak]:
-    s = Soak(port, args.seconds, args.pipelined)
+    s = Soak(port, args.seconds, args.pipelined, args.prompt)
     slow = max(args.max_connections // 8, 1)
     jobs = [s.drip(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(slow)]
     body_head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
@@ -184,6 +189,7 @@ def main() -> None:
     parser.add_argument("--pipeliners", type=int, default=8)
     parser.add_argument("--classifiers", type=int, default=4)
     parser.add_argument("--calm-seconds", type=float, default=5.0)
+    parser.add_argument("--prompt", choices=sorted(PROMPTS), default="digits")
     args = parser.parse_args()
     backend_port, port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="router-soak-") as tmp_name:
@@ -270,7 +276,10 @@ def main() -> None:
         f"/healthz probes before the attack: {len(quiet)}, p50 {pct(quiet, 0.5):.1f} ms, "
         f"p99 {pct(quiet, 0.99):.1f} ms"
     )
-    print(f"attacker connections opened: {s.opened}; 4 KB digit prompts classified: {s.classified}")
+    print(
+        f"attacker connections opened: {s.opened}; 4 KB {args.prompt!r} prompts classified: "
+        f"{s.classified}"
+    )
     print(
         f"/healthz probes: {len(ms)} ok, {len(failures)} failed {sorted(set(failures))}; "
         f"p50 {pct(ms, 0.5):.1f} ms, p99 {pct(ms, 0.99):.1f} ms, max {max(ms, default=0):.1f} ms"

@@ -43,15 +43,15 @@ class Served(StrEnum):
 # message, first match wins, in this order. Code is checked first because a code request often
 # also says "explain" or "why".
 # Every word alternative sits behind one leading \b: the engine tests that once per position
-# (and fails at once inside a word or a run of digits) instead of once per alternative.
+# (and fails at once inside a word or a run of digits) instead of once per alternative. The
+# patterns are lower case and match lower-cased text: half the cost of re.IGNORECASE.
 _CODE = re.compile(
     r"```|\b(?:(?:def|class|import|return|function|const|let|var|public|static|void|struct|fn)\s"
     r"|(?:write|implement|generate|fix|debug|refactor|complete)\b[^.?!\n]{0,40}"
     r"\b(?:code|function|method|class|script|program|query|regex|test|bug|snippet)s?\b"
     r"|(?:python|javascript|typescript|java|golang|rust|c\+\+|sql|bash|kotlin|swift)\b"
     r"[^.?!\n]{0,40}\b(?:code|function|script|program|query|class|snippet)s?\b"
-    r"|(?:stack ?trace|traceback|segfault|compile error|syntax error)\b)",
-    re.IGNORECASE,
+    r"|(?:stack ?trace|traceback|segfault|compile error|syntax error)\b)"
 )
 _REASONING = re.compile(
     r"\b(?:step[- ]by[- ]step|prove|proof|derive|derivation|theorem"
@@ -61,8 +61,7 @@ _REASONING = re.compile(
     # Arithmetic like "17 * 23 + 4 =". Possessive quantifiers and a digit run matched only from
     # its start keep this linear: `\d+\s*[-+*/^]` alone backtracked quadratically on a run of
     # digits (4,000 digits cost half a second of the event loop).
-    r"|(?<!\d)\d++\s*+[-+*/^]\s*+\d++\s*+[-+*/^=]",
-    re.IGNORECASE,
+    r"|(?<!\d)\d++\s*+[-+*/^]\s*+\d++\s*+[-+*/^=]"
 )
 # Long prompts (a document to summarise, a long context) need the bigger model's context and
 # speed: past this many characters the prompt counts as reasoning.
@@ -78,10 +77,12 @@ def classify_prompt(text: str) -> str:
     A prompt longer than LONG_PROMPT_CHARS is reasoning unless its first or last
     CLASSIFIER_WINDOW_CHARS characters look like code; the middle is never read."""
     if len(text) > 2 * CLASSIFIER_WINDOW_CHARS:
-        head, tail = text[:CLASSIFIER_WINDOW_CHARS], text[-CLASSIFIER_WINDOW_CHARS:]
+        head = text[:CLASSIFIER_WINDOW_CHARS].lower()
+        tail = text[-CLASSIFIER_WINDOW_CHARS:].lower()
         if _CODE.search(head) or _CODE.search(tail):
             return CODE_GENERATION
         return REASONING
+    text = text.lower()
     if _CODE.search(text):
         return CODE_GENERATION
     if len(text) > LONG_PROMPT_CHARS or _REASONING.search(text):
