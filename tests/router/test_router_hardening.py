@@ -218,6 +218,7 @@ def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_a_fast_503(
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
             socks.append(sock)
+        time.sleep(1.2)  # idle for a second: evictable
         assert httpx.get(router.url + "/healthz", timeout=10).status_code == 200
         evicted = sum(1 for s in socks if closed_within(s, 0.5) is not None)
         assert evicted >= 1

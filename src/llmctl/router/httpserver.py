@@ -12,8 +12,8 @@ Every client is bounded (issue 19; the settings are `limits:` in the router conf
   pipelined requests stop reading from the socket until the one before them is answered, and
   the next response waits until the client has read the previous one;
 - count: at most `maxConnections` at once. At the cap the longest-idle keep-alive connection
-  is closed to make room; when none is idle the new client gets a fast 503 (logged, at most
-  once a second).
+  (idle for a second at least) is closed to make room; when none is, the new client gets a
+  fast 503 (logged, at most once a second).
 
 The router's hot path cannot afford an ASGI stack (see docs/router.md for the figures); this is
 the part of one that the router uses and nothing more.
@@ -38,6 +38,7 @@ from llmctl.router.table import Limits
 log = logging.getLogger("llmctl.router")
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_EVICTABLE_AFTER_IDLE_SECONDS = 1.0
 # File descriptors the process keeps for itself (listening socket, backend connections, logs).
 _FD_RESERVE = 256
 
@@ -158,7 +159,12 @@ class Server:
     def admit(self, conn: Connection) -> bool:
         """Room for one more connection: evict the longest-idle one at the cap if need be."""
         if len(self.connections) >= self.max_connections:
-            idle = [c for c in self.connections if c.idle_since is not None]
+            # Idle for a second at least: a connection just opened has not sent its request
+            # yet, and clients reconnecting at once would otherwise evict each other in turn.
+            settled = time.monotonic() - _EVICTABLE_AFTER_IDLE_SECONDS
+            idle = [
+                c for c in self.connections if c.idle_since is not None and c.idle_since <= settled
+            ]
             if not idle:
                 self._refuse()
                 return False
