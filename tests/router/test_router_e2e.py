@@ -41,9 +41,9 @@ class Cluster:
         self.cpu_a, self.cpu_b, self.gpu, self.router = cpu_a, cpu_b, gpu, router
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("timeout", 30)
         return httpx.Client(
             base_url=self.router.url,
-            timeout=30,
             headers={"authorization": f"Bearer {API_KEY}"},
             **kwargs,
         )
