@@ -802,6 +802,12 @@ def test_4xx_and_abandoned_streams_are_counted(shared: tuple[RouterProcess, Stub
     assert httpx.post(url, json=chat("hi", model="nope"), timeout=10).status_code == 404
     assert httpx.get(router.url + "/nowhere", timeout=10).status_code == 404
     assert httpx.get(url, timeout=10).status_code == 405
+    # Answered by the HTTP layer itself: counted too.
+    assert raw(router.port, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n").startswith(
+        b"HTTP/1.1 414 "
+    )
+    big = b'{"model":"small","x":"' + b"a" * 10_000 + b'"}'
+    assert httpx.post(url, content=big, timeout=10).status_code == 413
     for _ in range(3):
         with httpx.stream("POST", url, json=chat("stream:100:0.05", stream=True), timeout=30) as r:
             for _ in r.iter_bytes():
@@ -815,6 +821,8 @@ def test_4xx_and_abandoned_streams_are_counted(shared: tuple[RouterProcess, Stub
     assert count(after, "400") - count(before, "400") == 1
     assert count(after, "404") - count(before, "404") == 2
     assert count(after, "405") - count(before, "405") == 1
+    assert count(after, "414") - count(before, "414") == 1
+    assert count(after, "413") - count(before, "413") == 1
     assert count(after, "200") == count(before, "200")
     # Labels stay fixed strings: the unknown model's name is not one of them.
     assert all("nope" not in key for key in after)

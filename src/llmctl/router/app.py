@@ -362,6 +362,11 @@ class RouterApp:
                 )
             conn.send(error.status, error.headers(), error.body())
 
+    def count_refusal(self, status: int) -> None:
+        """An answer the HTTP server gave before the app saw the request (408, 413, 414, 431,
+        505, 503 at the connection cap)."""
+        self.metrics.requests.inc(("none", self.config.cloud, "unknown", str(status)))
+
     def _authorize(self, request: Request) -> None:
         if not self.api_keys:
             return
@@ -898,6 +903,7 @@ async def run_router(
     app = RouterApp(config, load_api_keys(config.api_keys))
     await app.start()
     server = await serve(app.handle, host, port, config.limits)
+    server.on_refusal = app.count_refusal
     stop = asyncio.Event()
     hurry = asyncio.Event()
     loop = asyncio.get_running_loop()

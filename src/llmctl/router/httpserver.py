@@ -126,6 +126,9 @@ class Server:
         self._last_refusal_log = 0.0
         self._server: asyncio.Server | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
+        # Called with the status of every answer the server gives itself (408, 413, 414, 431,
+        # 503 at the cap...), so that the app can count them with the rest.
+        self.on_refusal: Callable[[int], None] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         # Timeouts are deadlines on each connection, checked by one sweep: a timer per phase of
         # every request cost more CPU than the rest of the server's work for that request.
@@ -173,8 +176,13 @@ class Server:
         self.connections.add(conn)
         return True
 
+    def count(self, status: int) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(status)
+
     def _refuse(self) -> None:
         self.refused += 1
+        self.count(503)
         now = time.monotonic()
         if now - self._last_refusal_log >= 1.0:
             log.warning(
@@ -563,6 +571,8 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self._discard_until_end = True
         self.idle_since = None
+        if self.server is not None:
+            self.server.count(413)
 
     def _reject(self, status: int, message: str, code: str) -> None:
         if self.transport is None or self.closed:
@@ -577,6 +587,8 @@ class Connection(asyncio.Protocol):
                 self.transport.pause_reading()
             return
         self.transport.write(_error_response(status, message, code))
+        if self.server is not None:
+            self.server.count(status)
         self.close()
 
     # --- running handlers ------------------------------------------------------------------
