@@ -528,8 +528,10 @@ def test_a_burst_of_failures_costs_one_check_and_recovery_is_seen_in_seconds(
         assert wait_for(ready, 40)
         recovered = time.monotonic() - started
         # The queued requests were re-planned (nowhere to go: 503) instead of failing one by
-        # one on the broken backend, each a check and a backoff step.
-        assert checks <= 3, checks
+        # one on the broken backend, each a check and a backoff step: one re-check for the
+        # failure, plus the loop's own 1 s schedule while the holder sleeps (the exact count
+        # is tests/router/test_backends.py's, in-process).
+        assert checks <= 5, checks
         assert recovered < 10, f"used again after {recovered:.1f} s"
     finally:
         stub.reset_everything = False
