@@ -161,10 +161,8 @@ def test_object_names_are_the_kustomize_names_with_the_release_prefix() -> None:
         "demo-llm-router",
         "demo-llm-router-config",
         "demo-cpu-llm-server",
-        "demo-cpu-llm-server-models",
         "demo-cpu-llm-server-ingress",
         "demo-gpu-llm-server",
-        "demo-gpu-llm-server-models",
         "demo-gpu-llm-server-ingress",
         "demo-nvidia-device-plugin",
         "demo-nvidia",
@@ -183,7 +181,7 @@ def test_long_release_names_are_truncated_to_63_characters() -> None:
     assert len(by_name(objects)) == len(objects)  # still one name per object of a kind
     # Only the prefix is cut (and a "-" it ends on), so every name keeps what it names.
     cut = template("--set", "gpu.enabled=true", "--set", f"fullnameOverride={'f' * 40}-{'g' * 21}")
-    suffixes = {"llm-router", "llm-router-config", "cpu-llm-server", "cpu-llm-server-models"}
+    suffixes = {"llm-router", "llm-router-config", "cpu-llm-server", "cpu-llm-server-ingress"}
     names = {o["metadata"]["name"] for o in cut}
     for suffix in suffixes:
         assert any(name.endswith("-" + suffix) and "--" not in name for name in names), suffix
@@ -196,7 +194,15 @@ def test_fullname_override_replaces_the_release_prefix() -> None:
 
 
 def test_no_hard_coded_namespace() -> None:
-    objects = template("-f", values_file("aws", "gpu"), namespace="other")
+    objects = template(
+        "-f",
+        values_file("aws", "gpu"),
+        "--set",
+        "gpu.devicePlugin.namespace=",
+        "--set",
+        "observability.dcgmExporter.namespace=",
+        namespace="other",
+    )
     for obj in objects:
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"]
@@ -217,6 +223,30 @@ def test_no_hard_coded_namespace() -> None:
                 ) or re.search(
                     r'include "llm-router\.(devicePlugin|dcgmExporter)Namespace"', line
                 ), f"{path.name}: {line}"
+
+
+def test_node_agents_live_in_kube_system_by_default() -> None:
+    """As in the Kustomize overlays: a restricted release namespace would refuse their pods
+    (hostPath, root), and they are one per cluster, not per release."""
+    objects = template("--set", "gpu.enabled=true", namespace="other")
+    agents = {"device-plugin", "dcgm-exporter"}
+    placed = {
+        (o["kind"], o["metadata"]["namespace"])
+        for o in objects
+        if o["kind"] not in CLUSTER_SCOPED
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] in agents
+    }
+    assert placed == {
+        ("DaemonSet", "kube-system"),
+        ("Service", "kube-system"),
+        ("ServiceMonitor", "kube-system"),
+    }
+    others = [o for o in objects if o["kind"] not in CLUSTER_SCOPED]
+    assert {
+        o["metadata"]["namespace"]
+        for o in others
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] not in agents
+    } == {"other"}
 
 
 def test_device_plugin_namespace_is_a_value() -> None:
@@ -319,7 +349,7 @@ def test_gpu_node_selector_adds_gpu_node_selector_values() -> None:
     )
     assert pod_spec(objects[("Deployment", "demo-gpu-llm-server")])["nodeSelector"] == {
         "compute": "gpu-enabled",
-        "accelerator": "nvidia-tesla-t4",
+        "llmctl.dev/accelerator": "nvidia-tesla-t4",
         "pool": "gpu-a",
     }
 

@@ -148,6 +148,10 @@ def normalise(objects: Objects, prefix: str) -> dict[tuple[str, str], dict[str, 
             spec["selector"] = selects(spec["selector"]["matchLabels"])
             template_meta = spec["template"]["metadata"]
             template_meta.pop("labels")
+            for volume in spec["template"]["spec"].get("volumes", []):
+                # A per-pod claim carries its tier's labels, which may differ like any labels.
+                claim = volume.get("ephemeral", {}).get("volumeClaimTemplate", {})
+                claim.get("metadata", {}).pop("labels", None)
             for constraint in spec["template"]["spec"].get("topologySpreadConstraints", []):
                 constraint["labelSelector"] = selects(constraint["labelSelector"]["matchLabels"])
             annotations = template_meta.get("annotations", {})

@@ -37,6 +37,21 @@ HOPELESS_WAITING = frozenset(
 )
 
 
+# The namespace enforces the `restricted` Pod Security level: nvidia-smi needs no privilege (the
+# NVIDIA runtime hands the claimed GPU's device nodes to the container), so it runs as nobody.
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[str, Any]:
     """The check pod: nvidia-smi, one GPU, on a GPU node of this cloud, never restarted."""
     spec: dict[str, Any] = {
@@ -46,6 +61,8 @@ def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[s
         "terminationGracePeriodSeconds": 0,
         # A backstop for a pod left behind by a killed llmctl: the kubelet stops it.
         "activeDeadlineSeconds": int(DEFAULT_TIMEOUT_S) + 300,
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
         "containers": [
             {
                 "name": "nvidia-smi",
@@ -55,9 +72,11 @@ def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[s
                     "limits": {stack.gpu.resource_name: 1},
                     "requests": {"cpu": "10m", "memory": "32Mi"},
                 },
+                "securityContext": CONTAINER_SECURITY,
             }
         ],
     }
+
     if catalog.CLOUD_FACTS[cloud].nvidia_runtime_handler:
         spec["runtimeClassName"] = "nvidia"
     return {
