@@ -15,8 +15,10 @@ import yaml
 
 from llmctl import catalog
 from llmctl.config import Stack
+from llmctl.manifests import render
 from tests.charts.helm import (
     CHART,
+    NAMESPACE,
     RELEASE,
     by_name,
     pod_spec,
@@ -414,6 +416,13 @@ def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
     key, value = catalog.GPU_NODE_LABEL_COMPUTE
     assert facts["gpuNodeLabels"] == {key: value}
     assert facts["acceleratorLabel"] == catalog.GPU_NODE_ACCELERATOR_LABEL
+    # One set of shutdown numbers for both paths (docs/deploy.md).
+    assert facts["shutdown"] == {
+        "routerPreStopSeconds": render.ROUTER_PRESTOP_SECONDS,
+        "routerGraceSeconds": render.ROUTER_GRACE_SECONDS,
+        "llamaGraceSeconds": render.LLAMA_GRACE_SECONDS,
+        "llamaDrainMarginSeconds": render.LLAMA_DRAIN_MARGIN_SECONDS,
+    }
     expected = {}
     for cloud, cloud_facts in catalog.CLOUD_FACTS.items():
         spot = cloud_facts.spot_taint
@@ -426,3 +435,30 @@ def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
             "hostDriverDir": cloud_facts.host_driver_dir,
         }
     assert facts["clouds"] == expected
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_every_release_namespace_pod_meets_restricted_pod_security(cloud: str) -> None:
+    """With the node agents in kube-system (the default), a release namespace that enforces
+    `restricted` admits every pod the chart puts there."""
+    from tests.manifests.test_deployable import restricted_violations
+
+    objects = template("-f", values_file(cloud, "gpu"))
+    pods = [o for o in objects if o["kind"] in {"Deployment", "DaemonSet"}]
+    in_release = [o for o in pods if o["metadata"]["namespace"] == NAMESPACE]
+    assert {o["metadata"]["name"] for o in in_release} == {
+        "demo-llm-router",
+        "demo-cpu-llm-server",
+        "demo-gpu-llm-server",
+    }
+    for obj in in_release:
+        assert restricted_violations(pod_spec(obj)) == [], obj["metadata"]["name"]
+
+
+def test_helm_upgrade_leaves_the_gpu_replicas_to_keda() -> None:
+    """No `replicas` in the GPU Deployment: helm's three-way merge then never resets KEDA's
+    count (a `replicas: 0` would, on every upgrade)."""
+    objects = by_name(template("-f", values_file("aws", "gpu")))
+    assert "replicas" not in objects[("Deployment", "demo-gpu-llm-server")]["spec"]
+    assert objects[("Deployment", "demo-cpu-llm-server")]["spec"]["replicas"] == 2
+    assert objects[("ScaledObject", "demo-gpu-llm-server")]["spec"]["minReplicaCount"] == 0
