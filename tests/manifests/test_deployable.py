@@ -382,7 +382,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
         added = set((ctx.get("capabilities") or {}).get("add") or []) - {"NET_BIND_SERVICE"}
         if added:
             found.append(f"{name}: adds {sorted(added)}")
-        if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+        if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
             found.append(f"{name}: runAsNonRoot != true")
         if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
             found.append(f"{name}: runAsUser 0")
