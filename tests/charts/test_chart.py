@@ -419,7 +419,8 @@ def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
     # One set of shutdown numbers for both paths (docs/deploy.md).
     assert facts["shutdown"] == {
         "routerPreStopSeconds": render.ROUTER_PRESTOP_SECONDS,
-        "routerGraceSeconds": render.ROUTER_GRACE_SECONDS,
+        "routerDrainDeadlineSeconds": render.ROUTER_DRAIN_DEADLINE_SECONDS,
+        "routerDrainMarginSeconds": render.ROUTER_DRAIN_MARGIN_SECONDS,
         "llamaGraceSeconds": render.LLAMA_GRACE_SECONDS,
         "llamaDrainMarginSeconds": render.LLAMA_DRAIN_MARGIN_SECONDS,
     }
@@ -462,3 +463,12 @@ def test_helm_upgrade_leaves_the_gpu_replicas_to_keda() -> None:
     assert "replicas" not in objects[("Deployment", "demo-gpu-llm-server")]["spec"]
     assert objects[("Deployment", "demo-cpu-llm-server")]["spec"]["replicas"] == 2
     assert objects[("ScaledObject", "demo-gpu-llm-server")]["spec"]["minReplicaCount"] == 0
+
+
+def test_router_grace_period_follows_its_drain_deadline() -> None:
+    """preStop, then the router's drain until drainDeadlineSeconds after SIGTERM, then margin."""
+    default = by_name(template())[("Deployment", "demo-llm-router")]
+    assert pod_spec(default)["terminationGracePeriodSeconds"] == render.ROUTER_GRACE_SECONDS
+    longer = by_name(template("--set", "router.limits.drainDeadlineSeconds=120"))
+    grace = pod_spec(longer[("Deployment", "demo-llm-router")])["terminationGracePeriodSeconds"]
+    assert grace == render.ROUTER_PRESTOP_SECONDS + 120 + render.ROUTER_DRAIN_MARGIN_SECONDS

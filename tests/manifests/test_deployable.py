@@ -25,7 +25,7 @@ from llmctl.manifests import render
 from llmctl.manifests.build import built_objects
 from llmctl.manifests.routing import ROUTER_API_KEYS_ENV
 from llmctl.router.app import load_api_keys
-from llmctl.router.table import RouterConfig
+from llmctl.router.table import Limits, RouterConfig
 
 STACK = Stack()
 CASES = [(cloud, gpu) for cloud in catalog.CLOUDS for gpu in (False, True)]
@@ -179,9 +179,20 @@ def test_router_pods_leave_the_endpoints_before_sigterm_and_have_time_to_drain()
     pod = _pod(_objects(gpu=False)[("Deployment", "llm-router")])
     pre_stop = pod["containers"][0]["lifecycle"]["preStop"]
     assert pre_stop == {"sleep": {"seconds": render.ROUTER_PRESTOP_SECONDS}}
-    assert pod["terminationGracePeriodSeconds"] == render.ROUTER_GRACE_SECONDS
-    # The router's own drain (window + deadline) must fit what is left after the preStop.
-    assert render.ROUTER_GRACE_SECONDS - render.ROUTER_PRESTOP_SECONDS >= 30
+    grace = pod["terminationGracePeriodSeconds"]
+    # The router's own drain ends drainDeadlineSeconds after SIGTERM, which comes after the
+    # preStop: the kubelet's SIGKILL must come later still.
+    deadline = getattr(Limits(), "drain_deadline_seconds", render.ROUTER_DRAIN_DEADLINE_SECONDS)
+    assert deadline == render.ROUTER_DRAIN_DEADLINE_SECONDS
+    assert grace > render.ROUTER_PRESTOP_SECONDS + deadline
+
+
+def test_router_readiness_does_not_hang_on_its_backends() -> None:
+    """One CPU pod down made every router pod not ready (its /readyz wants every model
+    answerable), emptying the Service, GPU traffic included: readiness is the process's."""
+    pod = _pod(_objects(gpu=False)[("Deployment", "llm-router")])
+    router = pod["containers"][0]
+    assert router["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 class _Metrics(http.server.BaseHTTPRequestHandler):

@@ -66,7 +66,10 @@ acceleratorLabel: llmctl.dev/accelerator
 # Pod-side shutdown (llmctl's manifests/render.py: ROUTER_PRESTOP_SECONDS...; a test compares).
 shutdown:
   routerPreStopSeconds: 5
-  routerGraceSeconds: 60
+  # router.limits.drainDeadlineSeconds when set (the router's default otherwise); the grace
+  # period is preStop + drain deadline + margin.
+  routerDrainDeadlineSeconds: 60
+  routerDrainMarginSeconds: 5
   llamaGraceSeconds: 120
   llamaDrainMarginSeconds: 10
 clouds:

@@ -63,10 +63,15 @@ FETCH_SCRIPT = (
 
 # Pod-side shutdown, in one place (docs/deploy.md, "Rollouts, drains and scale-in").
 # The router: a preStop sleep lets kube-proxy and load balancers drop the pod's endpoint before
-# SIGTERM; then the router drains its in-flight requests (its own `limits:` settings) within
-# the rest of the grace period.
+# SIGTERM; then the router drains (issue 19: it keeps accepting for limits.drainWindowSeconds,
+# then lets in-flight requests finish until limits.drainDeadlineSeconds after the signal).
+# The grace period covers both, plus a margin, before the kubelet's SIGKILL.
 ROUTER_PRESTOP_SECONDS = 5
-ROUTER_GRACE_SECONDS = 60
+ROUTER_DRAIN_DEADLINE_SECONDS = 60  # the router's default limits.drainDeadlineSeconds
+ROUTER_DRAIN_MARGIN_SECONDS = 5
+ROUTER_GRACE_SECONDS = (
+    ROUTER_PRESTOP_SECONDS + ROUTER_DRAIN_DEADLINE_SECONDS + ROUTER_DRAIN_MARGIN_SECONDS
+)
 # llama-server stops at once on SIGTERM, cutting what it is generating. Its preStop waits until
 # its /metrics show no request processing or deferred (at most the grace period less a margin),
 # so a pod that KEDA scales in, a rollout or a drain finishes its requests first.
