@@ -52,7 +52,9 @@ CONTAINER_SECURITY: dict[str, Any] = {
 }
 
 
-def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[str, Any]:
+def check_pod(
+    stack: Stack, cloud: CloudName, name: str | None = None, namespace: str = NAMESPACE
+) -> dict[str, Any]:
     """The check pod: nvidia-smi, one GPU, on a GPU node of this cloud, never restarted."""
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -84,7 +86,7 @@ def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[s
         "kind": "Pod",
         "metadata": {
             "name": name or CHECK_NAME_PREFIX + secrets.token_hex(3),
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "labels": {
                 "app.kubernetes.io/name": "llmctl-gpu-check",
                 "app.kubernetes.io/component": "gpu-check",
