@@ -405,6 +405,20 @@ def test_notes_say_how_to_test_the_release() -> None:
     assert "--replicas=1" not in notes
     assert "get scaledobject,hpa,deployment/demo-gpu-llm-server" in notes
     assert "Warning: images.router is the default" in notes
+    assert "EKS clusters created at 1.30 or later have no" in notes
+    classed = run_helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        values_file("aws", "gpu"),
+        "--set",
+        "cpu.model.storageClassName=gp3",
+        "--set",
+        "model.storageClassName=gp3",
+    )
+    assert "StorageClass" not in classed.stdout.split("NOTES:", 1)[1]
 
 
 def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
