@@ -105,7 +105,7 @@ GPU_COMPLEXITIES: tuple[str, ...] = ("reasoning", "code-generation")
 class GpuInfo:
     name: str
     memory_bytes: int
-    label: str  # the value of llmctl's accelerator node label (GKE's accelerator name)
+    label: str  # the value llmctl puts in the `accelerator` node label (GKE's accelerator name)
 
 
 GIB = 1024**3
@@ -191,8 +191,6 @@ class Taint:
 # The taint llmctl puts on its GPU nodes, and the labels it sets on them.
 GPU_TAINT = Taint("nvidia.com/gpu", "present")
 GPU_NODE_LABEL_COMPUTE = ("compute", "gpu-enabled")
-# A key llmctl owns: AKS reserves the bare `accelerator` label (it sets accelerator=nvidia on GPU
-# nodes itself and refuses changes to it), so selecting on it would never schedule on AKS.
 GPU_NODE_ACCELERATOR_LABEL = "llmctl.dev/accelerator"
 
 
