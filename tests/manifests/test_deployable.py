@@ -425,3 +425,71 @@ def test_every_pod_in_the_namespace_meets_restricted(cloud: CloudName, gpu: bool
             "llm-server"
         ):
             assert restricted_violations(_pod(obj)) == [], obj["metadata"]["name"]
+
+
+def test_pre_stop_holds_sigterm_until_a_real_llama_server_finishes(tmp_path: Path) -> None:
+    """Against the real llama-server (the pinned llama.cpp release, run with the rendered
+    `--no-webui --no-slots --metrics`): the preStop returns only after a generation that was
+    running when it started has finished, so the SIGTERM that follows cuts nothing."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.cli.test_inference_cmd import smollm2_path
+    from tests.support.llama import LlamaServer
+
+    args = _pod(_objects(gpu=False)[("Deployment", "cpu-llm-server")])["containers"][0]["args"]
+    extra = tuple(a for a in args if a in ("--no-webui", "--no-slots"))
+    assert extra == ("--no-webui", "--no-slots")
+    script = _pod(_objects(gpu=False)[("Deployment", "cpu-llm-server")])["containers"][0][
+        "lifecycle"
+    ]["preStop"]["exec"]["command"][-1]
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.05\n")
+    (shim / "sleep").chmod(0o755)
+    with LlamaServer(smollm2_path(), "smollm2", tmp_path, ctx=1024, extra_args=extra) as server:
+        # /slots is off: its in-flight prompts are not for anyone who can reach the pod.
+        try:
+            urllib.request.urlopen(server.url + "/slots", timeout=5)
+            slots_status = 200
+        except urllib.error.HTTPError as error:
+            slots_status = error.code
+        assert slots_status != 200
+        finished: list[float] = []
+
+        def generate() -> None:
+            body = json.dumps(
+                {"prompt": "Tell me a long story.", "n_predict": 200, "ignore_eos": True}
+            ).encode()
+            request = urllib.request.Request(
+                server.url + "/completion", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=300) as response:
+                assert json.load(response)["tokens_predicted"] == 200
+            finished.append(time.monotonic())
+
+        worker = threading.Thread(target=generate)
+        worker.start()
+
+        def processing() -> float:
+            with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+                text = response.read().decode()
+            return sum(
+                float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("llamacpp:requests_processing ")
+            )
+
+        deadline = time.monotonic() + 60
+        while processing() == 0 and not finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not finished, "the generation ended before the test saw it running"
+        local = script.replace("127.0.0.1:8080", f"127.0.0.1:{server.port}")
+        env = {"PATH": f"{shim}:{os.environ['PATH']}"}
+        done = subprocess.run(["sh", "-c", local], env=env, timeout=300)
+        returned = time.monotonic()
+        worker.join(timeout=300)
+        assert done.returncode == 0
+        assert finished and finished[0] <= returned
