@@ -398,9 +398,8 @@ def test_notes_say_how_to_test_the_release() -> None:
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "kubectl --namespace llm-server port-forward svc/demo-llm-router 8080:80" in notes
     assert "llmctl test-inference --url http://127.0.0.1:8080" in notes
-    assert (
-        "llmctl test-inference --cloud aws --namespace llm-server --service demo-llm-router" in notes
-    )
+    release = "--cloud aws --namespace llm-server --service demo-llm-router"
+    assert f"llmctl test-inference {release}" in notes
     # KEDA owns the GPU replicas: a hand-made scale would be undone at its next poll.
     assert "--replicas=1" not in notes
     assert "get scaledobject,hpa,deployment/demo-gpu-llm-server" in notes

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmctl.probe import portforward
 from llmctl.catalog import CloudName
 from llmctl.cli import inference_cmd
 from llmctl.cli.main import app
 from llmctl.config import Stack
+from llmctl.probe import portforward
 from llmctl.probe.gpu_check import check_pod
 
 

@@ -413,7 +413,7 @@ def test_the_checker_refuses_what_the_review_found_in_the_old_check_pod() -> Non
 
 @pytest.mark.parametrize("cloud", catalog.CLOUDS)
 def test_gpu_check_pod_meets_restricted_pod_security(cloud: CloudName) -> None:
-    from llmctl.gpu_check import check_pod
+    from llmctl.probe.gpu_check import check_pod
 
     assert restricted_violations(check_pod(STACK, cloud)["spec"]) == []
 
