@@ -81,8 +81,8 @@ def test_apply_request_paths() -> None:
 
 def test_gpu_nodes_and_device_plugin_pods(api: object, fake: FakeKube) -> None:
     fake.nodes += [
-        node("gpu-a", {"accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}, "1"),
-        node("gpu-b", {"accelerator": "nvidia-tesla-t4"}, "0", ready=False),
+        node("gpu-a", {"llmctl.dev/accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}, "1"),
+        node("gpu-b", {"llmctl.dev/accelerator": "nvidia-tesla-t4"}, "0", ready=False),
         node("cpu-a", {"compute": "cpu"}),
     ]
     nodes = kube.gpu_nodes(api)

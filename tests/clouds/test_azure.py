@@ -63,7 +63,7 @@ def test_create_puts_the_agent_pool_and_follows_the_poller(
             "enableAutoScaling": True,
             "minCount": 0,
             "maxCount": 2,
-            "nodeLabels": {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"},
+            "nodeLabels": {"compute": "gpu-enabled", "llmctl.dev/accelerator": "nvidia-tesla-t4"},
             "nodeTaints": ["nvidia.com/gpu=present:NoSchedule"],
             "scaleSetPriority": "Spot",
             "scaleSetEvictionPolicy": "Delete",

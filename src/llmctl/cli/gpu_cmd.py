@@ -144,7 +144,7 @@ def enable(
     sets: list[str] | None = options.SetOption,
 ) -> None:
     """Create (or check) the GPU node pool, then apply the device plugin and RuntimeClass."""
-    from llmctl import kube
+    from llmctl import catalog, kube
     from llmctl.manifests import cluster_setup_objects
 
     impl, spec, stack = _spec(
@@ -210,7 +210,7 @@ def enable(
             + ", ".join(kube.apply_request(o).name for o in objects)
         )
     console.print(
-        f"Verify: kubectl get nodes -l accelerator={spec.accelerator}; "
+        f"Verify: kubectl get nodes -l {catalog.GPU_NODE_ACCELERATOR_LABEL}={spec.accelerator}; "
         f"llmctl gpu status --cloud {spec.cloud.value} --cluster {spec.cluster}"
     )
 

@@ -20,6 +20,7 @@ from llmctl.manifests.routing import router_config
 from llmctl.router.table import Backend, Tier, rendered_limits
 
 CHART_DIR = PurePosixPath("charts/llm-router")
+NODE_AGENT_NAMESPACE = "kube-system"
 
 
 def values_file_name(cloud: CloudName, gpu: bool) -> str:
@@ -32,6 +33,8 @@ def _model(model: ModelSpec) -> dict[str, Any]:
         "uri": model.uri,
         "path": model.path,
         "storageSize": model.storage_size,
+        "storageClassName": model.storage_class_name or "",
+        "sha256": model.sha256 or "",
         "parameters": model.parameters,
         "aliases": list(model.aliases),
     }
@@ -68,8 +71,13 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "devicePlugin": images.device_plugin,
             "dcgmExporter": images.dcgm_exporter,
         },
+        "imagePullSecrets": list(stack.image_pull_secrets),
         "router": {
             "replicas": stack.router.replicas,
+            "apiKeys": {
+                "secretName": stack.router.api_keys.secret_name or "",
+                "key": stack.router.api_keys.key,
+            },
             "resources": _resources(stack.router.resources),
             "policy": {
                 "gpuParameterThreshold": table.policy.gpu_parameter_threshold,
@@ -98,7 +106,11 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "tolerations": [],
             "resources": _resources(stack.gpu.resources),
             "backend": _backend(backends[Tier.GPU]),
-            "devicePlugin": {"enabled": facts.needs_device_plugin, "namespace": ""},
+            # Node agents live in kube-system on both paths (one per cluster, no restricted PSS).
+            "devicePlugin": {
+                "enabled": facts.needs_device_plugin,
+                "namespace": NODE_AGENT_NAMESPACE,
+            },
             "runtimeClass": {"enabled": True},
         },
         "observability": {
@@ -106,7 +118,7 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "prometheusUrl": stack.observability.prometheus_url,
             "prometheusNamespace": stack.observability.prometheus_namespace,
             "monitorLabels": dict(stack.observability.monitor_labels),
-            "dcgmExporter": {"namespace": ""},
+            "dcgmExporter": {"namespace": NODE_AGENT_NAMESPACE},
         },
         "model": _model(stack.gpu.model),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),

@@ -8,10 +8,12 @@ from llmctl.config import NAMESPACE, ModelSpec, Stack
 from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
-from llmctl.router.table import Backend, ModelRoute, Policy, RouterConfig, Tier
+from llmctl.router.table import ApiKeys, Backend, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"
 GPU_SERVER = "gpu-llm-server"
+# The router pod's variable holding its API keys (from router.apiKeys.secretName).
+ROUTER_API_KEYS_ENV = "LLM_ROUTER_API_KEYS"
 
 
 def service_url(name: str) -> str:
@@ -68,4 +70,7 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
         models=tuple(models),
         backends=tuple(backends),
         policy=Policy(fallback_model=stack.cpu.model.name),
+        api_keys=ApiKeys(env=ROUTER_API_KEYS_ENV)
+        if stack.router.api_keys.secret_name is not None
+        else ApiKeys(),
     )
