@@ -169,7 +169,7 @@ def test_status_json_and_table(
 ) -> None:
     fake, _ = kube
     assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
-    labels = {"accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
+    labels = {"llmctl.dev/accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
     fake.nodes.append(node("ip-10-0-0-1", labels, "1"))
     ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
     fake.pods.append(

@@ -56,7 +56,7 @@ def test_create_sets_every_field(eks: Any) -> None:
     assert group["capacityType"] == "SPOT"
     assert group["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group["scalingConfig"] == {"minSize": 0, "maxSize": 2, "desiredSize": 0}
-    assert group["labels"] == {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"}
+    assert group["labels"] == {"compute": "gpu-enabled", "llmctl.dev/accelerator": "nvidia-tesla-t4"}
     assert group["taints"] == [
         {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
     ]
@@ -66,7 +66,7 @@ def test_create_sets_every_field(eks: Any) -> None:
     assert group["tags"] == {
         f"{prefix}/resources/nvidia.com/gpu": "1",
         f"{prefix}/label/compute": "gpu-enabled",
-        f"{prefix}/label/accelerator": "nvidia-tesla-t4",
+        f"{prefix}/label/llmctl.dev/accelerator": "nvidia-tesla-t4",
         f"{prefix}/taint/nvidia.com/gpu": "present:NoSchedule",
     }
 

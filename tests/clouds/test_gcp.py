@@ -54,7 +54,7 @@ def test_create_sends_the_node_pool_and_polls_the_operation(
         }
     ]  # DEFAULT is enum 2
     assert config["spot"] is True and "preemptible" not in config
-    assert config["labels"] == {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"}
+    assert config["labels"] == {"compute": "gpu-enabled", "llmctl.dev/accelerator": "nvidia-tesla-t4"}
     assert config["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": 1}]
     # proto3 leaves out zeros: no initialNodeCount, no totalMinNodeCount.
     assert pool["autoscaling"] == {"enabled": True, "totalMaxNodeCount": 2, "locationPolicy": 2}

@@ -186,7 +186,7 @@ class AwsCloud(Cloud):
             self._eks(spec).create_nodegroup(**params)
         self.wait_until_ready(spec, progress)
 
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None:
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
         state = self.read_pool(spec)
         current = state.current_nodes if state is not None and state.current_nodes else 0
         desired = min(max(current, spec.min_nodes), spec.max_nodes)

@@ -136,6 +136,8 @@ class PoolState:
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     problems: tuple[str, ...] = ()
+    # The node image family where the cloud lets the pool choose one (EKS amiType), else "".
+    image: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -157,7 +159,9 @@ class Difference:
     field: str
     want: str
     have: str
-    # Whether the cloud's API can change it in place (scaling can; instance types cannot).
+    # Whether the cloud's API can change it in place: scaling, labels and taints can on all three
+    # (EKS UpdateNodegroupConfig labels/taints, GKE UpdateNodePool labels/taints, AKS agent pool
+    # PUT nodeLabels/nodeTaints, Azure/AKS#1515); instance type, capacity type and image cannot.
     updatable: bool
 
 
@@ -314,17 +318,17 @@ class Cloud(ABC):
         missing = {k: v for k, v in spec.labels.items() if state.labels.get(k) != v}
         if missing:
             have = {k: state.labels.get(k) for k in missing}
-            diffs.append(Difference("labels", str(missing), str(have), False))
-        for taint in spec.taints:
-            if taint not in state.taints:
-                diffs.append(
-                    Difference(
-                        "taints",
-                        f"{taint.key}={taint.value}:{taint.effect}",
-                        ", ".join(f"{t.key}={t.value}:{t.effect}" for t in state.taints) or "none",
-                        False,
-                    )
+            diffs.append(Difference("labels", str(missing), str(have), True))
+        absent = [t for t in spec.taints if t not in state.taints]
+        if absent:
+            diffs.append(
+                Difference(
+                    "taints",
+                    ", ".join(f"{t.key}={t.value}:{t.effect}" for t in absent),
+                    ", ".join(f"{t.key}={t.value}:{t.effect}" for t in state.taints) or "none",
+                    True,
                 )
+            )
         check("min nodes", spec.min_nodes, state.min_nodes, True)
         check("max nodes", spec.max_nodes, state.max_nodes, True)
         return tuple(diffs)
@@ -339,7 +343,8 @@ class Cloud(ABC):
     def create_pool(self, spec: PoolSpec, progress: Progress) -> None: ...
 
     @abstractmethod
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None: ...
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        """Change in place what `differences` calls updatable; keep everything else the pool has."""
 
     @abstractmethod
     def delete_pool(self, spec: PoolSpec, progress: Progress) -> None: ...
@@ -356,7 +361,7 @@ class Cloud(ABC):
     def decide(self, spec: PoolSpec, state: PoolState | None) -> EnsureResult:
         """What `ensure_gpu_pool` would do with this pool, without doing it.
 
-        Scaling differences are changed in place (every cloud allows it); anything else is
+        Scaling, labels and taints are changed in place (every cloud allows it); anything else is
         reported and nothing is touched, since changing it means recreating the pool.
         """
         if state is None:
@@ -392,7 +397,7 @@ class Cloud(ABC):
         if decision.action == "created":
             self.create_pool(spec, progress)
         elif decision.action == "updated":
-            self.update_scaling(spec, progress)
+            self.update_pool(spec, progress)
         else:
             return decision
         return EnsureResult(decision.action, self.read_pool(spec), decision.differences)

@@ -195,7 +195,7 @@ class GcpCloud(Cloud):
             op = self._gke().create_node_pool(parent=self._parent(spec), node_pool=pool)
         self._wait(spec, op, progress)
 
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None:
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
         from google.cloud import container_v1
 
         scaling = container_v1.NodePoolAutoscaling.from_json(
