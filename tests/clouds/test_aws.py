@@ -56,7 +56,10 @@ def test_create_sets_every_field(eks: Any) -> None:
     assert group["capacityType"] == "SPOT"
     assert group["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group["scalingConfig"] == {"minSize": 0, "maxSize": 2, "desiredSize": 0}
-    assert group["labels"] == {"compute": "gpu-enabled", "llmctl.dev/accelerator": "nvidia-tesla-t4"}
+    assert group["labels"] == {
+        "compute": "gpu-enabled",
+        "llmctl.dev/accelerator": "nvidia-tesla-t4",
+    }
     assert group["taints"] == [
         {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
     ]

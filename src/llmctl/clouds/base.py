@@ -44,6 +44,7 @@ class Feature(StrEnum):
     ZERO_MAX_NODES = "a maximum of 0 nodes"
     SUBNETS = "--subnet"
     NODE_ROLE = "--node-role"
+    ZONES = "--zones"
 
 
 UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
@@ -51,12 +52,15 @@ UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
         Feature.PREEMPTIBLE: "EC2 has no preemptible VMs; Spot (the default) is the equivalent",
         Feature.ZERO_MAX_NODES: (
             "EKS requires a node group's maxSize to be at least 1, so scale-to-zero sets min 0, "
-            "desired 0 and max 1"
+            "desired 0 and max 1; a cluster-autoscaler can still start one GPU node for a pending "
+            "GPU pod (delete the pool to be sure none starts)"
         ),
+        Feature.ZONES: "EKS node groups take their zones from their subnets (--subnet)",
     },
     CloudName.AZURE: {
         Feature.PREEMPTIBLE: "Azure's evictable VMs are Spot VMs (the default)",
         Feature.SUBNETS: "AKS agent pools use the cluster's virtual network",
+        Feature.ZONES: "llmctl leaves an AKS pool's availability zones to AKS",
         Feature.NODE_ROLE: "AKS nodes use the cluster's kubelet identity",
         Feature.ZERO_MAX_NODES: (
             "AKS needs maxCount >= 1 while autoscaling, so scale-to-zero turns autoscaling off "
@@ -94,6 +98,7 @@ class PoolOptions:
     preemptible: bool = False
     subnets: tuple[str, ...] = ()
     node_role: str | None = None
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ class PoolSpec:
     subscription: str | None = None
     subnets: tuple[str, ...] = ()
     node_role: str | None = None
+    # GKE node locations; empty: the cluster's zones that offer the GPU, found at run time.
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,7 @@ class Cloud(ABC):
             (Feature.PREEMPTIBLE, options.preemptible),
             (Feature.SUBNETS, bool(options.subnets)),
             (Feature.NODE_ROLE, options.node_role is not None),
+            (Feature.ZONES, bool(options.zones)),
         ):
             reason = unsupported_reason(cloud, feature)
             if asked and reason:
@@ -294,6 +302,7 @@ class Cloud(ABC):
             subscription=options.subscription,
             subnets=options.subnets,
             node_role=options.node_role,
+            zones=options.zones,
         )
         return self.complete_spec(spec, env or {})
 
