@@ -261,6 +261,15 @@ class Cloud(ABC):
             reason = unsupported_reason(cloud, feature)
             if asked and reason:
                 raise ConfigError(f"{feature} is not supported on {CLOUD_DISPLAY[cloud]}: {reason}")
+        for flag, given in (
+            ("--cluster", options.cluster),
+            ("--region/--location", options.location),
+            ("--resource-group", options.resource_group),
+            ("--project", options.project),
+            ("--instance-type", options.instance_type),
+        ):
+            if given is not None and not given.strip():
+                raise ConfigError(f"{flag} is empty", hint=f"give a value or leave {flag} out")
         if options.preemptible and options.on_demand:
             raise ConfigError("--preemptible and --on-demand exclude each other", hint="pick one")
         configured = stack.clouds.of(cloud)
