@@ -421,3 +421,16 @@ def test_stand_in_put_replaces_and_refuses_immutable_changes(
     assert changed.json()["error"]["code"] == "PropertyChangeNotAllowed"
     stale = _put_raw(server, _props(), **{"If-Match": "old"})
     assert stale.status_code == 412
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"resource_group": "rg/../x"}, "not a valid resource group name"),
+        ({"resource_group": "rg."}, "not a valid resource group name"),
+        ({"cluster": "-x"}, "not a valid AKS cluster name"),
+    ],
+)
+def test_malformed_names_are_config_errors(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        AzureCloud().node_pool_spec(Stack(), PoolOptions(subscription=SUBSCRIPTION, **options))

@@ -319,3 +319,43 @@ def test_concurrent_operation_says_wait_and_retry(server: FakeServer, gke: FakeG
     with pytest.raises(LlmctlError, match="incompatible operation") as info:
         cloud.ensure_gpu_pool(spec)
     assert "run the same command again" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        ({"cluster": "a/b"}, "--cluster"),
+        ({"location": "bad region!"}, "--location"),
+        ({"project": "p q"}, "--project"),
+        ({"zones": ("us-central1",)}, "--zones"),
+    ],
+)
+def test_malformed_names_are_config_errors(options: dict[str, Any], flag: str) -> None:
+    """Review item 5: `--cluster a/b` was a ValueError traceback from the SDK's path builder."""
+    options.setdefault("project", "proj")
+    with pytest.raises(ConfigError, match=f"{flag} .* is not a valid GCP name"):
+        GcpCloud().node_pool_spec(Stack(), PoolOptions(**options))
+
+
+def test_network_failure_is_one_line() -> None:
+    """Review item 5: a refused connection (no network, wrong proxy) is not a traceback."""
+    cloud = GcpCloud(endpoint="http://127.0.0.1:9", credentials=AnonymousCredentials())
+    spec = cloud.node_pool_spec(Stack(), PoolOptions(project="proj"))
+    with pytest.raises(LlmctlError, match="cannot reach the Google Cloud API") as info:
+        cloud.read_pool(spec)
+    assert "HTTPS_PROXY" in (info.value.hint or "")
+
+
+def test_token_transport_failure_is_one_line(server: FakeServer) -> None:
+    """google.auth's TransportError (metadata server or token endpoint unreachable)."""
+    from google.auth.credentials import Credentials
+    from google.auth.exceptions import TransportError
+
+    class Unreachable(Credentials):  # type: ignore[misc]
+        def refresh(self, request: Any) -> None:
+            raise TransportError("Failed to retrieve http://metadata.google.internal/token")
+
+    cloud = GcpCloud(endpoint=server.url, credentials=Unreachable())
+    spec = cloud.node_pool_spec(Stack(), PoolOptions(project="proj"))
+    with pytest.raises(LlmctlError, match="cannot reach the Google Cloud API: Failed to retrieve"):
+        cloud.read_pool(spec)

@@ -33,6 +33,8 @@ CREDENTIALS_HINT = (
     "service principal (DefaultAzureCredential also takes a managed or workload identity)"
 )
 PERMISSION = re.compile(r"perform action '([^']+)'")
+RESOURCE_GROUP = re.compile(r"[-\w._()]{1,90}")
+AKS_NAME = re.compile(r"[A-Za-z0-9][-_A-Za-z0-9]{0,62}")
 QUOTA_CODES = re.compile(r"quota", re.IGNORECASE)
 CAPACITY_CODES = re.compile(
     r"SkuNotAvailable|AllocationFailed|OverconstrainedAllocationRequest|ZonalAllocationFailed|"
@@ -175,6 +177,17 @@ class AzureCloud(Cloud):
             raise ConfigError(
                 "no Azure resource group given",
                 hint="pass --resource-group or set clouds.azure.resourceGroup",
+            )
+        # ARM naming rules (Microsoft.Resources resourceGroups, ContainerService managedClusters).
+        if not RESOURCE_GROUP.fullmatch(spec.resource_group) or spec.resource_group.endswith("."):
+            raise ConfigError(
+                f"--resource-group {spec.resource_group!r} is not a valid resource group name",
+                hint="letters, digits, _ - . ( ), at most 90, not ending in '.'",
+            )
+        if not AKS_NAME.fullmatch(spec.cluster):
+            raise ConfigError(
+                f"--cluster {spec.cluster!r} is not a valid AKS cluster name",
+                hint="letters, digits, - and _, starting with a letter or digit, at most 63",
             )
         return replace(spec, subscription=subscription)
 

@@ -28,6 +28,12 @@ API = "https://container.googleapis.com/v1"
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 # Shown by --dry-run where the zones are read from the cluster and the compute API at run time.
 FROM_CLUSTER_ZONES = "<the cluster's zones that offer {accelerator}, read at run time>"
+# Project IDs (optionally domain-scoped; GCP wants 6 to 30 characters, llmctl checks only the
+# characters), GKE cluster names, regions/zones and zones.
+PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][-a-z0-9]{0,28}[a-z0-9]")
+GKE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
+GCP_LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+(-[a-z])?")
+GCP_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 EFFECT_TO_GKE = {
     "NoSchedule": "NO_SCHEDULE",
     "NoExecute": "NO_EXECUTE",
@@ -186,6 +192,17 @@ class GcpCloud(Cloud):
                 hint="pass --project, set clouds.gcp.project in llmctl.yaml, or set "
                 "$GOOGLE_CLOUD_PROJECT",
             )
+        # The SDK builds request paths from these and raises ValueError on a `/` (review item 5).
+        for flag, value, pattern, example in (
+            ("--project", project, PROJECT_ID, "my-project-123"),
+            ("--cluster", spec.cluster, GKE_NAME, "llm-gcp"),
+            ("--location", spec.location, GCP_LOCATION, "us-central1 or us-central1-a"),
+            *(("--zones", z, GCP_ZONE, "us-central1-a") for z in spec.zones),
+        ):
+            if not pattern.fullmatch(value):
+                raise ConfigError(
+                    f"{flag} {value!r} is not a valid GCP name", hint=f"for example {example}"
+                )
         return replace(spec, project=project)
 
     def _parent(self, spec: PoolSpec) -> str:
@@ -465,18 +482,35 @@ def _state(pool: Any) -> PoolState:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
 @contextmanager
 def _gcp_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
-    from google.api_core.exceptions import GoogleAPICallError, NotFound
-    from google.auth.exceptions import RefreshError
+    from google.api_core.exceptions import GoogleAPICallError, NotFound, RetryError
+    from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import Timeout
 
     try:
         yield
     except NotFound:
         raise
+    except (TransportError, RequestsConnectionError, Timeout, RetryError) as exc:
+        raise LlmctlError(
+            f"cannot reach the Google Cloud API: {_first_line(exc)}",
+            hint="check your network and proxy settings (HTTPS_PROXY); "
+            "`gcloud container clusters list` shows whether the API answers from here",
+        ) from None
     except RefreshError as exc:
         raise LlmctlError(
             f"Google Cloud credentials were refused: {exc}", hint=CREDENTIALS_HINT
+        ) from None
+    except GoogleAuthError as exc:
+        raise LlmctlError(
+            f"Google Cloud credentials failed: {_first_line(exc)}", hint=CREDENTIALS_HINT
         ) from None
     except GoogleAPICallError as exc:
         message = str(exc.message)
