@@ -425,6 +425,23 @@ class Cloud(ABC):
     deleting_statuses: ClassVar[frozenset[str]] = frozenset()
     failed_statuses: ClassVar[frozenset[str]] = frozenset()
 
+    def pool_blockers(self, spec: PoolSpec, state: PoolState | None) -> list[str]:
+        """Why the pool itself cannot grow from zero right now (empty: it can)."""
+        if state is None:
+            return [
+                f"no GPU pool {spec.name!r}: run `llmctl gpu enable --cloud {spec.cloud.value}`"
+            ]
+        if state.status in self.failed_statuses | self.deleting_statuses:
+            return [f"the pool is {state.status}"]
+        if state.status in self.busy_statuses:
+            return [f"the pool is {state.status}; it can scale once that ends"]
+        if state.max_nodes < 1:
+            return [
+                "autoscaling is off (the pool was scaled to zero): run `llmctl gpu enable "
+                f"--cloud {spec.cloud.value}` to turn it back on"
+            ]
+        return []
+
     @abstractmethod
     def kubeconfig_command(self, spec: PoolSpec) -> str:
         """The cloud CLI command that writes a kubeconfig entry for the cluster."""
