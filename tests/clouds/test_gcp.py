@@ -359,3 +359,16 @@ def test_token_transport_failure_is_one_line(server: FakeServer) -> None:
     spec = cloud.node_pool_spec(Stack(), PoolOptions(project="proj"))
     with pytest.raises(LlmctlError, match="cannot reach the Google Cloud API: Failed to retrieve"):
         cloud.read_pool(spec)
+
+
+def test_missing_sdk_is_named_even_after_it_was_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review item 13: once imported, `from google.cloud import container_v1` found the module
+    through the package attribute even with sys.modules hiding it, so the missing-SDK test
+    depended on test order. llmctl now imports through importlib, which honours sys.modules."""
+    import sys
+
+    import google.cloud.container_v1  # noqa: F401  (as an earlier test would have)
+
+    monkeypatch.setitem(sys.modules, "google.cloud.container_v1", None)
+    with pytest.raises(LlmctlError, match=r"google-cloud-container\) is not installed"):
+        GcpCloud(credentials=AnonymousCredentials())._gke()
