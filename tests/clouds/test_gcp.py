@@ -84,14 +84,6 @@ def test_preemptible(server: FakeServer, gke: FakeGke) -> None:
     assert config["preemptible"] is True and "spot" not in config
 
 
-def test_second_run_changes_nothing(server: FakeServer) -> None:
-    cloud, spec = cloud_and_spec(server)
-    cloud.ensure_gpu_pool(spec)
-    before = len(server.requests)
-    assert cloud.ensure_gpu_pool(spec).action == "unchanged"
-    assert all(r.method == "GET" for r in server.requests[before:])
-
-
 def test_scaling_is_updated_and_other_changes_refused(server: FakeServer, gke: FakeGke) -> None:
     cloud, spec = cloud_and_spec(server)
     cloud.ensure_gpu_pool(spec)
@@ -116,20 +108,6 @@ def test_disable_and_scale_to_zero(server: FakeServer, gke: FakeGke) -> None:
     assert cloud.disable(spec, scale_to_zero=False) is True
     assert "gpu-t4" not in gke.pools
     assert cloud.read_pool(spec) is None
-
-
-def test_cluster_not_found(server: FakeServer) -> None:
-    cloud, spec = cloud_and_spec(server, cluster="missing")
-    with pytest.raises(LlmctlError, match="GKE cluster 'missing' not found in project proj"):
-        cloud.ensure_gpu_pool(spec)
-
-
-def test_permission_denied_names_the_permission(server: FakeServer, gke: FakeGke) -> None:
-    gke.forbidden = "container.clusters.update"
-    cloud, spec = cloud_and_spec(server)
-    with pytest.raises(LlmctlError, match="GKE requires container.clusters.update") as info:
-        cloud.ensure_gpu_pool(spec)
-    assert "roles/container.admin" in (info.value.hint or "")
 
 
 def test_quota_error_from_the_operation(server: FakeServer, gke: FakeGke) -> None:
@@ -157,16 +135,6 @@ def test_stockout_from_the_api(server: FakeServer, gke: FakeGke) -> None:
     with pytest.raises(LlmctlError, match="no capacity for n1-standard-4") as info:
         cloud.ensure_gpu_pool(spec)
     assert "another region or zone" in (info.value.hint or "")
-
-
-@pytest.mark.usefixtures("clean_cloud_env")
-def test_no_credentials_says_how_to_log_in() -> None:
-    cloud = GcpCloud(endpoint="http://127.0.0.1:9")
-    spec = cloud.node_pool_spec(Stack(), PoolOptions(project="proj"))
-    with pytest.raises(LlmctlError, match="no Google Cloud credentials") as info:
-        cloud.read_pool(spec)
-    assert "gcloud auth application-default login" in (info.value.hint or "")
-    assert "GOOGLE_APPLICATION_CREDENTIALS" in (info.value.hint or "")
 
 
 @pytest.mark.usefixtures("clean_cloud_env")
