@@ -401,3 +401,13 @@ def test_stand_in_put_replaces_and_refuses_immutable_changes(
 def test_malformed_names_are_config_errors(options: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         AzureCloud().node_pool_spec(Stack(), PoolOptions(subscription=SUBSCRIPTION, **options))
+
+
+def test_reserved_label_is_refused_before_any_call() -> None:
+    """AKS owns `accelerator` (and kubernetes.azure.com/*): a spec that sets it is exit 2."""
+    from dataclasses import replace
+
+    cloud = AzureCloud()
+    spec = cloud.node_pool_spec(Stack(), PoolOptions(subscription=SUBSCRIPTION))
+    with pytest.raises(ConfigError, match="AKS reserves the node label 'accelerator'"):
+        cloud.complete_spec(replace(spec, labels={"accelerator": "nvidia-tesla-t4"}), {})

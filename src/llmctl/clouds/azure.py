@@ -35,6 +35,10 @@ CREDENTIALS_HINT = (
 PERMISSION = re.compile(r"perform action '([^']+)'")
 RESOURCE_GROUP = re.compile(r"[-\w._()]{1,90}")
 AKS_NAME = re.compile(r"[A-Za-z0-9][-_A-Za-z0-9]{0,62}")
+# Node labels AKS sets and owns (Azure/karpenter-provider-azure#1707 lists them; AKS sets
+# accelerator=nvidia on GPU nodes and kubernetes.azure.com/scalesetpriority=spot on Spot pools).
+RESERVED_LABELS = frozenset({"agentpool", "accelerator", "storageprofile", "storagetier"})
+RESERVED_PREFIX = "kubernetes.azure.com/"
 QUOTA_CODES = re.compile(r"quota", re.IGNORECASE)
 CAPACITY_CODES = re.compile(
     r"SkuNotAvailable|AllocationFailed|OverconstrainedAllocationRequest|ZonalAllocationFailed|"
@@ -183,6 +187,12 @@ class AzureCloud(Cloud):
             raise ConfigError(
                 f"--resource-group {spec.resource_group!r} is not a valid resource group name",
                 hint="letters, digits, _ - . ( ), at most 90, not ending in '.'",
+            )
+        reserved = [k for k in spec.labels if k in RESERVED_LABELS or k.startswith(RESERVED_PREFIX)]
+        if reserved:
+            raise ConfigError(
+                f"AKS reserves the node label {reserved[0]!r} and refuses changes to it",
+                hint="use a key of your own (llmctl's is llmctl.dev/accelerator)",
             )
         if not AKS_NAME.fullmatch(spec.cluster):
             raise ConfigError(
