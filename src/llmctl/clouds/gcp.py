@@ -307,7 +307,7 @@ class GcpCloud(Cloud):
         return True
 
     def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
-        from google.cloud import container_v1
+        container_v1 = _container_v1()
 
         progress("finding zones with " + spec.accelerator)
         zones = self.gpu_zones(spec)
@@ -362,7 +362,7 @@ class GcpCloud(Cloud):
         self._wait(spec, op, progress)
 
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
-        from google.cloud import container_v1
+        container_v1 = _container_v1()
 
         # GKE autoscaling needs a maximum of at least 1 (see UNSUPPORTED): turn it off, resize to 0.
         with _gcp_errors(spec, "container.clusters.update"):
@@ -395,7 +395,7 @@ class GcpCloud(Cloud):
 
     def _wait(self, spec: PoolSpec, op: Any, progress: Progress) -> None:
         """Poll GKE's own Operation (not google.longrunning) until DONE; raise its error."""
-        from google.cloud import container_v1
+        container_v1 = _container_v1()
 
         done = container_v1.Operation.Status.DONE
         name = f"projects/{spec.project}/locations/{spec.location}/operations/{op.name}"
