@@ -450,3 +450,38 @@ def test_every_gpu_command_has_the_shared_options_once() -> None:
         ):
             assert flags.count(flag) == 1, (name, flag)
         assert shared <= set(flags)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["--cloud", "aws"], {"AWS_PROFILE": "nope"}, 2, "AWS profile not found"),
+        (["--cloud", "aws", "--region", "bad region!"], {}, 2, "not an AWS region name"),
+        (["--cloud", "aws", "--region", ""], {}, 2, "--region/--location is empty"),
+        (["--cloud", "gcp", "--project", "proj", "--cluster", "a/b"], {}, 2, "not a valid GCP"),
+        (["--cloud", "gcp", "--project", "p q"], {}, 2, "not a valid GCP name"),
+        (["--cloud", "gcp", "--project", "proj"], {"GCP_DOWN": "1"}, 1, "cannot reach the Google"),
+        (["--cloud", "azure", "--resource-group", "a/b"], {}, 2, "not a valid resource group"),
+    ],
+)
+def test_review_inputs_end_in_one_line_and_the_documented_exit_code(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], code: int, message: str
+) -> None:
+    """Issue 14 / review item 5: no traceback; exit 2 for usage or config, 1 for failures."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-1")
+    if "GCP_DOWN" in env:
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.GCP,
+            lambda: GcpCloud(endpoint="http://127.0.0.1:9", credentials=AnonymousCredentials()),
+        )
+    result = run("gpu", "status", *args, "--skip-cluster")
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.output.split())
+    assert (
+        "Traceback" not in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    )
