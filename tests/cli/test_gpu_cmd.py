@@ -480,8 +480,5 @@ def test_review_inputs_end_in_one_line_and_the_documented_exit_code(
     result = run("gpu", "status", *args, "--skip-cluster")
     assert result.exit_code == code, result.output
     assert message in " ".join(result.output.split())
-    assert (
-        "Traceback" not in result.output
-        and result.exception is None
-        or isinstance(result.exception, SystemExit)
-    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
