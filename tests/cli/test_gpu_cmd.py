@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from azure.core.credentials import AccessToken
@@ -29,6 +28,7 @@ from llmctl.manifests import cluster_setup_objects
 from tests.support import fake_aks
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
+from tests.support.fake_eks import eks_cluster
 from tests.support.fake_gke import FakeGke
 from tests.support.fake_kube import FakeKube, kubeconfig, node, pod
 from tests.support.http_fake import FakeServer, serve
@@ -72,18 +72,7 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        client = boto3.client("eks", region_name="us-east-1")
-        client.create_cluster(
-            name="llm-aws",
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
-        )
-        client.create_nodegroup(
-            clusterName="llm-aws",
-            nodegroupName="system",
-            subnets=["subnet-a"],
-            nodeRole="arn:aws:iam::123456789012:role/n",
-        )
+        client = eks_cluster(node_role="arn:aws:iam::123456789012:role/n")
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
         yield client
 

@@ -7,7 +7,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
@@ -16,7 +15,7 @@ from llmctl.clouds.aws import AwsCloud, create_nodegroup_params, update_nodegrou
 from llmctl.clouds.base import PoolDiffersError, PoolOptions, PoolSpec
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
-from tests.support.fake_eks import EksUpdates
+from tests.support.fake_eks import EksUpdates, eks_cluster
 
 REGION = "us-east-1"
 CLUSTER = "llm-aws"
@@ -26,19 +25,7 @@ ROLE = "arn:aws:iam::123456789012:role/eks-node"
 @pytest.fixture
 def eks() -> Iterator[Any]:
     with mock_aws():
-        client = boto3.client("eks", region_name=REGION)
-        client.create_cluster(
-            name=CLUSTER,
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
-        )
-        client.create_nodegroup(
-            clusterName=CLUSTER,
-            nodegroupName="system",
-            subnets=["subnet-a", "subnet-b"],
-            nodeRole=ROLE,
-        )
-        yield client
+        yield eks_cluster(CLUSTER, REGION, ("subnet-a", "subnet-b"), ROLE)
 
 
 def spec_for(**options: Any) -> tuple[AwsCloud, PoolSpec]:
@@ -109,12 +96,7 @@ def test_immutable_difference_is_reported_not_changed(eks: Any) -> None:
 
 def test_no_node_group_to_copy_from() -> None:
     with mock_aws():
-        client = boto3.client("eks", region_name=REGION)
-        client.create_cluster(
-            name="bare",
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
-        )
+        eks_cluster("bare", REGION, node_role=None)
         cloud, spec = spec_for(cluster="bare")
         with pytest.raises(LlmctlError, match="no node group to copy") as info:
             cloud.ensure_gpu_pool(spec)

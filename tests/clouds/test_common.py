@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 from azure.core.credentials import AccessToken
 from google.auth.credentials import AnonymousCredentials
@@ -25,12 +24,11 @@ from llmctl.config import Stack
 from llmctl.errors import LlmctlError
 from tests.support import fake_aks
 from tests.support.fake_aks import FakeAks
-from tests.support.fake_eks import wire
+from tests.support.fake_eks import eks_cluster, wire
 from tests.support.fake_gke import FakeGke
 from tests.support.http_fake import serve
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-ROLE = "arn:aws:iam::123456789012:role/eks-node"
 
 
 class StaticToken:
@@ -54,15 +52,7 @@ class Harness:
 
 def _aws() -> Iterator[Harness]:
     with mock_aws():
-        client = boto3.client("eks", region_name="us-east-1")
-        client.create_cluster(
-            name="llm-aws",
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
-        )
-        client.create_nodegroup(
-            clusterName="llm-aws", nodegroupName="system", subnets=["subnet-a"], nodeRole=ROLE
-        )
+        eks_cluster()
         cloud = AwsCloud(poll_delay=0, max_attempts=5)
         eks = cloud._eks(cloud.node_pool_spec(Stack(), PoolOptions()))
         writes: list[str] = []

@@ -45,6 +45,29 @@ def wire(request: Any, status: int, body: dict[str, Any], error: str | None = No
     return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
 
 
+def eks_cluster(
+    name: str = "llm-aws",
+    region: str = "us-east-1",
+    subnets: tuple[str, ...] = ("subnet-a",),
+    node_role: str | None = "arn:aws:iam::123456789012:role/eks-node",
+) -> Any:
+    """An EKS cluster in moto (inside `mock_aws()`), with a `system` node group to copy subnets
+    and the node role from unless `node_role` is None; the boto3 client that made it."""
+    import boto3
+
+    client = boto3.client("eks", region_name=region)
+    client.create_cluster(
+        name=name,
+        roleArn="arn:aws:iam::123456789012:role/eks",
+        resourcesVpcConfig={"subnetIds": list(subnets)},
+    )
+    if node_role is not None:
+        client.create_nodegroup(
+            clusterName=name, nodegroupName="system", subnets=list(subnets), nodeRole=node_role
+        )
+    return client
+
+
 @dataclass
 class EksUpdates:
     # The status sequence DescribeUpdate walks through for each next update (default: one

@@ -20,6 +20,7 @@ from llmctl.clouds.base import (
     Progress,
     capacity_hint,
     missing_sdk,
+    require_names,
 )
 from llmctl.errors import ConfigError, LlmctlError
 
@@ -168,16 +169,22 @@ class AwsCloud(Cloud):
         ]
 
     def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
-        if not REGION.fullmatch(spec.location):
-            raise ConfigError(
-                f"--region {spec.location!r} is not an AWS region name",
-                hint="for example us-east-1 or eu-west-2 (`aws ec2 describe-regions` lists them)",
-            )
-        if not EKS_NAME.fullmatch(spec.cluster):
-            raise ConfigError(
-                f"--cluster {spec.cluster!r} is not an EKS cluster name",
-                hint="letters, digits, - and _, starting with a letter or digit, at most 100",
-            )
+        require_names(
+            (
+                "--region",
+                spec.location,
+                REGION,
+                "an AWS region name",
+                "for example us-east-1 or eu-west-2 (`aws ec2 describe-regions` lists them)",
+            ),
+            (
+                "--cluster",
+                spec.cluster,
+                EKS_NAME,
+                "an EKS cluster name",
+                "letters, digits, - and _, starting with a letter or digit, at most 100",
+            ),
+        )
         spec = replace(spec, labels={**spec.labels, CA_GPU_LABEL: spec.accelerator})
         if spec.node_role is not None and not ROLE_ARN.fullmatch(spec.node_role):
             raise ConfigError(

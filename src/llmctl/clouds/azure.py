@@ -21,6 +21,7 @@ from llmctl.clouds.base import (
     Progress,
     capacity_hint,
     missing_sdk,
+    require_names,
 )
 from llmctl.errors import ConfigError, LlmctlError
 
@@ -33,7 +34,7 @@ CREDENTIALS_HINT = (
     "service principal (DefaultAzureCredential also takes a managed or workload identity)"
 )
 PERMISSION = re.compile(r"perform action '([^']+)'")
-RESOURCE_GROUP = re.compile(r"[-\w._()]{1,90}")
+RESOURCE_GROUP = re.compile(r"[-\w._()]{0,89}[-\w_()]")
 AKS_NAME = re.compile(r"[A-Za-z0-9][-_A-Za-z0-9]{0,62}")
 # Node labels AKS sets and owns (Azure/karpenter-provider-azure#1707 lists them; AKS sets
 # accelerator=nvidia on GPU nodes and kubernetes.azure.com/scalesetpriority=spot on Spot pools).
@@ -183,21 +184,27 @@ class AzureCloud(Cloud):
                 hint="pass --resource-group or set clouds.azure.resourceGroup",
             )
         # ARM naming rules (Microsoft.Resources resourceGroups, ContainerService managedClusters).
-        if not RESOURCE_GROUP.fullmatch(spec.resource_group) or spec.resource_group.endswith("."):
-            raise ConfigError(
-                f"--resource-group {spec.resource_group!r} is not a valid resource group name",
-                hint="letters, digits, _ - . ( ), at most 90, not ending in '.'",
-            )
+        require_names(
+            (
+                "--resource-group",
+                spec.resource_group,
+                RESOURCE_GROUP,
+                "a valid resource group name",
+                "letters, digits, _ - . ( ), at most 90, not ending in '.'",
+            ),
+            (
+                "--cluster",
+                spec.cluster,
+                AKS_NAME,
+                "a valid AKS cluster name",
+                "letters, digits, - and _, starting with a letter or digit, at most 63",
+            ),
+        )
         reserved = [k for k in spec.labels if k in RESERVED_LABELS or k.startswith(RESERVED_PREFIX)]
         if reserved:
             raise ConfigError(
                 f"AKS reserves the node label {reserved[0]!r} and refuses changes to it",
                 hint="use a key of your own (llmctl's is llmctl.dev/accelerator)",
-            )
-        if not AKS_NAME.fullmatch(spec.cluster):
-            raise ConfigError(
-                f"--cluster {spec.cluster!r} is not a valid AKS cluster name",
-                hint="letters, digits, - and _, starting with a letter or digit, at most 63",
             )
         return replace(spec, subscription=subscription)
 

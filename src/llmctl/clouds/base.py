@@ -215,6 +215,14 @@ def validate_node_counts(min_nodes: int, max_nodes: int, *, explicit_max: bool) 
         )
 
 
+def require_names(*rules: tuple[str, str, re.Pattern[str], str, str]) -> None:
+    """(flag, value, pattern, what it must be, hint): a name the cloud would refuse (or an SDK
+    would turn into a broken request path) is a usage error now, exit 2, before any call."""
+    for flag, value, pattern, what, hint in rules:
+        if not pattern.fullmatch(value):
+            raise ConfigError(f"{flag} {value!r} is not {what}", hint=hint)
+
+
 CAPACITY_HINT = (
     "try another region or zone (--region/--location), --on-demand instead of spot, or another "
     "GPU instance type (--instance-type {types})"

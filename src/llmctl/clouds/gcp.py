@@ -21,6 +21,7 @@ from llmctl.clouds.base import (
     Progress,
     capacity_hint,
     missing_sdk,
+    require_names,
 )
 from llmctl.errors import ConfigError, LlmctlError
 
@@ -193,16 +194,21 @@ class GcpCloud(Cloud):
                 "$GOOGLE_CLOUD_PROJECT",
             )
         # The SDK builds request paths from these and raises ValueError on a `/` (review item 5).
-        for flag, value, pattern, example in (
-            ("--project", project, PROJECT_ID, "my-project-123"),
-            ("--cluster", spec.cluster, GKE_NAME, "llm-gcp"),
-            ("--location", spec.location, GCP_LOCATION, "us-central1 or us-central1-a"),
-            *(("--zones", z, GCP_ZONE, "us-central1-a") for z in spec.zones),
-        ):
-            if not pattern.fullmatch(value):
-                raise ConfigError(
-                    f"{flag} {value!r} is not a valid GCP name", hint=f"for example {example}"
-                )
+        require_names(
+            ("--project", project, PROJECT_ID, "a valid GCP name", "for example my-project-123"),
+            ("--cluster", spec.cluster, GKE_NAME, "a valid GCP name", "for example llm-gcp"),
+            (
+                "--location",
+                spec.location,
+                GCP_LOCATION,
+                "a valid GCP name",
+                "for example us-central1 or us-central1-a",
+            ),
+            *(
+                ("--zones", z, GCP_ZONE, "a valid GCP name", "for example us-central1-a")
+                for z in spec.zones
+            ),
+        )
         return replace(spec, project=project)
 
     def _parent(self, spec: PoolSpec) -> str:
