@@ -591,10 +591,13 @@ def setup_objects(
     return keep
 
 
-def cluster_blockers(cloud: catalog.CloudName, facts: ClusterFacts) -> list[str]:
-    """Why the cluster would not bring a GPU node up from zero and use it (empty: it would)."""
+def cluster_blockers(
+    cloud: catalog.CloudName, facts: ClusterFacts, managed_plugin: bool = False
+) -> list[str]:
+    """Why the cluster would not bring a GPU node up from zero and use it (empty: it would).
+    `managed_plugin`: the cloud runs the device plugin on the pool's nodes itself."""
     reasons = [c.message for c in preflight(cloud, facts) if c.blocks_scale_from_zero]
-    needs_plugin = catalog.CLOUD_FACTS[cloud].needs_device_plugin
+    needs_plugin = catalog.CLOUD_FACTS[cloud].needs_device_plugin and not managed_plugin
     if needs_plugin and not (facts.gpu_operator or facts.device_plugins):
         reasons.append(
             "no NVIDIA device plugin DaemonSet: a new GPU node would offer no nvidia.com/gpu "

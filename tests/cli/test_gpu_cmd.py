@@ -471,3 +471,29 @@ def test_review_inputs_end_in_one_line_and_the_documented_exit_code(
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_aks_managed_gpu_pool_gets_no_second_device_plugin(
+    monkeypatch: pytest.MonkeyPatch, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+) -> None:
+    """Review item 8: an AKS pool with managed GPU (gpuProfile.nvidia.managementMode Managed)
+    runs AKS's own device plugin; llmctl applies none and status does not ask for one."""
+    aks = FakeAks()
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", aks.subscription)
+    with serve(aks.route) as server:
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.AZURE,
+            lambda: AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0),
+        )
+        args = ["--cloud", "azure", "--kubeconfig", kubeconfig_file]
+        assert run("gpu", "enable", *args, "--yes").exit_code == 0
+        assert [r.body["kind"] for r in kube[1].requests if r.method == "PATCH"] == ["DaemonSet"]
+        aks.pools["gput4"]["properties"]["gpuProfile"] = {"nvidia": {"managementMode": "Managed"}}
+        before = len([r for r in kube[1].requests if r.method == "PATCH"])
+        again = run("gpu", "enable", *args, "--yes")
+        assert again.exit_code == 0, again.output
+        assert "managed NVIDIA device plugin" in " ".join(again.stderr.split())
+        assert len([r for r in kube[1].requests if r.method == "PATCH"]) == before
+        report = json.loads(run("gpu", "status", *args, "--output", "json").stdout)
+        assert not any("device plugin" in r for r in report["scaleFromZero"]["reasons"])

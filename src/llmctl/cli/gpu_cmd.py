@@ -285,6 +285,12 @@ def enable(
         if state is not None and state.status in impl.busy_statuses:
             impl.wait_until_ready(spec, progress)
             state = impl.read_pool(spec)
+    if state is not None and state.managed_device_plugin and objects:
+        console.print(
+            f"The {spec.cloud.value} pool runs the cloud's managed NVIDIA device plugin: "
+            "llmctl applies none of its own."
+        )
+        objects = [o for o in objects if o["kind"] != "DaemonSet"]
     decision = impl.decide(spec, state)
     if decision.action == "unchanged":
         console.print(
@@ -364,7 +370,8 @@ def status(
             assert facts is not None
             report["cluster"] = _cluster_report(api, spec, stack, facts, cluster_setup_objects)
             report["preflight"] = [c.as_dict() for c in kube.preflight(spec.cloud, facts)]
-            blockers += kube.cluster_blockers(spec.cloud, facts)
+            managed = pool is not None and pool.managed_device_plugin
+            blockers += kube.cluster_blockers(spec.cloud, facts, managed_plugin=managed)
         except LlmctlError as exc:
             report["cluster"] = {"error": exc.format_message()}
             known = False

@@ -355,6 +355,9 @@ def _state(raw: Mapping[str, Any]) -> PoolState:
         status=str(props.get("provisioningState", "Unknown")),
         labels=dict(props.get("nodeLabels") or {}),
         taints=tuple(taints),
+        managed_device_plugin=(
+            ((props.get("gpuProfile") or {}).get("nvidia") or {}).get("managementMode") == "Managed"
+        ),
     )
 
 

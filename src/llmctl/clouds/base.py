@@ -145,6 +145,9 @@ class PoolState:
     problems: tuple[str, ...] = ()
     # The node image family where the cloud lets the pool choose one (EKS amiType), else "".
     image: str = ""
+    # The cloud installs and runs the NVIDIA device plugin on this pool's nodes itself (AKS
+    # managed GPU: gpuProfile.nvidia.managementMode Managed), so llmctl must not add one.
+    managed_device_plugin: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
