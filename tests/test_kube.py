@@ -42,7 +42,7 @@ def test_apply_sends_the_rendered_objects_by_server_side_apply(
     assert [r.body for r in patches] == objects
     for request in patches:
         assert request.content_type == "application/apply-patch+yaml"
-        assert request.query == {"fieldManager": "llmctl", "force": "true"}
+        assert request.query == {"fieldManager": "llmctl"}  # no force: never take others' fields
     kinds = {o["kind"] for o in objects}
     assert "RuntimeClass" in kinds
     assert "/apis/node.k8s.io/v1/runtimeclasses/nvidia" in fake.objects
