@@ -242,7 +242,7 @@ def enable(
 ) -> None:
     """Check the cluster, create (or update) the GPU node pool, then apply the device plugin
     and, where the nodes have its handler, the RuntimeClass."""
-    from llmctl import catalog, kube
+    from llmctl import kube
     from llmctl.manifests import cluster_setup_objects
 
     impl, spec, stack = _spec(
