@@ -9,6 +9,10 @@ concurrency: requests/s, added p50 and p99 latency (non-streaming), added time t
 
     /work/venv/bin/python benchmarks/router_overhead.py [--seconds 2] [--rounds 3]
 
+With `--baseline-src DIR` (the src/ of another checkout, e.g. a worktree of main) a second
+router runs that code in the same interleaved rounds, as `base`: a change's cost measured side
+by side rather than against figures taken on another day.
+
 Needs nginx on PATH (Debian: apt-get install nginx). Everything listens on 127.0.0.1 only.
 """
 
@@ -156,7 +160,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def start_router(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[bytes]:
+def start_router(
+    tmp: Path, backend_port: int, port: int, src: Path = REPO / "src"
+) -> subprocess.Popen[bytes]:
     config = {
         "cloud": "aws",
         "models": [{"name": "bench-model", "parameters": 1_100_000_000}],
@@ -173,9 +179,9 @@ def start_router(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[by
         "policy": {"fallbackModel": "bench-model"},
         "healthCheck": {"intervalSeconds": 5},
     }
-    path = tmp / "router.yaml"
+    path = tmp / f"router-{port}.yaml"
     path.write_text(json.dumps(config))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ, PYTHONPATH=str(src))
     return subprocess.Popen(
         [
             sys.executable,
@@ -298,7 +304,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(
-    ports: dict[str, int], router_pid: int, seconds: float, rounds: int, levels: list[int]
+    ports: dict[str, int], pids: dict[str, int], seconds: float, rounds: int, levels: list[int]
 ) -> dict[str, object]:
     pools = {name: Pool(f"http://127.0.0.1:{port}", max_idle=512) for name, port in ports.items()}
     for pool in pools.values():  # warm up: connections open, code paths hot
@@ -309,16 +315,16 @@ async def measure(
         counts = dict.fromkeys(pools, 0)
         walls = dict.fromkeys(pools, 0.0)
         errs = dict.fromkeys(pools, 0)
-        router_cpu = 0.0
+        proxy_cpu = dict.fromkeys(pids, 0.0)
         for r in range(rounds):
             order = list(pools) if r % 2 == 0 else list(reversed(pools))
             for name in order:
-                cpu0 = cpu_seconds(router_pid)
+                cpu0 = cpu_seconds(pids[name]) if name in pids else 0.0
                 t0 = time.perf_counter()
                 values, errors = await burst(pools[name], level, seconds)
                 walls[name] += time.perf_counter() - t0
-                if name == "router":
-                    router_cpu += cpu_seconds(router_pid) - cpu0
+                if name in pids:
+                    proxy_cpu[name] += cpu_seconds(pids[name]) - cpu0
                 lat[name] += values
                 counts[name] += len(values)
                 errs[name] += errors
@@ -331,7 +337,9 @@ async def measure(
                 "errors": errs[name],
                 "requests": counts[name],
             }
-        row["router_cpu_ms_per_request"] = router_cpu / max(counts["router"], 1) * 1000
+        row["router_cpu_ms_per_request"] = proxy_cpu["router"] / max(counts["router"], 1) * 1000
+        if "base" in pids:
+            row["base_cpu_ms_per_request"] = proxy_cpu["base"] / max(counts["base"], 1) * 1000
         results[str(level)] = row
     ttfb: dict[str, list[float]] = {name: [] for name in pools}
     for r in range(rounds * 3):
@@ -353,15 +361,17 @@ def report(results: dict[str, object]) -> None:
             continue
         assert isinstance(row, dict)
         direct = row["direct"]
-        for name in ("direct", "router", "nginx"):
+        for name in [n for n in ("direct", "router", "base", "nginx") if n in row]:
             r = row[name]
             print(
                 f"{level:>5} {name:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
                 f"{r['p50_ms'] - direct['p50_ms']:>+8.3f} {r['p99_ms'] - direct['p99_ms']:>+8.3f}"
                 f" {100 * r['rps'] / direct['rps']:>8.0f}% {r['errors']:>6}"
             )
+        base = row.get("base_cpu_ms_per_request")
         print(
             f"{level:>5} router CPU per proxied request: {row['router_cpu_ms_per_request']:.3f} ms"
+            + (f" (base {base:.3f} ms)" if isinstance(base, float) else "")
         )
     ttfb = results["ttfb_p50_ms"]
     assert isinstance(ttfb, dict)
@@ -377,6 +387,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--levels", default="1,32,128", help="concurrency levels")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="src/ of another checkout: its router runs beside"
+    )
+    parser.add_argument("--no-nginx", action="store_true", help="leave nginx out")
     parser.add_argument("--fake-backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_backend:
@@ -393,15 +407,24 @@ def main() -> None:
             wait_port(backend_port)
             router = start_router(tmp, backend_port, router_port)
             procs.append(router)
-            procs.append(start_nginx(tmp, backend_port, nginx_port))
-            wait_port(router_port)
-            wait_port(nginx_port)
+            ports = {"direct": backend_port, "router": router_port}
+            pids = {"router": router.pid}
+            if args.baseline_src:
+                base_port = free_port()
+                base = start_router(tmp, backend_port, base_port, args.baseline_src.resolve())
+                procs.append(base)
+                ports["base"], pids["base"] = base_port, base.pid
+            if not args.no_nginx:
+                procs.append(start_nginx(tmp, backend_port, nginx_port))
+                ports["nginx"] = nginx_port
+            for port in ports.values():
+                wait_port(port)
             import uvloop
 
             results = uvloop.run(
                 measure(
-                    {"direct": backend_port, "router": router_port, "nginx": nginx_port},
-                    router.pid,
+                    ports,
+                    pids,
                     args.seconds,
                     args.rounds,
                     [int(x) for x in args.levels.split(",")],
@@ -410,6 +433,10 @@ def main() -> None:
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            for proc in procs:  # a second SIGTERM: the router skips its drain window
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 try:
                     proc.wait(timeout=10)

@@ -58,6 +58,13 @@ class ModelSpec(StrictModel):
     uri: str = Field(pattern=r"^https?://\S+$")
     path: str = Field(pattern=r"^/\S+\.gguf$")
     storage_size: Quantity = Field(alias="storageSize")
+    # The StorageClass of each pod's own model volume; None uses the cluster's default class,
+    # which EKS clusters created at 1.30 or later do not have (`llmctl render` warns).
+    storage_class_name: str | None = Field(
+        None, alias="storageClassName", pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$"
+    )
+    # When set, the download is checked against it before the server may start.
+    sha256: str | None = Field(None, pattern=r"^[a-f0-9]{64}$")
     parameters: int = Field(gt=0)
     aliases: tuple[str, ...] = ()
 
@@ -90,6 +97,9 @@ class LlamaCpp(StrictModel):
     parallel: int = Field(ge=1, le=256)
     threads: int | None = Field(None, ge=1, le=512)
     kv_unified: bool | None = Field(None, description="default: only when slots would be short")
+    # llama-server --device: naming the GPU (CUDA0) makes a server that cannot use it exit at
+    # once instead of silently running every layer on the CPU.
+    device: str | None = Field(None, pattern=r"^[A-Za-z0-9_,]+$")
 
     @property
     def effective_ctx_size(self) -> int:
@@ -132,7 +142,9 @@ class Resources(StrictModel):
 
 
 class CpuTier(StrictModel):
-    replicas: int = Field(1, ge=0, le=100)
+    # Two, each with its own model volume, behind a PodDisruptionBudget: one pod restarting,
+    # drained or rescheduled leaves the other serving.
+    replicas: int = Field(2, ge=0, le=100)
     model: ModelSpec = ModelSpec.from_catalog(catalog.CPU_DEFAULT_MODEL, "2Gi")
     llamacpp: LlamaCpp = LlamaCpp(ngl=0, flash_attn=False, ctx_per_request=2048, parallel=2)
     resources: Resources = Resources(
@@ -174,9 +186,13 @@ class GpuTier(StrictModel):
     max_replicas: int = Field(2, alias="maxReplicas", ge=1, le=100)
     instance_types: InstanceTypes = Field(InstanceTypes(), alias="instanceTypes")
     model: ModelSpec = ModelSpec.from_catalog(catalog.GPU_DEFAULT_MODEL, "10Gi")
-    llamacpp: LlamaCpp = LlamaCpp(ngl=-1, flash_attn=True, ctx_per_request=2048, parallel=4)
+    llamacpp: LlamaCpp = LlamaCpp(
+        ngl=-1, flash_attn=True, ctx_per_request=2048, parallel=4, device="CUDA0"
+    )
     resources: Resources = Resources(
-        requests=ResourceList(cpu="3", memory="8Gi"),
+        # With every layer on the GPU llama.cpp needs about one core. 4-vCPU GPU nodes keep about
+        # 3.9 allocatable, less after the node's daemons: 3 CPUs might not fit beside them.
+        requests=ResourceList(cpu="1500m", memory="8Gi"),
         limits=ResourceList(memory="12Gi"),
     )
 
@@ -199,6 +215,9 @@ class GpuTier(StrictModel):
         return catalog.GPUS[instance.gpu]
 
 
+DEFAULT_ROUTER_IMAGE = "ghcr.io/llmctl/llm-router:0.1.0"
+
+
 class Images(StrictModel):
     # llama.cpp's official server images, pinned to the release whose `--help` is in
     # tests/data/llama-server-help.txt: the rendered flags are checked against that list.
@@ -206,7 +225,9 @@ class Images(StrictModel):
     llama_server_cuda: ImageRef = Field(
         "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312", alias="llamaServerCuda"
     )
-    router: ImageRef = "ghcr.io/llmctl/llm-router:0.1.0"
+    # The router image as this project's release workflow publishes it. Build and push your own
+    # (README, "The router image") and set this: `llmctl render` warns while it is the default.
+    router: ImageRef = DEFAULT_ROUTER_IMAGE
     model_fetcher: ImageRef = Field("docker.io/curlimages/curl:8.10.1", alias="modelFetcher")
     device_plugin: ImageRef = Field(
         "nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin"
@@ -307,9 +328,14 @@ class Observability(StrictModel):
     )
 
 
+DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$")]
+
+
 class Stack(StrictModel):
     clouds: Clouds = Clouds()
     images: Images = Images()
+    # Secrets in the namespace for pulling llmctl's pods' images from a private registry.
+    image_pull_secrets: tuple[DnsName, ...] = Field((), alias="imagePullSecrets")
     router: Router = Router()
     cpu: CpuTier = CpuTier()
     gpu: GpuTier = GpuTier()

@@ -41,9 +41,9 @@ class Cluster:
         self.cpu_a, self.cpu_b, self.gpu, self.router = cpu_a, cpu_b, gpu, router
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("timeout", 30)
         return httpx.Client(
             base_url=self.router.url,
-            timeout=30,
             headers={"authorization": f"Bearer {API_KEY}"},
             **kwargs,
         )
@@ -517,3 +517,91 @@ def test_backend_killed_under_load(cluster: Cluster, record_property: Any) -> No
     assert outcomes.get("ok", 0) >= total * 0.9
     # The kill was seen: the router took gcp/cpu out of rotation.
     assert "backend gcp/cpu" in cluster.router.log_path.read_text()
+
+
+# --- issue 19: client mistakes and poison requests against real llama-server -------------------
+
+
+def test_llama_server_500s_for_client_mistakes_become_400_and_are_not_retried(
+    cluster: Cluster,
+) -> None:
+    """Review finding 8: an image part for a text model was llama-server's 500, retried on the
+    second backend (6 backend requests for one openai call with its retries)."""
+    log_before = cluster.router.log_path.read_text().count("retrying on")
+    body = {
+        "model": CPU_MODEL,
+        "max_tokens": 2,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                ],
+            }
+        ],
+    }
+    with cluster.client() as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert cluster.router.log_path.read_text().count("retrying on") == log_before
+
+
+def test_a_request_that_crashes_llama_server_kills_one_backend_not_all(cluster: Cluster) -> None:
+    """Review 3.6: a grammar nested 20,000 deep segfaults llama-server; the router retried it
+    on the next backend and then the GPU: three requests, all three backends dead."""
+    poison = {
+        "model": CPU_MODEL,
+        "prompt": "hi",
+        "max_tokens": 2,
+        "grammar": "root ::= " + "(" * 20000 + '"a"' + ")" * 20000,
+    }
+    servers = {"aws/cpu": cluster.cpu_a, "gcp/cpu": cluster.cpu_b, "aws/gpu": cluster.gpu}
+    dead: list[str] = []
+    try:
+        with cluster.client(timeout=60) as client:
+            response = client.post("/v1/completions", json=poison)
+        dead = [
+            name
+            for name, server in servers.items()
+            if server.proc is None or server.proc.poll() is not None
+        ]
+        if not dead:  # a llama-server build that survives it: its answer, never retried
+            assert response.status_code != 502, response.text
+            return
+        assert response.status_code == 502, response.text
+        assert response.json()["error"]["code"] == "backend_crashed"
+        assert len(dead) == 1, dead
+        # Everything else still answers, from the backends that are alive.
+        with cluster.client() as client:
+            ok = client.post("/v1/chat/completions", json=chat(CPU_MODEL, "hello", 2))
+        assert ok.status_code == 200
+        assert ok.headers["x-llm-backend"] not in dead
+    finally:
+        for name in dead:
+            servers[name].stop()
+            servers[name].start()
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_long_non_streamed_answer_is_rebuilt_from_llama_servers_events(
+    cluster: Cluster, explicit: bool
+) -> None:
+    """Review finding 12: max_tokens >= limits.streamUpstreamFromMaxTokens (256) goes to
+    llama-server as a stream (so it stops when the client leaves); the client still gets one
+    chat.completion, whatever `stream: false` it sent."""
+    body = chat(CPU_MODEL, "Tell me a long story.", 300)
+    if explicit:
+        body["stream"] = False
+    client = openai.OpenAI(base_url=cluster.router.url + "/v1", api_key=API_KEY, max_retries=0)
+    answer = client.chat.completions.create(**body)
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.role == "assistant"
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage is not None and answer.usage.completion_tokens >= 1
+    assert answer.model in (CPU_MODEL, GPU_MODEL)

@@ -45,10 +45,12 @@ def event(text: str) -> bytes:
 
 
 class Stub:
-    """One fake backend. `always_500` makes every POST fail before any body byte."""
+    """One fake backend. `always_500` makes every POST fail before any body byte (with
+    `fail_status`, 500 unless changed)."""
 
     def __init__(self, always_500: bool = False) -> None:
         self.always_500 = always_500
+        self.fail_status = 500
         self.hits = 0
         self.client_gone = threading.Event()
         stub = self
@@ -73,7 +75,9 @@ class Stub:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 stub.hits += 1
                 if stub.always_500:
-                    self._send(500, b'{"error":{"message":"boom","type":"server_error"}}')
+                    self._send(
+                        stub.fail_status, b'{"error":{"message":"boom","type":"server_error"}}'
+                    )
                     return
                 command = body["messages"][-1]["content"]
                 if command.startswith("sleep:"):
@@ -176,15 +180,31 @@ def post(router: RouterProcess, model: str, text: str, **extra: Any) -> httpx.Re
     )
 
 
-def test_5xx_before_first_byte_is_retried_once_on_another_backend(
+def test_503_before_first_byte_is_retried_once_on_another_backend(
     setup: tuple[RouterProcess, dict[str, Stub]],
 ) -> None:
     router, stubs = setup
-    before_broken, before_good = stubs["broken"].hits, stubs["good"].hits
-    response = post(router, "m-retry", "hello")
+    stubs["broken"].fail_status = 503  # "not taken": safe to send elsewhere
+    try:
+        before_broken, before_good = stubs["broken"].hits, stubs["good"].hits
+        response = post(router, "m-retry", "hello")
+    finally:
+        stubs["broken"].fail_status = 500
     assert response.status_code == 200, response.text
     assert response.headers["x-llm-backend"] == "gcp/good"
     assert (stubs["broken"].hits - before_broken, stubs["good"].hits - before_good) == (1, 1)
+
+
+def test_500_is_the_backends_verdict_and_never_retried(
+    setup: tuple[RouterProcess, dict[str, Stub]],
+) -> None:
+    """Review finding 8: a 500 was retried on a second backend (one client mistake, two
+    backend requests; six with the openai client's retries)."""
+    router, stubs = setup
+    before_broken, before_good = stubs["broken"].hits, stubs["good"].hits
+    response = post(router, "m-retry", "hello")
+    assert response.status_code == 500
+    assert (stubs["broken"].hits - before_broken, stubs["good"].hits - before_good) == (1, 0)
 
 
 def test_5xx_with_no_other_backend_reaches_the_client(

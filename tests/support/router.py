@@ -89,7 +89,11 @@ class RouterProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            # The first SIGTERM starts the graceful drain, a second one skips its waiting.
             self.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -62,7 +62,16 @@ gpuTaint:
   effect: NoSchedule
 gpuNodeLabels:
   compute: gpu-enabled
-acceleratorLabel: accelerator
+acceleratorLabel: llmctl.dev/accelerator
+# Pod-side shutdown (llmctl's manifests/render.py: ROUTER_PRESTOP_SECONDS...; a test compares).
+shutdown:
+  routerPreStopSeconds: 5
+  # router.limits.drainDeadlineSeconds when set (the router's default otherwise); the grace
+  # period is preStop + drain deadline + margin.
+  routerDrainDeadlineSeconds: 60
+  routerDrainMarginSeconds: 5
+  llamaGraceSeconds: 120
+  llamaDrainMarginSeconds: 10
 clouds:
   aws:
     spotTaint: null
@@ -126,6 +135,31 @@ gpu.tolerations; duplicates dropped.
 {{- else -}}
 nvidia
 {{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets of llmctl's pods in the release namespace, from imagePullSecrets (names). */}}
+{{- define "llm-router.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . | toJson }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Spread a component's pods over nodes, then zones, without ever leaving one Pending for it.
+Call with (dict "root" $ "component" "...").
+*/}}
+{{- define "llm-router.spread" -}}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+- maxSkew: 1
+  topologyKey: {{ . }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "llm-router.selectorLabels" $ | nindent 6 }}
+{{- end }}
 {{- end -}}
 
 {{/* The namespace of the device plugin: gpu.devicePlugin.namespace, or the release's. */}}
@@ -207,6 +241,11 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- $args = concat $args (list "--ctx-size" (toString $ctxSize) "--parallel" (toString $parallel)) -}}
 {{- $args = concat $args (list "--n-gpu-layers" (ternary "all" (toString $ngl) (lt $ngl 0))) -}}
 {{- $args = concat $args (list "--flash-attn" (ternary "on" "off" $l.flash_attn) "--metrics") -}}
+{{- /* Nothing but the router talks to llama-server: no Web UI, no /slots (prompts in flight). */ -}}
+{{- $args = concat $args (list "--no-webui" "--no-slots") -}}
+{{- if not (kindIs "invalid" $l.device) -}}
+{{- $args = concat $args (list "--device" $l.device) -}}
+{{- end -}}
 {{- if not (kindIs "invalid" $l.threads) -}}
 {{- $args = concat $args (list "--threads" (toString (int $l.threads))) -}}
 {{- end -}}

@@ -18,9 +18,10 @@ from llmctl.catalog import CloudName
 from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
 from llmctl.manifests.render import exposure
 from llmctl.manifests.routing import federation, router_config
-from llmctl.router.table import Backend, Tier
+from llmctl.router.table import Backend, Tier, rendered_limits
 
 CHART_DIR = PurePosixPath("charts/llm-router")
+NODE_AGENT_NAMESPACE = "kube-system"
 
 
 def values_file_name(cloud: CloudName, gpu: bool) -> str:
@@ -33,6 +34,8 @@ def _model(model: ModelSpec) -> dict[str, Any]:
         "uri": model.uri,
         "path": model.path,
         "storageSize": model.storage_size,
+        "storageClassName": model.storage_class_name or "",
+        "sha256": model.sha256 or "",
         "parameters": model.parameters,
         "aliases": list(model.aliases),
     }
@@ -102,6 +105,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "devicePlugin": images.device_plugin,
             "dcgmExporter": images.dcgm_exporter,
         },
+        "imagePullSecrets": list(stack.image_pull_secrets),
         "router": {
             "replicas": stack.router.replicas,
             "apiKeys": {
@@ -113,7 +117,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
                 "gpuParameterThreshold": table.policy.gpu_parameter_threshold,
                 "gpuComplexities": list(table.policy.gpu_complexities),
             },
-            "limits": table.limits.model_dump(mode="json", by_alias=True),
+            "limits": rendered_limits(table.limits),
             "healthCheck": table.health_check.model_dump(mode="json", by_alias=True),
         },
         "cpu": {
@@ -136,7 +140,11 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "tolerations": [],
             "resources": _resources(stack.gpu.resources),
             "backend": _backend(backends[Tier.GPU]),
-            "devicePlugin": {"enabled": facts.needs_device_plugin, "namespace": ""},
+            # Node agents live in kube-system on both paths (one per cluster, no restricted PSS).
+            "devicePlugin": {
+                "enabled": facts.needs_device_plugin,
+                "namespace": NODE_AGENT_NAMESPACE,
+            },
             "runtimeClass": {"enabled": True},
         },
         "observability": {
@@ -144,7 +152,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "prometheusUrl": stack.observability.prometheus_url,
             "prometheusNamespace": stack.observability.prometheus_namespace,
             "monitorLabels": dict(stack.observability.monitor_labels),
-            "dcgmExporter": {"namespace": ""},
+            "dcgmExporter": {"namespace": NODE_AGENT_NAMESPACE},
         },
         "model": _model(stack.gpu.model),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),

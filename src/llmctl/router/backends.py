@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -22,6 +23,14 @@ _DEFERRED = re.compile(rb"^llamacpp:requests_deferred\s+([0-9.eE+]+)", re.MULTIL
 
 class QueueTimeout(Exception):
     """A request waited for a slot past its deadline (answered 429 with Retry-After)."""
+
+
+class BackendGone(Exception):
+    """The backend a request waits on was marked not ready: choose another one."""
+
+
+# A proxied failure wakes the health loop only if no check ran this recently.
+_RECENT_CHECK_SECONDS = 1.0
 
 
 class BackendState:
@@ -43,6 +52,10 @@ class BackendState:
         self.reported_busy = 0
         self.failures = 0
         self.wake_health = asyncio.Event()
+        self.last_check_at = -1e9
+        self._last_check_ok = False
+        self._recheck_started_at = -1e9
+        self._recheck: asyncio.Task[bool] | None = None
 
     @property
     def load(self) -> int:
@@ -77,16 +90,48 @@ class BackendState:
                 return
         self.in_flight -= 1
 
+    def _evict_waiters(self) -> None:
+        """Wake every request queued here: they go to another backend (issue 19, #7)."""
+        waiters, self.waiters = self.waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(BackendGone())
+
     # --- health ----------------------------------------------------------------------------
     def mark_failed(self, reason: str) -> None:
-        """A proxied request could not connect: stop routing here until a check passes."""
-        if self.ready:
-            log.warning("backend %s marked not ready: %s", self.name, reason)
+        """A proxied request could not connect: stop routing here until a check passes.
+
+        Only the change from ready to not ready wakes the health loop, and only if no check
+        ran in the last second: a burst of failures costs one check, not one backoff step
+        each (which parked a recovered backend for a minute)."""
+        if not self.ready:
+            return
+        log.warning("backend %s marked not ready: %s", self.name, reason)
         self.ready = False
-        self.wake_health.set()
+        self.reported_busy = 0
+        self._evict_waiters()
+        if time.monotonic() - self.last_check_at > _RECENT_CHECK_SECONDS:
+            self.wake_health.set()
+
+    async def recheck(self, timeout: float, sent_at: float) -> bool:
+        """Is the backend alive after failing a request sent at `sent_at`? A re-check begun
+        since then, for another request's failure, answers it too: a crash resets every
+        request the backend holds at once, and one check serves them all. (A scheduled check
+        begun since may have seen the backend alive just before it died: it does not count.)"""
+        if self._recheck_started_at < sent_at:
+            self._recheck_started_at = time.monotonic()
+            self._recheck = asyncio.get_running_loop().create_task(self.check(timeout))
+        assert self._recheck is not None
+        return await asyncio.shield(self._recheck)
 
     async def check(self, timeout: float) -> bool:
         """GET /health (200 once the model is loaded), then /metrics for the busy count."""
+        self.last_check_at = time.monotonic()
+        self._last_check_ok = ok = await self._check_once(timeout)
+        self.last_check_at = time.monotonic()
+        return ok
+
+    async def _check_once(self, timeout: float) -> bool:
         try:
             response = await self.pool.request(
                 b"GET",
@@ -129,9 +174,9 @@ class BackendState:
             else:
                 log.warning("backend %s is not ready: %s", self.name, reason)
         self.ready = ready
-        self.failures = 0 if ready else self.failures + 1
         if not ready:
             self.reported_busy = 0
+            self._evict_waiters()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -140,11 +185,13 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 
 async def health_loop(backend: BackendState, settings: HealthCheck) -> None:
-    """Check one backend forever: every interval while healthy; after failures the wait doubles
-    up to the maximum, and a failed proxied request triggers a check at once."""
+    """Check one backend forever: every interval while healthy; after failed checks the wait
+    doubles up to the maximum (one step per check of this loop, never per proxied failure),
+    and a backend newly marked failed by a proxied request is checked at once."""
     timeout = min(settings.interval_seconds, 5.0)
     while True:
-        await backend.check(timeout)
+        ok = await backend.check(timeout)
+        backend.failures = 0 if ok else backend.failures + 1
         if backend.ready:
             delay = settings.interval_seconds
         else:

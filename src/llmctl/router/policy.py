@@ -42,30 +42,47 @@ class Served(StrEnum):
 # Cheap and deterministic: a handful of precompiled regular expressions over the last user
 # message, first match wins, in this order. Code is checked first because a code request often
 # also says "explain" or "why".
+# Every word alternative sits behind one leading \b: the engine tests that once per position
+# (and fails at once inside a word or a run of digits) instead of once per alternative. The
+# patterns are lower case and match lower-cased text: half the cost of re.IGNORECASE.
 _CODE = re.compile(
-    r"```|\b(?:def|class|import|return|function|const|let|var|public|static|void|struct|fn)\s"
-    r"|\b(?:write|implement|generate|fix|debug|refactor|complete)\b[^.?!\n]{0,40}"
+    r"```|\b(?:(?:def|class|import|return|function|const|let|var|public|static|void|struct|fn)\s"
+    r"|(?:write|implement|generate|fix|debug|refactor|complete)\b[^.?!\n]{0,40}"
     r"\b(?:code|function|method|class|script|program|query|regex|test|bug|snippet)s?\b"
-    r"|\b(?:python|javascript|typescript|java|golang|rust|c\+\+|sql|bash|kotlin|swift)\b"
+    r"|(?:python|javascript|typescript|java|golang|rust|c\+\+|sql|bash|kotlin|swift)\b"
     r"[^.?!\n]{0,40}\b(?:code|function|script|program|query|class|snippet)s?\b"
-    r"|\b(?:stack ?trace|traceback|segfault|compile error|syntax error)\b",
-    re.IGNORECASE,
+    r"|(?:stack ?trace|traceback|segfault|compile error|syntax error)\b)"
 )
 _REASONING = re.compile(
-    r"\bstep[- ]by[- ]step\b|\bprove\b|\bproof\b|\bderive\b|\bderivation\b|\btheorem\b"
-    r"|\bsolve\b|\bcalculate\b|\bcompute\b|\bestimate\b|\bwhy does\b|\bwhy is\b|\bwhy do\b"
-    r"|\breason(?:ing)?\b|\banaly[sz]e\b|\btrade-?offs?\b|\bcompare and contrast\b"
-    r"|\bpros and cons\b|\bplan\b.{0,30}\bsteps\b|\blogic puzzle\b|\briddle\b"
-    r"|\d+\s*[-+*/^]\s*\d+\s*[-+*/^=]",
-    re.IGNORECASE,
+    r"\b(?:step[- ]by[- ]step|prove|proof|derive|derivation|theorem"
+    r"|solve|calculate|compute|estimate|why does|why is|why do"
+    r"|reason(?:ing)?|analy[sz]e|trade-?offs?|compare and contrast"
+    r"|pros and cons|plan\b.{0,30}\bsteps|logic puzzle|riddle)\b"
+    # Arithmetic like "17 * 23 + 4 =". Possessive quantifiers and a digit run matched only from
+    # its start keep this linear: `\d+\s*[-+*/^]` alone backtracked quadratically on a run of
+    # digits (4,000 digits cost half a second of the event loop).
+    r"|(?<!\d)\d++\s*+[-+*/^]\s*+\d++\s*+[-+*/^=]"
 )
 # Long prompts (a document to summarise, a long context) need the bigger model's context and
 # speed: past this many characters the prompt counts as reasoning.
 LONG_PROMPT_CHARS = 4000
+# The classifier reads at most this many characters from each end of a prompt: its cost is
+# bounded whatever the prompt's size (benchmarks/router_classifier.py has the figures).
+CLASSIFIER_WINDOW_CHARS = 2000
 
 
 def classify_prompt(text: str) -> str:
-    """`code-generation`, `reasoning` or `chat` for a prompt, by the rules above."""
+    """`code-generation`, `reasoning` or `chat` for a prompt, by the rules above.
+
+    A prompt longer than LONG_PROMPT_CHARS is reasoning unless its first or last
+    CLASSIFIER_WINDOW_CHARS characters look like code; the middle is never read."""
+    if len(text) > 2 * CLASSIFIER_WINDOW_CHARS:
+        head = text[:CLASSIFIER_WINDOW_CHARS].lower()
+        tail = text[-CLASSIFIER_WINDOW_CHARS:].lower()
+        if _CODE.search(head) or _CODE.search(tail):
+            return CODE_GENERATION
+        return REASONING
+    text = text.lower()
     if _CODE.search(text):
         return CODE_GENERATION
     if len(text) > LONG_PROMPT_CHARS or _REASONING.search(text):
@@ -216,16 +233,22 @@ def plan_route(
     require_gpu: bool,
     backends: Sequence[BackendView],
     policy: Policy,
+    exclude: Sequence[str] = (),
 ) -> Route | Refusal:
-    """The tier rule, the backend ranking and graceful degradation, in one decision."""
+    """The tier rule, the backend ranking and graceful degradation, in one decision.
+
+    `exclude` names backends already tried for this request: a request re-planned after a
+    failure (or whose backend went away while it waited) goes to the others, across tiers."""
     tier = Tier.GPU if require_gpu else wanted_tier(model, complexity, policy)
     in_tier = [b for b in backends if b.tier == tier]
-    ranked = rank_backends(_for_model(in_tier, model.name))
+    ranked = rank_backends(_for_model(in_tier, model.name), exclude)
     if tier == Tier.CPU:
         if ranked:
             return Route(Tier.CPU, Served.CPU, tuple(ranked))
         # Nothing ready on CPU: a ready GPU backend is better than no answer.
-        gpu = rank_backends(_for_model([b for b in backends if b.tier == Tier.GPU], model.name))
+        gpu = rank_backends(
+            _for_model([b for b in backends if b.tier == Tier.GPU], model.name), exclude
+        )
         if gpu:
             return Route(Tier.CPU, Served.GPU, tuple(gpu), fallback_reason="no_ready_cpu")
         return Refusal(Tier.CPU, "no_backend", f"no backend is ready to serve {model.name!r}")
@@ -240,7 +263,7 @@ def plan_route(
             "the GPU pool is scaling up, retry later",
         )
     cpu = [b for b in backends if b.tier == Tier.CPU and b.model == policy.fallback_model]
-    fallback = rank_backends(cpu or [b for b in backends if b.tier == Tier.CPU])
+    fallback = rank_backends(cpu or [b for b in backends if b.tier == Tier.CPU], exclude)
     if fallback:
         return Route(Tier.GPU, Served.CPU_FALLBACK, tuple(fallback), fallback_reason=reason)
     return Refusal(

@@ -21,10 +21,14 @@ class UpstreamError(Exception):
     """The backend could not be reached or broke the response. `before_response` tells whether
     anything of the response had arrived (only then is a retry on another backend safe)."""
 
-    def __init__(self, message: str, *, kind: str, before_response: bool) -> None:
+    def __init__(
+        self, message: str, *, kind: str, before_response: bool, retried: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind  # "connect", "timeout", "reset", "protocol"
         self.before_response = before_response
+        # The request was already sent twice: a pooled connection reset, then a fresh one.
+        self.retried = retried
 
 
 def _on_timeout(waiter: asyncio.Future[None]) -> None:
@@ -262,7 +266,19 @@ class Pool:
                     conn = candidate
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(connect_timeout)
+                try:
+                    conn = await self._connect(connect_timeout)
+                except UpstreamError as exc:
+                    if attempt == 0:
+                        raise
+                    # The request went out on a pooled connection that was reset, and now the
+                    # backend refuses connections: it died holding the request (a crash).
+                    raise UpstreamError(
+                        f"the backend reset the connection and then refused a new one: {exc}",
+                        kind="reset",
+                        before_response=True,
+                        retried=True,
+                    ) from None
             assert conn.transport is not None
             conn.transport.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
@@ -284,7 +300,10 @@ class Pool:
                 if reused and attempt == 0:
                     continue
                 raise UpstreamError(
-                    f"the backend closed the connection: {exc}", kind="reset", before_response=True
+                    f"the backend closed the connection: {exc}",
+                    kind="reset",
+                    before_response=True,
+                    retried=attempt == 1,
                 ) from None
             except BaseException:
                 conn.abort()  # cancelled (the client went away): drop the backend request
