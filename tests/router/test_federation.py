@@ -383,3 +383,14 @@ def test_parse_capacity_ignores_unknown_tiers() -> None:
 def test_parse_capacity_refuses_malformed_bodies(body: object) -> None:
     with pytest.raises(ValueError):
         federation.parse_capacity(body)
+
+
+def test_parse_capacity_refuses_a_draining_peer() -> None:
+    body = {
+        "status": "draining",
+        "models": {BIG.name: "ready"},
+        "tiers": {"gpu": [{"model": BIG.name, "slots": 2, "free": 2}]},
+    }
+    with pytest.raises(ValueError, match="draining"):
+        federation.parse_capacity(body)
+    assert federation.parse_capacity(body | {"status": "not ready"})[0] == {BIG.name}

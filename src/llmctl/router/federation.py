@@ -167,9 +167,11 @@ def local_capacity(backends: Sequence[BackendView]) -> dict[str, list[dict[str, 
 
 def parse_capacity(body: object) -> tuple[frozenset[str], dict[Tier, tuple[TierCapacity, ...]]]:
     """The models and tier capacities in a peer's /readyz body; ValueError if it has none
-    (not a router that speaks federation)."""
+    (not a router that speaks federation) or if the peer is draining (SIGTERM)."""
     if not isinstance(body, dict):
         raise ValueError("the /readyz body is not a JSON object")
+    if body.get("status") == "draining":  # shutting down: it takes no new requests
+        raise ValueError("the peer is draining")
     models, tiers = body.get("models"), body.get("tiers")
     if not isinstance(models, dict) or not isinstance(tiers, dict):
         raise ValueError("the /readyz body has no 'models' and 'tiers'")
