@@ -18,7 +18,7 @@ from llmctl.manifests import yaml_io
 from llmctl.manifests.build import built_objects
 from llmctl.manifests.helm_values import helm_values
 from llmctl.router.table import RouterConfig
-from tests.charts.helm import RELEASE, template
+from tests.charts.helm import RELEASE, template, template_error
 from tests.charts.test_parity import _unprefix, normalise
 from tests.support.kube_schema import validate_strict
 
@@ -220,3 +220,17 @@ def test_federated_objects_pass_the_kubernetes_schemas(tmp_path: Path, cloud: st
         for obj in built_objects(stack_of(tmp_path, config), CloudName(cloud), True):
             if obj["kind"] != "HTTPRoute":
                 validate_strict(obj)
+
+
+def test_chart_refuses_an_exposed_router_without_api_keys_or_host() -> None:
+    base = ("--set", "router.expose.enabled=true")
+    assert "requires API keys" in template_error(
+        *base, "--set", "router.expose.host=llm.example.com"
+    )
+    assert "router.expose.host" in template_error(*base, "--set", "router.apiKeys.secretName=k")
+    assert "federation.peers" in template_error(
+        *base,
+        "--set", "router.expose.host=llm.example.com",
+        "--set", "router.apiKeys.secretName=k",
+        "--set", "federation.enabled=true",
+    )  # fmt: skip
