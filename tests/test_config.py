@@ -139,3 +139,10 @@ def test_set_flag_needs_key_and_value() -> None:
 def test_stack_is_frozen() -> None:
     with pytest.raises(ValueError):
         Stack().gpu.enabled = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text", ["", "{}\n", "# only a comment\n"])
+def test_a_config_file_that_sets_nothing_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "llmctl.yaml"
+    config.write_text(text)
+    assert load_stack(config, env={}).stack == Stack()

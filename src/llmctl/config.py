@@ -450,6 +450,8 @@ def _file_layer(path: Path) -> Layer:
         return layer
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config file must be a mapping of settings")
+    if not data:  # `{}`: a file that sets nothing, like an empty one
+        return layer
     lines = _line_numbers(root)
     for leaf, value in _leaves(data):
         layer.set(leaf, value, Source("file", f"{path}:{lines.get(leaf, 1)}"))
