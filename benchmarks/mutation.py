@@ -38,6 +38,8 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,21 +67,25 @@ CORES = (
         "cost",
         "src/llmctl/cost/model.py",
         (
-            "tests/cost/test_cost.py",
+            "tests/cost/test_model.py",
             "tests/cli/test_cost_cmd.py",
             "tests/cost/test_cost_edges.py",
         ),
     ),
-    # The multi-cloud routing choice (issue 16) once it is on main.
+    # The multi-cloud routing choice (issue 16), once it is on main.
     Core(
         "federation",
-        "src/llmctl/router/peers.py",
-        ("tests/router/test_peers.py", "tests/router/test_peers_edges.py"),
+        "src/llmctl/router/federation.py",
+        ("tests/router/test_federation.py",),
     ),
 )
 
 KILLED = {"killed", "caught by type check"}
 TIMEOUT = {"timeout"}
+
+
+class RunFailed(Exception):
+    """mutmut did not give a verdict for every mutant (the clean test run failed, say)."""
 
 
 @dataclass
@@ -120,9 +126,14 @@ def mutant_names(core: Core) -> list[str]:
     return sorted(f"{module_name(core.source)}.{name}" for name in local)
 
 
-def pyproject_for(core: Core) -> str:
+def pyproject_for(core: Core, work: Path) -> str:
     """The project's pyproject.toml with a [tool.mutmut] section for this core alone."""
     text = (REPO / "pyproject.toml").read_text()
+    # the tests read docs/, templates/, charts/...: mutmut copies these into its mutants/ too
+    tops = sorted(
+        p.name for p in work.iterdir()
+        if p.name not in {"src", "tests", "pyproject.toml"} and not p.name.startswith(".")
+    )
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
     tests = ", ".join(json.dumps(t) for t in core.tests)
     return text + (
@@ -135,17 +146,25 @@ def pyproject_for(core: Core) -> str:
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not e2e"]\n'
         # the scratch copy is not a git checkout of its own
         "use_git_change_detection = false\n"
+        f"also_copy = [{', '.join(json.dumps(t) for t in tops)}]\n"
     )
 
 
 def prepare(core: Core, work: Path) -> None:
+    """A scratch copy of the project's files (tracked, or new and not ignored)."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "src", work / "src", ignore=ignore)
-    shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
-    (work / "pyproject.toml").write_text(pyproject_for(core))
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, work / name)
+    (work / "pyproject.toml").write_text(pyproject_for(core, work))
 
 
 def source_line(core: Core, diff: str) -> str:
@@ -202,7 +221,7 @@ def run_core(
     result.seconds = time.monotonic() - started
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        sys.exit(f"mutmut run failed for {core.name} (exit {proc.returncode}):\n{tail}")
+        raise RunFailed(f"mutmut run failed for {core.name} (exit {proc.returncode}):\n{tail}")
 
     listing = subprocess.run(
         [str(exe), "results", "--all", "true"],
@@ -214,13 +233,13 @@ def run_core(
     }
     missing = [n for n in chosen if n not in status]
     if missing:
-        sys.exit(f"{core.name}: no verdict for {len(missing)} mutants, e.g. {missing[0]}")
+        raise RunFailed(f"{core.name}: no verdict for {len(missing)} mutants, e.g. {missing[0]}")
     for name in chosen:
         verdict = status[name]
         if verdict == "skipped":
             continue
         if verdict == "not checked":
-            sys.exit(f"{core.name}: {name} was not run")
+            raise RunFailed(f"{core.name}: {name} was not run")
         result.tried += 1
         result.statuses[verdict] = result.statuses.get(verdict, 0) + 1
         if verdict in KILLED:
@@ -239,6 +258,22 @@ def run_core(
     return result
 
 
+def write_reports(out: Path, mode: str, results: list[Result]) -> None:
+    (out / "survivors.txt").write_text(
+        f"# surviving mutants, {mode}\n\n" + "\n".join(s for r in results for s in r.survivors)
+    )
+    summary = {
+        "mode": mode,
+        "date": date.today().isoformat(),
+        "mutmut": version("mutmut"),
+        "results": [
+            {**{k: v for k, v in asdict(r).items() if k != "survivors"}, "score": r.score}
+            for r in results
+        ],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--core", action="append", choices=[c.name for c in CORES],
@@ -255,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = [c for c in CORES if args.core is None or c.name in args.core]
     results: list[Result] = []
+    failed: list[str] = []
     args.out.mkdir(parents=True, exist_ok=True)
+    mode = f"sample of {args.sample}, seed {args.seed}" if args.sample else "full run"
     for core in cores:
         missing = [f for f in (core.source, *core.tests) if not (REPO / f).exists()]
         if missing:
@@ -264,30 +301,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{core.name}: skipped, not in this checkout ({', '.join(missing)})")
             continue
         print(f"{core.name}: mutating {core.source} ...", flush=True)
-        results.append(
-            run_core(core, args.out / core.name, args.sample, args.seed, args.max_children,
-                     args.out / f"{core.name}.log")
-        )
+        try:
+            results.append(
+                run_core(core, args.out / core.name, args.sample, args.seed, args.max_children,
+                         args.out / f"{core.name}.log")
+            )
+        except RunFailed as e:
+            print(e, file=sys.stderr)
+            failed.append(core.name)
+        write_reports(args.out, mode, results)
 
-    mode = f"sample of {args.sample}, seed {args.seed}" if args.sample else "full run"
-    print(f"\nmutmut, {mode}")
+    print(f"\nmutmut {version('mutmut')}, {mode}, {date.today().isoformat()}")
     print(f"{'core':<28} {'generated':>9} {'tried':>6} {'killed':>6} {'timeout':>7} "
           f"{'survived':>8} {'score':>7} {'time':>6}")
     for r in results:
         print(f"{r.source.removeprefix('src/llmctl/'):<28} {r.generated:>9} {r.tried:>6} "
               f"{r.killed:>6} {r.timeout:>7} {r.survived:>8} {r.score:>6.1f}% {r.seconds:>5.0f}s")
-
-    survivors = args.out / "survivors.txt"
-    survivors.write_text(
-        f"# surviving mutants, {mode}\n\n"
-        + "\n".join(s for r in results for s in r.survivors)
-    )
-    (args.out / "summary.json").write_text(json.dumps(
-        {"mode": mode, "results": [
-            {**{k: v for k, v in asdict(r).items() if k != "survivors"}, "score": r.score}
-            for r in results
-        ]}, indent=2) + "\n")
-    print(f"survivors: {survivors}")
+    print(f"survivors: {args.out / 'survivors.txt'}")
+    if failed:
+        print(f"FAIL: no verdict for {', '.join(failed)}")
+        return 1
 
     if args.fail_under is not None:
         low = [r for r in results if r.score < args.fail_under]
