@@ -8,10 +8,12 @@ and the GKE fee are left to tests/cost/test_cost.py (issue 15 changes both);
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 
-from llmctl.catalog import CloudName
+from llmctl import catalog
+from llmctl.catalog import CloudName, InstanceType
 from llmctl.cost.model import (
     HOURS_PER_MONTH,
     AksTier,
@@ -61,6 +63,32 @@ clouds:
             on_demand: {{usd_per_hour: 0.50, {D}}}
             spot: {{usd_per_hour: 0.10, {D}}}
         disk: {{kind: standard-ssd, usd_per_gb_month: 0.10, {D}}}
+      westeurope:
+        instances:
+          Standard_B2s:
+            on_demand: {{usd_per_hour: 0.04, {D}}}
+            spot: {{usd_per_hour: 0.01, {D}}}
+          Standard_NC4as_T4_v3:
+            on_demand: {{usd_per_hour: 0.60, {D}}}
+            spot_unavailable: no T4 spot capacity here
+        disk: {{kind: standard-ssd, usd_per_gb_month: 0.10, {D}}}
+  gcp:
+    control_plane:
+      standard: {{usd_per_hour: 0.10, {D}}}
+    regions:
+      us-central1:
+        instances:
+          e2-standard-2:
+            on_demand: {{usd_per_hour: 0.05, {D}}}
+            spot: {{usd_per_hour: 0.02, {D}}}
+          n1-standard-16:
+            on_demand: {{usd_per_hour: 0.80, {D}}}
+            spot: {{usd_per_hour: 0.20, {D}}}
+        accelerators:
+          nvidia-tesla-t4:
+            on_demand: {{usd_per_hour: 0.40, {D}}}
+            spot: {{usd_per_hour: 0.10, {D}}}
+        disk: {{kind: pd-balanced, usd_per_gb_month: 0.10, {D}}}
 throughput:
   - {{gpu: t4, model: llama-2-7b-chat, tokens_per_second: 50, {D}}}
   - {{gpu: null, model: tinyllama-1.1b-chat, tokens_per_second: 10, {D}}}
@@ -74,9 +102,16 @@ B2S_WARNING = (
 )
 
 
+# GCP bills GPUs apart from the machine: a machine type with two T4s, added for these tests.
+TWO_T4 = InstanceType("n1-standard-16", CloudName.GCP, 16, 60, "t4", 2)
+GCP = CloudPlan(CloudName.GCP, "us-central1", "e2-standard-2", "n1-standard-16")
+
+
 @pytest.fixture(scope="module")
-def prices() -> PriceCatalog:
-    return parse_catalog(CATALOG)
+def prices() -> Iterator[PriceCatalog]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(catalog.INSTANCE_TYPES[CloudName.GCP], TWO_T4.name, TWO_T4)
+        yield parse_catalog(CATALOG)
 
 
 def row(result: Estimate, cloud: str, mode: Mode) -> ScenarioCost:
@@ -292,8 +327,8 @@ def test_down_share_of_idle_time() -> None:
     assert down_share_of_idle_time(-1, 1, 1) == 1.0
     # 1 / (e^(2 x 0.5) + 2 x 0.25)
     assert down_share_of_idle_time(2, 0.5, 0.25) == pytest.approx(1 / (math.e + 0.5))
-    # a huge rate x cooldown does not overflow: the node is never down
-    assert down_share_of_idle_time(1e6, 1e6, 0) == pytest.approx(0.0)
+    # a huge rate x cooldown does not overflow: the exponent stops at 700 (e^700 ~ 1e304)
+    assert down_share_of_idle_time(1e6, 1e6, 0) == 1.0 / math.exp(700.0)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -314,7 +349,7 @@ def test_estimate_checks_its_own_request(
     prices: PriceCatalog, request_kw: dict[str, object], message: str
 ) -> None:
     kw: dict[str, object] = {"clouds": (AWS,), **request_kw}
-    with pytest.raises(ConfigError, match=message.replace("$", r"\$")):
+    with pytest.raises(ConfigError, match="^" + message):
         estimate(prices, EstimateRequest(**kw))  # type: ignore[arg-type]
 
 
@@ -343,7 +378,7 @@ def test_a_short_month_is_accepted(prices: PriceCatalog) -> None:
     ],
 )
 def test_workload_rejects(kw: dict[str, float], flag: str) -> None:
-    with pytest.raises(ConfigError, match=flag):
+    with pytest.raises(ConfigError, match="^" + flag):
         Workload(**kw).validate()
 
 
@@ -391,3 +426,40 @@ def test_assumption_lines_say_what_was_priced(prices: PriceCatalog) -> None:
         "monitoring, image registry, model storage, taxes and discounts (savings plans, CUDs)",
     ):
         assert expected in lines
+
+
+def test_estimate_rejection_hints() -> None:
+    catalog_ = parse_catalog(CATALOG)
+    with pytest.raises(ConfigError) as no_cloud:
+        estimate(catalog_, EstimateRequest(clouds=()))
+    assert (no_cloud.value.message, no_cloud.value.hint) == (
+        "no cloud to estimate", "allowed clouds: aws, azure, gcp, all",
+    )
+    with pytest.raises(ConfigError) as hours:
+        estimate(catalog_, EstimateRequest(clouds=(AWS,), hours_per_month=0))
+    assert hours.value.hint == "allowed values: > 0 (730 is an average month)"
+
+
+def test_a_gpu_without_a_spot_price_is_warned_about(prices: PriceCatalog) -> None:
+    plan = CloudPlan(CloudName.AZURE, "westeurope", "Standard_B2s", "Standard_NC4as_T4_v3")
+    assert estimate(prices, EstimateRequest(clouds=(plan,))).warnings == [
+        "azure: Standard_NC4as_T4_v3 has no spot price, so it is priced on demand: "
+        "no T4 spot capacity here"
+    ]
+    on_demand = EstimateRequest(clouds=(plan,), capacity=Capacity.ON_DEMAND)
+    assert estimate(prices, on_demand).warnings == []
+
+
+def test_gcp_prices_each_attached_gpu(prices: PriceCatalog) -> None:
+    result = estimate(prices, EstimateRequest(clouds=(GCP,), modes=(Mode.GPU,)))
+    # spot: CPU node 0.02/h, GPU machine 0.20/h plus two T4s at 0.10/h
+    assert row(result, "gcp", Mode.GPU).compute_usd == pytest.approx((0.02 + 0.20 + 2 * 0.10) * 730)
+    t4 = next(p for p in result.prices if p.item == "nvidia-tesla-t4 x2")
+    assert (t4.capacity, t4.price) == ("spot", 0.10)
+
+
+def test_less_than_one_request_a_month_still_has_per_unit_figures(prices: PriceCatalog) -> None:
+    workload = Workload(gpu_requests_per_day=0.01, avg_output_tokens=10)
+    cpu = row(estimate(prices, EstimateRequest(clouds=(AWS,), workload=workload)), "aws", Mode.CPU)
+    assert cpu.requests == pytest.approx(0.01 * 730 / 24)  # 0.3 requests
+    assert cpu.usd_per_request == pytest.approx(cpu.total_usd / cpu.requests)

@@ -96,7 +96,7 @@ def test_serve_settings_bounds() -> None:
     assert (s.ctx_per_request, s.parallel, s.kv_type, s.ngl) == (1, 1, "f16", -1)
     assert (s.flash_attn, s.kv_unified, s.ctx_size, s.n_ubatch) == (True, False, None, 512)
     for bad in ((0, 1), (1, 0), (-1, 4)):
-        with pytest.raises(ValueError, match="must be positive"):
+        with pytest.raises(ValueError, match="^parallel and ctx_per_request must be positive$"):
             ServeSettings(*bad)
     with pytest.raises(ValueError, match="unknown KV cache type 'q3'"):
         ServeSettings(1, 1, kv_type="q3")
