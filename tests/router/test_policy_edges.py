@@ -103,6 +103,16 @@ def test_long_prompt_boundary_is_strictly_more_than_4000_chars() -> None:
     assert policy.classify_prompt("a" * 4001) == "reasoning"
 
 
+def test_a_long_prompt_is_read_only_at_its_ends() -> None:
+    # 4,001 to 6,000 characters: code in the middle is not seen, code at either end is
+    middle = "x" * 2000 + " ```def f(): pass``` " + "y" * 2000
+    assert policy.classify_prompt(middle) == "reasoning"
+    assert policy.classify_prompt("Def main(): ```x``` " + "a" * 4500) == "code-generation"
+    assert policy.classify_prompt("a" * 4500 + " Write a Python Function for this") == (
+        "code-generation"
+    )
+
+
 def test_code_is_checked_before_reasoning() -> None:
     assert policy.classify_prompt("Why does this Python function fail? ```x```") == (
         "code-generation"
@@ -258,3 +268,17 @@ def test_require_gpu_refusal_message_says_why() -> None:
     assert refusal.message.startswith("no GPU backend is ready")
     assert "x-llm-require-tier: gpu" in refusal.message
     assert refusal.message.endswith("the GPU pool is scaling up, retry later")
+
+
+def test_a_replanned_request_skips_the_tried_backends_in_every_fallback() -> None:
+    # CPU wanted, none ready: the GPU fallback leaves out the GPU backend already tried
+    g1, g2 = B("g1", Tier.GPU, BIG.name), B("g2", Tier.GPU, BIG.name, load=1)
+    route = policy.plan_route(TINY, "chat", False, [B("c", ready=False), g1, g2], POLICY,
+                              exclude=["g1"])
+    assert isinstance(route, Route) and names(route.backends) == ["g2"]
+    # GPU wanted, none ready: the CPU fallback leaves out the CPU backend already tried
+    c1, c2 = B("c1"), B("c2", load=1)
+    route = policy.plan_route(BIG, "chat", False, [c1, c2, B("g", Tier.GPU, BIG.name,
+                              ready=False)], POLICY, exclude=["c1"])
+    assert isinstance(route, Route) and route.served == Served.CPU_FALLBACK
+    assert names(route.backends) == ["c2"]
