@@ -155,10 +155,18 @@ def prepare(core: Core, work: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    files = subprocess.run(
+    listing = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")
+        cwd=REPO, capture_output=True, text=True,
+    )
+    if listing.returncode == 0:
+        files = listing.stdout.split("\0")
+    else:  # not a git checkout (an unpacked archive): everything but build output
+        skip = {".git", ".venv", "build", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache"}
+        files = [
+            str(p.relative_to(REPO)) for p in REPO.rglob("*")
+            if p.is_file() and not skip.intersection(p.relative_to(REPO).parts)
+        ]
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():
