@@ -76,7 +76,7 @@ CORES = (
     Core(
         "federation",
         "src/llmctl/router/federation.py",
-        ("tests/router/test_federation.py",),
+        ("tests/router/test_federation.py", "tests/router/test_federation_edges.py"),
     ),
 )
 
