@@ -43,3 +43,11 @@ echo "==> mypy"
 mypy
 echo "==> pytest"
 pytest "$@"
+# A bounded mutation run of the pure cores (issue 20): 60 mutants per core, fixed seed; fails
+# under 90%. The full run is a benchmark: .venv/bin/python benchmarks/mutation.py
+if [ $# -eq 0 ]; then
+  echo "==> mutation sample"
+  python benchmarks/mutation.py --sample 60 --seed 20261202 --fail-under 90
+else
+  echo "==> mutation sample: not run, pytest was given a selection ($*)"
+fi
