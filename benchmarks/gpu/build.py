@@ -1,0 +1,197 @@
+"""Building llama-server and llama-quantize with CUDA from the pinned llama.cpp sources, or
+reusing a build carried over with the working tree.
+
+The sources are llama-cpp-python's PyPI sdist (vendor/llama.cpp), as scripts/build-llama-server.sh
+fetches them. A GPU machine without network needs them at hand: `benchmarks/gpu/pack.sh` writes
+a trimmed tarball of them (under 9 MB) into .carry/, and this module unpacks either that tarball or
+the whole sdist.
+
+A build is one folder per CUDA architecture, `<build root>/sm_<arch>/bin/`, holding llama-server,
+llama-quantize and their shared libraries (BUILD_SHARED_LIBS=ON: the CUDA kernels sit once in
+libggml-cuda.so instead of twice in two static binaries, so a build is small enough to carry).
+A folder whose two binaries run `--version` is reused; `sm_<arch>.tar.xz` beside it is unpacked
+first if the folder is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+TARGETS = ("llama-server", "llama-quantize")
+
+# The flags of scripts/build-llama-server.sh, plus CUDA. LLAMA_USE_PREBUILT_UI defaults to ON and
+# downloads: off, as every network access would fail there.
+BASE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DGGML_NATIVE=OFF",
+)
+
+
+@dataclass
+class Build:
+    arch: str  # "90", "75"
+    root: Path  # <build root>/sm_<arch>
+    reused: bool = False
+    seconds: float = 0.0
+    skipped: str | None = None  # why there is no build
+    commands: list[list[str]] = field(default_factory=list)
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def server(self) -> Path:
+        return self.bin_dir / "llama-server"
+
+    @property
+    def quantize(self) -> Path:
+        return self.bin_dir / "llama-quantize"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "arch": f"sm_{self.arch}",
+            "dir": str(self.root),
+            "reused": self.reused,
+            "seconds": round(self.seconds, 1),
+            "skipped": self.skipped,
+            "commands": [" ".join(c) for c in self.commands],
+        }
+
+
+def arch_of(compute_cap: str) -> str:
+    """nvidia-smi's compute_cap ("9.0") as CMake's architecture number ("90")."""
+    major, _, minor = compute_cap.strip().partition(".")
+    if not major.isdigit() or not (minor or "0").isdigit():
+        raise ValueError(f"not a compute capability: {compute_cap!r}")
+    return f"{int(major)}{int(minor or 0)}"
+
+
+def library_env(bin_dir: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a shared build runs in: its libraries sit beside the binaries, and a
+    carried build's RPATH names the folder it was built in, not this one."""
+    env = dict(os.environ if env is None else env)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(bin_dir), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    return env
+
+
+def runs(binary: Path) -> bool:
+    if not os.access(binary, os.X_OK):
+        return False
+    try:
+        done = subprocess.run(
+            [str(binary), "--version"],
+            capture_output=True,
+            timeout=60,
+            env=library_env(binary.parent),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def carried(root: Path) -> bool:
+    """Whether `root` holds a usable build, unpacking `<root>.tar.xz` first if need be."""
+    archive = root.with_name(root.name + ".tar.xz")
+    if not (root / "bin").is_dir() and archive.is_file():
+        with tarfile.open(archive) as tar:
+            tar.extractall(root.parent, filter="data")
+    return all(runs(root / "bin" / t) for t in TARGETS)
+
+
+def source_dir(tarball: Path, work: Path) -> Path:
+    """Unpack the sources (the sdist, or pack.sh's trimmed tarball) and find llama.cpp in them."""
+    work.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(work, filter="data")
+    for candidate in sorted(work.glob("**/CMakeLists.txt"), key=lambda p: len(p.parts)):
+        folder = candidate.parent
+        if (folder / "ggml" / "CMakeLists.txt").is_file() and (folder / "tools").is_dir():
+            return folder
+    raise RuntimeError(f"{tarball} holds no llama.cpp source tree (CMakeLists.txt beside ggml/)")
+
+
+def cmake_commands(src: Path, build_dir: Path, arch: str, jobs: int) -> list[list[str]]:
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    return [
+        [
+            "cmake",
+            "-S",
+            str(src),
+            "-B",
+            str(build_dir),
+            *generator,
+            *BASE_FLAGS,
+            "-DGGML_CUDA=ON",
+            # SASS for this architecture only: one architecture keeps the build within minutes.
+            f"-DCMAKE_CUDA_ARCHITECTURES={arch}-real",
+        ],
+        ["cmake", "--build", str(build_dir), "--target", *TARGETS, "-j", str(jobs)],
+    ]
+
+
+def build(
+    src: Path, root: Path, arch: str, jobs: int, log: Path, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start the configure-and-build in the background (its output goes to `log`); `finish`
+    then copies the binaries and libraries into root/bin."""
+    work = root.with_name(root.name + "-cmake")
+    script = " && ".join(
+        " ".join(_quote(a) for a in command) for command in cmake_commands(src, work, arch, jobs)
+    )
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        ["timeout", str(int(timeout)), "bash", "-c", script],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    out.close()
+    return proc
+
+
+def finish(root: Path) -> None:
+    work = root.with_name(root.name + "-cmake")
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    for item in (work / "bin").iterdir():
+        if item.name in TARGETS or ".so" in item.name:
+            shutil.copy2(item, root / "bin" / item.name, follow_symlinks=True)
+
+
+def pack(root: Path, out_dir: Path, limit: int = 16 * 1024**2) -> Path | None:
+    """Write <out_dir>/sm_<arch>.tar.xz for the next run to carry, if it is under `limit`."""
+    archive = out_dir / (root.name + ".tar.xz")
+    with tarfile.open(archive, "w:xz", preset=3) as tar:
+        tar.add(root / "bin", arcname=f"{root.name}/bin")
+    if archive.stat().st_size > limit:
+        archive.unlink()
+        return None
+    return archive
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def wait(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    start = time.monotonic()
+    rc = proc.wait()
+    return rc, time.monotonic() - start
