@@ -197,10 +197,31 @@ def server_command(
     return [*swapped, *out]
 
 
-def container_env(container: dict[str, Any]) -> dict[str, str]:
-    return {
-        e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e
-    }
+DEVICE_FLAGS = ("--device", "-dev")
+
+
+def without_device(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The command line without its --device choice (the CPU self-test's servers: a CPU build has
+    no CUDA0), and what was dropped."""
+    out: list[str] = []
+    dropped: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in DEVICE_FLAGS and i + 1 < len(argv):
+            dropped += argv[i : i + 2]
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out, dropped
+
+
+def container_env(container: dict[str, Any], work: Path | None = None) -> dict[str, str]:
+    """The container's plain env values; a path for CUDA's JIT cache moves into `work`."""
+    env = {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
+    if work is not None and "CUDA_CACHE_PATH" in env:
+        env["CUDA_CACHE_PATH"] = str(work / "cuda-cache")
+    return env
 
 
 class Server:
@@ -450,7 +471,14 @@ def step_model(
                               "shape": case.shape.__dict__}
     port = free_port()
     argv = server_command(container, server_bin, path, case.alias, port)
-    env = builds.library_env(server_bin.parent, dict(os.environ, **container_env(container)))
+    if args.cpu_selftest:
+        argv, dropped = without_device(argv)
+        if dropped:
+            result["selftest_dropped_flags"] = dropped
+            say(f"self-test: {' '.join(dropped)} left out of the measured servers (a CPU build "
+                "has no such device); the no-GPU check keeps it")
+    env = builds.library_env(server_bin.parent,
+                             dict(os.environ, **container_env(container, run.work)))
     result["command"] = argv
     prediction = memory.predict(path, stack, gpu_name)
     result["prediction"] = prediction.as_json()
@@ -515,7 +543,8 @@ def step_fail_loudly(
     """llama-server as the overlay starts it, with no usable GPU."""
     port = free_port()
     argv = server_command(container, server_bin, model, "no-gpu", port)
-    env = builds.library_env(server_bin.parent, dict(os.environ, **container_env(container)))
+    env = builds.library_env(server_bin.parent,
+                             dict(os.environ, **container_env(container, run.work)))
     env["CUDA_VISIBLE_DEVICES"] = ""
     server = Server(argv, env, run.work / "llama-no-gpu.log", port)
     run.servers.append(server)
