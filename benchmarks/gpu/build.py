@@ -16,10 +16,11 @@ first if the folder is missing.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,13 +148,13 @@ def cmake_commands(src: Path, build_dir: Path, arch: str, jobs: int) -> list[lis
 
 
 def build(
-    src: Path, root: Path, arch: str, jobs: int, log: Path, timeout: float
+    src: Path, cmake_dir: Path, arch: str, jobs: int, log: Path, timeout: float
 ) -> subprocess.Popen[bytes]:
-    """Start the configure-and-build in the background (its output goes to `log`); `finish`
-    then copies the binaries and libraries into root/bin."""
-    work = root.with_name(root.name + "-cmake")
+    """Start the configure-and-build in `cmake_dir`, in the background, in a process group of
+    its own (its output goes to `log`); `finish` then copies the binaries and libraries."""
     script = " && ".join(
-        " ".join(_quote(a) for a in command) for command in cmake_commands(src, work, arch, jobs)
+        " ".join(shlex.quote(a) for a in command)
+        for command in cmake_commands(src, cmake_dir, arch, jobs)
     )
     out = log.open("ab")
     proc = subprocess.Popen(
@@ -166,12 +167,16 @@ def build(
     return proc
 
 
-def finish(root: Path) -> None:
-    work = root.with_name(root.name + "-cmake")
+def finish(cmake_dir: Path, root: Path) -> None:
+    """Copy the two binaries and the shared libraries (their versioned names stay links, so
+    libggml-cuda.so is there once) from the build tree into root/bin."""
     (root / "bin").mkdir(parents=True, exist_ok=True)
-    for item in (work / "bin").iterdir():
+    for item in (cmake_dir / "bin").iterdir():
         if item.name in TARGETS or ".so" in item.name:
-            shutil.copy2(item, root / "bin" / item.name, follow_symlinks=True)
+            target = root / "bin" / item.name
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            shutil.copy2(item, target, follow_symlinks=False)
 
 
 def pack(root: Path, out_dir: Path, limit: int = 16 * 1024**2) -> Path | None:
@@ -185,13 +190,11 @@ def pack(root: Path, out_dir: Path, limit: int = 16 * 1024**2) -> Path | None:
     return archive
 
 
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
-def wait(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
-    start = time.monotonic()
-    rc = proc.wait()
-    return rc, time.monotonic() - start
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a build still running (the run is being cut short), compiler processes and all."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)

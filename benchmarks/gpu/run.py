@@ -360,6 +360,8 @@ class Run:
     work: Path
     report: dict[str, Any] = field(default_factory=dict)
     servers: list[Server] = field(default_factory=list)
+    builds: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pending_models: dict[str, Path] | None = None  # F16 files written during the build
 
     def save(self) -> None:
         self.report["elapsed_s"] = round(self.deadline.elapsed(), 1)
@@ -373,12 +375,27 @@ class Run:
         self.report.setdefault("skipped", []).append({"step": what, "why": why})
 
     def cleanup(self) -> None:
+        for proc in self.builds:
+            builds.stop(proc)
         for server in self.servers:
             server.stop()
 
 
 def _json(obj: object) -> object:
     return obj.as_json() if isinstance(obj, builds.Build) else str(obj)
+
+
+SCRATCH_NEED = 24 * 1024**3  # the 7B F16 file, its Q4_K_M and the 1.1B pair, with room
+
+
+def scratch_root() -> str | None:
+    """/dev/shm when it has room for the models (memory is faster than the disk), else the
+    default temporary folder. A VM's tmpfs may be sized from a small starting memory."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if st.f_bavail * st.f_frsize >= SCRATCH_NEED else None
 
 
 def detect_gpu() -> dict[str, Any] | None:
@@ -430,20 +447,22 @@ def step_build(run: Run, gpu: dict[str, Any] | None) -> tuple[Path, Path]:
         raise RuntimeError("no carried build and no nvcc on PATH: cannot build llama-server")
     sources = find_sources(args)
     src = builds.source_dir(sources, run.work / "src")
-    found.commands = builds.cmake_commands(src, root.with_name(root.name + "-cmake"), arch,
-                                           os.cpu_count() or 16)
+    cmake_dir = run.work / f"cmake-sm_{arch}"
+    jobs = os.cpu_count() or 16
+    found.commands = builds.cmake_commands(src, cmake_dir, arch, jobs)
     say(f"building llama-server and llama-quantize for sm_{arch} from {sources}")
     t0 = time.monotonic()
-    proc = builds.build(src, root, arch, os.cpu_count() or 16, run.work / f"build-sm_{arch}.log",
+    proc = builds.build(src, cmake_dir, arch, jobs, run.work / f"build-sm_{arch}.log",
                         timeout=max(60.0, run.deadline.left() - 120))
+    run.builds.append(proc)
     # The F16 models are written while the compiler runs: it leaves a core or so idle.
-    run.report["_pending_models"] = write_models(model_cases(False), run.work)
+    run.pending_models = write_models(model_cases(False), run.work)
     rc = proc.wait()
     found.seconds = time.monotonic() - t0
     if rc != 0:
         log = (run.work / f"build-sm_{arch}.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the CUDA build failed ({rc}):\n{log}")
-    builds.finish(root)
+    builds.finish(cmake_dir, root)
     say(f"built sm_{arch} in {found.seconds:.0f} s")
     return found.server, found.quantize
 
@@ -600,20 +619,22 @@ def step_t4_build(run: Run, gpu_arch: str, sources_ok: bool) -> None:
                           f"{spent:.0f} s: carry the build (docs/gpu-check.md) or run again")
             run.skip("sm_75 build", t4.skipped)
             return
-        src = builds.source_dir(find_sources(args), run.work / "src")
-        t4.commands = builds.cmake_commands(src, root.with_name(root.name + "-cmake"), T4_ARCH,
-                                            os.cpu_count() or 16)
+        src = run.work / "src"
+        src = builds.source_dir(find_sources(args), src)
+        cmake_dir = run.work / f"cmake-sm_{T4_ARCH}"
+        jobs = os.cpu_count() or 16
+        t4.commands = builds.cmake_commands(src, cmake_dir, T4_ARCH, jobs)
         t0 = time.monotonic()
-        proc = builds.build(src, root, T4_ARCH, os.cpu_count() or 16,
-                            run.work / f"build-sm_{T4_ARCH}.log",
+        proc = builds.build(src, cmake_dir, T4_ARCH, jobs, run.work / f"build-sm_{T4_ARCH}.log",
                             timeout=max(30.0, run.deadline.left() - 15))
+        run.builds.append(proc)
         rc = proc.wait()
         t4.seconds = time.monotonic() - t0
         if rc != 0:
             t4.skipped = f"build failed or timed out ({rc}); log in the work folder"
             run.skip("sm_75 build", t4.skipped)
             return
-        builds.finish(root)
+        builds.finish(cmake_dir, root)
     # Which machine code the T4 build carries: SASS for sm_75, nothing the H100 could run.
     lib = next(iter(sorted(root.glob("bin/libggml-cuda.so*"))), None)
     if lib is not None and shutil.which("cuobjdump"):
@@ -745,8 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                    ("gpu-check-selftest.json" if st else "gpu-check.json"))
     out = Path(args.out) if args.out else default_out
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(
-        prefix="llmctl-gpu-check-", dir="/dev/shm" if Path("/dev/shm").is_dir() and not st
-        else None))
+        prefix="llmctl-gpu-check-", dir=None if st else scratch_root()))
     work.mkdir(parents=True, exist_ok=True)
 
     run = Run(args, Deadline(args.budget), out, work)
@@ -780,7 +800,6 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         run.cleanup()
-        run.report.pop("_pending_models", None)
         run.report["findings"] = findings(run.report)
         run.save()
         run.report = json.loads(out.read_text())
@@ -801,7 +820,7 @@ def execute(run: Run, gpu: dict[str, Any] | None) -> int:
     server_bin, quantizer = step_build(run, gpu)
     run.save()
     cases = model_cases(args.cpu_selftest)
-    f16 = run.report.pop("_pending_models", None) or write_models(cases, run.work)
+    f16 = run.pending_models or write_models(cases, run.work)
     threads = os.cpu_count() or 1
     paths: dict[str, Path] = {}
     for case in cases:
