@@ -13,6 +13,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +148,10 @@ async def measure(
     per_client: int,
     max_tokens: int,
     request_timeout: float,
+    time_left: Callable[[], float] = lambda: float("inf"),
 ) -> dict[str, Any]:
+    """Per concurrency level, per target, the figures of `rounds` interleaved bursts. When
+    `time_left()` falls under 10 s, the bursts stop and the level says `cut_short`."""
     limits = httpx.Limits(max_connections=max(levels) * 2, max_keepalive_connections=max(levels))
     timeout = httpx.Timeout(request_timeout, connect=10)
     counter = [0]
@@ -157,7 +161,11 @@ async def measure(
         results: dict[str, Any] = {}
         for level in levels:
             by_target: dict[str, list[Burst]] = {t.name: [] for t in targets}
+            cut = False
             for r in range(rounds):
+                if time_left() < 10:
+                    cut = True
+                    break
                 for target in targets if r % 2 == 0 else list(reversed(targets)):
                     by_target[target.name].append(
                         await burst(
@@ -171,9 +179,14 @@ async def measure(
                             counter,
                         )
                     )
+            if not any(by_target.values()):
+                results[str(level)] = {"cut_short": True}
+                continue
             row: dict[str, Any] = {
                 name: _summary(bursts, max_tokens) for name, bursts in by_target.items()
             }
+            if cut:
+                row["cut_short"] = True
             direct, router = row.get("direct"), row.get("router")
             if direct and router:
                 row["router_over_direct_tok_s"] = _ratio(

@@ -536,7 +536,7 @@ def step_model(
     say(f"{case.key}: measuring at concurrency {args.levels}, {args.rounds} rounds")
     result["throughput"] = asyncio.run(load.measure(
         targets, case.alias, args.levels, args.rounds, args.per_client, args.max_tokens,
-        request_timeout=args.request_timeout))
+        request_timeout=args.request_timeout, time_left=run.deadline.left))
     after_bench = memory.process_bytes(server.proc.pid)
     result["nvidia_smi"] = {
         "process_after_load_bytes": after_load,
@@ -681,6 +681,9 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"  {'conc':>4} {'direct tok/s':>12} {'router tok/s':>12} {'ratio':>6} "
                      f"{'TTFT p50 ms direct':>18} {'router':>8} {'errors':>6}")
         for level, row in m["throughput"].items():
+            if "direct" not in row:
+                lines.append(f"  {level:>4} cut short: no time left")
+                continue
             d, r = row["direct"], row["router"]
             lines.append(f"  {level:>4} {d['aggregate_tok_s'] or 0:>12.1f} "
                          f"{r['aggregate_tok_s'] or 0:>12.1f} "
