@@ -129,7 +129,10 @@ ROWS = ("weights", "kv_cache", "compute", "llama_buffers", "total")
 
 
 def compare(
-    predicted: Prediction, buffers: dict[str, int], process: int | None
+    predicted: Prediction,
+    buffers: dict[str, int],
+    process: int | None,
+    process_by: str = "nvidia-smi: process memory",
 ) -> list[dict[str, Any]]:
     """One row per term: predicted and measured bytes and the relative error of the
     prediction ((predicted - measured) / measured); measured is None where nothing reports it."""
@@ -145,7 +148,7 @@ def compare(
         "kv_cache": "log: KV buffer",
         "compute": "log: compute buffer",
         "llama_buffers": "log: sum of the three",
-        "total": "nvidia-smi: process memory",
+        "total": process_by,
     }
     rows = []
     for term in ROWS:

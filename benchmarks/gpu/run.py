@@ -538,15 +538,24 @@ def step_model(
         targets, case.alias, args.levels, args.rounds, args.per_client, args.max_tokens,
         request_timeout=args.request_timeout, time_left=run.deadline.left))
     after_bench = memory.process_bytes(server.proc.pid)
+    used_bench = memory.gpu_used_bytes()
     result["nvidia_smi"] = {
         "process_after_load_bytes": after_load,
         "process_after_benchmark_bytes": after_bench,
         "gpu_used_before_bytes": used_before,
         "gpu_used_after_load_bytes": used_loaded,
-        "note": None if after_load is not None else "no nvidia-smi figure (no GPU process)",
+        "gpu_used_after_benchmark_bytes": used_bench,
     }
     measured_total = max((x for x in (after_load, after_bench) if x is not None), default=None)
-    result["memory_table"] = memory.compare(prediction, buffers, measured_total)
+    total_by = "nvidia-smi: process memory"
+    if measured_total is None and used_before is not None:
+        # nvidia-smi does not list the process (some sandboxes hide it): the device's growth.
+        grown = [u - used_before for u in (used_loaded, used_bench) if u is not None]
+        measured_total = max(grown, default=None)
+        total_by = "nvidia-smi: device memory.used growth"
+    if measured_total is None:
+        result["nvidia_smi"]["note"] = "no nvidia-smi figure: no GPU here"
+    result["memory_table"] = memory.compare(prediction, buffers, measured_total, total_by)
     router.stop()
     server.stop()
     return result
