@@ -43,7 +43,10 @@ async def one_request(
     events = 0
     usage: int | None = None
     async with client.stream(
-        "POST", url + "/v1/chat/completions", json=body, headers=headers
+        "POST",
+        url + "/v1/chat/completions",
+        content=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
     ) as response:
         if response.status_code != 200:
             text = (await response.aread()).decode(errors="replace")[:300]
