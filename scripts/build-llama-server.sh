@@ -13,7 +13,8 @@ cache="${LLMCTL_CACHE:-$HOME/.cache/llmctl}/llama-server-${version}"
 bin="$cache/bin/llama-server"
 quantize="$cache/bin/llama-quantize"
 
-works() { [ -x "$1" ] && "$1" --version >/dev/null 2>&1; }
+# llama-server answers --version; llama-quantize has no such flag and prints its usage (exit 1).
+works() { [ -x "$1" ] && { "$1" --version >/dev/null 2>&1 || "$1" --help 2>&1 | grep -q '^usage:'; }; }
 
 targets=()
 works "$bin" || targets+=(llama-server)

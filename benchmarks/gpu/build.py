@@ -93,6 +93,8 @@ def library_env(bin_dir: Path, env: dict[str, str] | None = None) -> dict[str, s
 
 
 def runs(binary: Path) -> bool:
+    """Whether the binary starts: llama-server answers --version; llama-quantize has no such
+    flag and prints its usage (exit code 1), which proves as much."""
     if not os.access(binary, os.X_OK):
         return False
     try:
@@ -104,7 +106,7 @@ def runs(binary: Path) -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0
+    return done.returncode == 0 or b"usage:" in done.stdout + done.stderr
 
 
 def carried(root: Path) -> bool:

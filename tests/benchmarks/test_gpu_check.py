@@ -125,9 +125,9 @@ def test_the_cuda_build_command_names_cuda_the_architecture_and_both_tools() -> 
     assert compile_[-4:] == ["llama-server", "llama-quantize", "-j", "16"]
 
 
-def _fake_tool(path: Path, version_rc: int = 0) -> None:
+def _fake_tool(path: Path, version_rc: int = 0, says: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\nexit {version_rc}\n")
+    path.write_text(f"#!/bin/sh\necho '{says}' >&2\nexit {version_rc}\n")
     path.chmod(0o755)
 
 
@@ -138,7 +138,8 @@ def test_a_carried_build_is_reused_only_when_both_tools_run(tmp_path: Path) -> N
     assert not builds.carried(root)  # llama-quantize missing
     _fake_tool(root / "bin" / "llama-quantize", version_rc=1)
     assert not builds.carried(root)  # it does not run
-    _fake_tool(root / "bin" / "llama-quantize")
+    # llama-quantize has no --version: its usage and exit code 1 show that it starts.
+    _fake_tool(root / "bin" / "llama-quantize", version_rc=1, says="usage: llama-quantize [--help]")
     assert builds.carried(root)
 
 
