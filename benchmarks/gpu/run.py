@@ -114,7 +114,7 @@ def write_models(cases: list[ModelCase], work: Path) -> dict[str, Path]:
         path = work / f"{case.alias}-f16.gguf"
         t0 = time.monotonic()
         write_llama_gguf(path, case.shape, name=case.alias, tile=1_000_003)
-        say(f"wrote {path.name}: {path.stat().st_size / 2**30:.2f} GiB "
+        say(f"wrote {path.name}: {path.stat().st_size / 2**20:.1f} MiB "
             f"in {time.monotonic() - t0:.1f} s")
         out[case.key] = path
     return out
@@ -841,7 +841,7 @@ def execute(run: Run, gpu: dict[str, Any] | None) -> int:
         paths[case.key] = q
         run.report["models"][case.key] = {"quantize_s": round(seconds, 1)}
         say(f"quantized {q.name} to Q4_K_M in {seconds:.1f} s "
-            f"({q.stat().st_size / 2**30:.2f} GiB)")
+            f"({q.stat().st_size / 2**20:.1f} MiB)")
     run.save()
 
     gpu_name = catalog_gpu(gpu["name"] if gpu else "")
