@@ -74,6 +74,18 @@ class Build:
         }
 
 
+def find_nvcc() -> str | None:
+    """nvcc on PATH, or in CUDA's usual install folders (a login shell's PATH may lack them)."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for candidate in [Path("/usr/local/cuda/bin/nvcc"), *sorted(Path("/usr/local").glob(
+            "cuda-*/bin/nvcc"), reverse=True)]:
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
 def arch_of(compute_cap: str) -> str:
     """nvidia-smi's compute_cap ("9.0") as CMake's architecture number ("90")."""
     major, _, minor = compute_cap.strip().partition(".")
@@ -158,11 +170,17 @@ def build(
         " ".join(shlex.quote(a) for a in command)
         for command in cmake_commands(src, cmake_dir, arch, jobs)
     )
+    env = dict(os.environ)
+    nvcc = find_nvcc()
+    if nvcc:  # CMake finds the CUDA toolkit from the compiler
+        env["CUDACXX"] = nvcc
+        env["PATH"] = os.pathsep.join([str(Path(nvcc).parent), env.get("PATH", "")])
     out = log.open("ab")
     proc = subprocess.Popen(
         ["timeout", str(int(timeout)), "bash", "-c", script],
         stdout=out,
         stderr=subprocess.STDOUT,
+        env=env,
         start_new_session=True,
     )
     out.close()

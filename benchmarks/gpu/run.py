@@ -417,7 +417,7 @@ def step_build(run: Run, gpu: dict[str, Any] | None) -> tuple[Path, Path]:
     args = run.args
     report: dict[str, Any] = {}
     run.report["build"] = report
-    nvcc = shutil.which("nvcc")
+    nvcc = builds.find_nvcc()
     if args.llama_server:
         server = Path(args.llama_server)
         quantizer = Path(args.llama_quantize or server.with_name("llama-quantize"))
@@ -619,7 +619,7 @@ def step_t4_build(run: Run, gpu_arch: str, sources_ok: bool) -> None:
         t4.reused = True
     else:
         spent = run.report["build"]["gpu_arch"].seconds or 300.0
-        if shutil.which("nvcc") is None or not sources_ok:
+        if builds.find_nvcc() is None or not sources_ok:
             t4.skipped = "no nvcc or no sources"
             run.skip("sm_75 build", t4.skipped)
             return
