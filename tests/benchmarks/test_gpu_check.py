@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -210,7 +209,7 @@ def test_cpu_selftest_runs_every_step_and_writes_sane_figures(tmp_path: Path) ->
     assert "error" not in report and "interrupted" not in report
     assert report["elapsed_s"] < report["budget_s"]
     # The CUDA build cannot run here, and the output says so instead of passing over it.
-    if shutil.which("nvcc") is None:
+    if builds.find_nvcc() is None:
         assert re.search(r"SKIPPED CUDA build: no nvcc", done.stdout)
         assert any(s["step"] == "CUDA build" for s in report["skipped"])
     # The overlay's flags, from the rendered manifests.
