@@ -23,6 +23,7 @@ PROMPT = (
     "Request {n}: write a long, detailed story about a lighthouse keeper who finds a map "
     "in a bottle, and describe every place the map leads to."
 )
+SHORT_PROMPT = "Request {n}: a story."  # the CPU self-test's: prompt time is not its point
 
 
 @dataclass
@@ -79,6 +80,7 @@ async def burst(
     max_tokens: int,
     headers: dict[str, str],
     counter: list[int],
+    prompt: str = PROMPT,
 ) -> Burst:
     result = Burst()
 
@@ -87,7 +89,7 @@ async def burst(
             counter[0] += 1
             body = {
                 "model": model,
-                "messages": [{"role": "user", "content": PROMPT.format(n=counter[0])}],
+                "messages": [{"role": "user", "content": prompt.format(n=counter[0])}],
                 "max_tokens": max_tokens,
                 "stream": True,
                 "stream_options": {"include_usage": True},
@@ -152,6 +154,7 @@ async def measure(
     max_tokens: int,
     request_timeout: float,
     time_left: Callable[[], float] = lambda: float("inf"),
+    prompt: str = PROMPT,
 ) -> dict[str, Any]:
     """Per concurrency level, per target, the figures of `rounds` interleaved bursts. When
     `time_left()` falls under 10 s, the bursts stop and the level says `cut_short`."""
@@ -160,7 +163,9 @@ async def measure(
     counter = [0]
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         for target in targets:  # warm up: connections open, the model's first pass done
-            await burst(client, target.url, model, 1, 1, max_tokens, target.headers, counter)
+            await burst(
+                client, target.url, model, 1, 1, max_tokens, target.headers, counter, prompt
+            )
         results: dict[str, Any] = {}
         for level in levels:
             by_target: dict[str, list[Burst]] = {t.name: [] for t in targets}
@@ -180,6 +185,7 @@ async def measure(
                             max_tokens,
                             target.headers,
                             counter,
+                            prompt,
                         )
                     )
             if not any(by_target.values()):

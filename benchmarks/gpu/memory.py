@@ -1,12 +1,14 @@
 """`llmctl plan`'s GPU memory prediction beside what llama-server's log and nvidia-smi report.
 
-llama-server logs each buffer it allocates, per device:
+llama-server logs each buffer it allocates, per device, at log verbosity 4 (LLAMA_ARG_LOG_VERBOSITY;
+the default, 3, prints none of them):
 
-    load_tensors:        CUDA0 model buffer size =  3820.93 MiB
-    llama_kv_cache:      CUDA0 KV buffer size =  4096.00 MiB
-    sched_reserve:       CUDA0 compute buffer size =   312.01 MiB
+    0.00.029.143 I load_tensors:        CUDA0 model buffer size =  3820.93 MiB
+    0.00.034.951 I llama_kv_cache:        CUDA0 KV buffer size =  4096.00 MiB
+    0.00.088.168 I sched_reserve:        CUDA0 compute buffer size =   312.01 MiB
 
-On a GPU the device is CUDA0; on the CPU self-test it is CPU (or CPU_Mapped for an mmap-ed model).
+On a GPU the device is CUDA0; on the CPU self-test it is CPU (CPU_Mapped for an mmap-ed model,
+CPU_REPACK for weights repacked for the CPU's vector unit).
 Lines printed more than once (llama.cpp's --fit dry run measures before it allocates) count once:
 the last one wins.
 """
@@ -23,9 +25,8 @@ from typing import Any
 MIB = 1024**2
 
 _BUFFER = re.compile(
-    r"^\S*?:?\s*(?P<device>[A-Za-z_]+\d*)\s+(?P<kind>model|KV|compute) buffer size\s*=\s*"
-    r"(?P<mib>[\d.]+) MiB",
-    re.MULTILINE,
+    r"(?P<device>[A-Za-z_]+\d*)\s+(?P<kind>model|KV|compute) buffer size\s*=\s*"
+    r"(?P<mib>[\d.]+) MiB"
 )
 _KV_SIZE = re.compile(r"llama_kv_cache: size =\s*(?P<mib>[\d.]+) MiB \(\s*(?P<cells>\d+) cells")
 _KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute"}
@@ -49,7 +50,7 @@ def kv_cells(log: str) -> int | None:
 
 
 GPU_DEVICES = re.compile(r"CUDA\d+")
-CPU_DEVICES = re.compile(r"CPU(_Mapped)?")
+CPU_DEVICES = re.compile(r"CPU(_Mapped|_REPACK)?")
 
 
 # --- nvidia-smi --------------------------------------------------------------------------------

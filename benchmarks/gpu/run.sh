@@ -6,17 +6,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# Python packages the GPU machine's image lacks travel as wheels in .carry/wheels (pack.sh).
-if [ -d .carry/wheels ] && compgen -G ".carry/wheels/*.whl" >/dev/null; then
-  site="${TMPDIR:-/tmp}/llmctl-gpu-check-site"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" .carry/wheels/*.whl
-  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-
 python="${GPU_CHECK_PYTHON:-}"
 if [ -z "$python" ]; then
   if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
 fi
+
+# What llmctl needs beyond the GPU machine's image: pydantic, gguf, httptools, typer 0.29. When
+# this Python lacks one, the wheels carried in .carry/wheels (benchmarks/gpu/pack.sh) go into a
+# temporary folder on PYTHONPATH.
+has_deps() {
+  "$python" - <<'PY' 2>/dev/null
+import importlib.metadata as m
+import gguf, httptools, httpx, jinja2, numpy, pydantic, yaml  # noqa: F401
+assert m.version("typer").startswith("0.29."), m.version("typer")
+PY
+}
+if ! has_deps; then
+  if ! compgen -G ".carry/wheels/*.whl" >/dev/null; then
+    echo "gpu-check: $python lacks llmctl's packages and .carry/wheels is empty:" \
+      "run benchmarks/gpu/pack.sh where PyPI answers and carry .carry (docs/gpu-check.md)" >&2
+    exit 2
+  fi
+  site="${TMPDIR:-/tmp}/llmctl-gpu-check-site"
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$site" .carry/wheels/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  has_deps || { echo "gpu-check: the carried wheels do not satisfy $python" >&2; exit 2; }
+fi
+
 export PYTHONUNBUFFERED=1
 exec "$python" benchmarks/gpu/run.py --python "$python" "$@"

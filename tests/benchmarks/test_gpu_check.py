@@ -29,15 +29,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 # --- llama-server's log ---------------------------------------------------------------------
 
+# As llama-server 0.3.36's sources print them at -lv 4 (the CPU lines were seen here).
 GPU_LOG = """\
-load_tensors: offloaded 33/33 layers to GPU
-load_tensors:   CPU_Mapped model buffer size =    70.31 MiB
-load_tensors:        CUDA0 model buffer size =  3820.93 MiB
-llama_kv_cache:      CUDA0 KV buffer size =   512.00 MiB
-llama_kv_cache: size =  512.00 MiB (  1024 cells,  32 layers,  4/4 seqs), K (f16): 256.00 MiB
-sched_reserve:      CUDA0 compute buffer size =   300.00 MiB
-sched_reserve:      CUDA0 compute buffer size =   312.01 MiB
-sched_reserve:  CUDA_Host compute buffer size =    24.02 MiB
+0.00.029.100 I load_tensors: offloaded 33/33 layers to GPU
+0.00.029.143 I load_tensors:   CPU_Mapped model buffer size =    70.31 MiB
+0.00.029.150 I load_tensors:        CUDA0 model buffer size =  3820.93 MiB
+0.00.034.951 I llama_kv_cache:      CUDA0 KV buffer size =   512.00 MiB
+0.00.081.039 I llama_kv_cache: size =  512.00 MiB (  1024 cells,  32 layers,  4/4 seqs), K (f16): \
+256.00 MiB, V (f16):  256.00 MiB
+0.00.088.100 I sched_reserve:      CUDA0 compute buffer size =   300.00 MiB
+0.00.088.168 I sched_reserve:      CUDA0 compute buffer size =   312.01 MiB
+0.00.088.169 I sched_reserve:  CUDA_Host compute buffer size =    24.02 MiB
 """
 
 
