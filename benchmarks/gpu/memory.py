@@ -111,7 +111,7 @@ class Prediction:
 
 def predict(model_path: Path, stack: Any, gpu_name: str) -> Prediction:
     """What `llmctl plan --model <file> --gpu <gpu>` predicts for the Stack's GPU tier."""
-    from llmctl.planning import plans_for
+    from llmctl.plan.options import plans_for
 
     [(plan, _clouds)] = plans_for(stack, model=str(model_path), gpu=gpu_name)
     need = plan.need
