@@ -51,7 +51,7 @@ from benchmarks.gpu import build as builds  # noqa: E402
 from benchmarks.gpu import load, memory  # noqa: E402
 
 GPU_BUDGET_S = 540.0  # the call is at most 9 minutes
-SELFTEST_BUDGET_S = 240.0
+SELFTEST_BUDGET_S = 300.0
 T4_ARCH = "75"
 
 
@@ -768,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     st = args.cpu_selftest
     args.budget = args.budget or (SELFTEST_BUDGET_S if st else GPU_BUDGET_S)
     args.per_client = args.per_client or (1 if st else 2)
-    args.max_tokens = args.max_tokens or (8 if st else 128)
+    args.max_tokens = args.max_tokens or (4 if st else 128)
     args.build_root = args.build_root or str(Path(args.carry) / "cuda")
     args.load_timeout = 60.0 if st else 120.0
     args.request_timeout = 60.0 if st else 120.0
