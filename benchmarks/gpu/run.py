@@ -456,7 +456,7 @@ def step_build(run: Run, gpu: dict[str, Any] | None) -> tuple[Path, Path]:
                         timeout=max(60.0, run.deadline.left() - 120))
     run.builds.append(proc)
     # The F16 models are written while the compiler runs: it leaves a core or so idle.
-    run.pending_models = write_models(model_cases(False), run.work)
+    run.pending_models = write_models(model_cases(args.small_models), run.work)
     rc = proc.wait()
     found.seconds = time.monotonic() - t0
     if rc != 0:
@@ -763,6 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-client", type=int, help="requests per client per burst")
     parser.add_argument("--max-tokens", type=int, help="tokens per request")
     parser.add_argument("--python", default=sys.executable, help="the router's Python")
+    parser.add_argument("--small-models", action="store_true",
+                        help="the self-test's small models in a GPU run (a rehearsal of the GPU "
+                        "path: with a stand-in nvidia-smi and a carried CPU build, on a CPU)")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in str(args.levels).split(",")]
     st = args.cpu_selftest
@@ -836,7 +839,7 @@ def execute(run: Run, gpu: dict[str, Any] | None) -> int:
 
     server_bin, quantizer = step_build(run, gpu)
     run.save()
-    cases = model_cases(args.cpu_selftest)
+    cases = model_cases(args.cpu_selftest or args.small_models)
     f16 = run.pending_models or write_models(cases, run.work)
     threads = os.cpu_count() or 1
     paths: dict[str, Path] = {}
