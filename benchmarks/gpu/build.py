@@ -122,9 +122,15 @@ def runs(binary: Path) -> bool:
 
 
 def carried(root: Path) -> bool:
-    """Whether `root` holds a usable build, unpacking `<root>.tar.xz` first if need be."""
+    """Whether `root` holds a usable build, unpacking `<root>.tar.xz` (or its parts,
+    `<root>.tar.xz.00`, `.01`...) first if need be."""
     archive = root.with_name(root.name + ".tar.xz")
-    if not (root / "bin").is_dir() and archive.is_file():
+    parts = sorted(root.parent.glob(root.name + ".tar.xz.[0-9][0-9]"))
+    if not (root / "bin").is_dir() and (archive.is_file() or parts):
+        if parts:
+            with archive.open("wb") as joined:
+                for part in parts:
+                    joined.write(part.read_bytes())
         with tarfile.open(archive) as tar:
             tar.extractall(root.parent, filter="data")
     return all(runs(root / "bin" / t) for t in TARGETS)
@@ -199,15 +205,31 @@ def finish(cmake_dir: Path, root: Path) -> None:
             shutil.copy2(item, target, follow_symlinks=False)
 
 
-def pack(root: Path, out_dir: Path, limit: int = 16 * 1024**2) -> Path | None:
-    """Write <out_dir>/sm_<arch>.tar.xz for the next run to carry, if it is under `limit`."""
+PART = 16 * 1024**2 - 4096  # a file brought back through $OUT is at most 16 MiB
+
+
+def pack(root: Path, out_dir: Path, max_parts: int = 3, part_size: int = PART) -> list[Path]:
+    """Write <out_dir>/sm_<arch>.tar.xz for the next run to carry, split into parts
+    (`.tar.xz.00`, `.01`...) when it is over what one returned file may hold; [] when even
+    `max_parts` parts would not hold it. Three parts (48 MiB) keep within the 64 MiB that
+    $OUT brings back and that a call may carry beside the working tree and .carry's 14 MB."""
     archive = out_dir / (root.name + ".tar.xz")
     with tarfile.open(archive, "w:xz", preset=3) as tar:
         tar.add(root / "bin", arcname=f"{root.name}/bin")
-    if archive.stat().st_size > limit:
+    size = archive.stat().st_size
+    if size <= part_size:
+        return [archive]
+    if size > part_size * max_parts:
         archive.unlink()
-        return None
-    return archive
+        return []
+    data = archive.read_bytes()
+    archive.unlink()
+    parts = []
+    for i in range(0, size, part_size):
+        part = out_dir / f"{root.name}.tar.xz.{i // part_size:02d}"
+        part.write_bytes(data[i : i + part_size])
+        parts.append(part)
+    return parts
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -665,9 +665,15 @@ def pack_builds(run: Run) -> None:
     for key in ("gpu_arch", "t4"):
         b = run.report["build"].get(key)
         if isinstance(b, builds.Build) and not b.reused and b.server.exists():
-            archive = builds.pack(b.root, Path(out_dir))
-            say(f"{b.root.name}: " + (f"packed to {archive} for the next run to carry"
-                                       if archive else "too large to bring back through $OUT"))
+            if run.deadline.left() < 20:
+                run.skip(f"packing {b.root.name}", "no time left")
+                continue
+            parts = builds.pack(b.root, Path(out_dir))
+            names = [p.name for p in parts]
+            run.report["build"].setdefault("packed", {})[b.root.name] = names
+            say(f"{b.root.name}: " + (f"packed to $OUT/{', '.join(names)}: copy into "
+                                       ".carry/cuda/ for the next run" if parts
+                                       else "too large to bring back through $OUT"))
 
 
 # --- the table ----------------------------------------------------------------------------------

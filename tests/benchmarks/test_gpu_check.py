@@ -150,9 +150,27 @@ def test_a_carried_build_archive_is_unpacked(tmp_path: Path) -> None:
     _fake_tool(made / "bin" / "llama-quantize")
     out = tmp_path / "cuda"
     out.mkdir()
-    archive = builds.pack(made, out)
-    assert archive == out / "sm_75.tar.xz"
+    assert builds.pack(made, out) == [out / "sm_75.tar.xz"]
     assert builds.carried(out / "sm_75")
+
+
+def test_a_build_too_big_for_one_file_comes_back_in_parts_that_are_joined(
+    tmp_path: Path,
+) -> None:
+    made = tmp_path / "made" / "sm_90"
+    _fake_tool(made / "bin" / "llama-server")
+    _fake_tool(made / "bin" / "llama-quantize")
+    (made / "bin" / "libggml-cuda.so").write_bytes(os.urandom(300_000))  # incompressible
+    out = tmp_path / "cuda"
+    out.mkdir()
+    # Parts of 128 KiB here; 16 MiB less 4 KiB by default, what one file from $OUT may hold.
+    assert builds.PART <= 16 * 1024**2
+    assert builds.pack(made, out, max_parts=2, part_size=128 * 1024) == []  # 3 would be needed
+    parts = builds.pack(made, out, part_size=128 * 1024)
+    assert [p.name for p in parts] == ["sm_90.tar.xz.00", "sm_90.tar.xz.01", "sm_90.tar.xz.02"]
+    assert all(p.stat().st_size <= 128 * 1024 for p in parts)
+    assert builds.carried(out / "sm_90")
+    assert (out / "sm_90" / "bin" / "libggml-cuda.so").stat().st_size == 300_000
 
 
 def _tarball(path: Path, top: str) -> Path:
