@@ -14,7 +14,14 @@ bin="$cache/bin/llama-server"
 quantize="$cache/bin/llama-quantize"
 
 # llama-server answers --version; llama-quantize has no such flag and prints its usage (exit 1).
-works() { [ -x "$1" ] && { "$1" --version >/dev/null 2>&1 || "$1" --help 2>&1 | grep -q '^usage:'; }; }
+# (No pipe here: under pipefail the usage's exit code 1 would fail it.)
+works() {
+  [ -x "$1" ] || return 1
+  "$1" --version >/dev/null 2>&1 && return 0
+  local out
+  out="$("$1" --help 2>&1 || true)"
+  [[ "$out" == usage:* ]]
+}
 
 targets=()
 works "$bin" || targets+=(llama-server)
