@@ -36,7 +36,7 @@ echo "sources: $tarball ($(du -h "$tarball" | cut -f1))"
 # parts), gguf and httptools, and its typer/click may not be the ones llmctl's CLI pins.
 py=".venv/bin/python"
 [ -x "$py" ] || py=python3
-pins="$("$py" -m pip freeze | grep -i -E '^(pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|typing[-_]extensions|gguf|httptools|typer|click|shellingham)==' || true)"
+pins="$("$py" -m pip freeze | grep -i -E '^(pydantic|pydantic[-_]core|annotated[-_]types|annotated[-_]doc|typing[-_]inspection|typing[-_]extensions|gguf|httptools|typer|click|shellingham)==' || true)"
 rm -f "$carry"/wheels/*.whl
 for pin in $pins; do
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
