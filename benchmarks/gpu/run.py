@@ -676,6 +676,22 @@ def pack_builds(run: Run) -> None:
                                        else "too large to bring back through $OUT"))
 
 
+def save_logs(run: Run) -> None:
+    """The servers', router's and build's logs, into $OUT/gpu-check-logs.tar.gz (a GPU run's
+    only other way back is the output's last 12,000 characters)."""
+    out_dir = os.environ.get("OUT")
+    if not out_dir or run.args.cpu_selftest:
+        return
+    import tarfile
+
+    archive = Path(out_dir) / "gpu-check-logs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(run.work.glob("*.log")) + sorted(run.work.glob("router-*.yaml")):
+            if path.stat().st_size < 64 * 1024**2:
+                tar.add(path, arcname=path.name)
+    run.report["logs"] = str(archive)
+
+
 # --- the table ----------------------------------------------------------------------------------
 
 
@@ -826,6 +842,7 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         run.cleanup()
+        save_logs(run)
         run.report["findings"] = findings(run.report)
         run.save()
         run.report = json.loads(out.read_text())
