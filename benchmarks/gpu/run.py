@@ -608,6 +608,12 @@ def step_fail_loudly(
     result["log_says_no_gpu"] = bool(re.search(r"no usable GPU|no CUDA devices|ggml_cuda_init: "
                                                r"failed|invalid device", server.text()))
     result["fails_loudly"] = state == "exited" and result.get("exit_code") != 0
+    result["reason"] = None
+    for word in ("error", "invalid device", "failed", "no usable GPU"):  # the cause first
+        said = re.search(rf"^.*{word}.*$", server.text(), re.MULTILINE | re.IGNORECASE)
+        if said:
+            result["reason"] = said.group(0).strip()
+            break
     server.stop()
     return result
 
@@ -728,7 +734,8 @@ def table(report: dict[str, Any]) -> str:
                          f"{d['errors'] + r['errors']:>6}")
     fl = report.get("fail_loudly")
     if fl:
-        verdict = ("fails loudly" if fl["fails_loudly"] else
+        verdict = (f"fails loudly: exit code {fl.get('exit_code')} after {fl['seconds']} s, "
+                   f"{fl.get('reason')}" if fl["fails_loudly"] else
                    f"DOES NOT fail loudly: {fl['state']}"
                    + (f", served {fl.get('served_tokens')} tokens" if "served_tokens" in fl
                       else ""))

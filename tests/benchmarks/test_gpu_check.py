@@ -271,7 +271,11 @@ def test_cpu_selftest_runs_every_step_and_writes_sane_figures(tmp_path: Path) ->
     assert fail["env"] == {"CUDA_VISIBLE_DEVICES": ""}
     assert fail["state"] in ("exited", "healthy", "timeout")
     assert isinstance(fail["fails_loudly"], bool)
-    if not fail["fails_loudly"]:
+    if fail["fails_loudly"]:
+        # The overlay names --device CUDA0: a build without that device refuses to start.
+        assert fail["exit_code"] != 0 and fail["reason"], fail
+        assert "fails loudly" in done.stdout
+    else:
         assert any("no usable GPU" in f for f in report["findings"])
     # The table printed at the end carries the same figures.
     assert "router tok/s" in done.stdout and "kv_cache" in done.stdout
