@@ -13,6 +13,7 @@ from typing import Any
 
 from llmctl import catalog
 from llmctl.errors import LlmctlError
+from llmctl.extras import install_hint
 
 FIELD_MANAGER = "llmctl"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -104,7 +105,7 @@ def api_client(kubeconfig: str | None = None, context: str | None = None, hint: 
     except ImportError:
         raise LlmctlError(
             "the Kubernetes client (kubernetes) is not installed",
-            hint="install llmctl's cloud extra: pip install 'llmctl[cloud]'",
+            hint=install_hint("cloud"),
         ) from None
     try:
         return new_client_from_config(  # type: ignore[no-untyped-call]

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl.cli import options
-from llmctl.cli.console import err_console, status_spinner
+from llmctl.cli.console import confirm, err_console, status_spinner
 from llmctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def enable(
                 + ", ".join(kube.apply_request(o).name for o in objects)
             )
         if not yes:
-            typer.confirm("Go ahead?", abort=True)
+            confirm("Go ahead?")
         with _waiting(f"{decision.action.removesuffix('d')}ing pool {spec.name}", spec) as progress:
             result = impl.ensure_gpu_pool(spec, progress)
         _say_result(console, spec, result)
@@ -388,10 +388,9 @@ def disable(
         if note:
             console.print(f"Note: {note}.")
     if not yes:
-        typer.confirm(
+        confirm(
             f"{what.capitalize()} GPU pool {spec.name!r} in {spec.cloud.value} cluster "
-            f"{spec.cluster!r}?",
-            abort=True,
+            f"{spec.cluster!r}?"
         )
     with _waiting(f"{what}: pool {spec.name}", spec) as progress:
         impl.disable(spec, scale_to_zero=scale_to_zero, progress=progress)

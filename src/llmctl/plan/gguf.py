@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from llmctl.errors import ConfigError, LlmctlError
+from llmctl.extras import install_hint
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -406,7 +407,7 @@ def ggml_type_bytes(ggml_type: int, n_elements: int, tensor: str = "") -> tuple[
     except ImportError:  # pragma: no cover - the `plan` extra is part of the test install
         raise LlmctlError(
             "reading GGUF tensor types needs the gguf package",
-            hint="pip install 'llmctl[plan]'",
+            hint=install_hint("plan"),
         ) from None
     try:
         qtype = GGMLQuantizationType(ggml_type)
