@@ -97,8 +97,14 @@ class PodsReady:
     total: int
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None, hint: str = "") -> Any:
-    """The one place a Kubernetes client is built: from the user's kubeconfig."""
+def api_client(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    hint: str = "",
+    skip_flag: str = "--skip-cluster-setup",
+) -> Any:
+    """The one place a Kubernetes client is built: from the user's kubeconfig. `skip_flag` is
+    the caller's flag that does without the cluster ("" when there is none)."""
     try:
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.kube_config import new_client_from_config
@@ -115,8 +121,8 @@ def api_client(kubeconfig: str | None = None, context: str | None = None, hint: 
         raise LlmctlError(
             f"no usable kubeconfig: {exc}",
             hint=(f"run `{hint}`, " if hint else "")
-            + "or point $KUBECONFIG (or --kubeconfig) at the cluster's kubeconfig; "
-            "--skip-cluster-setup skips this step",
+            + "or point $KUBECONFIG (or --kubeconfig) at the cluster's kubeconfig"
+            + (f"; {skip_flag} skips this step" if skip_flag else ""),
         ) from None
 
 

@@ -267,16 +267,20 @@ def status(
         "cluster": spec.cluster,
         "location": spec.location,
         "pool": pool.as_dict() if pool else None,
+        # The cluster's side: always this key, null with --skip-cluster (`cluster` stays the name).
+        "kubernetes": None,
     }
     if not skip_cluster:
         try:
-            api = kube.api_client(kubeconfig, context, hint=_kube_hint(impl, spec))
+            api = kube.api_client(
+                kubeconfig, context, hint=_kube_hint(impl, spec), skip_flag="--skip-cluster"
+            )
             nodes = kube.gpu_nodes(api, spec.gpu_resource)
             where = kube.device_plugin_pods(
                 cluster_setup_objects(stack, spec.cloud)
             ) or catalog.MANAGED_DEVICE_PLUGIN_PODS.get(spec.cloud)
             pods = kube.pods_ready(api, *where) if where else None
-            report["cluster"] = {
+            report["kubernetes"] = {
                 "gpuNodes": [
                     {
                         "name": n.name,
@@ -289,7 +293,7 @@ def status(
                 "devicePluginPods": {"ready": pods.ready, "total": pods.total} if pods else None,
             }
         except LlmctlError as exc:
-            report["cluster"] = {"error": exc.format_message()}
+            report["kubernetes"] = {"error": exc.format_message()}
     if output == "json":
         typer.echo(json.dumps(report, indent=2))
         return
@@ -327,7 +331,7 @@ def _print_status(report: dict[str, Any], spec: PoolSpec) -> None:
         console.print(table)
         for problem in pool["problems"]:
             console.print(f"[red]problem:[/] {problem}")
-    cluster = report.get("cluster")
+    cluster = report["kubernetes"]
     if cluster is None:
         return
     if "error" in cluster:

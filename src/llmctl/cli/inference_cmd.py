@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -19,6 +18,7 @@ from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.cli import options
 from llmctl.cli.console import err_console, status_spinner
+from llmctl.cli.output import to_json
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ def test_inference(
             )
         if not check.ok:
             if not show:
-                typer.echo(json.dumps({"gpu_check": _check_dict(check), "passed": False}, indent=2))
+                typer.echo(to_json({"gpu_check": _check_dict(check), "passed": False}))
             raise LlmctlError(
                 f"the GPU check pod ended {check.phase} (pod deleted: {check.deleted})",
                 hint="its log above says why; nvidia-smi fails when the node has no NVIDIA "
@@ -338,7 +338,7 @@ def test_inference(
     if show:
         Console().print(_single_table(data) if requests == 1 else _many_table(data))
     else:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(to_json(data))
     found = client.problems(outcome, tier)
     if found:
         first = found[0]
