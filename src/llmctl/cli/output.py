@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Fields whose values are maps keyed by data, not by field names.
-DATA_MAPS = frozenset({"labels", "annotations", "tiers", "backends", "errors", "codes"})
+# Fields whose values are maps keyed by data, not by field names. `config` is the Stack config in
+# the file's own spelling (its llamacpp block keeps llama.cpp's flag names, e.g. flash_attn).
+DATA_MAPS = frozenset({"labels", "annotations", "tiers", "backends", "errors", "codes", "config"})
 
 
 def camel(key: str) -> str:
