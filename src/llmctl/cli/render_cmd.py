@@ -69,6 +69,12 @@ def render(
     )
     for path in report.result.written:
         typer.echo(f"  wrote {path}")
+    if report.chart is not None:
+        typer.echo(
+            f"Helm chart in {report.chart_dir}/: {len(report.chart.written)} file(s) written, "
+            f"{len(report.chart.unchanged)} unchanged (helm install <release> {report.chart_dir} "
+            f"-f {report.chart_dir}/values-<cloud>-gpu.yaml)."
+        )
 
 
 def _warn(warnings: list[str]) -> None:
