@@ -82,6 +82,10 @@ def plan(
         kv_type=kv_type.value,
         kv_unified=kv_unified,
     )
+    from llmctl.cli.console import err_console
+
+    for warning in plans[0][0].model.warnings:
+        err_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
     if output is PlanFormat.JSON:
         typer.echo(json.dumps(_as_json(plans, report), indent=2))
         return
@@ -108,7 +112,9 @@ def _as_json(
             "vocab": m.n_vocab,
             "ctxTrain": m.ctx_train,
             "weightBytes": m.weight_bytes,
+            "tiedEmbedding": m.tied_embedding,
         },
+        "warnings": list(m.warnings),
         "settings": {
             "ctxSize": s.kv_cells,
             "parallel": s.parallel,

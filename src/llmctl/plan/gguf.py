@@ -95,6 +95,15 @@ class GgufHeader:
     file_size: int | None = None  # when the source said (Content-Range, stat)
 
     @property
+    def missing_bytes(self) -> int:
+        """How far the file falls short of the tensor data its header describes (0: whole, or
+        its size unknown). A cut-short download: llama.cpp would refuse to load it."""
+        if self.file_size is None:
+            return 0
+        needed = self.data_offset + sum(t.n_bytes for t in self.tensors)
+        return max(0, needed - self.file_size)
+
+    @property
     def architecture(self) -> str:
         arch = self.metadata.get("general.architecture")
         if not isinstance(arch, str):
@@ -363,7 +372,13 @@ def _read_value(cur: _Cursor, vtype: int, key: str) -> Any:
 
 def _parse(cur: _Cursor) -> _Parsed:
     name = cur.source.name
-    magic = cur.take(4)
+    try:
+        magic = cur.take(4)
+    except GgufFormatError:
+        raise GgufFormatError(
+            f"{name} is not a GGUF file (it is shorter than the 4-byte 'GGUF' magic)",
+            hint="pass a .gguf model file, an http(s) URL or a catalog model name",
+        ) from None
     if magic != GGUF_MAGIC:
         raise GgufFormatError(
             f"{name} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
