@@ -151,3 +151,29 @@ def test_the_distribution_name_is_ours() -> None:
     assert project["scripts"] == {"llmctl": "llmctl.cli.main:main"}
     readme = (REPO / "README.md").read_text()
     assert "'llmctl[" not in readme and "pip install llmctl-k8s" not in readme
+
+
+def test_single_long_waits_show_a_spinner(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review finding 14: one test-inference request (up to --timeout 120 s) and a GGUF header
+    # read over HTTP showed nothing while they waited.
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    from llmctl.cli import console as console_module
+    from llmctl.cli import inference_cmd
+
+    seen: list[tuple[str, bool]] = []
+
+    @contextmanager
+    def recorder(console: object, description: str, show: bool = True) -> Iterator[object]:
+        seen.append((description, show))
+        yield lambda text: None
+
+    monkeypatch.setattr(console_module, "status_spinner", recorder)
+    monkeypatch.setattr(inference_cmd, "status_spinner", recorder)
+    runner.invoke(app, ["test-inference", "--url", "http://127.0.0.1:9", "--timeout", "5"])
+    runner.invoke(app, ["plan", "--model", "http://127.0.0.1:9/m.gguf"])
+    runner.invoke(app, ["plan"])  # a catalog model: nothing to wait for
+    assert seen[0] == ("waiting for llama-2-7b-chat at http://127.0.0.1:9 (timeout 5 s)", True)
+    assert seen[1] == ("reading the GGUF header of http://127.0.0.1:9/m.gguf", True)
+    assert seen[2][1] is False

@@ -130,8 +130,13 @@ def _many_table(data: dict[str, Any]) -> Table:
 def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -> Run:
     from llmctl.probe import client
 
-    if requests == 1 or not show:
+    if not show:
         return client.run(target, requests, concurrency)
+    if requests == 1:
+        # One request can take the whole --timeout (a cold GPU node, a long answer): say so.
+        what = f"waiting for {target.model} at {target.url} (timeout {target.timeout_s:g} s)"
+        with status_spinner(_err(), what):
+            return client.run(target, requests, concurrency)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with Progress(
