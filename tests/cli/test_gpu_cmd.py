@@ -373,3 +373,16 @@ def test_prompt_without_a_terminal_says_to_pass_yes(eks: Any) -> None:
             "nodegroups"
         ]
     )
+
+
+def test_ctrl_c_at_the_prompt_exits_130(eks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Click's confirm turned Ctrl-C into "Aborted!" and exit 1; everywhere else it is 130.
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("builtins.input", interrupted)
+    result = run("gpu", "enable", "--cloud", "aws", "--skip-cluster-setup")
+    assert result.exit_code == 130, result.output
+    assert "gpu-t4" not in boto3.client("eks", region_name="us-east-1").list_nodegroups(
+        clusterName="llm-aws"
+    )["nodegroups"]

@@ -31,6 +31,12 @@ from tests.support.cli import SRC
 NO_EXTRAS = tuple(sorted(EXTRA_OF_MODULE))
 ALL_EXTRAS: tuple[str, ...] = ()
 
+
+def only(extra: str) -> tuple[str, ...]:
+    """Block every extra but one: llmctl installed with just that extra."""
+    return tuple(sorted(m for m, e in EXTRA_OF_MODULE.items() if e != extra))
+
+
 # Runs llmctl's real entry point with some top-level packages made unimportable.
 BOOT = r"""
 import importlib.abc, sys
@@ -61,7 +67,8 @@ class Case:
 
     @property
     def label(self) -> str:
-        mode = "no-extras" if self.blocked else "extras"
+        kept = sorted(set(EXTRA_OF_MODULE.values()) - {EXTRA_OF_MODULE[m] for m in self.blocked})
+        mode = "+".join(kept) if kept else "no-extras"
         env = " ".join(f"{k}={v}" for k, v in self.env)
         return f"[{mode}] {env + ' ' if env else ''}llmctl {' '.join(self.args)}".replace(
             "{tmp}", "TMP"
@@ -208,6 +215,29 @@ def _review_cases() -> list[Case]:
         Case(("test-inference", "--url", "http://127.0.0.1:9", "-o", "json"), 1),
         # a prompt with nobody to answer it says to pass --yes.
         Case(("gpu", "disable", "--cloud", "aws"), (1, 2)),
+        # One extra at a time: each command that needs another still says which.
+        Case(("plan", "--model", "{tmp}/m.gguf"), 1, says="plan extra"),
+        Case(("plan", "--model", "{tmp}/m.gguf"), 0, only("plan")),
+        Case(("plan", "--model", "{tmp}/m.gguf"), 1, only("cloud"), says="plan extra"),
+        Case(("router", "serve", "--config", "{tmp}/bad-router.yaml"), 2, only("router")),
+        Case(
+            ("router", "serve", "--config", "{tmp}/router.yaml"),
+            1,
+            only("cloud"),
+            says="router extra",
+        ),
+        Case(
+            ("gpu", "status", "--cloud", "aws", "--skip-cluster"),
+            1,
+            only("cloud"),
+            says="AWS credentials",
+        ),
+        Case(
+            ("gpu", "status", "--cloud", "gcp", "--project", "p"),
+            1,
+            only("router"),
+            says="cloud extra",
+        ),
         # 2, 11: the extras installed but no credentials anywhere.
         *(
             Case(
@@ -297,6 +327,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[Case, Outcome]:
     (tmp / "tiny.gguf").write_bytes(b"abc")
     (tmp / "bad.yaml").write_text("gpu: [unclosed\n")
     (tmp / "bad-router.yaml").write_text("models: []\n")
+    from tests.support.gguf_models import write_llama_gguf
+
+    write_llama_gguf(tmp / "m.gguf")
     rendered = CliRunner().invoke(app, ["render", "--cloud", "aws", "--stdout"], env={})
     import yaml
 
