@@ -162,6 +162,8 @@ def _review_cases() -> list[Case]:
         Case(("render", "--stdout"), 2),
         Case(("render", "--cloud", "oracle"), 2),
         Case(("render", "--cloud", "aws", "--gpu", "--stdout"), 0),
+        Case(("render", "--out", "/proc/llmctl"), 1, says="cannot use"),
+        Case(("render", "--out", "{tmp}/tiny.gguf"), 2),
         # config errors.
         Case(("config", "show", "--config", "{tmp}/absent.yaml"), 2),
         Case(("config", "show", "--config", "{tmp}/bad.yaml"), 2),

@@ -44,6 +44,12 @@ def translate(exc: BaseException) -> ClickException | None:
             return extras.missing_extra(extra, str(exc.name).split(".", 1)[0])
     if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
         return None  # typer quietens a closed pipe (`llmctl ... | head`) itself
+    if isinstance(exc, OSError) and exc.filename and not os.environ.get(DEBUG_ENV):
+        # A path the user named that cannot be read or written: their problem to fix, not a bug.
+        return LlmctlError(
+            f"cannot use {exc.filename}: {exc.strerror or exc}",
+            hint="check the path and its permissions",
+        )
     if os.environ.get(DEBUG_ENV):
         return None
     return LlmctlError(
