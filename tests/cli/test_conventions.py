@@ -177,3 +177,21 @@ def test_single_long_waits_show_a_spinner(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen[0] == ("waiting for llama-2-7b-chat at http://127.0.0.1:9 (timeout 5 s)", True)
     assert seen[1] == ("reading the GGUF header of http://127.0.0.1:9/m.gguf", True)
     assert seen[2][1] is False
+
+
+def test_router_doc_shows_the_real_bad_config_error(tmp_path: Path) -> None:
+    import re
+
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs" / "router.md").read_text()
+    shown = re.search(
+        r"\$ cat bad.yaml\n(.*?)\$ llmctl router serve --config bad.yaml\n(.*?)```", doc, re.S
+    )
+    assert shown, "docs/router.md lost its bad-config example"
+    (tmp_path / "bad.yaml").write_text(shown.group(1))
+    result = run_llmctl(
+        "router", "serve", "--config", "bad.yaml", cwd=tmp_path, env={"COLUMNS": "100"}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == shown.group(2).strip()
