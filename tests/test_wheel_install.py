@@ -100,6 +100,25 @@ def test_wheel_in_a_fresh_venv_renders_a_chart_helm_can_use(repo: Path, tmp_path
     assert shown, render.stdout
     chart = work / shown.group(1)
     assert (chart / "Chart.yaml").is_file() and (chart / "templates").is_dir()
+    # The prices ship too, and the hint for a missing extra installs from this very wheel.
+    cost = subprocess.run(
+        [str(env_dir / "bin" / "llmctl"), "cost", "estimate", "-o", "json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cost.returncode == 0, cost.stderr
+    hint = subprocess.run(
+        [str(python), "-c", "from llmctl.extras import install_command as c; print(c('cloud'))"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"{python} -m pip install" in hint and f"{wheel.name}[cloud]" in hint, hint
     helm = require_tool("helm")
     for cloud in ("aws", "azure", "gcp"):
         out = subprocess.run(
