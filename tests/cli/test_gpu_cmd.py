@@ -383,6 +383,9 @@ def test_ctrl_c_at_the_prompt_exits_130(eks: Any, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("builtins.input", interrupted)
     result = run("gpu", "enable", "--cloud", "aws", "--skip-cluster-setup")
     assert result.exit_code == 130, result.output
-    assert "gpu-t4" not in boto3.client("eks", region_name="us-east-1").list_nodegroups(
-        clusterName="llm-aws"
-    )["nodegroups"]
+    assert (
+        "gpu-t4"
+        not in boto3.client("eks", region_name="us-east-1").list_nodegroups(clusterName="llm-aws")[
+            "nodegroups"
+        ]
+    )

@@ -9,9 +9,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from llmctl.cli.main import app
-from llmctl.gguf_header import read_gguf_header
+from llmctl.plan.gguf import read_gguf_header
+from tests.plan.test_gguf import SMOLLM2
 from tests.support.gguf_models import write_llama_gguf
-from tests.test_gguf_header import SMOLLM2
 
 runner = CliRunner()
 ENV: dict[str, str | None] = {"COLUMNS": "200", "LLMCTL_CONFIG": "", "GPU_INSTANCE_TYPE": None}

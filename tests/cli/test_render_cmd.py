@@ -41,7 +41,7 @@ def test_render_one_cloud(tmp_path: Path) -> None:
 
 
 def test_render_in_the_checkout_leaves_the_chart_alone(repo: Path) -> None:
-    from llmctl.rendering import chart_files, chart_source
+    from llmctl.manifests.rendering import chart_files, chart_source
 
     assert chart_source() == repo / "charts" / "llm-router"
     files = chart_files()
