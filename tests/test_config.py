@@ -159,3 +159,10 @@ def test_a_unified_cache_too_small_asks_only_for_one_request() -> None:
             parallel=8,
             kv_unified=False,
         )
+
+
+@pytest.mark.parametrize("text", ["", "{}\n", "# only a comment\n"])
+def test_a_config_file_that_sets_nothing_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "llmctl.yaml"
+    config.write_text(text)
+    assert load_stack(config, env={}).stack == Stack()

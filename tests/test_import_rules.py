@@ -50,7 +50,14 @@ RULES = (
     ),
     Rule(
         "llmctl.manifests",
-        (*LEAVES, "llmctl.manifests", "llmctl.router.table", "llmctl.plan", "llmctl.cost.prices"),
+        (
+            *LEAVES,
+            "llmctl.manifests",
+            "llmctl.router.table",
+            "llmctl.router.peer_config",  # router.yaml's federation section: pure data too
+            "llmctl.plan",
+            "llmctl.cost.prices",
+        ),
         True,
         "rendering is pure: config in, files out",
     ),

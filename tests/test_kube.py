@@ -42,7 +42,7 @@ def test_apply_sends_the_rendered_objects_by_server_side_apply(
     assert [r.body for r in patches] == objects
     for request in patches:
         assert request.content_type == "application/apply-patch+yaml"
-        assert request.query == {"fieldManager": "llmctl", "force": "true"}
+        assert request.query == {"fieldManager": "llmctl"}  # no force: never take others' fields
     kinds = {o["kind"] for o in objects}
     assert "RuntimeClass" in kinds
     assert "/apis/node.k8s.io/v1/runtimeclasses/nvidia" in fake.objects
@@ -81,8 +81,8 @@ def test_apply_request_paths() -> None:
 
 def test_gpu_nodes_and_device_plugin_pods(api: object, fake: FakeKube) -> None:
     fake.nodes += [
-        node("gpu-a", {"accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}, "1"),
-        node("gpu-b", {"accelerator": "nvidia-tesla-t4"}, "0", ready=False),
+        node("gpu-a", {"llmctl.dev/accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}, "1"),
+        node("gpu-b", {"llmctl.dev/accelerator": "nvidia-tesla-t4"}, "0", ready=False),
         node("cpu-a", {"compute": "cpu"}),
     ]
     nodes = kube.gpu_nodes(api)

@@ -191,7 +191,7 @@ class Taint:
 # The taint llmctl puts on its GPU nodes, and the labels it sets on them.
 GPU_TAINT = Taint("nvidia.com/gpu", "present")
 GPU_NODE_LABEL_COMPUTE = ("compute", "gpu-enabled")
-GPU_NODE_ACCELERATOR_LABEL = "accelerator"
+GPU_NODE_ACCELERATOR_LABEL = "llmctl.dev/accelerator"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,6 +58,13 @@ class ModelSpec(StrictModel):
     uri: str = Field(pattern=r"^https?://\S+$")
     path: str = Field(pattern=r"^/\S+\.gguf$")
     storage_size: Quantity = Field(alias="storageSize")
+    # The StorageClass of each pod's own model volume; None uses the cluster's default class,
+    # which EKS clusters created at 1.30 or later do not have (`llmctl render` warns).
+    storage_class_name: str | None = Field(
+        None, alias="storageClassName", pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$"
+    )
+    # When set, the download is checked against it before the server may start.
+    sha256: str | None = Field(None, pattern=r"^[a-f0-9]{64}$")
     parameters: int = Field(gt=0)
     aliases: tuple[str, ...] = ()
 
@@ -90,6 +97,9 @@ class LlamaCpp(StrictModel):
     parallel: int = Field(ge=1, le=256)
     threads: int | None = Field(None, ge=1, le=512)
     kv_unified: bool | None = Field(None, description="default: only when slots would be short")
+    # llama-server --device: naming the GPU (CUDA0) makes a server that cannot use it exit at
+    # once instead of silently running every layer on the CPU.
+    device: str | None = Field(None, pattern=r"^[A-Za-z0-9_,]+$")
 
     @property
     def effective_ctx_size(self) -> int:
@@ -134,7 +144,9 @@ class Resources(StrictModel):
 
 
 class CpuTier(StrictModel):
-    replicas: int = Field(1, ge=0, le=100)
+    # Two, each with its own model volume, behind a PodDisruptionBudget: one pod restarting,
+    # drained or rescheduled leaves the other serving.
+    replicas: int = Field(2, ge=0, le=100)
     model: ModelSpec = ModelSpec.from_catalog(catalog.CPU_DEFAULT_MODEL, "2Gi")
     llamacpp: LlamaCpp = LlamaCpp(ngl=0, flash_attn=False, ctx_per_request=2048, parallel=2)
     resources: Resources = Resources(
@@ -176,9 +188,13 @@ class GpuTier(StrictModel):
     max_replicas: int = Field(2, alias="maxReplicas", ge=1, le=100)
     instance_types: InstanceTypes = Field(InstanceTypes(), alias="instanceTypes")
     model: ModelSpec = ModelSpec.from_catalog(catalog.GPU_DEFAULT_MODEL, "10Gi")
-    llamacpp: LlamaCpp = LlamaCpp(ngl=-1, flash_attn=True, ctx_per_request=2048, parallel=4)
+    llamacpp: LlamaCpp = LlamaCpp(
+        ngl=-1, flash_attn=True, ctx_per_request=2048, parallel=4, device="CUDA0"
+    )
     resources: Resources = Resources(
-        requests=ResourceList(cpu="3", memory="8Gi"),
+        # With every layer on the GPU llama.cpp needs about one core. 4-vCPU GPU nodes keep about
+        # 3.9 allocatable, less after the node's daemons: 3 CPUs might not fit beside them.
+        requests=ResourceList(cpu="1500m", memory="8Gi"),
         limits=ResourceList(memory="12Gi"),
     )
 
@@ -201,6 +217,9 @@ class GpuTier(StrictModel):
         return catalog.GPUS[instance.gpu]
 
 
+DEFAULT_ROUTER_IMAGE = "ghcr.io/llmctl/llm-router:0.1.0"
+
+
 class Images(StrictModel):
     # llama.cpp's official server images, pinned to the release whose `--help` is in
     # tests/data/llama-server-help.txt: the rendered flags are checked against that list.
@@ -208,7 +227,9 @@ class Images(StrictModel):
     llama_server_cuda: ImageRef = Field(
         "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312", alias="llamaServerCuda"
     )
-    router: ImageRef = "ghcr.io/llmctl/llm-router:0.1.0"
+    # The router image as this project's release workflow publishes it. Build and push your own
+    # (README, "The router image") and set this: `llmctl render` warns while it is the default.
+    router: ImageRef = DEFAULT_ROUTER_IMAGE
     model_fetcher: ImageRef = Field("docker.io/curlimages/curl:8.10.1", alias="modelFetcher")
     device_plugin: ImageRef = Field(
         "nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin"
@@ -218,12 +239,78 @@ class Images(StrictModel):
     )
 
 
+SecretName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+PublicUrl = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]+)?/?$")]
+
+
+class ExposeTls(StrictModel):
+    # The Secret holding the certificate (kubernetes.io/tls) for the cloud's router host.
+    secret_name: SecretName = Field("llm-router-tls", alias="secretName")
+    # With cert-manager: the ClusterIssuer that fills that Secret (an Ingress annotation).
+    cluster_issuer: str | None = Field(None, alias="clusterIssuer")
+
+
+class GatewayRef(StrictModel):
+    """The Gateway (Gateway API) an HTTPRoute attaches to; its HTTPS listener holds the TLS."""
+
+    name: str = Field("llm-gateway", min_length=1)
+    namespace: str | None = None
+    section_name: str | None = Field(None, alias="sectionName")
+
+
+class Expose(StrictModel):
+    """The router outside its cluster, at the cloud's federation.routerUrls host. Exposed, the
+    router requires API keys: router.apiKeys.secretName must be set."""
+
+    enabled: bool = False
+    kind: Literal["ingress", "httproute"] = "ingress"
+    ingress_class_name: str = Field("nginx", alias="ingressClassName")
+    gateway: GatewayRef = GatewayRef()
+    tls: ExposeTls = ExposeTls()
+
+
+class ApiKeySecret(StrictModel):
+    """A Secret in the namespace whose key holds the router's API keys, comma-separated."""
+
+    secret_name: str | None = Field(
+        None, alias="secretName", pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$"
+    )
+    key: str = Field("api-keys", pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class Router(StrictModel):
     replicas: int = Field(2, ge=1, le=100)
+    # Unset, the router answers anyone who can reach its Service (`llmctl render` warns).
+    api_keys: ApiKeySecret = Field(ApiKeySecret(), alias="apiKeys")
     resources: Resources = Resources(
         requests=ResourceList(cpu="100m", memory="128Mi"),
         limits=ResourceList(memory="256Mi"),
     )
+    expose: Expose = Expose()
+
+
+class RouterUrls(StrictModel):
+    aws: PublicUrl | None = None
+    azure: PublicUrl | None = None
+    gcp: PublicUrl | None = None
+
+    def of(self, cloud: CloudName) -> str | None:
+        url: str | None = getattr(self, cloud.value)
+        return url
+
+
+class Federation(StrictModel):
+    """One router across the clouds (issue 16): each cloud's router lists the other clouds'
+    routers as peers and sends them GPU requests when its own GPU tier is asleep."""
+
+    enabled: bool = False
+    # Each cloud's public router URL: where the other clouds' routers reach it.
+    router_urls: RouterUrls = Field(RouterUrls(), alias="routerUrls")
+    # The Secret (key `peer-key`) in every cluster, holding the same key: peers authenticate
+    # with it, never with a client API key. The router reads it from LLM_ROUTER_PEER_KEY.
+    peer_key_secret: SecretName = Field("llm-router-peer-key", alias="peerKeySecret")
+    # A GPU request a peer serves still counts in the local GPU demand, so the local pool wakes.
+    count_peer_served_demand: bool = Field(True, alias="countPeerServedDemand")
 
 
 class Observability(StrictModel):
@@ -243,13 +330,41 @@ class Observability(StrictModel):
     )
 
 
+DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$")]
+
+
 class Stack(StrictModel):
     clouds: Clouds = Clouds()
     images: Images = Images()
+    # Secrets in the namespace for pulling llmctl's pods' images from a private registry.
+    image_pull_secrets: tuple[DnsName, ...] = Field((), alias="imagePullSecrets")
     router: Router = Router()
     cpu: CpuTier = CpuTier()
     gpu: GpuTier = GpuTier()
     observability: Observability = Observability()
+    federation: Federation = Federation()
+
+    @model_validator(mode="after")
+    def _federation_has_what_it_needs(self) -> Self:
+        needs_urls = self.federation.enabled or self.router.expose.enabled
+        missing = [c.value for c in catalog.CLOUDS if self.federation.router_urls.of(c) is None]
+        if needs_urls and missing:
+            what = "federation" if self.federation.enabled else "router.expose"
+            raise ValueError(
+                f"{what} needs every cloud's public router URL: set federation.routerUrls."
+                f"{', federation.routerUrls.'.join(missing)}"
+            )
+        if self.router.expose.enabled and self.router.api_keys.secret_name is None:
+            raise ValueError(
+                "an exposed router requires API keys: set router.apiKeys.secretName (a Secret "
+                "whose key router.apiKeys.key holds the keys, comma-separated)"
+            )
+        if self.federation.enabled and not self.router.expose.enabled:
+            raise ValueError(
+                "federation needs each router reachable by the others: set "
+                "router.expose.enabled: true (an Ingress or a Gateway API HTTPRoute)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +452,8 @@ def _file_layer(path: Path) -> Layer:
         return layer
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config file must be a mapping of settings")
+    if not data:  # `{}`: a file that sets nothing, like an empty one
+        return layer
     lines = _line_numbers(root)
     for leaf, value in _leaves(data):
         layer.set(leaf, value, Source("file", f"{path}:{lines.get(leaf, 1)}"))

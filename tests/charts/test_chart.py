@@ -15,8 +15,10 @@ import yaml
 
 from llmctl import catalog
 from llmctl.config import Stack
+from llmctl.manifests import render
 from tests.charts.helm import (
     CHART,
+    NAMESPACE,
     RELEASE,
     by_name,
     pod_spec,
@@ -161,10 +163,8 @@ def test_object_names_are_the_kustomize_names_with_the_release_prefix() -> None:
         "demo-llm-router",
         "demo-llm-router-config",
         "demo-cpu-llm-server",
-        "demo-cpu-llm-server-models",
         "demo-cpu-llm-server-ingress",
         "demo-gpu-llm-server",
-        "demo-gpu-llm-server-models",
         "demo-gpu-llm-server-ingress",
         "demo-nvidia-device-plugin",
         "demo-nvidia",
@@ -183,7 +183,7 @@ def test_long_release_names_are_truncated_to_63_characters() -> None:
     assert len(by_name(objects)) == len(objects)  # still one name per object of a kind
     # Only the prefix is cut (and a "-" it ends on), so every name keeps what it names.
     cut = template("--set", "gpu.enabled=true", "--set", f"fullnameOverride={'f' * 40}-{'g' * 21}")
-    suffixes = {"llm-router", "llm-router-config", "cpu-llm-server", "cpu-llm-server-models"}
+    suffixes = {"llm-router", "llm-router-config", "cpu-llm-server", "cpu-llm-server-ingress"}
     names = {o["metadata"]["name"] for o in cut}
     for suffix in suffixes:
         assert any(name.endswith("-" + suffix) and "--" not in name for name in names), suffix
@@ -196,7 +196,15 @@ def test_fullname_override_replaces_the_release_prefix() -> None:
 
 
 def test_no_hard_coded_namespace() -> None:
-    objects = template("-f", values_file("aws", "gpu"), namespace="other")
+    objects = template(
+        "-f",
+        values_file("aws", "gpu"),
+        "--set",
+        "gpu.devicePlugin.namespace=",
+        "--set",
+        "observability.dcgmExporter.namespace=",
+        namespace="other",
+    )
     for obj in objects:
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"]
@@ -217,6 +225,30 @@ def test_no_hard_coded_namespace() -> None:
                 ) or re.search(
                     r'include "llm-router\.(devicePlugin|dcgmExporter)Namespace"', line
                 ), f"{path.name}: {line}"
+
+
+def test_node_agents_live_in_kube_system_by_default() -> None:
+    """As in the Kustomize overlays: a restricted release namespace would refuse their pods
+    (hostPath, root), and they are one per cluster, not per release."""
+    objects = template("--set", "gpu.enabled=true", namespace="other")
+    agents = {"device-plugin", "dcgm-exporter"}
+    placed = {
+        (o["kind"], o["metadata"]["namespace"])
+        for o in objects
+        if o["kind"] not in CLUSTER_SCOPED
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] in agents
+    }
+    assert placed == {
+        ("DaemonSet", "kube-system"),
+        ("Service", "kube-system"),
+        ("ServiceMonitor", "kube-system"),
+    }
+    others = [o for o in objects if o["kind"] not in CLUSTER_SCOPED]
+    assert {
+        o["metadata"]["namespace"]
+        for o in others
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] not in agents
+    } == {"other"}
 
 
 def test_device_plugin_namespace_is_a_value() -> None:
@@ -319,7 +351,7 @@ def test_gpu_node_selector_adds_gpu_node_selector_values() -> None:
     )
     assert pod_spec(objects[("Deployment", "demo-gpu-llm-server")])["nodeSelector"] == {
         "compute": "gpu-enabled",
-        "accelerator": "nvidia-tesla-t4",
+        "llmctl.dev/accelerator": "nvidia-tesla-t4",
         "pool": "gpu-a",
     }
 
@@ -366,7 +398,26 @@ def test_notes_say_how_to_test_the_release() -> None:
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "kubectl --namespace llm-server port-forward svc/demo-llm-router 8080:80" in notes
     assert "llmctl test-inference --url http://127.0.0.1:8080" in notes
-    assert "deployment/demo-gpu-llm-server --replicas=1" in notes
+    release = "--cloud aws --namespace llm-server --service demo-llm-router"
+    assert f"llmctl test-inference {release}" in notes
+    # KEDA owns the GPU replicas: a hand-made scale would be undone at its next poll.
+    assert "--replicas=1" not in notes
+    assert "get scaledobject,hpa,deployment/demo-gpu-llm-server" in notes
+    assert "Warning: images.router is the default" in notes
+    assert "EKS clusters created at 1.30 or later have no" in notes
+    classed = run_helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        values_file("aws", "gpu"),
+        "--set",
+        "cpu.model.storageClassName=gp3",
+        "--set",
+        "model.storageClassName=gp3",
+    )
+    assert "StorageClass" not in classed.stdout.split("NOTES:", 1)[1]
 
 
 def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
@@ -384,6 +435,14 @@ def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
     key, value = catalog.GPU_NODE_LABEL_COMPUTE
     assert facts["gpuNodeLabels"] == {key: value}
     assert facts["acceleratorLabel"] == catalog.GPU_NODE_ACCELERATOR_LABEL
+    # One set of shutdown numbers for both paths (docs/deploy.md).
+    assert facts["shutdown"] == {
+        "routerPreStopSeconds": render.ROUTER_PRESTOP_SECONDS,
+        "routerDrainDeadlineSeconds": render.ROUTER_DRAIN_DEADLINE_SECONDS,
+        "routerDrainMarginSeconds": render.ROUTER_DRAIN_MARGIN_SECONDS,
+        "llamaGraceSeconds": render.LLAMA_GRACE_SECONDS,
+        "llamaDrainMarginSeconds": render.LLAMA_DRAIN_MARGIN_SECONDS,
+    }
     expected = {}
     for cloud, cloud_facts in catalog.CLOUD_FACTS.items():
         spot = cloud_facts.spot_taint
@@ -396,3 +455,39 @@ def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
             "hostDriverDir": cloud_facts.host_driver_dir,
         }
     assert facts["clouds"] == expected
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_every_release_namespace_pod_meets_restricted_pod_security(cloud: str) -> None:
+    """With the node agents in kube-system (the default), a release namespace that enforces
+    `restricted` admits every pod the chart puts there."""
+    from tests.manifests.test_deployable import restricted_violations
+
+    objects = template("-f", values_file(cloud, "gpu"))
+    pods = [o for o in objects if o["kind"] in {"Deployment", "DaemonSet"}]
+    in_release = [o for o in pods if o["metadata"]["namespace"] == NAMESPACE]
+    assert {o["metadata"]["name"] for o in in_release} == {
+        "demo-llm-router",
+        "demo-cpu-llm-server",
+        "demo-gpu-llm-server",
+    }
+    for obj in in_release:
+        assert restricted_violations(pod_spec(obj)) == [], obj["metadata"]["name"]
+
+
+def test_helm_upgrade_leaves_the_gpu_replicas_to_keda() -> None:
+    """No `replicas` in the GPU Deployment: helm's three-way merge then never resets KEDA's
+    count (a `replicas: 0` would, on every upgrade)."""
+    objects = by_name(template("-f", values_file("aws", "gpu")))
+    assert "replicas" not in objects[("Deployment", "demo-gpu-llm-server")]["spec"]
+    assert objects[("Deployment", "demo-cpu-llm-server")]["spec"]["replicas"] == 2
+    assert objects[("ScaledObject", "demo-gpu-llm-server")]["spec"]["minReplicaCount"] == 0
+
+
+def test_router_grace_period_follows_its_drain_deadline() -> None:
+    """preStop, then the router's drain until drainDeadlineSeconds after SIGTERM, then margin."""
+    default = by_name(template())[("Deployment", "demo-llm-router")]
+    assert pod_spec(default)["terminationGracePeriodSeconds"] == render.ROUTER_GRACE_SECONDS
+    longer = by_name(template("--set", "router.limits.drainDeadlineSeconds=120"))
+    grace = pod_spec(longer[("Deployment", "demo-llm-router")])["terminationGracePeriodSeconds"]
+    assert grace == render.ROUTER_PRESTOP_SECONDS + 120 + render.ROUTER_DRAIN_MARGIN_SECONDS

@@ -56,18 +56,16 @@ def test_the_doc_example_renders_and_validates(cloud: str, tmp_path: Path) -> No
     for obj in objects:
         validate_strict(obj)
     named = by_name(objects)
-    assert (
-        named[("PersistentVolumeClaim", "demo-gpu-llm-server-models")]["spec"]["resources"][
-            "requests"
-        ]["storage"]
-        == "30Gi"
-    )
+    volumes = pod_spec(named[("Deployment", "demo-gpu-llm-server")])["volumes"]
+    claim = volumes[0]["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "30Gi"
     server = pod_spec(named[("Deployment", "demo-gpu-llm-server")])["containers"][0]
     assert server["args"] == [
         "--host", "0.0.0.0", "--port", "8080",
         "--model", "/models/llama-2-13b-chat.gguf", "--alias", "llama-2-13b-chat",
         "--ctx-size", "4096", "--parallel", "8",
-        "--n-gpu-layers", "all", "--flash-attn", "on", "--metrics",
+        "--n-gpu-layers", "all", "--flash-attn", "on", "--metrics", "--no-webui", "--no-slots",
+        "--device", "CUDA0",  # the chart's default: no usable GPU fails the server
         "--kv-unified",  # 4096 / 8 slots is short of 2048 tokens per request
     ]  # fmt: skip
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1

@@ -71,7 +71,8 @@ def test_chart_args_match_llmctl_or_both_refuse(tier: str, settings: dict[str, A
     flags = ["--set", "gpu.enabled=true", "--set", f"{prefix}.ctx_per_request=2048"]
     flags += _sets(prefix, settings)
     try:
-        expected = LlamaCpp(**settings)
+        # The tier's own --device (CUDA0 on the GPU tier) stays: the cases don't name one.
+        expected = LlamaCpp(**{"device": getattr(STACK, tier).llamacpp.device, **settings})
     except ValidationError:
         error = template_error(*flags)
         # The same numbers and the same advice as llmctl's own refusal.

@@ -148,6 +148,10 @@ def normalise(objects: Objects, prefix: str) -> dict[tuple[str, str], dict[str, 
             spec["selector"] = selects(spec["selector"]["matchLabels"])
             template_meta = spec["template"]["metadata"]
             template_meta.pop("labels")
+            for volume in spec["template"]["spec"].get("volumes", []):
+                # A per-pod claim carries its tier's labels, which may differ like any labels.
+                claim = volume.get("ephemeral", {}).get("volumeClaimTemplate", {})
+                claim.get("metadata", {}).pop("labels", None)
             for constraint in spec["template"]["spec"].get("topologySpreadConstraints", []):
                 constraint["labelSelector"] = selects(constraint["labelSelector"]["matchLabels"])
             annotations = template_meta.get("annotations", {})
@@ -214,7 +218,8 @@ def test_normalise_catches_a_behaviour_difference(repo: Path) -> None:
 
 # A config far from the defaults: other models, unified KV cache, threads, another GPU, replicas.
 CUSTOM = {
-    "router": {"replicas": 3},
+    "imagePullSecrets": ["regcred", "mirror"],
+    "router": {"replicas": 3, "apiKeys": {"secretName": "router-keys", "key": "keys"}},
     "cpu": {
         "replicas": 2,
         "llamacpp": {"ctx_per_request": 1024, "parallel": 4, "threads": 3},
@@ -223,6 +228,8 @@ CUSTOM = {
             "uri": "https://example.com/smollm2.gguf",
             "path": "/data/models/smollm2.gguf",
             "storageSize": "1Gi",
+            "storageClassName": "gp3",
+            "sha256": "ab" * 32,
             "parameters": 135_000_000,
         },
     },
@@ -230,12 +237,19 @@ CUSTOM = {
         "count": 2,
         "minReplicas": 1,
         "instanceTypes": {"aws": "g5.xlarge", "gcp": "g2-standard-4"},
-        "llamacpp": {"ngl": 33, "flash_attn": False, "ctx_size": 4096, "parallel": 8},
+        "llamacpp": {
+            "ngl": 33,
+            "flash_attn": False,
+            "ctx_size": 4096,
+            "parallel": 8,
+            "device": "CUDA0,CUDA1",
+        },
         "model": {
             "name": "llama-2-13b-chat",
             "uri": "https://example.com/llama-2-13b-chat.gguf",
             "path": "/models/llama-2-13b-chat.gguf",
             "storageSize": "30Gi",
+            "storageClassName": "premium-zrs",
             "parameters": 13_015_864_320,
         },
     },

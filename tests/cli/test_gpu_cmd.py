@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from azure.core.credentials import AccessToken
@@ -29,9 +28,11 @@ from llmctl.manifests import cluster_setup_objects
 from tests.support import fake_aks
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
+from tests.support.fake_eks import eks_cluster
 from tests.support.fake_gke import FakeGke
 from tests.support.fake_kube import FakeKube, kubeconfig, node, pod
 from tests.support.http_fake import FakeServer, serve
+from tests.support.kube_lists import Cluster, daemon_set, deployment, storage_class
 
 __all__ = ["clean_cloud_env"]
 runner = CliRunner()
@@ -47,9 +48,15 @@ def no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def kube() -> Iterator[tuple[FakeKube, FakeServer]]:
+def lists() -> Cluster:
+    return Cluster()
+
+
+@pytest.fixture
+def kube(lists: Cluster) -> Iterator[tuple[FakeKube, FakeServer]]:
     fake = FakeKube()
-    with serve(fake.route) as server:
+    lists.other = fake.route
+    with serve(lists.route) as server:
         yield fake, server
 
 
@@ -65,18 +72,7 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        client = boto3.client("eks", region_name="us-east-1")
-        client.create_cluster(
-            name="llm-aws",
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
-        )
-        client.create_nodegroup(
-            clusterName="llm-aws",
-            nodegroupName="system",
-            subnets=["subnet-a"],
-            nodeRole="arn:aws:iam::123456789012:role/n",
-        )
+        client = eks_cluster(node_role="arn:aws:iam::123456789012:role/n")
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
         yield client
 
@@ -127,7 +123,8 @@ def test_dry_run_gcp_and_azure(monkeypatch: pytest.MonkeyPatch) -> None:
     requests = yaml.safe_load(azure.stdout)
     assert requests[0]["method"] == "PUT"
     assert requests[0]["body"]["properties"]["maxCount"] == 5
-    assert len(requests) == 1 + len(cluster_setup_objects(Stack(), CloudName.AZURE))
+    # AKS nodes have no `nvidia` containerd handler: the device plugin, no RuntimeClass.
+    assert [r["body"]["kind"] for r in requests[1:]] == ["DaemonSet"]
 
 
 def test_enable_creates_applies_and_is_idempotent(
@@ -169,7 +166,7 @@ def test_status_json_and_table(
 ) -> None:
     fake, _ = kube
     assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
-    labels = {"accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
+    labels = {"llmctl.dev/accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
     fake.nodes.append(node("ip-10-0-0-1", labels, "1"))
     ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
     fake.pods.append(
@@ -367,12 +364,7 @@ def test_prompt_without_a_terminal_says_to_pass_yes(eks: Any) -> None:
     result = run("gpu", "disable", "--cloud", "aws", input="")
     assert result.exit_code == 2, result.output
     assert "--yes" in result.output
-    assert (
-        "gpu-t4"
-        in boto3.client("eks", region_name="us-east-1").list_nodegroups(clusterName="llm-aws")[
-            "nodegroups"
-        ]
-    )
+    assert "gpu-t4" in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
 
 
 def test_ctrl_c_at_the_prompt_exits_130(eks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,9 +375,165 @@ def test_ctrl_c_at_the_prompt_exits_130(eks: Any, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("builtins.input", interrupted)
     result = run("gpu", "enable", "--cloud", "aws", "--skip-cluster-setup")
     assert result.exit_code == 130, result.output
-    assert (
-        "gpu-t4"
-        not in boto3.client("eks", region_name="us-east-1").list_nodegroups(clusterName="llm-aws")[
-            "nodegroups"
-        ]
+    assert "gpu-t4" not in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
+
+
+def test_dry_run_shows_the_preflight(eks: Any, lists: Cluster, kubeconfig_file: str) -> None:
+    """Issue 14: `--dry-run` shows what scale-from-zero lacks on this cluster, changing nothing."""
+    result = run("gpu", "enable", "--cloud", "aws", "--dry-run", "--kubeconfig", kubeconfig_file)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "Preflight" in said
+    assert "no node autoscaler: no cluster-autoscaler Deployment" in said
+    assert "warn default StorageClass: no StorageClass is marked default" in said
+    assert eks.list_nodegroups(clusterName="llm-aws")["nodegroups"] == ["system"]
+
+
+def test_enable_checks_the_cluster_before_changing_anything(eks: Any) -> None:
+    """Review item 15: without a kubeconfig, enable stops before creating the pool."""
+    result = run("gpu", "enable", "--cloud", "aws", "--yes")
+    assert result.exit_code == 1
+    assert "no usable kubeconfig" in result.output and "aws eks update-kubeconfig" in result.output
+    assert eks.list_nodegroups(clusterName="llm-aws")["nodegroups"] == ["system"]
+
+
+def test_enable_leaves_an_existing_device_plugin_alone(
+    eks: Any, kube: tuple[FakeKube, FakeServer], lists: Cluster, kubeconfig_file: str
+) -> None:
+    """Review item 8: the GPU Operator's plugin runs already: llmctl applies no second one."""
+    lists.objects["/apis/apps/v1/daemonsets"].append(
+        daemon_set(
+            "gpu-operator",
+            "nvidia-device-plugin-daemonset",
+            "nvcr.io/nvidia/k8s-device-plugin:v0.17.0",
+        )
     )
+    lists.crds.add("clusterpolicies.nvidia.com")
+    result = run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file)
+    assert result.exit_code == 0, result.output
+    assert "does not apply a second one" in " ".join(result.stderr.split())
+    kinds = [r.body["kind"] for r in kube[1].requests if r.method == "PATCH"]
+    assert kinds == ["RuntimeClass"]
+
+
+def test_status_says_whether_the_pool_can_scale_from_zero(
+    eks: Any, lists: Cluster, kubeconfig_file: str
+) -> None:
+    """Issue 14: per cloud, can a GPU node come up from zero now, and why not."""
+    assert (
+        run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file).exit_code
+        == 0
+    )
+    args = ["gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file]
+    before = json.loads(run(*args, "--output", "json").stdout)["scaleFromZero"]
+    assert before["possible"] is False
+    assert any("no cluster-autoscaler" in r for r in before["reasons"])
+    table = run(*args)
+    assert "Cannot scale from zero now" in table.stdout
+    lists.objects["/apis/apps/v1/deployments"].append(
+        deployment(
+            "kube-system",
+            "cluster-autoscaler",
+            "registry.k8s.io/autoscaling/cluster-autoscaler:v1.34.0",
+        )
+    )
+    lists.objects["/apis/storage.k8s.io/v1/storageclasses"].append(storage_class("gp3", True))
+    # The device plugin llmctl applied is now listed, as a real API server would list it.
+    ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
+    lists.objects["/apis/apps/v1/daemonsets"].append(ds)
+    after = json.loads(run(*args, "--output", "json").stdout)["scaleFromZero"]
+    assert after == {"possible": True, "reasons": []}
+    assert "Can scale from zero now" in run(*args).stdout
+    assert run("gpu", "disable", "--cloud", "aws", "--yes", "--scale-to-zero").exit_code == 0
+    # EKS keeps max 1 after scale-to-zero: the autoscaler can still start one node.
+    assert json.loads(run(*args, "--output", "json").stdout)["scaleFromZero"]["possible"] is True
+
+
+def test_status_without_a_pool_or_cluster(eks: Any) -> None:
+    result = run("gpu", "status", "--cloud", "aws", "--output", "json")
+    report = json.loads(result.stdout)
+    assert report["scaleFromZero"]["possible"] is False
+    assert "no GPU pool 'gpu-t4'" in report["scaleFromZero"]["reasons"][0]
+
+
+def test_every_gpu_command_has_the_shared_options_once() -> None:
+    """Issue 18: the shared options are defined once (gpu_cmd.TARGET_OPTIONS) for every command."""
+    from typer.main import get_command
+
+    from llmctl.cli import gpu_cmd
+
+    group = get_command(gpu_cmd.app)
+    shared = {o.opts[0] for o in gpu_cmd.TARGET_OPTIONS.values() if hasattr(o, "opts")} or set()
+    for name in ("enable", "status", "disable"):
+        command = group.commands[name]  # type: ignore[attr-defined]
+        flags = [flag for p in command.params for flag in p.opts]
+        for flag in (
+            "--cloud",
+            "--cluster",
+            "--region",
+            "--resource-group",
+            "--project",
+            "--instance-type",
+            "--config",
+            "--set",
+        ):
+            assert flags.count(flag) == 1, (name, flag)
+        assert shared <= set(flags)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["--cloud", "aws"], {"AWS_PROFILE": "nope"}, 2, "AWS profile not found"),
+        (["--cloud", "aws", "--region", "bad region!"], {}, 2, "not an AWS region name"),
+        (["--cloud", "aws", "--region", ""], {}, 2, "--region/--location is empty"),
+        (["--cloud", "gcp", "--project", "proj", "--cluster", "a/b"], {}, 2, "not a valid GCP"),
+        (["--cloud", "gcp", "--project", "p q"], {}, 2, "not a valid GCP name"),
+        (["--cloud", "gcp", "--project", "proj"], {"GCP_DOWN": "1"}, 1, "cannot reach the Google"),
+        (["--cloud", "azure", "--resource-group", "a/b"], {}, 2, "not a valid resource group"),
+    ],
+)
+def test_review_inputs_end_in_one_line_and_the_documented_exit_code(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], code: int, message: str
+) -> None:
+    """Issue 14 / review item 5: no traceback; exit 2 for usage or config, 1 for failures."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-1")
+    if "GCP_DOWN" in env:
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.GCP,
+            lambda: GcpCloud(endpoint="http://127.0.0.1:9", credentials=AnonymousCredentials()),
+        )
+    result = run("gpu", "status", *args, "--skip-cluster")
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_aks_managed_gpu_pool_gets_no_second_device_plugin(
+    monkeypatch: pytest.MonkeyPatch, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+) -> None:
+    """Review item 8: an AKS pool with managed GPU (gpuProfile.nvidia.managementMode Managed)
+    runs AKS's own device plugin; llmctl applies none and status does not ask for one."""
+    aks = FakeAks()
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", aks.subscription)
+    with serve(aks.route) as server:
+        monkeypatch.setitem(
+            clouds.FACTORIES,
+            CloudName.AZURE,
+            lambda: AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0),
+        )
+        args = ["--cloud", "azure", "--kubeconfig", kubeconfig_file]
+        assert run("gpu", "enable", *args, "--yes").exit_code == 0
+        assert [r.body["kind"] for r in kube[1].requests if r.method == "PATCH"] == ["DaemonSet"]
+        aks.pools["gput4"]["properties"]["gpuProfile"] = {"nvidia": {"managementMode": "Managed"}}
+        before = len([r for r in kube[1].requests if r.method == "PATCH"])
+        again = run("gpu", "enable", *args, "--yes")
+        assert again.exit_code == 0, again.output
+        assert "managed NVIDIA device plugin" in " ".join(again.stderr.split())
+        assert len([r for r in kube[1].requests if r.method == "PATCH"]) == before
+        report = json.loads(run("gpu", "status", *args, "--output", "json").stdout)
+        assert not any("device plugin" in r for r in report["scaleFromZero"]["reasons"])

@@ -537,7 +537,7 @@ def test_cloud_port_forwards_to_the_router_service(
     )
     assert code == 0, stderr
     assert data["succeeded"] == 4 and data["tiers"] == {"cpu": 4}
-    assert data["url"] == "port-forward to service llm-router (aws)"
+    assert data["url"] == "port-forward to service llm-router in llm-server (aws)"
     forwards = [r for r in server.requests if r.path.endswith("/portforward")]
     assert len(forwards) == 4  # a WebSocket per connection, one connection per request
     assert forwards[0].path == "/api/v1/namespaces/llm-server/pods/llm-router-7d9f/portforward"

@@ -52,7 +52,7 @@ def test_render_in_the_checkout_leaves_the_chart_alone(repo: Path) -> None:
 def test_stdout_prints_the_gpu_overlay_objects() -> None:
     result = runner.invoke(app, ["render", "--cloud", "aws", "--gpu", "--stdout"], env={})
     assert result.exit_code == 0, result.output
-    assert list(yaml.safe_load_all(result.output)) == built_objects(
+    assert list(yaml.safe_load_all(result.stdout)) == built_objects(
         Stack(), CloudName.AWS, gpu=True
     )
 
@@ -152,3 +152,50 @@ def test_render_warns_when_the_gpu_model_cannot_be_checked(tmp_path: Path) -> No
     assert "warning: model 'my-model' is not in llmctl's catalog" in result.stderr
     assert "warning:" not in result.stdout  # the YAML on stdout stays clean
     assert list(yaml.safe_load_all(result.stdout))
+
+
+def test_render_warns_on_stderr_while_the_router_image_is_the_unpublished_default() -> None:
+    result = runner.invoke(app, ["render", "--cloud", "aws", "--stdout"], env={})
+    assert result.exit_code == 0
+    assert "warning: images.router is still the default ghcr.io/llmctl/llm-router" in (
+        result.stderr
+    )
+    assert "warning:" not in result.stdout
+    own = runner.invoke(
+        app,
+        [
+            "render",
+            "--cloud",
+            "aws",
+            "--stdout",
+            "--set",
+            "images.router=123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-router:0.1.0",
+        ],
+        env={},
+    )
+    assert own.exit_code == 0
+    assert "images.router" not in own.stderr
+
+
+def test_render_warns_about_eks_model_volumes_without_a_storage_class(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
+    assert result.exit_code == 0
+    flat = " ".join(result.stderr.split())
+    assert "cpu.model.storageClassName and gpu.model.storageClassName unset" in flat
+    assert "EKS clusters created at 1.30 or later have none" in flat
+    gcp = runner.invoke(app, ["render", "--cloud", "gcp", "--stdout"], env={})
+    assert "storageClassName" not in gcp.stderr  # GKE and AKS have a default class
+    classed = runner.invoke(
+        app,
+        [
+            "render",
+            "--cloud",
+            "aws",
+            "--stdout",
+            "--set",
+            "cpu.model.storageClassName=gp3",
+        ],
+        env={},
+    )
+    assert "storageClassName" not in classed.stderr  # the base has no GPU tier
+    assert "storageClassName: gp3" in classed.stdout

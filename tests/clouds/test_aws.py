@@ -7,15 +7,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
-from llmctl.clouds.aws import AwsCloud, create_nodegroup_params
+from llmctl.clouds.aws import AwsCloud, create_nodegroup_params, update_nodegroup_params
 from llmctl.clouds.base import PoolDiffersError, PoolOptions, PoolSpec
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
+from tests.support.fake_eks import EksUpdates, eks_cluster
 
 REGION = "us-east-1"
 CLUSTER = "llm-aws"
@@ -25,23 +25,11 @@ ROLE = "arn:aws:iam::123456789012:role/eks-node"
 @pytest.fixture
 def eks() -> Iterator[Any]:
     with mock_aws():
-        client = boto3.client("eks", region_name=REGION)
-        client.create_cluster(
-            name=CLUSTER,
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
-        )
-        client.create_nodegroup(
-            clusterName=CLUSTER,
-            nodegroupName="system",
-            subnets=["subnet-a", "subnet-b"],
-            nodeRole=ROLE,
-        )
-        yield client
+        yield eks_cluster(CLUSTER, REGION, ("subnet-a", "subnet-b"), ROLE)
 
 
 def spec_for(**options: Any) -> tuple[AwsCloud, PoolSpec]:
-    cloud = AwsCloud(poll_delay=1, max_attempts=3)
+    cloud = AwsCloud(poll_delay=0, max_attempts=5)
     return cloud, cloud.node_pool_spec(Stack(), PoolOptions(**options))
 
 
@@ -56,7 +44,11 @@ def test_create_sets_every_field(eks: Any) -> None:
     assert group["capacityType"] == "SPOT"
     assert group["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group["scalingConfig"] == {"minSize": 0, "maxSize": 2, "desiredSize": 0}
-    assert group["labels"] == {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"}
+    assert group["labels"] == {
+        "compute": "gpu-enabled",
+        "llmctl.dev/accelerator": "nvidia-tesla-t4",
+        "k8s.amazonaws.com/accelerator": "nvidia-tesla-t4",  # cluster-autoscaler's GPU label
+    }
     assert group["taints"] == [
         {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
     ]
@@ -66,7 +58,8 @@ def test_create_sets_every_field(eks: Any) -> None:
     assert group["tags"] == {
         f"{prefix}/resources/nvidia.com/gpu": "1",
         f"{prefix}/label/compute": "gpu-enabled",
-        f"{prefix}/label/accelerator": "nvidia-tesla-t4",
+        f"{prefix}/label/llmctl.dev/accelerator": "nvidia-tesla-t4",
+        f"{prefix}/label/k8s.amazonaws.com/accelerator": "nvidia-tesla-t4",
         f"{prefix}/taint/nvidia.com/gpu": "present:NoSchedule",
     }
 
@@ -88,28 +81,6 @@ def test_on_demand_and_explicit_network(eks: Any) -> None:
     )
 
 
-def test_second_run_changes_nothing(eks: Any) -> None:
-    cloud, spec = spec_for()
-    cloud.ensure_gpu_pool(spec)
-    before = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
-    result = cloud.ensure_gpu_pool(spec)
-    assert result.action == "unchanged"
-    after = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
-    assert after["modifiedAt"] == before["modifiedAt"]
-    assert sorted(eks.list_nodegroups(clusterName=CLUSTER)["nodegroups"]) == ["gpu-t4", "system"]
-
-
-def test_scaling_difference_is_updated_in_place(eks: Any) -> None:
-    cloud, spec = spec_for()
-    cloud.ensure_gpu_pool(spec)
-    _, bigger = spec_for(max_nodes=3)
-    result = cloud.ensure_gpu_pool(bigger)
-    assert result.action == "updated"
-    assert [(d.field, d.have, d.want) for d in result.differences] == [("max nodes", "2", "3")]
-    group = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
-    assert group["scalingConfig"] == {"minSize": 0, "maxSize": 3, "desiredSize": 0}
-
-
 def test_immutable_difference_is_reported_not_changed(eks: Any) -> None:
     cloud, spec = spec_for()
     cloud.ensure_gpu_pool(spec)
@@ -123,73 +94,13 @@ def test_immutable_difference_is_reported_not_changed(eks: Any) -> None:
     assert group["scalingConfig"]["maxSize"] == 2  # untouched
 
 
-def test_status_reads_the_pool(eks: Any) -> None:
-    cloud, spec = spec_for()
-    assert cloud.read_pool(spec) is None
-    cloud.ensure_gpu_pool(spec)
-    state = cloud.read_pool(spec)
-    assert state is not None
-    assert (
-        state.instance_type,
-        state.capacity,
-        state.min_nodes,
-        state.current_nodes,
-        state.max_nodes,
-        state.status,
-    ) == ("g4dn.xlarge", "spot", 0, 0, 2, "ACTIVE")
-
-
-def test_disable_deletes_and_waits(eks: Any) -> None:
-    cloud, spec = spec_for()
-    cloud.ensure_gpu_pool(spec)
-    seen: list[str] = []
-    assert cloud.disable(spec, scale_to_zero=False, progress=seen.append) is True
-    assert "DELETING" in seen
-    assert eks.list_nodegroups(clusterName=CLUSTER)["nodegroups"] == ["system"]
-    assert cloud.disable(spec, scale_to_zero=False) is False
-
-
-def test_scale_to_zero_keeps_the_pool(eks: Any) -> None:
-    cloud, spec = spec_for()
-    cloud.ensure_gpu_pool(spec)
-    cloud.disable(spec, scale_to_zero=True)
-    group = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
-    # EKS refuses maxSize 0; desired 0 and max 1 is as low as it goes.
-    assert group["scalingConfig"] == {"minSize": 0, "maxSize": 1, "desiredSize": 0}
-    assert cloud.ensure_gpu_pool(spec).action == "updated"
-
-
-def test_cluster_not_found() -> None:
-    with mock_aws():
-        cloud, spec = spec_for(cluster="missing")
-        with pytest.raises(
-            LlmctlError, match="EKS cluster 'missing' not found in region us-east-1"
-        ):
-            cloud.ensure_gpu_pool(spec)
-
-
 def test_no_node_group_to_copy_from() -> None:
     with mock_aws():
-        client = boto3.client("eks", region_name=REGION)
-        client.create_cluster(
-            name="bare",
-            roleArn="arn:aws:iam::123456789012:role/eks",
-            resourcesVpcConfig={"subnetIds": ["subnet-a"]},
-        )
+        eks_cluster("bare", REGION, node_role=None)
         cloud, spec = spec_for(cluster="bare")
         with pytest.raises(LlmctlError, match="no node group to copy") as info:
             cloud.ensure_gpu_pool(spec)
         assert "--subnet" in (info.value.hint or "")
-
-
-@pytest.mark.usefixtures("clean_cloud_env")
-def test_no_credentials_names_the_variables() -> None:
-    cloud = AwsCloud(endpoint_url="http://127.0.0.1:9")
-    spec = cloud.node_pool_spec(Stack(), PoolOptions())
-    with pytest.raises(LlmctlError, match="no usable AWS credentials") as info:
-        cloud.read_pool(spec)
-    hint = info.value.hint or ""
-    assert "AWS_ACCESS_KEY_ID" in hint and "AWS_PROFILE" in hint and "aws configure" in hint
 
 
 class _Body:
@@ -217,23 +128,6 @@ def answer(
         return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
 
     cloud._eks(spec).meta.events.register(f"before-send.eks.{operation}", send)
-
-
-def test_permission_denied_names_the_action(eks: Any) -> None:
-    cloud, spec = spec_for()
-    answer(
-        cloud,
-        spec,
-        "CreateNodegroup",
-        403,
-        "AccessDeniedException",
-        {
-            "message": "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
-            "eks:CreateNodegroup on resource: arn:aws:eks:us-east-1:123456789012:cluster/llm-aws"
-        },
-    )
-    with pytest.raises(LlmctlError, match="may not call eks:CreateNodegroup"):
-        cloud.ensure_gpu_pool(spec)
 
 
 def test_permission_denied_for_pass_role(eks: Any) -> None:
@@ -321,3 +215,183 @@ def test_dry_run_request_is_pure() -> None:
     params = create_nodegroup_params(spec)
     assert params["subnets"] == ["<copied from the cluster's existing node group at run time>"]
     assert params["capacityType"] == "SPOT"
+
+
+def _updates(cloud: AwsCloud, spec: PoolSpec) -> tuple[EksUpdates, list[dict[str, Any]]]:
+    """The DescribeUpdate stand-in on the cloud's client, and the UpdateNodegroupConfig params."""
+    sent: list[dict[str, Any]] = []
+    client = cloud._eks(spec)
+    client.meta.events.register(
+        "before-parameter-build.eks.UpdateNodegroupConfig",
+        lambda params, **_: sent.append(dict(params)),
+    )
+    return EksUpdates().attach(client), sent
+
+
+def test_update_is_followed_to_its_end_by_describe_update(eks: Any) -> None:
+    """Review item 6: the update id is followed (InProgress, then Successful)."""
+    cloud, spec = spec_for()
+    updates, sent = _updates(cloud, spec)
+    cloud.ensure_gpu_pool(spec)
+    _, bigger = spec_for(max_nodes=3)
+    seen: list[str] = []
+    assert cloud.ensure_gpu_pool(bigger, seen.append).action == "updated"
+    assert updates.described == list(updates.updates)  # every update id was asked about
+    assert "update InProgress" in seen and "update Successful" in seen
+    # desiredSize 0 lies inside [0, 3]: not sent (AWS: don't fight cluster-autoscaler over it).
+    assert sent[-1]["scalingConfig"] == {"minSize": 0, "maxSize": 3}
+
+
+def test_failed_update_is_an_error_not_updated(eks: Any) -> None:
+    cloud, spec = spec_for()
+    updates, _ = _updates(cloud, spec)
+    cloud.ensure_gpu_pool(spec)
+    updates.script.append(["InProgress", "Failed"])
+    updates.errors.append(
+        {
+            "errorCode": "NodeCreationFailure",
+            "errorMessage": "Instances failed to join the kubernetes cluster",
+            "resourceIds": ["i-0123"],
+        }
+    )
+    _, bigger = spec_for(max_nodes=3)
+    with pytest.raises(LlmctlError, match="failed: NodeCreationFailure") as info:
+        cloud.ensure_gpu_pool(bigger)
+    assert "aws eks describe-update" in (info.value.hint or "")
+
+
+def test_desired_size_is_sent_only_outside_the_new_range() -> None:
+    _, spec = spec_for(min_nodes=1, max_nodes=3)
+    from llmctl.clouds.base import PoolState
+
+    def state(current: int) -> PoolState:
+        return PoolState("gpu-t4", "g4dn.xlarge", "spot", 0, current, 2, "ACTIVE", spec.labels)
+
+    assert update_nodegroup_params(spec, state(2))["scalingConfig"] == {"minSize": 1, "maxSize": 3}
+    assert update_nodegroup_params(spec, state(0))["scalingConfig"]["desiredSize"] == 1
+
+
+def test_stand_in_refuses_desired_outside_range(eks: Any) -> None:
+    cloud, spec = spec_for()
+    _updates(cloud, spec)
+    cloud.ensure_gpu_pool(spec)
+    with pytest.raises(Exception, match="InvalidParameterException"):
+        cloud._eks(spec).update_nodegroup_config(
+            clusterName=CLUSTER,
+            nodegroupName="gpu-t4",
+            scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 2},
+        )
+
+
+def test_degraded_group_ends_the_wait_at_once(eks: Any) -> None:
+    """Review item 6: botocore's waiter would poll a DEGRADED group for 30 minutes."""
+    cloud, spec = spec_for()
+    cloud.max_attempts = 1000
+    cloud.ensure_gpu_pool(spec)
+    degraded = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
+    degraded = json.loads(json.dumps(degraded, default=str))
+    degraded["status"] = "DEGRADED"
+    degraded["health"] = {
+        "issues": [{"code": "AsgInstanceLaunchFailures", "message": "InsufficientInstanceCapacity"}]
+    }
+    answer(cloud, spec, "DescribeNodegroup", 200, None, {"nodegroup": degraded})
+    calls: list[str] = []
+    cloud._eks(spec).meta.events.register(
+        "before-send.eks.DescribeNodegroup", lambda **_: calls.append("x")
+    )
+    with pytest.raises(LlmctlError, match="status DEGRADED") as info:
+        cloud.wait_until_ready(spec, lambda _: None)
+    assert len(calls) == 1
+    assert "--on-demand" in (info.value.hint or "")
+
+
+def test_labels_and_taints_are_updated_in_place(eks: Any) -> None:
+    """Review item 7: UpdateNodegroupConfig adds labels/taints; no delete and recreate."""
+    cloud, spec = spec_for()
+    updates, sent = _updates(cloud, spec)
+    cloud.ensure_gpu_pool(spec)
+    eks.update_nodegroup_config(
+        clusterName=CLUSTER,
+        nodegroupName="gpu-t4",
+        labels={"removeLabels": ["k8s.amazonaws.com/accelerator"], "addOrUpdateLabels": {"a": "b"}},
+        taints={"removeTaints": [{"key": "nvidia.com/gpu", "effect": "NO_SCHEDULE"}]},
+    )
+    result = cloud.ensure_gpu_pool(spec)
+    assert result.action == "updated"
+    assert {d.field for d in result.differences} == {"labels", "taints"}
+    assert sent[-1]["labels"] == {
+        "addOrUpdateLabels": {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"}
+    }
+    assert "scalingConfig" not in sent[-1]
+    group = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
+    assert group["labels"]["a"] == "b"  # kept
+    assert group["taints"] == [
+        {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
+    ]
+
+
+def test_old_ami_type_is_reported(eks: Any) -> None:
+    """Review item 7: an AL2 GPU group with llmctl's name is not "unchanged"."""
+    cloud, spec = spec_for()
+    params = create_nodegroup_params(spec, ["subnet-a"], ROLE)
+    params["amiType"] = "AL2_x86_64_GPU"
+    eks.create_nodegroup(**params)
+    with pytest.raises(PoolDiffersError, match="AMI type: wants AL2023_x86_64_NVIDIA"):
+        cloud.ensure_gpu_pool(spec)
+
+
+def test_every_request_passes_botocore_validation() -> None:
+    """The EKS stand-in's strictness: botocore's own ParamValidator on the service model, which
+    the real client runs before moto (or AWS) sees anything."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("eks")
+    _, spec = spec_for()
+    create = create_nodegroup_params(spec, ["subnet-a"], ROLE)
+    report = ParamValidator().validate(create, model.operation_model("CreateNodegroup").input_shape)
+    assert not report.has_errors(), report.generate_report()
+    update_shape = model.operation_model("UpdateNodegroupConfig").input_shape
+    from llmctl.clouds.base import PoolState
+
+    old = PoolState("gpu-t4", "g4dn.xlarge", "spot", 0, 0, 1, "ACTIVE")
+    update = update_nodegroup_params(spec, old)
+    assert not ParamValidator().validate(update, update_shape).has_errors()
+    zero = {**update, "scalingConfig": {"minSize": 0, "maxSize": 0, "desiredSize": 0}}
+    assert "maxSize" in ParamValidator().validate(zero, update_shape).generate_report()
+
+
+@pytest.mark.usefixtures("clean_cloud_env")
+def test_unknown_profile_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review item 5: ProfileNotFound was a traceback (raised while building the client)."""
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    cloud, spec = spec_for()
+    with pytest.raises(ConfigError, match="AWS profile not found") as info:
+        cloud.read_pool(spec)
+    assert "aws configure list-profiles" in (info.value.hint or "")
+
+
+@pytest.mark.usefixtures("clean_cloud_env")
+def test_sso_not_logged_in_says_aws_sso_login(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    config = tmp_path / "sso-config"
+    config.write_text(
+        "[profile dev]\nsso_session = corp\nsso_account_id = 123456789012\n"
+        "sso_role_name = Admin\nregion = us-east-1\n"
+        "[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n"
+        "sso_region = us-east-1\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "dev")
+    cloud, spec = spec_for()
+    with pytest.raises(LlmctlError, match="SSO session is missing or expired") as info:
+        cloud.read_pool(spec)
+    assert "aws sso login" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("region", ["bad region!", "", "US-EAST-1"])
+def test_malformed_region_is_a_config_error(region: str) -> None:
+    """Review items 5 and 15: InvalidRegionError was a traceback; '' was silently ignored."""
+    with pytest.raises(ConfigError, match="not an AWS region name|is empty"):
+        spec_for(location=region)

@@ -148,7 +148,7 @@ def _by_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, A
     return {(o["kind"], o["metadata"]["name"]): o for o in objects}
 
 
-def test_base_runs_the_cpu_server_with_probes_and_a_reusable_model_volume() -> None:
+def test_base_runs_the_cpu_server_with_probes_and_its_own_model_volume() -> None:
     objects = _by_name(built_objects(STACK, CloudName.AWS, gpu=False))
     assert ("Deployment", "gpu-llm-server") not in objects
     deployment = objects[("Deployment", "cpu-llm-server")]
@@ -163,9 +163,9 @@ def test_base_runs_the_cpu_server_with_probes_and_a_reusable_model_volume() -> N
     assert 'if [ -s "$MODEL_PATH" ]' in script and "exit 0" in script  # a restart reuses it
     env = {e["name"]: e["value"] for e in fetch["env"]}
     assert env == {"MODEL_URI": STACK.cpu.model.uri, "MODEL_PATH": STACK.cpu.model.path}
-    pvc = objects[("PersistentVolumeClaim", "cpu-llm-server-models")]
-    assert pvc["spec"]["resources"]["requests"]["storage"] == STACK.cpu.model.storage_size
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "cpu-llm-server-models"
+    assert not [key for key in objects if key[0] == "PersistentVolumeClaim"]  # none shared
+    claim = pod["volumes"][0]["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == STACK.cpu.model.storage_size
     policy = objects[("NetworkPolicy", "cpu-llm-server-ingress")]
     assert policy["spec"]["ingress"][0]["from"] == [
         {
@@ -190,12 +190,15 @@ def test_base_runs_the_cpu_server_with_probes_and_a_reusable_model_volume() -> N
 def test_gpu_overlay_schedules_on_gpu_nodes_of_that_cloud(cloud: CloudName) -> None:
     objects = _by_name(built_objects(STACK, cloud, gpu=True))
     deployment = objects[("Deployment", "gpu-llm-server")]
-    assert deployment["spec"]["replicas"] == 0
+    assert "replicas" not in deployment["spec"]  # KEDA owns them
     pod = deployment["spec"]["template"]["spec"]
     server = pod["containers"][0]
     assert server["image"] == STACK.images.llama_server_cuda
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert pod["nodeSelector"] == {"compute": "gpu-enabled", "accelerator": "nvidia-tesla-t4"}
+    assert pod["nodeSelector"] == {
+        "compute": "gpu-enabled",
+        "llmctl.dev/accelerator": "nvidia-tesla-t4",
+    }
     tolerated = {(t["key"], t.get("value")) for t in pod["tolerations"]}
     assert ("nvidia.com/gpu", None) in tolerated
     spot = catalog.CLOUD_FACTS[cloud].spot_taint
@@ -255,4 +258,6 @@ def test_cluster_setup_objects_are_the_overlays_own(cloud: CloudName) -> None:
 def test_instance_type_choice_changes_the_accelerator_label() -> None:
     stack = Stack.model_validate({"gpu": {"instanceTypes": {"aws": "g5.xlarge"}}})
     pod = _by_name(built_objects(stack, CloudName.AWS, gpu=True))[("Deployment", "gpu-llm-server")]
-    assert pod["spec"]["template"]["spec"]["nodeSelector"]["accelerator"] == "nvidia-a10g"
+    assert (
+        pod["spec"]["template"]["spec"]["nodeSelector"]["llmctl.dev/accelerator"] == "nvidia-a10g"
+    )

@@ -58,7 +58,7 @@ def test_check_pod_lands_on_this_clouds_gpu_nodes(cloud: CloudName) -> None:
     assert pod["metadata"]["namespace"] == "llm-server"
     assert spec["nodeSelector"] == gpu_node_selector(stack, cloud)
     assert spec["nodeSelector"]["compute"] == "gpu-enabled"
-    assert spec["nodeSelector"]["accelerator"] == stack.gpu.gpu_of(cloud).label
+    assert spec["nodeSelector"]["llmctl.dev/accelerator"] == stack.gpu.gpu_of(cloud).label
     assert spec["tolerations"] == gpu_tolerations(cloud)
     keys = {t["key"] for t in spec["tolerations"]}
     assert catalog.GPU_TAINT.key in keys

@@ -1,14 +1,45 @@
-"""A GKE REST API stand-in (container.googleapis.com/v1) for the calls llmctl makes.
+"""A GKE REST API stand-in (container.googleapis.com/v1) for the calls llmctl makes, plus the one
+Compute Engine call it needs (acceleratorTypes.get).
 
-Answers as GKE does for `$alt=json;enum-encoding=int` requests: enums as integers, mutations
-return GKE's own `Operation`, which `get_operation` shows RUNNING once, then DONE; errors are
-Google's JSON error bodies (`{"error": {"code", "message", "status"}}`).
+It is as strict as GKE on every point llmctl depends on; each behaviour names its source:
+
+- Answers as GKE does for `$alt=json;enum-encoding=int` requests: enums as integers, mutations
+  return GKE's own `Operation` (not google.longrunning), which `get_operation` shows RUNNING once,
+  then DONE; errors are Google's JSON error bodies (`{"error": {"code", "message", "status"}}`).
+- Request bodies go through google-cloud-container's own protobuf messages (`NodePool`,
+  `NodePoolAutoscaling`, `UpdateNodePoolRequest` `from_json`): an unknown field is a 400
+  INVALID_ARGUMENT, as the API's JSON parser rejects it.
+- A regional cluster has several zones, and not every zone offers every GPU. A pool takes the
+  cluster's zones unless it names `locations` ("If this value is unspecified during node pool
+  creation, the Cluster.Locations value will be used", NodePool.locations in
+  cluster_service.py); one zone without the accelerator fails the create with 400
+  'Accelerator type "nvidia-tesla-t4" does not exist in zone us-west1-c.'
+  (GoogleCloudPlatform/kubernetes-engine-samples#1738).
+- Node counts are per zone: `initialNodeCount` and `setSize`'s `nodeCount` start that many nodes
+  in each of the pool's zones ("In regional or multi-zonal clusters, this is the number of nodes
+  per zone", the API reference as generated into pulumi-gcp's NodePool docs); `node_count` says
+  how many GPU nodes that makes.
+- `totalMin/MaxNodeCount` and `min/maxNodeCount` are "mutually exclusive" (the SDK docstring of
+  NodePoolAutoscaling): both set is a 400.
+- Two taints with the same key and effect are a 400 "Found more than one taint with key ... and
+  effect NO_SCHEDULE." (hashicorp/terraform-provider-google#7928).
+- GKE taints GPU nodes `nvidia.com/gpu=present:NoSchedule` itself when the cluster has non-GPU
+  pools (GKE GPU docs; GoogleCloudPlatform/cluster-toolkit#3200): `node_taints` shows what a
+  node of the pool carries, GKE's taint and the pool's own, merged by key and effect.
+- `setAutoscaling` with `enabled: false` keeps the old totals beside `enabled: false` here: what
+  GKE does is not documented (review item 14), so the stand-in takes the case llmctl must read
+  right.
+- UpdateNodePool requires `nodeVersion` and `imageType` ("Required" in the SDK docstring) and
+  replaces the pool's whole label set and taint list with the ones given.
+- Compute `GET /compute/v1/projects/P/zones/Z/acceleratorTypes/T`: 200 with the type where the
+  zone offers it, else 404 (Compute Engine REST reference, acceleratorTypes.get).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +49,40 @@ from tests.support.http_fake import Request, Response
 OP_RUNNING, OP_DONE = 2, 3
 POOL_PROVISIONING, POOL_RUNNING, POOL_RECONCILING, POOL_STOPPING = 1, 2, 4, 5
 CREATE_NODE_POOL, DELETE_NODE_POOL, SET_NODE_POOL_SIZE, SET_NODE_POOL_AUTOSCALING = 7, 8, 14, 13
+UPGRADE_NODES = 4  # UpdateNodePool's operation type
+NO_SCHEDULE = 1
+GKE_GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": NO_SCHEDULE}
+CLUSTER_VERSION = "1.33.5-gke.1000000"
+# us-central1 offers T4 in a, b, c and f; us-west1 in a and b only (illustrative, in the shape of
+# `gcloud compute accelerator-types list --filter=name=nvidia-tesla-t4`).
+ZONES = {
+    "us-central1": ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"],
+    "us-west1": ["us-west1-a", "us-west1-b", "us-west1-c"],
+}
+T4_ZONES = {"us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"} | {
+    "us-west1-a",
+    "us-west1-b",
+}
 
 
 def google_error(code: int, status: str, message: str) -> Response:
     return Response(code, {"error": {"code": code, "message": message, "status": status}})
+
+
+def invalid(message: str) -> Response:
+    return google_error(400, "INVALID_ARGUMENT", message)
+
+
+def parse(message_type: str, body: Any) -> str | None:
+    """Why google-cloud-container's own message would not parse this JSON, or None."""
+    from google.cloud import container_v1
+    from google.protobuf.json_format import ParseError
+
+    try:
+        getattr(container_v1, message_type).from_json(json.dumps(body))
+    except (ParseError, TypeError, ValueError) as exc:
+        return f"Invalid JSON payload received. {str(exc).splitlines()[0]}"
+    return None
 
 
 @dataclass
@@ -60,15 +121,41 @@ class FakeGke:
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
     forbidden: str | None = None  # the permission GKE says is missing
+    compute_forbidden: bool = False
     create_error: dict[str, Any] | None = None  # an Operation error for create
     create_http_error: Response | None = None
+    # Whether the cluster has pools without GPUs (then GKE adds its own GPU taint).
+    has_cpu_pools: bool = True
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
     def prefix(self) -> str:
         return f"/v1/projects/{self.project}/locations/{self.location}"
 
+    @property
+    def cluster_zones(self) -> list[str]:
+        return ZONES.get(self.location, [self.location])
+
+    # ---- what tests read ----------------------------------------------------------------------
+
+    def node_count(self, pool_id: str) -> int:
+        """GPU nodes the pool runs: its per-zone count in each of its zones."""
+        pool = self.pools[pool_id]
+        return int(pool.get("initialNodeCount", 0)) * len(pool["locations"])
+
+    def node_taints(self, pool_id: str) -> list[dict[str, Any]]:
+        """The taints a node of the pool carries: the pool's, plus GKE's GPU taint."""
+        taints = list(self.pools[pool_id]["config"].get("taints", []))
+        if self.has_cpu_pools and self.pools[pool_id]["config"].get("accelerators"):
+            if not any(_same_taint(t, GKE_GPU_TAINT) for t in taints):
+                taints.append(GKE_GPU_TAINT)
+        return taints
+
+    # ---- the REST API -------------------------------------------------------------------------
+
     def route(self, request: Request) -> Response:
+        if request.path.startswith("/compute/v1/"):
+            return self._accelerator_type(request)
         if not request.path.startswith(self.prefix):
             return google_error(404, "NOT_FOUND", f"Not found: {request.path}.")
         rest = request.path[len(self.prefix) :].strip("/").split("/")
@@ -95,7 +182,16 @@ class FakeGke:
                 f'Required "{self.forbidden}" permission(s) for "{cluster_name}".',
             )
         if len(rest) == 2 and request.method == "GET":
-            return Response(200, {"name": cluster, "location": self.location, "status": 2})
+            return Response(
+                200,
+                {
+                    "name": cluster,
+                    "location": self.location,
+                    "locations": self.cluster_zones,
+                    "currentMasterVersion": CLUSTER_VERSION,
+                    "status": 2,
+                },
+            )
         if len(rest) == 3 and rest[2] == "nodePools" and request.method == "POST":
             return self._create(request, location, cluster_name)
         if len(rest) == 4 and rest[2] == "nodePools":
@@ -112,37 +208,72 @@ class FakeGke:
                     location, DELETE_NODE_POOL, pool_name, lambda: self.pools.pop(pool_id, None)
                 )
             if request.method == "POST" and verb == "setAutoscaling":
-                scaling = request.body.get("autoscaling", {})
-                pool["status"] = POOL_RECONCILING
-
-                def set_scaling() -> None:
-                    pool["autoscaling"] = scaling
-                    pool["status"] = POOL_RUNNING
-
-                return self._op(location, SET_NODE_POOL_AUTOSCALING, pool_name, set_scaling)
+                return self._set_autoscaling(request, location, pool, pool_name)
             if request.method == "POST" and verb == "setSize":
                 size = int(request.body.get("nodeCount", "0"))
 
                 def set_size() -> None:
-                    pool["initialNodeCount"] = size
+                    pool["initialNodeCount"] = size  # per zone, like initialNodeCount
                     pool["status"] = POOL_RUNNING
 
                 return self._op(location, SET_NODE_POOL_SIZE, pool_name, set_size)
+            if request.method == "PUT" and not verb:
+                return self._update(request, location, pool, pool_name)
         return google_error(404, "NOT_FOUND", f"Not found: {request.path}.")
+
+    def _accelerator_type(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/")
+        # compute/v1/projects/P/zones/Z/acceleratorTypes/T
+        if len(parts) != 8 or parts[4] != "zones" or parts[6] != "acceleratorTypes":
+            return google_error(404, "NOT_FOUND", f"Not found: {request.path}.")
+        if self.compute_forbidden:
+            return google_error(
+                403,
+                "PERMISSION_DENIED",
+                "Required 'compute.acceleratorTypes.get' permission for "
+                f"'projects/{parts[3]}/zones/{parts[5]}/acceleratorTypes/{parts[7]}'",
+            )
+        zone, name = parts[5], parts[7]
+        if name != "nvidia-tesla-t4" or zone not in T4_ZONES:
+            return google_error(
+                404,
+                "NOT_FOUND",
+                f"The resource 'projects/{parts[3]}/zones/{zone}/acceleratorTypes/{name}' was "
+                "not found",
+            )
+        return Response(
+            200,
+            {
+                "kind": "compute#acceleratorType",
+                "name": name,
+                "zone": f"https://www.googleapis.com/compute/v1/projects/{parts[3]}/zones/{zone}",
+                "maximumCardsPerInstance": 4,
+            },
+        )
 
     def _create(self, request: Request, location: str, cluster_name: str) -> Response:
         if self.create_http_error is not None:
             return self.create_http_error
+        problem = parse("NodePool", request.body.get("nodePool"))
+        if problem:
+            return invalid(problem)
         body = copy.deepcopy(request.body["nodePool"])
         pool_id = body["name"]
         if pool_id in self.pools:
             return google_error(
                 409, "ALREADY_EXISTS", f"Already exists: {cluster_name}/nodePools/{pool_id}."
             )
+        problem = self._refusal(body)
+        if problem:
+            return invalid(problem)
         pool_name = f"{cluster_name}/nodePools/{pool_id}"
+        body.setdefault("locations", self.cluster_zones)
+        body.setdefault("initialNodeCount", 0)
+        body["config"].setdefault("imageType", "COS_CONTAINERD")
         body.update(
             {
                 "status": POOL_PROVISIONING,
+                "version": CLUSTER_VERSION,
                 "selfLink": f"https://container.googleapis.com/v1/{pool_name}",
             }
         )
@@ -160,8 +291,96 @@ class FakeGke:
             self.operations[op.body["name"]].error = error
         return op
 
+    def _refusal(self, pool: dict[str, Any]) -> str | None:
+        zones = pool.get("locations") or self.cluster_zones
+        stray = [z for z in zones if z not in self.cluster_zones]
+        if stray:
+            return f"Node pool locations {stray} must be within the cluster's zones."
+        for accelerator in pool.get("config", {}).get("accelerators", []):
+            kind = accelerator.get("acceleratorType")
+            for zone in zones:
+                if kind != "nvidia-tesla-t4" or zone not in T4_ZONES:
+                    return f'Accelerator type "{kind}" does not exist in zone {zone}.'
+        return _scaling_refusal(pool.get("autoscaling", {})) or _taint_refusal(
+            pool.get("config", {}).get("taints", [])
+        )
+
+    def _set_autoscaling(
+        self, request: Request, location: str, pool: dict[str, Any], pool_name: str
+    ) -> Response:
+        scaling = request.body.get("autoscaling", {})
+        problem = parse("NodePoolAutoscaling", scaling) or _scaling_refusal(scaling)
+        if problem:
+            return invalid(problem)
+        pool["status"] = POOL_RECONCILING
+
+        def set_scaling() -> None:
+            if scaling.get("enabled"):
+                pool["autoscaling"] = scaling
+            else:
+                kept = {
+                    k: v for k, v in pool.get("autoscaling", {}).items() if k.startswith("total")
+                }
+                pool["autoscaling"] = {**kept, **scaling}
+            pool["status"] = POOL_RUNNING
+
+        return self._op(location, SET_NODE_POOL_AUTOSCALING, pool_name, set_scaling)
+
+    def _update(
+        self, request: Request, location: str, pool: dict[str, Any], pool_name: str
+    ) -> Response:
+        problem = parse("UpdateNodePoolRequest", request.body)
+        if problem:
+            return invalid(problem)
+        body = request.body
+        if not body.get("nodeVersion") or not body.get("imageType"):
+            return invalid("nodeVersion and imageType are required.")
+        taints = body.get("taints", {}).get("taints")
+        if taints is not None and (problem := _taint_refusal(taints)):
+            return invalid(problem)
+        pool["status"] = POOL_RECONCILING
+
+        def update() -> None:
+            if "labels" in body:
+                pool["config"]["labels"] = dict(body["labels"].get("labels", {}))
+            if taints is not None:
+                pool["config"]["taints"] = list(taints)
+            pool["status"] = POOL_RUNNING
+
+        return self._op(location, UPGRADE_NODES, pool_name, update)
+
     def _op(self, location: str, op_type: int, target: str, on_done: Any) -> Response:
         name = f"operation-{next(self._ids)}"
         op = Operation(name, op_type, target, polls_left=2, on_done=on_done)
         self.operations[name] = op
         return Response(200, op.body(location) | {"status": OP_RUNNING})
+
+
+def _same_taint(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(a["key"] == b["key"] and _effect(a) == _effect(b))
+
+
+def _effect(taint: dict[str, Any]) -> int:
+    names = {"NO_SCHEDULE": 1, "PREFER_NO_SCHEDULE": 2, "NO_EXECUTE": 3}
+    effect = taint.get("effect", 0)
+    return names.get(effect, 0) if isinstance(effect, str) else int(effect)
+
+
+def _taint_refusal(taints: list[dict[str, Any]]) -> str | None:
+    for i, taint in enumerate(taints):
+        if any(_same_taint(taint, other) for other in taints[:i]):
+            effect = {1: "NO_SCHEDULE", 2: "PREFER_NO_SCHEDULE", 3: "NO_EXECUTE"}.get(
+                _effect(taint), "EFFECT_UNSPECIFIED"
+            )
+            return f"Found more than one taint with key {taint['key']} and effect {effect}."
+    return None
+
+
+def _scaling_refusal(scaling: dict[str, Any]) -> str | None:
+    totals = {"totalMinNodeCount", "totalMaxNodeCount"} & set(scaling)
+    per_zone = {"minNodeCount", "maxNodeCount"} & set(scaling)
+    if totals and per_zone:
+        return "Total node counts are mutually exclusive with per-zone node counts."
+    if scaling.get("enabled") and int(scaling.get("totalMaxNodeCount", 0)) < 1 and not per_zone:
+        return "Max node count must be at least 1 when autoscaling is enabled."
+    return None

@@ -62,7 +62,16 @@ gpuTaint:
   effect: NoSchedule
 gpuNodeLabels:
   compute: gpu-enabled
-acceleratorLabel: accelerator
+acceleratorLabel: llmctl.dev/accelerator
+# Pod-side shutdown (llmctl's manifests/render.py: ROUTER_PRESTOP_SECONDS...; a test compares).
+shutdown:
+  routerPreStopSeconds: 5
+  # router.limits.drainDeadlineSeconds when set (the router's default otherwise); the grace
+  # period is preStop + drain deadline + margin.
+  routerDrainDeadlineSeconds: 60
+  routerDrainMarginSeconds: 5
+  llamaGraceSeconds: 120
+  llamaDrainMarginSeconds: 10
 clouds:
   aws:
     spotTaint: null
@@ -126,6 +135,31 @@ gpu.tolerations; duplicates dropped.
 {{- else -}}
 nvidia
 {{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets of llmctl's pods in the release namespace, from imagePullSecrets (names). */}}
+{{- define "llm-router.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . | toJson }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Spread a component's pods over nodes, then zones, without ever leaving one Pending for it.
+Call with (dict "root" $ "component" "...").
+*/}}
+{{- define "llm-router.spread" -}}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+- maxSkew: 1
+  topologyKey: {{ . }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "llm-router.selectorLabels" $ | nindent 6 }}
+{{- end }}
 {{- end -}}
 
 {{/* The namespace of the device plugin: gpu.devicePlugin.namespace, or the release's. */}}
@@ -207,6 +241,11 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- $args = concat $args (list "--ctx-size" (toString $ctxSize) "--parallel" (toString $parallel)) -}}
 {{- $args = concat $args (list "--n-gpu-layers" (ternary "all" (toString $ngl) (lt $ngl 0))) -}}
 {{- $args = concat $args (list "--flash-attn" (ternary "on" "off" $l.flash_attn) "--metrics") -}}
+{{- /* Nothing but the router talks to llama-server: no Web UI, no /slots (prompts in flight). */ -}}
+{{- $args = concat $args (list "--no-webui" "--no-slots") -}}
+{{- if not (kindIs "invalid" $l.device) -}}
+{{- $args = concat $args (list "--device" $l.device) -}}
+{{- end -}}
 {{- if not (kindIs "invalid" $l.threads) -}}
 {{- $args = concat $args (list "--threads" (toString (int $l.threads))) -}}
 {{- end -}}
@@ -232,6 +271,18 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- $backends = append $backends (dict "name" (printf "%s/gpu" .Values.cloud) "url" $gpuUrl "tier" "gpu" "cloud" .Values.cloud "model" $gpuName "slots" (int .Values.llamacpp.parallel) "costWeight" .Values.gpu.backend.costWeight "hourlyCostUsd" .Values.gpu.backend.hourlyCostUsd) -}}
 {{- end -}}
 {{- $policy := dict "gpuParameterThreshold" (int64 .Values.router.policy.gpuParameterThreshold) "gpuComplexities" .Values.router.policy.gpuComplexities "fallbackModel" $cpuName -}}
-{{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" (dict "file" nil "env" nil) -}}
+{{- $apiKeys := dict "file" nil "env" nil -}}
+{{- if .Values.router.apiKeys.secretName -}}
+{{- $_ := set $apiKeys "env" "LLM_ROUTER_API_KEYS" -}}
+{{- end -}}
+{{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" $apiKeys -}}
+{{- if .Values.federation.enabled -}}
+{{- /* issue 16: the other clouds' routers; the defaults of router/peer_config.py */ -}}
+{{- $peers := list -}}
+{{- range .Values.federation.peers -}}
+{{- $peers = append $peers (dict "name" .name "cloud" .cloud "url" .url "costWeight" (.costWeight | default 1.0)) -}}
+{{- end -}}
+{{- $_ := set $config "federation" (dict "peers" $peers "peerKey" (dict "file" nil "env" "LLM_ROUTER_PEER_KEY") "countPeerServedDemand" .Values.federation.countPeerServedDemand "readinessIntervalSeconds" 2.0 "connectTimeoutSeconds" 2.0 "firstByteTimeoutSeconds" nil "ewmaAlpha" 0.3 "caFile" nil) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -1,29 +1,17 @@
 {{/*
-One llama.cpp tier: the PVC that keeps its model, the Deployment (an init container fetches the
-model once), its Service and the NetworkPolicy that admits only the router. Call with
-(dict "root" $ "name" "cpu-llm-server" "component" "llama-cpu" "image" ... "replicas" ...
-"model" ... "llamacpp" ... "where" "cpu.llamacpp" "resources" ... "extraLimits" ...
-"scheduling" <YAML of nodeSelector/tolerations/runtimeClassName, or "">).
+One llama.cpp tier: the Deployment (each pod downloads the model into its own generic ephemeral
+volume), its Service, the NetworkPolicy that admits only the router, and for the CPU tier a
+PodDisruptionBudget. Call with (dict "root" $ "name" "cpu-llm-server" "component" "llama-cpu"
+"image" ... "replicas" <int, or nil: KEDA owns them> "model" ... "llamacpp" ... "where"
+"cpu.llamacpp" "resources" ... "extraLimits" ... "gpu" <bool> "scheduling" <YAML of
+nodeSelector/tolerations/runtimeClassName, or "">).
 */}}
 {{- define "llm-router.llamaServer" -}}
 {{- $root := .root -}}
 {{- $name := include "llm-router.objectName" (dict "root" $root "name" .name) -}}
-{{- $claim := include "llm-router.objectName" (dict "root" $root "name" (printf "%s-models" .name)) -}}
+{{- $shutdown := (include "llm-router.facts" $root | fromYaml).shutdown -}}
 {{- $ctx := dict "root" $root "component" .component -}}
 {{- $modelsDir := dir .model.path -}}
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: {{ $claim }}
-  namespace: {{ $root.Release.Namespace }}
-  labels:
-    {{- include "llm-router.labels" $ctx | nindent 4 }}
-spec:
-  accessModes: ["ReadWriteOnce"]
-  resources:
-    requests:
-      storage: {{ .model.storageSize | toJson }}
----
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -32,10 +20,21 @@ metadata:
   labels:
     {{- include "llm-router.labels" $ctx | nindent 4 }}
 spec:
+  {{- if not (kindIs "invalid" .replicas) }}
   replicas: {{ int .replicas }}
-  # One ReadWriteOnce volume holds the model: the old pod must let go before the new one starts.
+  {{- end }}
+  # Each pod has its own model volume, so pods roll one by one; the GPU tier never surges (a
+  # surge pod would buy a second GPU node for the length of a rollout).
   strategy:
-    type: Recreate
+    type: RollingUpdate
+    rollingUpdate:
+      {{- if .gpu }}
+      maxSurge: 0
+      maxUnavailable: 1
+      {{- else }}
+      maxSurge: 1
+      maxUnavailable: 0
+      {{- end }}
   selector:
     matchLabels:
       {{- include "llm-router.selectorLabels" $ctx | nindent 6 }}
@@ -45,14 +44,22 @@ spec:
         {{- include "llm-router.labels" $ctx | nindent 8 }}
     spec:
       automountServiceAccountToken: false
+      # preStop waits for running requests; then llama-server gets SIGTERM and stops at once.
+      terminationGracePeriodSeconds: {{ int $shutdown.llamaGraceSeconds }}
       securityContext:
         {{- include "llm-router.podSecurityContext" $root | nindent 8 }}
+      {{- include "llm-router.imagePullSecrets" $root | nindent 6 }}
+      {{- if not .gpu }}
+      topologySpreadConstraints:
+        {{- include "llm-router.spread" $ctx | nindent 8 }}
+      {{- end }}
       {{- with .scheduling }}
       {{- . | nindent 6 }}
       {{- end }}
       initContainers:
-        # Downloads the model once; a restart finds it on the volume and starts at once. A partial
-        # download resumes (-C -) and only a complete file is renamed into place.
+        # Downloads the model into the pod's own volume (empty at every pod start), resuming a
+        # partial download across restarts (-C -), checks its sha256 when one is configured, and
+        # only renames a complete, checked file into place.
         - name: fetch-model
           image: {{ $root.Values.images.modelFetcher | toJson }}
           command:
@@ -63,12 +70,19 @@ spec:
               if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi
               echo "downloading $MODEL_URI"
               curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"
+              if [ -n "${MODEL_SHA256:-}" ]; then
+                echo "$MODEL_SHA256  $MODEL_PATH.part" | sha256sum -c - || { rm -f "$MODEL_PATH.part"; exit 1; }
+              fi
               mv "$MODEL_PATH.part" "$MODEL_PATH"
           env:
             - name: MODEL_URI
               value: {{ .model.uri | toJson }}
             - name: MODEL_PATH
               value: {{ .model.path | toJson }}
+            {{- with .model.sha256 }}
+            - name: MODEL_SHA256
+              value: {{ . | toJson }}
+            {{- end }}
           resources:
             requests: {cpu: 100m, memory: 64Mi}
             limits: {memory: 256Mi}
@@ -84,6 +98,15 @@ spec:
           image: {{ .image | toJson }}
           args:
             {{- include "llm-router.llamaArgs" (dict "model" .model "llamacpp" .llamacpp "where" .where) | nindent 12 }}
+          {{- if .gpu }}
+          # The CUDA JIT cache (the pinned CUDA image has T4 code only as PTX): writable, so a
+          # restarted container reuses what the last one compiled.
+          env:
+            - name: CUDA_CACHE_PATH
+              value: /var/cache/cuda
+            - name: CUDA_CACHE_MAXSIZE
+              value: "1073741824"
+          {{- end }}
           ports:
             - name: http
               containerPort: 8080
@@ -101,6 +124,19 @@ spec:
             periodSeconds: 15
             timeoutSeconds: 5
             failureThreshold: 4
+          lifecycle:
+            preStop:
+              exec:
+                command:
+                  - sh
+                  - -c
+                  - |
+                    sleep 5
+                    end=$(( $(date +%s) + {{ sub (sub $shutdown.llamaGraceSeconds $shutdown.llamaDrainMarginSeconds) 5 }} ))
+                    while [ "$(date +%s)" -lt "$end" ]; do
+                      curl -sf http://127.0.0.1:8080/metrics | awk '/^llamacpp:requests_(processing|deferred) / { n += $2 } END { exit !(n > 0) }' || exit 0
+                      sleep 1
+                    done
           resources:
             {{- include "llm-router.resources" (dict "resources" .resources "extraLimits" .extraLimits) | nindent 12 }}
           securityContext:
@@ -111,13 +147,36 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            {{- if .gpu }}
+            - name: cuda-cache
+              mountPath: /var/cache/cuda
+            {{- end }}
       volumes:
+        # A generic ephemeral volume: each pod gets its own claim, made with the pod and deleted
+        # with it, so replicas never share a ReadWriteOnce disk and no pod is pinned to the zone
+        # of a disk an earlier pod left behind.
         - name: models
-          persistentVolumeClaim:
-            claimName: {{ $claim }}
+          ephemeral:
+            volumeClaimTemplate:
+              metadata:
+                labels:
+                  {{- include "llm-router.labels" $ctx | nindent 18 }}
+              spec:
+                accessModes: ["ReadWriteOnce"]
+                {{- with .model.storageClassName }}
+                storageClassName: {{ . | toJson }}
+                {{- end }}
+                resources:
+                  requests:
+                    storage: {{ .model.storageSize | toJson }}
         - name: tmp
           emptyDir:
             sizeLimit: 1Gi
+        {{- if .gpu }}
+        - name: cuda-cache
+          emptyDir:
+            sizeLimit: 2Gi
+        {{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -162,4 +221,20 @@ spec:
       ports:
         - protocol: TCP
           port: 8080
+{{- if not .gpu }}
+---
+# Node drains and upgrades evict one pod at a time; the other keeps serving.
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "llm-router.labels" $ctx | nindent 4 }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      {{- include "llm-router.selectorLabels" $ctx | nindent 6 }}
+{{- end }}
 {{- end -}}

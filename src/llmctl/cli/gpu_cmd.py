@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,34 +18,88 @@ from rich.table import Table
 
 from llmctl.cli import options
 from llmctl.cli.console import confirm, err_console, status_spinner
-from llmctl.errors import ConfigError
+from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.clouds.base import Cloud, EnsureResult, PoolSpec
     from llmctl.config import Stack
+    from llmctl.kube import Check, ClusterFacts
 
 app = typer.Typer(
     help="Create, inspect and remove scale-to-zero spot GPU node pools.", no_args_is_help=True
 )
 
-CloudOpt = typer.Option(..., "--cloud", help="aws, azure or gcp.")
-ClusterOpt = typer.Option(None, "--cluster", help="Cluster name (default: clouds.<cloud>.cluster).")
-RegionOpt = typer.Option(
-    None,
-    "--region",
-    "--location",
-    help="AWS region, GCP region or zone, Azure location (default: clouds.<cloud>.region).",
-)
-ResourceGroupOpt = typer.Option(
-    None, "--resource-group", help="Azure resource group (default: clouds.azure.resourceGroup)."
-)
-ProjectOpt = typer.Option(
-    None, "--project", help="GCP project (default: clouds.gcp.project, $GOOGLE_CLOUD_PROJECT)."
-)
+
+@dataclass(frozen=True)
+class Target:
+    """The options every `llmctl gpu` command takes, defined once (`@target_options`)."""
+
+    cloud: str
+    cluster: str | None
+    region: str | None
+    resource_group: str | None
+    project: str | None
+    instance_type: str | None
+    config: Path | None
+    sets: list[str] | None
+
+
+# One typer option per Target field, in the same order: a new shared option is added here and
+# in Target, and every command has it.
+TARGET_OPTIONS: dict[str, Any] = {
+    "cloud": typer.Option(..., "--cloud", help="aws, azure or gcp."),
+    "cluster": typer.Option(
+        None, "--cluster", help="Cluster name (default: clouds.<cloud>.cluster)."
+    ),
+    "region": typer.Option(
+        None,
+        "--region",
+        "--location",
+        help="AWS region, GCP region or zone, Azure location (default: clouds.<cloud>.region).",
+    ),
+    "resource_group": typer.Option(
+        None, "--resource-group", help="Azure resource group (default: clouds.azure.resourceGroup)."
+    ),
+    "project": typer.Option(
+        None, "--project", help="GCP project (default: clouds.gcp.project, $GOOGLE_CLOUD_PROJECT)."
+    ),
+    "instance_type": typer.Option(
+        None, "--instance-type", help="GPU instance type (default: gpu.instanceTypes.<cloud>)."
+    ),
+    "config": options.ConfigOption,
+    "sets": options.SetOption,
+}
+TARGET_TYPES: dict[str, Any] = {f.name: f.type for f in fields(Target)}
+
+
+def target_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared options: it declares `target: Target` and gets them in one."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "target"]
+    shared = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=option,
+            annotation=TARGET_TYPES[name],
+        )
+        for name, option in TARGET_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_target(**given: Any) -> None:
+        target = Target(**{name: given.pop(name) for name in TARGET_OPTIONS})
+        command(target=target, **given)
+
+    parameters = shared + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    with_target.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    with_target.__annotations__ = {
+        **{p.name: p.annotation for p in own},
+        **{p.name: p.annotation for p in shared},
+    }
+    return with_target
+
+
 KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG).")
-SubnetOpt = typer.Option(
-    None, "--subnet", help="AWS subnet ID (repeatable; default: an existing node group's)."
-)
 ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (default: current).")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
@@ -50,15 +107,21 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 _err = err_console
 
 
-def _spec(
-    cloud_name: str, config: Path | None, sets: list[str] | None, **given: Any
-) -> tuple[Cloud, PoolSpec, Stack]:
+def _spec(target: Target, **given: Any) -> tuple[Cloud, PoolSpec, Stack]:
     from llmctl.clouds import get_cloud
     from llmctl.clouds.base import PoolOptions
 
-    stack = options.load(config, sets).stack
-    cloud = get_cloud(cloud_name)
-    spec = cloud.node_pool_spec(stack, PoolOptions(**given), env=os.environ)
+    stack = options.load(target.config, target.sets).stack
+    cloud = get_cloud(target.cloud)
+    pool_options = PoolOptions(
+        cluster=target.cluster,
+        location=target.region,
+        resource_group=target.resource_group,
+        project=target.project,
+        instance_type=target.instance_type,
+        **given,
+    )
+    spec = cloud.node_pool_spec(stack, pool_options, env=os.environ)
     return cloud, spec, stack
 
 
@@ -89,6 +152,12 @@ def _plan_table(spec: PoolSpec, action: str) -> Table:
     table = Table(title=f"GPU node pool plan: {action}", show_header=False)
     table.add_column("setting", style="bold")
     table.add_column("value")
+    for key, value in _plan_rows(spec):
+        table.add_row(key, value)
+    return table
+
+
+def _plan_rows(spec: PoolSpec) -> list[tuple[str, str]]:
     rows = [
         ("cloud", spec.cloud.value),
         ("cluster", spec.cluster),
@@ -100,25 +169,53 @@ def _plan_table(spec: PoolSpec, action: str) -> Table:
         ("labels", ", ".join(f"{k}={v}" for k, v in spec.labels.items())),
         ("taints", ", ".join(f"{t.key}={t.value}:{t.effect}" for t in spec.taints)),
     ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
+    if spec.zones:
+        rows.insert(3, ("zones", ", ".join(spec.zones)))
+    return rows
 
 
-def _kube_hint(cloud: Cloud, spec: PoolSpec) -> str:
-    return cloud.kubeconfig_command(spec)
+def _print_preflight(console: Console, checks: list[Check]) -> None:
+    console.print("Preflight: what scale-from-zero needs on this cluster")
+    for check in checks:
+        mark = (
+            "[green]ok  [/]"
+            if check.ok
+            else "[red]no  [/]"
+            if check.blocks_scale_from_zero
+            else "[yellow]warn[/]"
+        )
+        console.print(f"  {mark} {check.name}: {check.message}")
+        if check.fix:
+            console.print(f"       fix: {check.fix}", markup=False)
+
+
+def _cluster(
+    impl: Cloud,
+    spec: PoolSpec,
+    kubeconfig: str | None,
+    context: str | None,
+    required: bool,
+    skip_flag: str = "--skip-cluster-setup",
+) -> tuple[Any, ClusterFacts | None, str | None]:
+    """The Kubernetes client and what the cluster runs; when not `required`, a cluster that
+    cannot be read is a reason (third item), not an error."""
+    from llmctl import kube
+
+    try:
+        api = kube.api_client(
+            kubeconfig, context, hint=impl.kubeconfig_command(spec), skip_flag=skip_flag
+        )
+        return api, kube.cluster_facts(api), None
+    except LlmctlError as exc:
+        if required:
+            raise
+        return None, None, exc.format_message().splitlines()[0]
 
 
 @app.command()
+@target_options
 def enable(
-    cloud: str = CloudOpt,
-    cluster: str | None = ClusterOpt,
-    region: str | None = RegionOpt,
-    resource_group: str | None = ResourceGroupOpt,
-    project: str | None = ProjectOpt,
-    instance_type: str | None = typer.Option(
-        None, "--instance-type", help="GPU instance type (default: gpu.instanceTypes.<cloud>)."
-    ),
+    target: Target,
     min_nodes: int = typer.Option(0, "--min-nodes", help="Fewest GPU nodes (0: scale to zero)."),
     max_nodes: int | None = typer.Option(
         None,
@@ -127,7 +224,14 @@ def enable(
     ),
     on_demand: bool = typer.Option(False, "--on-demand", help="On-demand VMs instead of spot."),
     preemptible: bool = typer.Option(False, "--preemptible", help="GCP: preemptible, not spot."),
-    subnet: list[str] | None = SubnetOpt,
+    zones: list[str] | None = typer.Option(
+        None,
+        "--zones",
+        help="GCP: node zones (repeatable; default: the cluster's zones that offer the GPU).",
+    ),
+    subnet: list[str] | None = typer.Option(
+        None, "--subnet", help="AWS subnet ID (repeatable; default: an existing node group's)."
+    ),
     node_role: str | None = typer.Option(
         None, "--node-role", help="AWS node IAM role ARN (default: an existing node group's)."
     ),
@@ -137,34 +241,42 @@ def enable(
     kubeconfig: str | None = KubeconfigOpt,
     context: str | None = ContextOpt,
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the exact API requests as YAML and change nothing."
+        False,
+        "--dry-run",
+        help="Print the preflight and the exact API requests as YAML; change nothing.",
     ),
     yes: bool = YesOpt,
-    config: Path | None = options.ConfigOption,
-    sets: list[str] | None = options.SetOption,
 ) -> None:
-    """Create (or check) the GPU node pool, then apply the device plugin and RuntimeClass."""
+    """Check the cluster, create (or update) the GPU node pool, then apply the device plugin
+    and, where the nodes have its handler, the RuntimeClass."""
     from llmctl import kube
     from llmctl.manifests import cluster_setup_objects
 
     impl, spec, stack = _spec(
-        cloud,
-        config,
-        sets,
-        cluster=cluster,
-        location=region,
-        resource_group=resource_group,
-        project=project,
-        instance_type=instance_type,
+        target,
         min_nodes=min_nodes,
         max_nodes=max_nodes,
         on_demand=on_demand,
         preemptible=preemptible,
         subnets=tuple(subnet or ()),
         node_role=node_role,
+        zones=tuple(zones or ()),
     )
-    objects = [] if skip_cluster_setup else cluster_setup_objects(stack, spec.cloud)
     console = _err()
+    # The cluster first, before anything changes: its kubeconfig (needed later to apply the
+    # GPU objects) and what scale-from-zero needs there.
+    api, facts, unread = _cluster(
+        impl, spec, kubeconfig, context, required=not (skip_cluster_setup or dry_run)
+    )
+    if facts is not None:
+        _print_preflight(console, kube.preflight(spec.cloud, facts))
+    else:
+        console.print(f"[yellow]Preflight skipped, cluster not read:[/] {unread}")
+    objects = (
+        []
+        if skip_cluster_setup
+        else kube.setup_objects(spec.cloud, cluster_setup_objects(stack, spec.cloud), facts)
+    )
     if dry_run:
         console.print(_plan_table(spec, "dry run, nothing is changed"))
         requests = [r.as_dict() for r in impl.create_requests(spec)]
@@ -180,15 +292,19 @@ def enable(
         if state is not None and state.status in impl.busy_statuses:
             impl.wait_until_ready(spec, progress)
             state = impl.read_pool(spec)
+    if state is not None and state.managed_device_plugin and objects:
+        console.print(
+            f"The {spec.cloud.value} pool runs the cloud's managed NVIDIA device plugin: "
+            "llmctl applies none of its own."
+        )
+        objects = [o for o in objects if o["kind"] != "DaemonSet"]
     decision = impl.decide(spec, state)
     if decision.action == "unchanged":
         console.print(
             f"GPU pool {spec.name!r} already exists with these settings: nothing to change."
         )
     else:
-        console.print(
-            _plan_table(spec, "create" if decision.action == "created" else "update scaling")
-        )
+        console.print(_plan_table(spec, "create" if decision.action == "created" else "update"))
         for diff in decision.differences:
             console.print(f"  change {diff.field}: {diff.have} -> {diff.want}")
         if objects:
@@ -203,14 +319,15 @@ def enable(
         _say_result(console, spec, result)
 
     if objects:
-        api = kube.api_client(kubeconfig, context, hint=_kube_hint(impl, spec))
         kube.apply(api, objects)
         console.print(
             "Applied (server-side, field manager llmctl): "
             + ", ".join(kube.apply_request(o).name for o in objects)
         )
+    from llmctl import catalog
+
     console.print(
-        f"Verify: kubectl get nodes -l accelerator={spec.accelerator}; "
+        f"Verify: kubectl get nodes -l {catalog.GPU_NODE_ACCELERATOR_LABEL}={spec.accelerator}; "
         f"llmctl gpu status --cloud {spec.cloud.value} --cluster {spec.cluster}"
     )
 
@@ -222,45 +339,27 @@ def _say_result(console: Console, spec: PoolSpec, result: EnsureResult) -> None:
             f"{spec.capacity.value}, {spec.min_nodes}..{spec.max_nodes} nodes)."
         )
     elif result.action == "updated":
-        console.print(
-            f"[green]Updated[/] GPU pool {spec.name!r} scaling to "
-            f"{spec.min_nodes}..{spec.max_nodes} nodes."
-        )
+        changed = ", ".join(d.field for d in result.differences)
+        console.print(f"[green]Updated[/] GPU pool {spec.name!r} in place ({changed}).")
 
 
 @app.command()
+@target_options
 def status(
-    cloud: str = CloudOpt,
-    cluster: str | None = ClusterOpt,
-    region: str | None = RegionOpt,
-    resource_group: str | None = ResourceGroupOpt,
-    project: str | None = ProjectOpt,
-    instance_type: str | None = typer.Option(None, "--instance-type", help="GPU instance type."),
+    target: Target,
     kubeconfig: str | None = KubeconfigOpt,
     context: str | None = ContextOpt,
     skip_cluster: bool = typer.Option(False, "--skip-cluster", help="Ask only the cloud API."),
     output: str = typer.Option("table", "--output", "-o", help="table or json."),
-    config: Path | None = options.ConfigOption,
-    sets: list[str] | None = options.SetOption,
 ) -> None:
-    """The pool as the cloud sees it, and GPU nodes and device plugin pods in the cluster."""
-    from llmctl import catalog, kube
-    from llmctl.errors import LlmctlError
+    """The pool as the cloud sees it, the cluster's GPU nodes and device plugin pods, and
+    whether the pool can scale from zero right now (and why not)."""
+    from llmctl import kube
     from llmctl.manifests import cluster_setup_objects
 
     if output not in ("table", "json"):
         raise ConfigError(f"--output {output!r} is not supported", hint="use table or json")
-    impl, spec, stack = _spec(
-        cloud,
-        config,
-        sets,
-        cluster=cluster,
-        location=region,
-        resource_group=resource_group,
-        project=project,
-        instance_type=instance_type,
-        max_nodes=_reading_max_nodes(),
-    )
+    impl, spec, stack = _spec(target, max_nodes=_reading_max_nodes())
     pool = impl.read_pool(spec)
     report: dict[str, Any] = {
         "cloud": spec.cloud.value,
@@ -270,34 +369,66 @@ def status(
         # The cluster's side: always this key, null with --skip-cluster (`cluster` stays the name).
         "kubernetes": None,
     }
-    if not skip_cluster:
+    blockers = impl.pool_blockers(spec, pool)
+    known = True
+    if skip_cluster:
+        known = False
+    else:
         try:
-            api = kube.api_client(
-                kubeconfig, context, hint=_kube_hint(impl, spec), skip_flag="--skip-cluster"
+            api, facts, _ = _cluster(
+                impl, spec, kubeconfig, context, required=True, skip_flag="--skip-cluster"
             )
-            nodes = kube.gpu_nodes(api, spec.gpu_resource)
-            where = kube.device_plugin_pods(
-                cluster_setup_objects(stack, spec.cloud)
-            ) or catalog.MANAGED_DEVICE_PLUGIN_PODS.get(spec.cloud)
-            pods = kube.pods_ready(api, *where) if where else None
-            report["kubernetes"] = {
-                "gpuNodes": [
-                    {
-                        "name": n.name,
-                        "accelerator": n.accelerator,
-                        "allocatableGpus": n.allocatable_gpus,
-                        "ready": n.ready,
-                    }
-                    for n in nodes
-                ],
-                "devicePluginPods": {"ready": pods.ready, "total": pods.total} if pods else None,
-            }
+            assert facts is not None
+            report["kubernetes"] = _cluster_report(api, spec, stack, facts, cluster_setup_objects)
+            report["preflight"] = [c.as_dict() for c in kube.preflight(spec.cloud, facts)]
+            managed = pool is not None and pool.managed_device_plugin
+            blockers += kube.cluster_blockers(spec.cloud, facts, managed_plugin=managed)
         except LlmctlError as exc:
             report["kubernetes"] = {"error": exc.format_message()}
+            known = False
+    report["scaleFromZero"] = _verdict(blockers, known)
     if output == "json":
         typer.echo(json.dumps(report, indent=2))
         return
     _print_status(report, spec)
+
+
+def _verdict(blockers: list[str], cluster_known: bool) -> dict[str, Any]:
+    """Can a pending GPU pod get a GPU node from zero now: yes, no (and why), or unknown."""
+    if blockers:
+        return {"possible": False, "reasons": blockers}
+    if not cluster_known:
+        return {"possible": None, "reasons": ["the cluster was not read"]}
+    return {"possible": True, "reasons": []}
+
+
+def _cluster_report(
+    api: Any,
+    spec: PoolSpec,
+    stack: Stack,
+    facts: ClusterFacts,
+    setup_objects: Callable[..., list[dict[str, Any]]],
+) -> dict[str, Any]:
+    from llmctl import catalog, kube
+
+    nodes = kube.gpu_nodes(api, spec.gpu_resource)
+    where = kube.device_plugin_pods(
+        setup_objects(stack, spec.cloud)
+    ) or catalog.MANAGED_DEVICE_PLUGIN_PODS.get(spec.cloud)
+    pods = kube.pods_ready(api, *where) if where else None
+    return {
+        "gpuNodes": [
+            {
+                "name": n.name,
+                "accelerator": n.accelerator,
+                "allocatableGpus": n.allocatable_gpus,
+                "ready": n.ready,
+            }
+            for n in nodes
+        ],
+        "devicePluginPods": {"ready": pods.ready, "total": pods.total} if pods else None,
+        "otherDevicePlugins": [p.where for p in facts.device_plugins if not p.by_llmctl],
+    }
 
 
 def _reading_max_nodes() -> int:
@@ -331,6 +462,15 @@ def _print_status(report: dict[str, Any], spec: PoolSpec) -> None:
         console.print(table)
         for problem in pool["problems"]:
             console.print(f"[red]problem:[/] {problem}")
+    verdict = report["scaleFromZero"]
+    if verdict["possible"] is True:
+        console.print("[green]Can scale from zero now.[/]")
+    elif verdict["possible"] is False:
+        console.print("[red]Cannot scale from zero now:[/]")
+        for reason in verdict["reasons"]:
+            console.print(f"  - {reason}")
+    else:
+        console.print("Scale from zero: unknown (the cluster was not read).")
     cluster = report["kubernetes"]
     if cluster is None:
         return
@@ -354,34 +494,18 @@ def _print_status(report: dict[str, Any], spec: PoolSpec) -> None:
 
 
 @app.command()
+@target_options
 def disable(
-    cloud: str = CloudOpt,
-    cluster: str | None = ClusterOpt,
-    region: str | None = RegionOpt,
-    resource_group: str | None = ResourceGroupOpt,
-    project: str | None = ProjectOpt,
-    instance_type: str | None = typer.Option(None, "--instance-type", help="GPU instance type."),
+    target: Target,
     scale_to_zero: bool = typer.Option(
         False, "--scale-to-zero", help="Keep the pool, set its maximum and desired size to 0."
     ),
     yes: bool = YesOpt,
-    config: Path | None = options.ConfigOption,
-    sets: list[str] | None = options.SetOption,
 ) -> None:
     """Delete the GPU node pool (or only scale it to zero)."""
     from llmctl.clouds.base import Feature, unsupported_reason
 
-    impl, spec, _ = _spec(
-        cloud,
-        config,
-        sets,
-        cluster=cluster,
-        location=region,
-        resource_group=resource_group,
-        project=project,
-        instance_type=instance_type,
-        max_nodes=_reading_max_nodes(),
-    )
+    impl, spec, _ = _spec(target, max_nodes=_reading_max_nodes())
     console = _err()
     if impl.read_pool(spec) is None:
         console.print(f"No GPU pool {spec.name!r} in cluster {spec.cluster!r}: nothing to do.")

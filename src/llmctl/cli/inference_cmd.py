@@ -19,11 +19,16 @@ from llmctl.catalog import CloudName
 from llmctl.cli import options
 from llmctl.cli.console import err_console, status_spinner
 from llmctl.cli.output import to_json
+from llmctl.config import NAMESPACE
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.probe.client import Run, Target
     from llmctl.probe.gpu_check import CheckResult
+
+
+# The router Service the Kustomize overlays create; a Helm release's is <release>-llm-router.
+ROUTER_SERVICE = "llm-router"
 
 
 class ExpectTier(StrEnum):
@@ -163,7 +168,14 @@ def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -
 
 
 @contextmanager
-def _router_url(url: str | None, cloud: CloudName | None, api: Any, show: bool) -> Iterator[str]:
+def _router_url(
+    url: str | None,
+    cloud: CloudName | None,
+    api: Any,
+    show: bool,
+    namespace: str = NAMESPACE,
+    service: str = ROUTER_SERVICE,
+) -> Iterator[str]:
     """The URL to send to: --url as given, or a port-forward to the router Service."""
     from llmctl.probe import client
 
@@ -172,7 +184,7 @@ def _router_url(url: str | None, cloud: CloudName | None, api: Any, show: bool) 
         return
     from llmctl.probe import portforward
 
-    target = portforward.router_target(api)
+    target = portforward.router_target(api, namespace, service)
     with portforward.forward(target, portforward.kube_stream(api, target.namespace)) as local:
         if show:
             _err().print(
@@ -189,11 +201,12 @@ def _gpu_check(
     sets: list[str] | None,
     timeout_s: float,
     show: bool,
+    namespace: str = NAMESPACE,
 ) -> CheckResult:
     from llmctl.probe import gpu_check
 
     stack = options.load(config, sets).stack
-    pod = gpu_check.check_pod(stack, cloud)
+    pod = gpu_check.check_pod(stack, cloud, namespace=namespace)
     name = pod["metadata"]["name"]
     console = _err()
     with status_spinner(console, f"GPU check pod {name}: creating", show) as describe:
@@ -268,6 +281,16 @@ def test_inference(
         help="First run nvidia-smi in a pod on a GPU node of --cloud, then delete it.",
     ),
     gpu_check_timeout: float = typer.Option(600.0, "--gpu-check-timeout", min=1),
+    namespace: str = typer.Option(
+        NAMESPACE,
+        "--namespace",
+        help="Namespace of the router Service and the GPU check pod (a Helm release's own).",
+    ),
+    service: str = typer.Option(
+        ROUTER_SERVICE,
+        "--service",
+        help="The router Service to port-forward to: a Helm release's is <release>-llm-router.",
+    ),
     kubeconfig: str | None = typer.Option(
         None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG)."
     ),
@@ -299,7 +322,7 @@ def test_inference(
     check = None
     if gpu_check:
         assert cloud is not None
-        check = _gpu_check(api, cloud, config, sets, gpu_check_timeout, show)
+        check = _gpu_check(api, cloud, config, sets, gpu_check_timeout, show, namespace)
         if show:
             where = f" on node {check.node}" if check.node else ""
             style = "green" if check.ok else "red"
@@ -318,7 +341,7 @@ def test_inference(
                 "driver or device plugin: `llmctl gpu status --cloud ...`",
             )
 
-    with _router_url(url, cloud, api, show) as base:
+    with _router_url(url, cloud, api, show, namespace, service) as base:
         target = client.Target(
             url=base,
             model=model,
@@ -337,7 +360,7 @@ def test_inference(
     tier = expect_tier.value if expect_tier else None
     data = client.summary(outcome, tier)
     if url is None:
-        data["url"] = f"port-forward to service llm-router ({cloud})"
+        data["url"] = f"port-forward to service {service} in {namespace} ({cloud})"
     if check is not None:
         data["gpu_check"] = _check_dict(check)
     if show:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from llmctl import catalog
@@ -13,11 +14,13 @@ from llmctl.clouds.base import (
     ApiRequest,
     Capacity,
     Cloud,
+    Difference,
     PoolSpec,
     PoolState,
     Progress,
     capacity_hint,
     missing_sdk,
+    require_names,
 )
 from llmctl.errors import ConfigError, LlmctlError
 
@@ -43,17 +46,33 @@ CAPACITY_WORDS = re.compile(
     r"capacity|vcpu limit|quota|InsufficientInstanceCapacity|MaxSpotInstanceCountExceeded",
     re.IGNORECASE,
 )
+# The label cluster-autoscaler's AWS provider reads to know a node group's GPU type
+# (`GPULabel = "k8s.amazonaws.com/accelerator"` in cloudprovider/aws/aws_cloud_provider.go);
+# without it CA "may unnecessarily scale out multiple times" while the device plugin starts (its
+# README's "Special note on GPU instances").
+CA_GPU_LABEL = "k8s.amazonaws.com/accelerator"
+# AWS region names: us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5...
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
+EKS_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+")
 PERMISSION = re.compile(r"perform: ([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
 
 
 def eks_client(region: str, endpoint_url: str | None = None) -> Any:
-    """The one place an EKS client is built (boto3 also honours $AWS_ENDPOINT_URL)."""
+    """The one place an EKS client is built (boto3 also honours $AWS_ENDPOINT_URL).
+
+    Building it reads the profile and the region, so its errors (unknown AWS_PROFILE, a malformed
+    region) go through the same one-line messages as the calls'.
+    """
     try:
         import boto3
     except ImportError:
         raise missing_sdk("boto3", CloudName.AWS) from None
-    return boto3.client("eks", region_name=region, endpoint_url=endpoint_url)
+    with _aws_errors(None, "creating an EKS client"):
+        # A session of its own reads AWS_PROFILE and the config files now, not when boto3's
+        # process-wide default session happened to be made.
+        session = boto3.session.Session()
+        return session.client("eks", region_name=region, endpoint_url=endpoint_url)
 
 
 def node_template_tags(spec: PoolSpec) -> dict[str, str]:
@@ -90,6 +109,34 @@ def create_nodegroup_params(
     }
 
 
+def update_nodegroup_params(spec: PoolSpec, state: PoolState) -> dict[str, Any]:
+    """The UpdateNodegroupConfig parameters that bring an existing group to the spec.
+
+    Labels and taints are added or updated, never removed (others may have been set on purpose).
+    `desiredSize` is sent only when the current size lies outside the new range: "If you use the
+    Kubernetes Cluster Autoscaler, you shouldn't change the desiredSize value directly" (botocore
+    EKS model, NodegroupScalingConfig.desiredSize).
+    """
+    params: dict[str, Any] = {"clusterName": spec.cluster, "nodegroupName": spec.name}
+    if (state.min_nodes, state.max_nodes) != (spec.min_nodes, spec.max_nodes):
+        scaling: dict[str, int] = {"minSize": spec.min_nodes, "maxSize": spec.max_nodes}
+        current = state.current_nodes or 0
+        if not spec.min_nodes <= current <= spec.max_nodes:
+            scaling["desiredSize"] = min(max(current, spec.min_nodes), spec.max_nodes)
+        params["scalingConfig"] = scaling
+    labels = {k: v for k, v in spec.labels.items() if state.labels.get(k) != v}
+    if labels:
+        params["labels"] = {"addOrUpdateLabels": labels}
+    taints = [t for t in spec.taints if t not in state.taints]
+    if taints:
+        params["taints"] = {
+            "addOrUpdateTaints": [
+                {"key": t.key, "value": t.value, "effect": EFFECT_TO_EKS[t.effect]} for t in taints
+            ]
+        }
+    return params
+
+
 class AwsCloud(Cloud):
     name = CloudName.AWS
     busy_statuses: ClassVar[frozenset[str]] = frozenset({"CREATING", "UPDATING"})
@@ -122,6 +169,23 @@ class AwsCloud(Cloud):
         ]
 
     def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
+        require_names(
+            (
+                "--region",
+                spec.location,
+                REGION,
+                "an AWS region name",
+                "for example us-east-1 or eu-west-2 (`aws ec2 describe-regions` lists them)",
+            ),
+            (
+                "--cluster",
+                spec.cluster,
+                EKS_NAME,
+                "an EKS cluster name",
+                "letters, digits, - and _, starting with a letter or digit, at most 100",
+            ),
+        )
+        spec = replace(spec, labels={**spec.labels, CA_GPU_LABEL: spec.accelerator})
         if spec.node_role is not None and not ROLE_ARN.fullmatch(spec.node_role):
             raise ConfigError(
                 f"--node-role {spec.node_role!r} is not an IAM role ARN",
@@ -179,6 +243,13 @@ class AwsCloud(Cloud):
         group = other["nodegroup"]
         return list(spec.subnets) or list(group["subnets"]), spec.node_role or group["nodeRole"]
 
+    def differences(self, spec: PoolSpec, state: PoolState) -> tuple[Difference, ...]:
+        diffs = super().differences(spec, state)
+        if state.image != catalog.EKS_GPU_AMI_TYPE:
+            # An AMI type is chosen at creation (an AL2 GPU group is end of life): recreate.
+            return (*diffs, Difference("AMI type", catalog.EKS_GPU_AMI_TYPE, state.image, False))
+        return diffs
+
     def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
         subnets, role = self._subnets_and_role(spec)
         params = create_nodegroup_params(spec, subnets, role)
@@ -186,62 +257,109 @@ class AwsCloud(Cloud):
             self._eks(spec).create_nodegroup(**params)
         self.wait_until_ready(spec, progress)
 
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None:
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
         state = self.read_pool(spec)
-        current = state.current_nodes if state is not None and state.current_nodes else 0
-        desired = min(max(current, spec.min_nodes), spec.max_nodes)
-        self._set_scaling(spec, spec.min_nodes, desired, spec.max_nodes)
-        self.wait_until_ready(spec, progress)
-
-    def _set_scaling(self, spec: PoolSpec, min_size: int, desired: int, max_size: int) -> None:
-        with _aws_errors(spec, "eks:UpdateNodegroupConfig"):
-            self._eks(spec).update_nodegroup_config(
-                clusterName=spec.cluster,
-                nodegroupName=spec.name,
-                scalingConfig={"minSize": min_size, "maxSize": max_size, "desiredSize": desired},
-            )
+        if state is None:
+            raise LlmctlError(f"EKS node group {spec.name!r} disappeared while llmctl read it")
+        self._update(spec, update_nodegroup_params(spec, state), progress)
 
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
         # EKS refuses maxSize 0 (see UNSUPPORTED): desired 0 stops the nodes, max 1 is the floor.
-        self._set_scaling(spec, 0, 0, 1)
+        params = {
+            "clusterName": spec.cluster,
+            "nodegroupName": spec.name,
+            "scalingConfig": {"minSize": 0, "maxSize": 1, "desiredSize": 0},
+        }
+        self._update(spec, params, progress)
+
+    def _update(self, spec: PoolSpec, params: dict[str, Any], progress: Progress) -> None:
+        """UpdateNodegroupConfig, then DescribeUpdate until the update ends (botocore has no
+        waiter for updates); a Failed or Cancelled update is an error with EKS's reasons."""
+        with _aws_errors(spec, "eks:UpdateNodegroupConfig"):
+            update = self._eks(spec).update_nodegroup_config(**params)["update"]
+        self._follow_update(spec, update, progress)
         self.wait_until_ready(spec, progress)
+
+    def _follow_update(self, spec: PoolSpec, update: dict[str, Any], progress: Progress) -> None:
+        import time
+
+        for attempt in range(self.max_attempts):
+            status = update.get("status", "InProgress")
+            progress(f"update {status}")
+            if status == "Successful":
+                return
+            if status in ("Failed", "Cancelled"):
+                errors = "; ".join(
+                    f"{e.get('errorCode')}: {e.get('errorMessage')}"
+                    for e in update.get("errors", [])
+                )
+                raise LlmctlError(
+                    f"EKS update {update.get('id')} of node group {spec.name!r} {status.lower()}"
+                    + (f": {errors}" if errors else ""),
+                    hint=f"see `aws eks describe-update --name {spec.cluster} --nodegroup-name "
+                    f"{spec.name} --update-id {update.get('id')} --region {spec.location}`",
+                )
+            if attempt:
+                time.sleep(self.poll_delay)
+            with _aws_errors(spec, "eks:DescribeUpdate"):
+                update = self._eks(spec).describe_update(
+                    name=spec.cluster, nodegroupName=spec.name, updateId=update["id"]
+                )["update"]
+        raise LlmctlError(
+            f"EKS update {update.get('id')} of node group {spec.name!r} still "
+            f"{update.get('status')} after {self.max_attempts} checks",
+            hint="it carries on; check it with `llmctl gpu status`",
+        )
 
     def delete_pool(self, spec: PoolSpec, progress: Progress) -> None:
         with _aws_errors(spec, "eks:DeleteNodegroup"):
             self._eks(spec).delete_nodegroup(clusterName=spec.cluster, nodegroupName=spec.name)
         progress("DELETING")
-        self._wait(spec, "nodegroup_deleted")
+        self._poll(spec, progress, until_gone=True)
 
     def wait_until_ready(self, spec: PoolSpec, progress: Progress) -> None:
         progress("waiting for ACTIVE")
-        self._wait(spec, "nodegroup_active")
+        self._poll(spec, progress, until_gone=False)
 
-    def _wait(self, spec: PoolSpec, waiter_name: str) -> None:
-        from botocore.exceptions import WaiterError
+    def _poll(self, spec: PoolSpec, progress: Progress, *, until_gone: bool) -> None:
+        """DescribeNodegroup until ACTIVE (or gone); a failed or DEGRADED group ends the wait at
+        once, where botocore's NodegroupActive waiter would keep polling DEGRADED for 30 min."""
+        import time
 
-        waiter = self._eks(spec).get_waiter(waiter_name)
-        try:
+        state: PoolState | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                time.sleep(self.poll_delay)
+            eks = self._eks(spec)
             with _aws_errors(spec, "eks:DescribeNodegroup"):
-                waiter.wait(
-                    clusterName=spec.cluster,
-                    nodegroupName=spec.name,
-                    WaiterConfig={"Delay": self.poll_delay, "MaxAttempts": self.max_attempts},
-                )
-        except WaiterError as exc:
-            group = exc.last_response.get("nodegroup", {}) if exc.last_response else {}
-            state = _state(group) if group else None
-            problems = "; ".join(state.problems) if state else ""
-            status = state.status if state else "unknown"
-            message = f"EKS node group {spec.name!r} did not become ready: status {status}"
-            if problems:
-                message += f": {problems}"
-            hint = (
-                capacity_hint(spec.cloud)
-                if CAPACITY_WORDS.search(problems)
-                else f"see `aws eks describe-nodegroup --cluster-name {spec.cluster} "
-                f"--nodegroup-name {spec.name} --region {spec.location}`"
-            )
-            raise LlmctlError(message, hint=hint) from None
+                try:
+                    group = eks.describe_nodegroup(
+                        clusterName=spec.cluster, nodegroupName=spec.name
+                    )
+                except eks.exceptions.ResourceNotFoundException:
+                    if until_gone:
+                        return
+                    raise LlmctlError(f"EKS node group {spec.name!r} disappeared") from None
+            state = _state(group["nodegroup"])
+            if state.status in self.failed_statuses:
+                break
+            if not until_gone and state.status == "ACTIVE":
+                return
+            if attempt:
+                progress(state.status)
+        status = state.status if state else "unknown"
+        problems = "; ".join(state.problems) if state else ""
+        message = f"EKS node group {spec.name!r} did not become " + (
+            "deleted" if until_gone else "ready"
+        )
+        message += f": status {status}" + (f": {problems}" if problems else "")
+        hint = (
+            capacity_hint(spec.cloud)
+            if CAPACITY_WORDS.search(problems)
+            else f"see `aws eks describe-nodegroup --cluster-name {spec.cluster} "
+            f"--nodegroup-name {spec.name} --region {spec.location}`"
+        )
+        raise LlmctlError(message, hint=hint)
 
 
 def _state(group: dict[str, Any]) -> PoolState:
@@ -263,25 +381,55 @@ def _state(group: dict[str, Any]) -> PoolState:
             for t in group.get("taints") or []
         ),
         problems=tuple(f"{i.get('code')}: {i.get('message')}" for i in issues),
+        image=str(group.get("amiType", "")),
     )
 
 
 @contextmanager
-def _aws_errors(spec: PoolSpec, action: str) -> Iterator[None]:
+def _aws_errors(spec: PoolSpec | None, action: str) -> Iterator[None]:
     """botocore's exceptions, turned into one sentence and what to do about it."""
     from botocore.exceptions import (
+        BotoCoreError,
         ClientError,
+        CredentialRetrievalError,
         EndpointConnectionError,
+        InvalidRegionError,
         NoCredentialsError,
+        NoRegionError,
         PartialCredentialsError,
+        ProfileNotFound,
+        SSOError,
         TokenRetrievalError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
     )
 
     try:
         yield
-    except (NoCredentialsError, PartialCredentialsError, TokenRetrievalError) as exc:
+    except (
+        NoCredentialsError,
+        PartialCredentialsError,
+        TokenRetrievalError,
+        CredentialRetrievalError,
+    ) as exc:
         raise LlmctlError(f"no usable AWS credentials: {exc}", hint=CREDENTIALS_HINT) from None
-    except EndpointConnectionError as exc:
+    except ProfileNotFound as exc:
+        raise ConfigError(
+            f"AWS profile not found: {exc}",
+            hint="set AWS_PROFILE to a profile in ~/.aws/config (`aws configure list-profiles` "
+            "lists them), or unset it",
+        ) from None
+    except SSOError as exc:  # SSOTokenLoadError, UnauthorizedSSOTokenError
+        raise LlmctlError(
+            f"the AWS SSO session is missing or expired: {exc}",
+            hint="run `aws sso login` (with the same AWS_PROFILE), then try again",
+        ) from None
+    except (InvalidRegionError, NoRegionError) as exc:
+        raise ConfigError(
+            f"unusable AWS region: {exc}", hint="pass --region, e.g. us-east-1"
+        ) from None
+    except (EndpointConnectionError, BotoConnectionError) as exc:
         raise LlmctlError(
             f"cannot reach the EKS API: {exc}", hint="check --region and your network"
         ) from None
@@ -303,8 +451,16 @@ def _aws_errors(spec: PoolSpec, action: str) -> Iterator[None]:
             ) from None
         if code in {"ResourceLimitExceededException", "ServiceQuotaExceededException"}:
             raise LlmctlError(
-                f"AWS quota exceeded: {message}", hint=capacity_hint(spec.cloud)
+                f"AWS quota exceeded: {message}", hint=capacity_hint(CloudName.AWS)
             ) from None
         if code == "ResourceNotFoundException":
             raise  # the callers know what was not found
+        if code == "ResourceInUseException":
+            raise LlmctlError(
+                f"{action} refused: {message}",
+                hint="another update of the node group is in progress; wait until it ends "
+                "(`llmctl gpu status`) and run the same command again",
+            ) from None
         raise LlmctlError(f"{action} failed ({code}): {message}") from None
+    except BotoCoreError as exc:  # anything else botocore raises: still one line
+        raise LlmctlError(f"{action} failed: {exc}") from None

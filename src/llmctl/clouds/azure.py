@@ -3,6 +3,8 @@ azure-mgmt-containerservice with azure-identity's DefaultAzureCredential."""
 
 from __future__ import annotations
 
+import copy
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from llmctl.clouds.base import (
     Progress,
     capacity_hint,
     missing_sdk,
+    require_names,
 )
 from llmctl.errors import ConfigError, LlmctlError
 
@@ -31,6 +34,12 @@ CREDENTIALS_HINT = (
     "service principal (DefaultAzureCredential also takes a managed or workload identity)"
 )
 PERMISSION = re.compile(r"perform action '([^']+)'")
+RESOURCE_GROUP = re.compile(r"[-\w._()]{0,89}[-\w_()]")
+AKS_NAME = re.compile(r"[A-Za-z0-9][-_A-Za-z0-9]{0,62}")
+# Node labels AKS sets and owns (Azure/karpenter-provider-azure#1707 lists them; AKS sets
+# accelerator=nvidia on GPU nodes and kubernetes.azure.com/scalesetpriority=spot on Spot pools).
+RESERVED_LABELS = frozenset({"agentpool", "accelerator", "storageprofile", "storagetier"})
+RESERVED_PREFIX = "kubernetes.azure.com/"
 QUOTA_CODES = re.compile(r"quota", re.IGNORECASE)
 CAPACITY_CODES = re.compile(
     r"SkuNotAvailable|AllocationFailed|OverconstrainedAllocationRequest|ZonalAllocationFailed|"
@@ -64,6 +73,9 @@ def aks_client(subscription: str, endpoint: str | None = None, credential: Any =
         from azure.mgmt.containerservice import ContainerServiceClient
     except ImportError:
         raise missing_sdk("azure-mgmt-containerservice, azure-identity", CloudName.AZURE) from None
+    # azure-identity logs every credential it tried as a multi-line WARNING before raising;
+    # llmctl's own one-line error says it once (review item 12).
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
     credential = credential or DefaultAzureCredential()
     kwargs: dict[str, Any] = {"api_version": AKS_API_VERSION}
     if endpoint:
@@ -97,6 +109,46 @@ def agent_pool_body(spec: PoolSpec) -> dict[str, Any]:
     return {"properties": props}
 
 
+def _taint_text(taint: Taint) -> str:
+    return f"{taint.key}={taint.value}:{taint.effect}"
+
+
+def updated_agent_pool(spec: PoolSpec, current: Mapping[str, Any]) -> dict[str, Any]:
+    """The PUT body for an existing pool: what AKS returned, with only llmctl's settings changed.
+
+    As terraform-provider-azurerm (`kubernetes_cluster_node_pool_resource.go`: GET, change only what
+    `HasChange`, `CreateOrUpdateThenPoll(existing.Model)`) and CAPZ do: every setting AKS or a user
+    gave the pool (orchestratorVersion, upgradeSettings, tags, maxPods, the spot label and taint
+    AKS adds) goes back unchanged. `count` stays where the autoscaler holds it (Azure/AKS#1627)
+    unless it lies outside the new range.
+    """
+    body = copy.deepcopy(dict(current))
+    props = body.setdefault("properties", {})
+    count = int(props.get("count") or 0)
+    props["enableAutoScaling"] = True
+    props["minCount"] = spec.min_nodes
+    props["maxCount"] = spec.max_nodes
+    props["count"] = min(max(count, spec.min_nodes), spec.max_nodes)
+    # AKS replaces the whole label set on a PUT (Azure/AKS#3152): send every label it has.
+    props["nodeLabels"] = {**(props.get("nodeLabels") or {}), **spec.labels}
+    taints = list(props.get("nodeTaints") or [])
+    props["nodeTaints"] = taints + [
+        _taint_text(t) for t in spec.taints if _taint_text(t) not in taints
+    ]
+    return body
+
+
+def scaled_to_zero_agent_pool(current: Mapping[str, Any]) -> dict[str, Any]:
+    """The PUT body that stops the pool: autoscaling off, count 0, nothing else changed."""
+    body = copy.deepcopy(dict(current))
+    props = body.setdefault("properties", {})
+    # AKS needs maxCount >= 1 while autoscaling (see UNSUPPORTED): stop it, set count 0.
+    props.update({"enableAutoScaling": False, "count": 0})
+    props.pop("minCount", None)
+    props.pop("maxCount", None)
+    return body
+
+
 class AzureCloud(Cloud):
     name = CloudName.AZURE
     busy_statuses: ClassVar[frozenset[str]] = frozenset(
@@ -104,6 +156,8 @@ class AzureCloud(Cloud):
     )
     deleting_statuses: ClassVar[frozenset[str]] = frozenset({"Deleting"})
     failed_statuses: ClassVar[frozenset[str]] = frozenset({"Failed"})
+    # "Canceled" (the last operation was cancelled, e.g. by a newer one) is none of these: the
+    # pool exists with its last good settings, and the next GET-modify-PUT reconciles it.
 
     def __init__(
         self, endpoint: str | None = None, credential: Any = None, poll_delay: float = 15.0
@@ -128,6 +182,29 @@ class AzureCloud(Cloud):
             raise ConfigError(
                 "no Azure resource group given",
                 hint="pass --resource-group or set clouds.azure.resourceGroup",
+            )
+        # ARM naming rules (Microsoft.Resources resourceGroups, ContainerService managedClusters).
+        require_names(
+            (
+                "--resource-group",
+                spec.resource_group,
+                RESOURCE_GROUP,
+                "a valid resource group name",
+                "letters, digits, _ - . ( ), at most 90, not ending in '.'",
+            ),
+            (
+                "--cluster",
+                spec.cluster,
+                AKS_NAME,
+                "a valid AKS cluster name",
+                "letters, digits, - and _, starting with a letter or digit, at most 63",
+            ),
+        )
+        reserved = [k for k in spec.labels if k in RESERVED_LABELS or k.startswith(RESERVED_PREFIX)]
+        if reserved:
+            raise ConfigError(
+                f"AKS reserves the node label {reserved[0]!r} and refuses changes to it",
+                hint="use a key of your own (llmctl's is llmctl.dev/accelerator)",
             )
         return replace(spec, subscription=subscription)
 
@@ -161,6 +238,11 @@ class AzureCloud(Cloud):
         return self._client
 
     def read_pool(self, spec: PoolSpec) -> PoolState | None:
+        current = self._get(spec)
+        return None if current is None else _state(current)
+
+    def _get(self, spec: PoolSpec) -> dict[str, Any] | None:
+        """The pool as AKS's REST JSON (azure-mgmt-containerservice >= 41.8 models), or None."""
         from azure.core.exceptions import ResourceNotFoundError
 
         with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/read"):
@@ -169,7 +251,7 @@ class AzureCloud(Cloud):
             except ResourceNotFoundError:
                 self._require_cluster(spec)
                 return None
-        return _state(pool.as_dict())
+        return dict(pool.as_dict())
 
     def _require_cluster(self, spec: PoolSpec) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -187,14 +269,27 @@ class AzureCloud(Cloud):
                     f"{spec.resource_group}` lists the clusters there",
                 ) from None
 
-    def _put(self, spec: PoolSpec, body: dict[str, Any], progress: Progress) -> None:
+    def _put(
+        self,
+        spec: PoolSpec,
+        body: dict[str, Any],
+        progress: Progress,
+        etag: str | None = None,
+    ) -> None:
+        from azure.core import MatchConditions
+        from azure.mgmt.containerservice.models import AgentPool
+
+        # The typed model drops the read-only fields (provisioningState, eTag...) it was given.
+        model = AgentPool(body)
+        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/write"):
             poller = self._aks(spec).agent_pools.begin_create_or_update(
                 spec.resource_group,
                 spec.cluster,
                 spec.name,
-                body,
+                model,
                 polling_interval=self.poll_delay,
+                **condition,
             )
             self._follow(poller, progress)
 
@@ -208,18 +303,19 @@ class AzureCloud(Cloud):
     def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
         self._put(spec, agent_pool_body(spec), progress)
 
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None:
-        # A PUT of the whole pool, as AKS wants; only the counts differ from what exists.
-        self._put(spec, agent_pool_body(spec), progress)
+    def _modify(self, spec: PoolSpec, change: Any, progress: Progress) -> None:
+        """GET, change, PUT with If-Match on the eTag read (a concurrent change gets 412)."""
+        current = self._get(spec)
+        if current is None:
+            raise LlmctlError(f"AKS agent pool {spec.name!r} disappeared while llmctl read it")
+        etag = current.get("properties", {}).get("eTag")
+        self._put(spec, change(current), progress, etag=etag)
+
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        self._modify(spec, lambda current: updated_agent_pool(spec, current), progress)
 
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
-        # AKS needs maxCount >= 1 while autoscaling (see UNSUPPORTED): stop it, set count 0.
-        body = agent_pool_body(spec)
-        props = body["properties"]
-        props.update({"enableAutoScaling": False, "count": 0})
-        props.pop("minCount")
-        props.pop("maxCount")
-        self._put(spec, body, progress)
+        self._modify(spec, scaled_to_zero_agent_pool, progress)
 
     def delete_pool(self, spec: PoolSpec, progress: Progress) -> None:
         with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/delete"):
@@ -259,6 +355,9 @@ def _state(raw: Mapping[str, Any]) -> PoolState:
         status=str(props.get("provisioningState", "Unknown")),
         labels=dict(props.get("nodeLabels") or {}),
         taints=tuple(taints),
+        managed_device_plugin=(
+            ((props.get("gpuProfile") or {}).get("nvidia") or {}).get("managementMode") == "Managed"
+        ),
     )
 
 
@@ -290,6 +389,12 @@ def _azure_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
             ) from None
         raise
     except ClientAuthenticationError as exc:
+        if _unreachable(exc):
+            raise LlmctlError(
+                f"cannot reach the Azure token endpoint: {_first_line(exc)}",
+                hint="check your network and proxy settings (HTTPS_PROXY); the credentials "
+                "themselves were not refused",
+            ) from None
         if exc.status_code in (None, 401):
             first_line = str(exc.message).splitlines()[0]
             raise LlmctlError(
@@ -302,9 +407,45 @@ def _azure_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
         raise LlmctlError(f"cannot reach the Azure API: {exc}") from None
 
 
+def _first_line(exc: Any) -> str:
+    return str(getattr(exc, "message", None) or exc).splitlines()[0]
+
+
+# How DefaultAzureCredential's aggregated message reports a token endpoint it could not reach.
+UNREACHABLE_WORDS = re.compile(
+    r"Failed to resolve|Name or service not known|Connection refused|Max retries exceeded|"
+    r"timed out|Failed to establish a new connection|ServiceRequestError",
+    re.IGNORECASE,
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a credential failure is really a network failure (a ServiceRequestError inside)."""
+    from azure.core.exceptions import ServiceRequestError
+
+    if UNREACHABLE_WORDS.search(str(getattr(exc, "message", None) or exc)):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ServiceRequestError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+RETRY_HINT = (
+    "another change to the cluster or pool is in progress (or came in between llmctl's read and "
+    "write); wait until it finishes (`llmctl gpu status`) and run the same command again"
+)
+
+
 def _http_error(spec: PoolSpec, exc: Any, permission: str) -> LlmctlError:
     code = _code(exc)
     message = _message(exc)
+    if exc.status_code in (409, 412) or code in ("OperationNotAllowed", "PreconditionFailed"):
+        return LlmctlError(f"AKS API error ({exc.status_code} {code}): {message}", hint=RETRY_HINT)
     if exc.status_code == 403 or code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
         found = PERMISSION.search(message)
         needed = found.group(1) if found else permission

@@ -45,6 +45,7 @@ class Feature(StrEnum):
     ZERO_MAX_NODES = "a maximum of 0 nodes"
     SUBNETS = "--subnet"
     NODE_ROLE = "--node-role"
+    ZONES = "--zones"
 
 
 UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
@@ -52,12 +53,15 @@ UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
         Feature.PREEMPTIBLE: "EC2 has no preemptible VMs; Spot (the default) is the equivalent",
         Feature.ZERO_MAX_NODES: (
             "EKS requires a node group's maxSize to be at least 1, so scale-to-zero sets min 0, "
-            "desired 0 and max 1"
+            "desired 0 and max 1; a cluster-autoscaler can still start one GPU node for a pending "
+            "GPU pod (delete the pool to be sure none starts)"
         ),
+        Feature.ZONES: "EKS node groups take their zones from their subnets (--subnet)",
     },
     CloudName.AZURE: {
         Feature.PREEMPTIBLE: "Azure's evictable VMs are Spot VMs (the default)",
         Feature.SUBNETS: "AKS agent pools use the cluster's virtual network",
+        Feature.ZONES: "llmctl leaves an AKS pool's availability zones to AKS",
         Feature.NODE_ROLE: "AKS nodes use the cluster's kubelet identity",
         Feature.ZERO_MAX_NODES: (
             "AKS needs maxCount >= 1 while autoscaling, so scale-to-zero turns autoscaling off "
@@ -95,6 +99,7 @@ class PoolOptions:
     preemptible: bool = False
     subnets: tuple[str, ...] = ()
     node_role: str | None = None
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,8 @@ class PoolSpec:
     subscription: str | None = None
     subnets: tuple[str, ...] = ()
     node_role: str | None = None
+    # GKE node locations; empty: the cluster's zones that offer the GPU, found at run time.
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,11 @@ class PoolState:
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     problems: tuple[str, ...] = ()
+    # The node image family where the cloud lets the pool choose one (EKS amiType), else "".
+    image: str = ""
+    # The cloud installs and runs the NVIDIA device plugin on this pool's nodes itself (AKS
+    # managed GPU: gpuProfile.nvidia.managementMode Managed), so llmctl must not add one.
+    managed_device_plugin: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,7 +170,9 @@ class Difference:
     field: str
     want: str
     have: str
-    # Whether the cloud's API can change it in place (scaling can; instance types cannot).
+    # Whether the cloud's API can change it in place: scaling, labels and taints can on all three
+    # (EKS UpdateNodegroupConfig labels/taints, GKE UpdateNodePool labels/taints, AKS agent pool
+    # PUT nodeLabels/nodeTaints, Azure/AKS#1515); instance type, capacity type and image cannot.
     updatable: bool
 
 
@@ -205,6 +219,14 @@ def validate_node_counts(min_nodes: int, max_nodes: int, *, explicit_max: bool) 
         )
 
 
+def require_names(*rules: tuple[str, str, re.Pattern[str], str, str]) -> None:
+    """(flag, value, pattern, what it must be, hint): a name the cloud would refuse (or an SDK
+    would turn into a broken request path) is a usage error now, exit 2, before any call."""
+    for flag, value, pattern, what, hint in rules:
+        if not pattern.fullmatch(value):
+            raise ConfigError(f"{flag} {value!r} is not {what}", hint=hint)
+
+
 CAPACITY_HINT = (
     "try another region or zone (--region/--location), --on-demand instead of spot, or another "
     "GPU instance type (--instance-type {types})"
@@ -246,10 +268,20 @@ class Cloud(ABC):
             (Feature.PREEMPTIBLE, options.preemptible),
             (Feature.SUBNETS, bool(options.subnets)),
             (Feature.NODE_ROLE, options.node_role is not None),
+            (Feature.ZONES, bool(options.zones)),
         ):
             reason = unsupported_reason(cloud, feature)
             if asked and reason:
                 raise ConfigError(f"{feature} is not supported on {CLOUD_DISPLAY[cloud]}: {reason}")
+        for flag, given in (
+            ("--cluster", options.cluster),
+            ("--region/--location", options.location),
+            ("--resource-group", options.resource_group),
+            ("--project", options.project),
+            ("--instance-type", options.instance_type),
+        ):
+            if given is not None and not given.strip():
+                raise ConfigError(f"{flag} is empty", hint=f"give a value or leave {flag} out")
         if options.preemptible and options.on_demand:
             raise ConfigError("--preemptible and --on-demand exclude each other", hint="pick one")
         configured = stack.clouds.of(cloud)
@@ -291,6 +323,7 @@ class Cloud(ABC):
             subscription=options.subscription,
             subnets=options.subnets,
             node_role=options.node_role,
+            zones=options.zones,
         )
         return self.complete_spec(spec, env or {})
 
@@ -315,17 +348,17 @@ class Cloud(ABC):
         missing = {k: v for k, v in spec.labels.items() if state.labels.get(k) != v}
         if missing:
             have = {k: state.labels.get(k) for k in missing}
-            diffs.append(Difference("labels", str(missing), str(have), False))
-        for taint in spec.taints:
-            if taint not in state.taints:
-                diffs.append(
-                    Difference(
-                        "taints",
-                        f"{taint.key}={taint.value}:{taint.effect}",
-                        ", ".join(f"{t.key}={t.value}:{t.effect}" for t in state.taints) or "none",
-                        False,
-                    )
+            diffs.append(Difference("labels", str(missing), str(have), True))
+        absent = [t for t in spec.taints if t not in state.taints]
+        if absent:
+            diffs.append(
+                Difference(
+                    "taints",
+                    ", ".join(f"{t.key}={t.value}:{t.effect}" for t in absent),
+                    ", ".join(f"{t.key}={t.value}:{t.effect}" for t in state.taints) or "none",
+                    True,
                 )
+            )
         check("min nodes", spec.min_nodes, state.min_nodes, True)
         check("max nodes", spec.max_nodes, state.max_nodes, True)
         return tuple(diffs)
@@ -340,7 +373,8 @@ class Cloud(ABC):
     def create_pool(self, spec: PoolSpec, progress: Progress) -> None: ...
 
     @abstractmethod
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None: ...
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        """Change in place what `differences` calls updatable; keep everything else the pool has."""
 
     @abstractmethod
     def delete_pool(self, spec: PoolSpec, progress: Progress) -> None: ...
@@ -357,7 +391,7 @@ class Cloud(ABC):
     def decide(self, spec: PoolSpec, state: PoolState | None) -> EnsureResult:
         """What `ensure_gpu_pool` would do with this pool, without doing it.
 
-        Scaling differences are changed in place (every cloud allows it); anything else is
+        Scaling, labels and taints are changed in place (every cloud allows it); anything else is
         reported and nothing is touched, since changing it means recreating the pool.
         """
         if state is None:
@@ -393,7 +427,7 @@ class Cloud(ABC):
         if decision.action == "created":
             self.create_pool(spec, progress)
         elif decision.action == "updated":
-            self.update_scaling(spec, progress)
+            self.update_pool(spec, progress)
         else:
             return decision
         return EnsureResult(decision.action, self.read_pool(spec), decision.differences)
@@ -402,6 +436,23 @@ class Cloud(ABC):
     busy_statuses: ClassVar[frozenset[str]] = frozenset()
     deleting_statuses: ClassVar[frozenset[str]] = frozenset()
     failed_statuses: ClassVar[frozenset[str]] = frozenset()
+
+    def pool_blockers(self, spec: PoolSpec, state: PoolState | None) -> list[str]:
+        """Why the pool itself cannot grow from zero right now (empty: it can)."""
+        if state is None:
+            return [
+                f"no GPU pool {spec.name!r}: run `llmctl gpu enable --cloud {spec.cloud.value}`"
+            ]
+        if state.status in self.failed_statuses | self.deleting_statuses:
+            return [f"the pool is {state.status}"]
+        if state.status in self.busy_statuses:
+            return [f"the pool is {state.status}; it can scale once that ends"]
+        if state.max_nodes < 1:
+            return [
+                "autoscaling is off (the pool was scaled to zero): run `llmctl gpu enable "
+                f"--cloud {spec.cloud.value}` to turn it back on"
+            ]
+        return []
 
     @abstractmethod
     def kubeconfig_command(self, spec: PoolSpec) -> str:

@@ -21,10 +21,20 @@ from llmctl.clouds.base import (
     Progress,
     capacity_hint,
     missing_sdk,
+    require_names,
 )
 from llmctl.errors import ConfigError, LlmctlError
 
 API = "https://container.googleapis.com/v1"
+COMPUTE_API = "https://compute.googleapis.com/compute/v1"
+# Shown by --dry-run where the zones are read from the cluster and the compute API at run time.
+FROM_CLUSTER_ZONES = "<the cluster's zones that offer {accelerator}, read at run time>"
+# Project IDs (optionally domain-scoped; GCP wants 6 to 30 characters, llmctl checks only the
+# characters), GKE cluster names, regions/zones and zones.
+PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][-a-z0-9]{0,28}[a-z0-9]")
+GKE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
+GCP_LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+(-[a-z])?")
+GCP_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 EFFECT_TO_GKE = {
     "NoSchedule": "NO_SCHEDULE",
     "NoExecute": "NO_EXECUTE",
@@ -37,36 +47,64 @@ CREDENTIALS_HINT = (
 )
 PERMISSION = re.compile(r"[\"']?(container\.[A-Za-z]+\.[A-Za-z]+|iam\.[A-Za-z.]+)[\"']?")
 QUOTA_WORDS = re.compile(r"quota", re.IGNORECASE)
+INCOMPATIBLE_WORDS = re.compile(r"incompatible operation|operation .* is currently", re.IGNORECASE)
+RETRY_HINT = (
+    "another operation on the cluster is running; wait until it finishes (`gcloud container "
+    "operations list`) and run the same command again"
+)
 STOCKOUT_WORDS = re.compile(
     r"does not have enough resources|ZONE_RESOURCE_POOL_EXHAUSTED|stockout", re.IGNORECASE
 )
 
 
-def container_client(endpoint: str | None = None, credentials: Any = None) -> Any:
-    """The one place a GKE client is built: REST transport, an endpoint and credentials override."""
+def _container_v1() -> Any:
+    # importlib, not `from google.cloud import container_v1`: the latter finds a submodule that
+    # an earlier import left as an attribute of google.cloud even when sys.modules hides it
+    # (review item 13), so a missing SDK would read as missing credentials.
+    import importlib
+
     try:
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-        from google.cloud import container_v1
+        return importlib.import_module("google.cloud.container_v1")
     except ImportError:
         raise missing_sdk("google-cloud-container", CloudName.GCP) from None
+
+
+def default_credentials() -> Any:
+    """Application Default Credentials, or a clear error."""
+    _container_v1()
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+    except DefaultCredentialsError as exc:
+        raise LlmctlError(f"no Google Cloud credentials: {exc}", hint=CREDENTIALS_HINT) from None
+    return credentials
+
+
+def container_client(endpoint: str | None = None, credentials: Any = None) -> Any:
+    """The one place a GKE client is built: REST transport, an endpoint and credentials override."""
+    container_v1 = _container_v1()
     if credentials is None:
-        try:
-            credentials, _ = google.auth.default(
-                scopes=["https://www.googleapis.com/auth/cloud-platform"]
-            )
-        except DefaultCredentialsError as exc:
-            raise LlmctlError(
-                f"no Google Cloud credentials: {exc}", hint=CREDENTIALS_HINT
-            ) from None
+        credentials = default_credentials()
     options = {"api_endpoint": endpoint} if endpoint else None
     return container_v1.ClusterManagerClient(
         credentials=credentials, transport="rest", client_options=options
     )
 
 
-def node_pool_body(spec: PoolSpec) -> dict[str, Any]:
-    """The NodePool resource in GKE's REST JSON (int64 as strings, enums by name)."""
+def node_pool_body(spec: PoolSpec, zones: list[str] | None = None) -> dict[str, Any]:
+    """The NodePool resource in GKE's REST JSON (int64 as strings, enums by name).
+
+    `locations` names only zones that offer the GPU: without it the pool takes every zone of a
+    regional cluster and GKE answers 400 "Accelerator type ... does not exist in zone ..." where
+    one lacks it (GoogleCloudPlatform/kubernetes-engine-samples#1738; NodePool.locations in
+    google-cloud-container's cluster_service.py). `initialNodeCount` is per zone ("In regional or
+    multi-zonal clusters, this is the number of nodes per zone"), so it is --min-nodes divided by
+    the zone count, rounded down: never more GPU nodes (and GPU quota) than asked for at once.
+    """
     config: dict[str, Any] = {
         "machineType": spec.instance_type,
         "accelerators": [
@@ -85,15 +123,31 @@ def node_pool_body(spec: PoolSpec) -> dict[str, Any]:
         config["spot"] = True
     elif spec.capacity is Capacity.PREEMPTIBLE:
         config["preemptible"] = True
-    return {
-        "name": spec.name,
-        "initialNodeCount": spec.min_nodes,
-        "config": config,
-        # Total counts (not per zone), so --max-nodes means the same on regional clusters; ANY
-        # lets the autoscaler take a zone that has spot capacity.
-        "autoscaling": _autoscaling(spec.min_nodes, spec.max_nodes),
-        "management": {"autoRepair": True, "autoUpgrade": True},
-    }
+    zones = zones if zones is not None else (list(spec.zones) or None)
+    body: dict[str, Any] = {"name": spec.name}
+    if zones:
+        body["initialNodeCount"] = per_zone_count(spec.min_nodes, len(zones))
+        body["locations"] = zones
+    else:  # --dry-run: the zones are read at run time
+        body["initialNodeCount"] = (
+            0 if spec.min_nodes == 0 else "<--min-nodes / zones, rounded down>"
+        )
+        body["locations"] = [FROM_CLUSTER_ZONES.format(accelerator=spec.accelerator)]
+    body.update(
+        {
+            "config": config,
+            # Total counts (not per zone), so --max-nodes means the same on regional clusters; ANY
+            # lets the autoscaler take a zone that has spot capacity.
+            "autoscaling": _autoscaling(spec.min_nodes, spec.max_nodes),
+            "management": {"autoRepair": True, "autoUpgrade": True},
+        }
+    )
+    return body
+
+
+def per_zone_count(total: int, zones: int) -> int:
+    """GKE's per-zone node count for a wanted total: never above the total."""
+    return total // max(zones, 1)
 
 
 def _autoscaling(min_nodes: int, max_nodes: int) -> dict[str, Any]:
@@ -117,9 +171,14 @@ class GcpCloud(Cloud):
         credentials: Any = None,
         poll_delay: float = 5.0,
         timeout_s: float = 1800.0,
+        compute_endpoint: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.compute_endpoint = compute_endpoint or (
+            f"{endpoint}/compute/v1" if endpoint else COMPUTE_API
+        )
         self.credentials = credentials
+        self._session: Any = None
         self.poll_delay = poll_delay
         self.timeout_s = timeout_s
         self._client: Any = None
@@ -134,6 +193,22 @@ class GcpCloud(Cloud):
                 hint="pass --project, set clouds.gcp.project in llmctl.yaml, or set "
                 "$GOOGLE_CLOUD_PROJECT",
             )
+        # The SDK builds request paths from these and raises ValueError on a `/` (review item 5).
+        require_names(
+            ("--project", project, PROJECT_ID, "a valid GCP name", "for example my-project-123"),
+            ("--cluster", spec.cluster, GKE_NAME, "a valid GCP name", "for example llm-gcp"),
+            (
+                "--location",
+                spec.location,
+                GCP_LOCATION,
+                "a valid GCP name",
+                "for example us-central1 or us-central1-a",
+            ),
+            *(
+                ("--zones", z, GCP_ZONE, "a valid GCP name", "for example us-central1-a")
+                for z in spec.zones
+            ),
+        )
         return replace(spec, project=project)
 
     def _parent(self, spec: PoolSpec) -> str:
@@ -159,8 +234,13 @@ class GcpCloud(Cloud):
 
     def _gke(self) -> Any:
         if self._client is None:
-            self._client = container_client(self.endpoint, self.credentials)
+            self._client = container_client(self.endpoint, self._credentials())
         return self._client
+
+    def _credentials(self) -> Any:
+        if self.credentials is None:
+            self.credentials = default_credentials()
+        return self.credentials
 
     def read_pool(self, spec: PoolSpec) -> PoolState | None:
         from google.api_core.exceptions import NotFound
@@ -187,28 +267,108 @@ class GcpCloud(Cloud):
                     f"list --project {spec.project}` lists them",
                 ) from None
 
-    def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
-        from google.cloud import container_v1
+    def gpu_zones(self, spec: PoolSpec) -> list[str]:
+        """The cluster's zones (or --zones) that offer the GPU, by the compute API's
+        acceleratorTypes.get (GKE's own API does not say which zone has which GPU)."""
+        if spec.zones:
+            return list(spec.zones)
+        with _gcp_errors(spec, "container.clusters.get"):
+            cluster = self._gke().get_cluster(name=self._parent(spec))
+        zones = list(cluster.locations) or [spec.location]
+        offered = [z for z in zones if self._offers(spec, z)]
+        if not offered:
+            raise LlmctlError(
+                f"none of cluster {spec.cluster!r}'s zones ({', '.join(zones)}) offers "
+                f"{spec.accelerator}",
+                hint=f"`gcloud compute accelerator-types list --filter=name={spec.accelerator}` "
+                "lists the zones that do; use a cluster in one of them",
+            )
+        return offered
 
-        pool = container_v1.NodePool.from_json(json.dumps(node_pool_body(spec)))
+    def _offers(self, spec: PoolSpec, zone: str) -> bool:
+        """Whether a zone has the accelerator type: compute acceleratorTypes.get, 200 or 404."""
+        from google.auth.transport.requests import AuthorizedSession
+
+        if self._session is None:
+            self._session = AuthorizedSession(self._credentials())  # type: ignore[no-untyped-call]
+        url = (
+            f"{self.compute_endpoint}/projects/{spec.project}/zones/{zone}/acceleratorTypes/"
+            f"{spec.accelerator}"
+        )
+        with _gcp_errors(spec, "compute.acceleratorTypes.get"):
+            answer = self._session.get(url, timeout=30)
+        if answer.status_code == 404:
+            return False
+        if answer.status_code == 403:
+            raise LlmctlError(
+                f"permission denied: listing GPU types in zone {zone} needs "
+                f"compute.acceleratorTypes.get on project {spec.project}",
+                hint="grant roles/compute.viewer, or name the zones yourself with --zones",
+            )
+        if answer.status_code != 200:
+            raise LlmctlError(
+                f"the compute API answered {answer.status_code} for {spec.accelerator} in {zone}: "
+                f"{answer.text[:200]}"
+            )
+        return True
+
+    def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        container_v1 = _container_v1()
+
+        progress("finding zones with " + spec.accelerator)
+        zones = self.gpu_zones(spec)
+        pool = container_v1.NodePool.from_json(json.dumps(node_pool_body(spec, zones)))
         with _gcp_errors(spec, "container.clusters.update"):
             op = self._gke().create_node_pool(parent=self._parent(spec), node_pool=pool)
         self._wait(spec, op, progress)
 
-    def update_scaling(self, spec: PoolSpec, progress: Progress) -> None:
-        from google.cloud import container_v1
-
-        scaling = container_v1.NodePoolAutoscaling.from_json(
-            json.dumps(_autoscaling(spec.min_nodes, spec.max_nodes))
+    def update_pool(self, spec: PoolSpec, progress: Progress) -> None:
+        """setAutoscaling for the counts, UpdateNodePool for labels and taints (GKE replaces each
+        set whole, so the pool's other labels and taints are sent back with llmctl's)."""
+        container_v1 = _container_v1()
+        with _gcp_errors(spec, "container.clusters.get"):
+            pool = self._gke().get_node_pool(name=self._pool(spec))
+        state = _state(pool)
+        if (state.min_nodes, state.max_nodes) != (spec.min_nodes, spec.max_nodes) or not (
+            pool.autoscaling.enabled
+        ):
+            scaling = container_v1.NodePoolAutoscaling.from_json(
+                json.dumps(_autoscaling(spec.min_nodes, spec.max_nodes))
+            )
+            with _gcp_errors(spec, "container.clusters.update"):
+                op = self._gke().set_node_pool_autoscaling(
+                    request={"name": self._pool(spec), "autoscaling": scaling}
+                )
+            self._wait(spec, op, progress)
+        labels = {**pool.config.labels, **spec.labels}
+        have = [
+            {"key": t.key, "value": t.value, "effect": t.effect.name} for t in pool.config.taints
+        ]
+        taints = have + [
+            {"key": t.key, "value": t.value, "effect": EFFECT_TO_GKE[t.effect]}
+            for t in spec.taints
+            if t not in state.taints
+        ]
+        if labels == dict(pool.config.labels) and len(taints) == len(have):
+            return
+        request = container_v1.UpdateNodePoolRequest.from_json(
+            json.dumps(
+                {
+                    "name": self._pool(spec),
+                    # Both are "Required": the pool's own values, so nothing is upgraded.
+                    "nodeVersion": pool.version or "-",
+                    "imageType": pool.config.image_type,
+                    "labels": {"labels": labels},
+                    "taints": {"taints": taints},
+                }
+            )
         )
         with _gcp_errors(spec, "container.clusters.update"):
-            op = self._gke().set_node_pool_autoscaling(
-                request={"name": self._pool(spec), "autoscaling": scaling}
-            )
+            op = self._gke().update_node_pool(request=request)
         self._wait(spec, op, progress)
 
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
-        from google.cloud import container_v1
+        container_v1 = _container_v1()
 
         # GKE autoscaling needs a maximum of at least 1 (see UNSUPPORTED): turn it off, resize to 0.
         with _gcp_errors(spec, "container.clusters.update"):
@@ -241,7 +401,7 @@ class GcpCloud(Cloud):
 
     def _wait(self, spec: PoolSpec, op: Any, progress: Progress) -> None:
         """Poll GKE's own Operation (not google.longrunning) until DONE; raise its error."""
-        from google.cloud import container_v1
+        container_v1 = _container_v1()
 
         done = container_v1.Operation.Status.DONE
         name = f"projects/{spec.project}/locations/{spec.location}/operations/{op.name}"
@@ -262,13 +422,30 @@ class GcpCloud(Cloud):
             raise _operation_error(spec, str(message))
 
 
+def quota_names(spec: PoolSpec) -> str:
+    """The Compute Engine quotas a pool of this GPU draws on: Spot and preemptible VMs use the
+    PREEMPTIBLE_ quota where the project has one, and every GPU counts against GPUS_ALL_REGIONS
+    (0 in new projects)."""
+    metric = spec.accelerator.removeprefix("nvidia-tesla-").removeprefix("nvidia-").upper()
+    regular = f"NVIDIA_{metric}_GPUS"
+    if spec.capacity is Capacity.ON_DEMAND:
+        return f"{regular} and GPUS_ALL_REGIONS"
+    return (
+        f"PREEMPTIBLE_{regular} (or {regular} where the project has no preemptible quota) and "
+        "GPUS_ALL_REGIONS"
+    )
+
+
 def _operation_error(spec: PoolSpec, message: str) -> LlmctlError:
     if QUOTA_WORDS.search(message):
+        what = "GPU quota" if re.search(r"GPU", message) else "quota"
         return LlmctlError(
-            f"GPU quota exceeded: {message}",
+            f"{what} exceeded: {message}",
             hint=capacity_hint(spec.cloud)
-            + "; or request more NVIDIA_T4_GPUS quota in the Cloud console",
+            + f"; or request more {quota_names(spec)} quota in the Cloud console",
         )
+    if INCOMPATIBLE_WORDS.search(message):
+        return LlmctlError(f"GKE refused: {message}", hint=RETRY_HINT)
     if STOCKOUT_WORDS.search(message):
         return LlmctlError(
             f"no capacity for {spec.instance_type} with {spec.accelerator}: {message}",
@@ -280,12 +457,13 @@ def _operation_error(spec: PoolSpec, message: str) -> LlmctlError:
 def _state(pool: Any) -> PoolState:
     config = pool.config
     scaling = pool.autoscaling
-    if scaling.total_max_node_count or scaling.total_min_node_count:
-        low, high = scaling.total_min_node_count, scaling.total_max_node_count
-    elif scaling.enabled:
-        low, high = scaling.min_node_count, scaling.max_node_count
-    else:
+    # `enabled` first: a pool whose autoscaling was turned off may still carry its old totals.
+    if not scaling.enabled:
         low = high = 0
+    elif scaling.total_max_node_count or scaling.total_min_node_count:
+        low, high = scaling.total_min_node_count, scaling.total_max_node_count
+    else:
+        low, high = scaling.min_node_count, scaling.max_node_count
     capacity = (
         Capacity.SPOT
         if config.spot
@@ -310,18 +488,35 @@ def _state(pool: Any) -> PoolState:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
 @contextmanager
 def _gcp_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
-    from google.api_core.exceptions import GoogleAPICallError, NotFound
-    from google.auth.exceptions import RefreshError
+    from google.api_core.exceptions import GoogleAPICallError, NotFound, RetryError
+    from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import Timeout
 
     try:
         yield
     except NotFound:
         raise
+    except (TransportError, RequestsConnectionError, Timeout, RetryError) as exc:
+        raise LlmctlError(
+            f"cannot reach the Google Cloud API: {_first_line(exc)}",
+            hint="check your network and proxy settings (HTTPS_PROXY); "
+            "`gcloud container clusters list` shows whether the API answers from here",
+        ) from None
     except RefreshError as exc:
         raise LlmctlError(
             f"Google Cloud credentials were refused: {exc}", hint=CREDENTIALS_HINT
+        ) from None
+    except GoogleAuthError as exc:
+        raise LlmctlError(
+            f"Google Cloud credentials failed: {_first_line(exc)}", hint=CREDENTIALS_HINT
         ) from None
     except GoogleAPICallError as exc:
         message = str(exc.message)
@@ -329,7 +524,12 @@ def _gcp_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
             raise LlmctlError(
                 f"Google Cloud credentials were refused: {message}", hint=CREDENTIALS_HINT
             ) from None
-        if QUOTA_WORDS.search(message) or STOCKOUT_WORDS.search(message) or exc.code == 429:
+        if (
+            QUOTA_WORDS.search(message)
+            or STOCKOUT_WORDS.search(message)
+            or INCOMPATIBLE_WORDS.search(message)
+            or exc.code == 429
+        ):
             raise _operation_error(spec, message) from None
         if exc.code == 403:
             found = PERMISSION.search(message)

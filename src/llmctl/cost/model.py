@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
+from llmctl.cost import egress
 from llmctl.cost.prices import Capacity, HourlyPrice, PriceCatalog, Sourced
 from llmctl.errors import ConfigError
 
@@ -194,6 +195,9 @@ class Estimate:
     totals: list[ScenarioCost] = field(default_factory=list)  # per scenario, over the clouds
     warnings: list[str] = field(default_factory=list)
     prices: list[PriceUsed] = field(default_factory=list)
+    # Serving a GPU request from another cloud (issue 16): egress per 1M tokens beside the
+    # price of waking the local GPU, per cloud.
+    remote: list[egress.RemoteRow] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,7 +505,11 @@ def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str
     ]
 
 
-def estimate(prices: PriceCatalog, request: EstimateRequest) -> Estimate:
+def estimate(
+    prices: PriceCatalog,
+    request: EstimateRequest,
+    egress_prices: egress.EgressCatalog | None = None,
+) -> Estimate:
     """Price every requested scenario in every requested cloud, and the totals."""
     request.workload.validate()
     if not request.hours_per_month > 0 or not math.isfinite(request.hours_per_month):
@@ -523,10 +531,18 @@ def estimate(prices: PriceCatalog, request: EstimateRequest) -> Estimate:
             totals.append(_total(mode_rows, mode))
     for c in costs:
         warnings.extend(_capacity_warnings(request, c))
+    remote = egress.remote_rows(
+        egress_prices or egress.load_egress(),
+        {c.plan.cloud: c.gpu_hourly for c in costs},
+        request.workload.cold_start_s,
+        # The billed node stays up for the whole idle tail: cooldown + scale-down delay.
+        request.workload.idle_tail_s,
+    )
     return Estimate(
         rows=rows,
         totals=totals,
         assumptions=_assumptions(request, costs),
         warnings=warnings,
         prices=used,
+        remote=remote,
     )

@@ -19,6 +19,8 @@ import yaml
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
+from llmctl.cost import egress
+from llmctl.cost.egress import RemoteRow
 from llmctl.cost.model import (
     MODE_TITLES,
     CloudPlan,
@@ -173,7 +175,76 @@ def to_data(result: Estimate, warnings: list[str]) -> dict[str, Any]:
         "assumptions": result.assumptions,
         "warnings": warnings,
         "prices": [{_camel(k): v for k, v in asdict(p).items()} for p in result.prices],
+        "remote": [_remote_dict(r) for r in result.remote],
     }
+
+
+def _remote_dict(row: RemoteRow) -> dict[str, Any]:
+    serving = row.serving
+    return {
+        "cloud": serving.cloud,
+        "egressUsdPerUnit": serving.usd_per_unit,
+        "egressUnit": serving.unit,
+        "egressUsdPerMillionTokensStreamed": round(serving.streamed_usd_per_million_tokens, 6),
+        "egressUsdPerMillionTokensPlain": round(serving.plain_usd_per_million_tokens, 6),
+        "egressUsdPerMillionPromptTokens": round(serving.prompt_usd_per_million_tokens, 6),
+        "wakeLocalGpuUsd": round(row.wake_usd, 6),
+        "streamedTokensPerWake": None
+        if row.tokens_per_wake is None
+        else round(row.tokens_per_wake),
+        "cheapestOtherCloud": row.cheapest_other,
+        "source": serving.source,
+        "date": serving.date,
+    }
+
+
+def print_remote(result: Estimate, request: EstimateRequest, console: Console) -> None:
+    """Serving a GPU request from another cloud (issue 16), beside waking the local GPU."""
+    from rich.table import Table
+
+    table = Table(
+        title="Served by another cloud (federation): egress vs waking the local GPU",
+        title_justify="left",
+    )
+    for header in (
+        "Cloud",
+        "Egress rate",
+        "per 1M tokens streamed",
+        "not streamed",
+        "Wake its GPU once",
+        "= tokens served by",
+    ):
+        table.add_column(header, justify="left" if header == "Cloud" else "right")
+    for row in result.remote:
+        serving = row.serving
+        table.add_row(
+            serving.cloud,
+            f"${serving.usd_per_unit:g}/{serving.unit}",
+            _money(serving.streamed_usd_per_million_tokens, 4),
+            _money(serving.plain_usd_per_million_tokens, 5),
+            _money(row.wake_usd, 4),
+            "n/a"
+            if row.tokens_per_wake is None
+            else f"{row.tokens_per_wake / 1e6:,.2f}M ({row.cheapest_other})",
+        )
+    console.print(table)
+    w = request.workload
+    console.print(
+        f"  Egress is the serving cloud's published internet rate (first paid tier), for about "
+        f"{egress.STREAMED_BYTES_PER_TOKEN} bytes per streamed token (one Server-Sent Event) or "
+        f"{egress.PLAIN_BYTES_PER_TOKEN} per token in one JSON answer; the prompt (about "
+        f"{egress.PROMPT_BYTES_PER_TOKEN} bytes per token) leaves the forwarding cloud. A wake "
+        f"bills the GPU node for the cold start ({w.cold_start_s:g} s) and the cooldown after "
+        f"the last request ({w.idle_timeout_s:g} s).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for row in result.remote:
+        console.print(
+            f"  - {row.serving.cloud} egress: {row.serving.source} ({row.serving.date})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def to_json(result: Estimate, warnings: list[str]) -> str:
@@ -256,3 +327,5 @@ def print_table(result: Estimate, request: EstimateRequest, console: Console) ->
             highlight=False,
             soft_wrap=True,
         )
+    if result.remote:  # federation (issue 16)
+        print_remote(result, request, console)

@@ -16,10 +16,12 @@ from typing import Any
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
-from llmctl.manifests.routing import router_config
+from llmctl.manifests.render import exposure
+from llmctl.manifests.routing import federation, router_config
 from llmctl.router.table import Backend, Tier, rendered_limits
 
 CHART_DIR = PurePosixPath("charts/llm-router")
+NODE_AGENT_NAMESPACE = "kube-system"
 
 
 def values_file_name(cloud: CloudName, gpu: bool) -> str:
@@ -32,6 +34,8 @@ def _model(model: ModelSpec) -> dict[str, Any]:
         "uri": model.uri,
         "path": model.path,
         "storageSize": model.storage_size,
+        "storageClassName": model.storage_class_name or "",
+        "sha256": model.sha256 or "",
         "parameters": model.parameters,
         "aliases": list(model.aliases),
     }
@@ -50,8 +54,41 @@ def _backend(backend: Backend) -> dict[str, Any]:
     return {"costWeight": backend.cost_weight, "hourlyCostUsd": backend.hourly_cost_usd}
 
 
+def _federation_values(stack: Stack, cloud: CloudName, values: dict[str, Any]) -> None:
+    """router.expose and federation (issue 16)."""
+    expose = stack.router.expose
+    values["router"]["expose"] = {
+        "enabled": expose.enabled,
+        "kind": expose.kind,
+        "host": exposure(stack, cloud)["host"] if expose.enabled else "",
+        "ingressClassName": expose.ingress_class_name,
+        "gateway": {
+            "name": expose.gateway.name,
+            "namespace": expose.gateway.namespace or "",
+            "sectionName": expose.gateway.section_name or "",
+        },
+        "tls": {
+            "secretName": expose.tls.secret_name,
+            "clusterIssuer": expose.tls.cluster_issuer or "",
+        },
+    }
+    table = federation(stack, cloud)
+    values["federation"] = {
+        "enabled": table is not None,
+        "peers": [p.model_dump(mode="json", by_alias=True) for p in table.peers] if table else [],
+        "peerKeySecret": stack.federation.peer_key_secret,
+        "countPeerServedDemand": stack.federation.count_peer_served_demand,
+    }
+
+
 def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     """The chart values that deploy what clusters/<cloud>/{base,overlays/gpu} deploys."""
+    values = _helm_values(stack, cloud, gpu)
+    _federation_values(stack, cloud, values)
+    return values
+
+
+def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     # The GPU tier's table entries are read even for a CPU file, so flipping gpu.enabled on it
     # gives the GPU overlay's router table.
     table = router_config(stack, cloud, gpu=True)
@@ -68,8 +105,13 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "devicePlugin": images.device_plugin,
             "dcgmExporter": images.dcgm_exporter,
         },
+        "imagePullSecrets": list(stack.image_pull_secrets),
         "router": {
             "replicas": stack.router.replicas,
+            "apiKeys": {
+                "secretName": stack.router.api_keys.secret_name or "",
+                "key": stack.router.api_keys.key,
+            },
             "resources": _resources(stack.router.resources),
             "policy": {
                 "gpuParameterThreshold": table.policy.gpu_parameter_threshold,
@@ -98,7 +140,11 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "tolerations": [],
             "resources": _resources(stack.gpu.resources),
             "backend": _backend(backends[Tier.GPU]),
-            "devicePlugin": {"enabled": facts.needs_device_plugin, "namespace": ""},
+            # Node agents live in kube-system on both paths (one per cluster, no restricted PSS).
+            "devicePlugin": {
+                "enabled": facts.needs_device_plugin,
+                "namespace": NODE_AGENT_NAMESPACE,
+            },
             "runtimeClass": {"enabled": True},
         },
         "observability": {
@@ -106,7 +152,7 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "prometheusUrl": stack.observability.prometheus_url,
             "prometheusNamespace": stack.observability.prometheus_namespace,
             "monitorLabels": dict(stack.observability.monitor_labels),
-            "dcgmExporter": {"namespace": ""},
+            "dcgmExporter": {"namespace": NODE_AGENT_NAMESPACE},
         },
         "model": _model(stack.gpu.model),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),

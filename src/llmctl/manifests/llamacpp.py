@@ -37,7 +37,13 @@ def server_args(model: ModelSpec, settings: LlamaCpp) -> list[str]:
         "--flash-attn",
         "on" if settings.flash_attn else "off",
         "--metrics",
+        # Nothing but the router talks to llama-server: no Web UI, and no /slots, which shows
+        # the prompts in flight to anyone who can reach the pod.
+        "--no-webui",
+        "--no-slots",
     ]
+    if settings.device is not None:
+        args += ["--device", settings.device]
     if settings.threads is not None:
         args += ["--threads", str(settings.threads)]
     if settings.unified:

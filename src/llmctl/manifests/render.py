@@ -18,7 +18,14 @@ from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Resources, Stack
 from llmctl.manifests import llamacpp
-from llmctl.manifests.routing import CPU_SERVER, GPU_SERVER, router_config
+from llmctl.manifests.routing import (
+    CPU_SERVER,
+    GPU_SERVER,
+    PEER_KEY_SECRET_KEY,
+    ROUTER_API_KEYS_ENV,
+    ROUTER_PEER_KEY_ENV,
+    router_config,
+)
 from llmctl.manifests.templating import render_documents
 from llmctl.router.table import dump_router_config
 
@@ -46,15 +53,51 @@ FETCHER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
 }
-# Resumes a partial download (-C -) and only renames a complete file into place, so a restart
-# either finds the model or carries on where it stopped.
+# Downloads into the pod's own volume (empty at every pod start), resuming a partial download
+# across init-container restarts (-C -), checks the sha256 when one is configured, and only
+# renames a complete, checked file into place.
 FETCH_SCRIPT = (
     "set -eu\n"
     'if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi\n'
     'echo "downloading $MODEL_URI"\n'
     'curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"\n'
+    'if [ -n "${MODEL_SHA256:-}" ]; then\n'
+    '  echo "$MODEL_SHA256  $MODEL_PATH.part" | sha256sum -c - '
+    '|| { rm -f "$MODEL_PATH.part"; exit 1; }\n'
+    "fi\n"
     'mv "$MODEL_PATH.part" "$MODEL_PATH"\n'
 )
+
+# Pod-side shutdown, in one place (docs/deploy.md, "Rollouts, drains and scale-in").
+# The router: a preStop sleep lets kube-proxy and load balancers drop the pod's endpoint before
+# SIGTERM; then the router drains (issue 19: it keeps accepting for limits.drainWindowSeconds,
+# then lets in-flight requests finish until limits.drainDeadlineSeconds after the signal).
+# The grace period covers both, plus a margin, before the kubelet's SIGKILL.
+ROUTER_PRESTOP_SECONDS = 5
+ROUTER_DRAIN_DEADLINE_SECONDS = 60  # the router's default limits.drainDeadlineSeconds
+ROUTER_DRAIN_MARGIN_SECONDS = 5
+ROUTER_GRACE_SECONDS = (
+    ROUTER_PRESTOP_SECONDS + ROUTER_DRAIN_DEADLINE_SECONDS + ROUTER_DRAIN_MARGIN_SECONDS
+)
+# llama-server stops at once on SIGTERM, cutting what it is generating. Its preStop waits until
+# its /metrics show no request processing or deferred (at most the grace period less a margin),
+# so a pod that KEDA scales in, a rollout or a drain finishes its requests first.
+LLAMA_GRACE_SECONDS = 120
+LLAMA_DRAIN_MARGIN_SECONDS = 10
+DRAIN_SCRIPT = (
+    "sleep 5\n"
+    "end=$(( $(date +%s) + {wait} ))\n"
+    'while [ "$(date +%s)" -lt "$end" ]; do\n'
+    "  curl -sf http://127.0.0.1:{port}/metrics | awk "
+    "'/^llamacpp:requests_(processing|deferred) / {{ n += $2 }} END {{ exit !(n > 0) }}' "
+    "|| exit 0\n"
+    "  sleep 1\n"
+    "done\n"
+)
+# The CUDA JIT cache (the pinned CUDA image carries T4 code only as PTX): on a writable volume,
+# so a restarted container reuses what the last one compiled.
+CUDA_CACHE_DIR = "/var/cache/cuda"
+CUDA_CACHE_BYTES = 1024**3
 
 Documents = list[dict[str, Any]]
 
@@ -106,34 +149,143 @@ def gpu_node_selector(stack: Stack, cloud: CloudName) -> dict[str, str]:
     return {key: value, catalog.GPU_NODE_ACCELERATOR_LABEL: stack.gpu.gpu_of(cloud).label}
 
 
+def _spread(selector_labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Prefer other nodes, then other zones, without ever leaving a pod Pending for it."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels},
+        }
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
+
+
+def model_volume(name: str, model: ModelSpec, labels_: dict[str, str]) -> dict[str, Any]:
+    """A generic ephemeral volume: each pod gets its own claim, made with the pod and deleted
+    with it, so replicas never share a ReadWriteOnce disk and a pod is never pinned to the zone
+    of a disk an earlier pod left behind."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": model.storage_size}},
+    }
+    if model.storage_class_name is not None:
+        spec["storageClassName"] = model.storage_class_name
+    return {
+        "name": name,
+        "ephemeral": {"volumeClaimTemplate": {"metadata": {"labels": labels_}, "spec": spec}},
+    }
+
+
 def _tier(
     name: str,
     component: str,
     model: ModelSpec,
     image: str,
-    replicas: int,
+    replicas: int | None,
     args: list[str],
     resources: dict[str, Any],
+    gpu: bool,
 ) -> dict[str, Any]:
+    tier_labels = labels(name, component)
+    tier_selector = selector(name, component)
+    models_dir = str(PurePosixPath(model.path).parent)
+    fetch_env = [
+        {"name": "MODEL_URI", "value": model.uri},
+        {"name": "MODEL_PATH", "value": model.path},
+    ]
+    if model.sha256 is not None:
+        fetch_env.append({"name": "MODEL_SHA256", "value": model.sha256})
+    mounts: list[dict[str, Any]] = [
+        {"name": "models", "mountPath": models_dir, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        model_volume("models", model, tier_labels),
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    env: list[dict[str, str]] = []
+    if gpu:
+        env = [
+            {"name": "CUDA_CACHE_PATH", "value": CUDA_CACHE_DIR},
+            {"name": "CUDA_CACHE_MAXSIZE", "value": str(CUDA_CACHE_BYTES)},
+        ]
+        mounts.append({"name": "cuda-cache", "mountPath": CUDA_CACHE_DIR})
+        volumes.append({"name": "cuda-cache", "emptyDir": {"sizeLimit": "2Gi"}})
     return {
         "name": name,
-        "labels": labels(name, component),
-        "selector": selector(name, component),
-        "model": {
-            "uri": model.uri,
-            "path": model.path,
-            "storage_size": model.storage_size,
-        },
-        "models_dir": str(PurePosixPath(model.path).parent),
+        "labels": tier_labels,
+        "selector": tier_selector,
+        "model": {"uri": model.uri, "path": model.path},
+        "fetch_env": fetch_env,
+        "models_dir": models_dir,
         "image": image,
         "replicas": replicas,
+        # GPU: never a surge pod, which would buy a second GPU node for the length of a rollout.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}
+            if gpu
+            else {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "grace_seconds": LLAMA_GRACE_SECONDS,
+        "spread": [] if gpu else _spread(tier_selector),
+        "disruption_budget": not gpu,
         "args": args,
+        "env": env,
+        "volume_mounts": mounts,
+        "volumes": volumes,
         "resources": resources,
+    }
+
+
+def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
+    """The host, path and TLS settings of the cloud's Ingress or HTTPRoute (issue 16)."""
+    expose = stack.router.expose
+    url = stack.federation.router_urls.of(cloud)
+    assert url is not None  # Stack validates: exposure needs every cloud's URL
+    host = url.split("://", 1)[1].rstrip("/").split(":", 1)[0]
+    annotations: dict[str, str] = {
+        # Streams pass through as they come, and a long generation is not cut at 60 s.
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+        "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
+    }
+    if expose.tls.cluster_issuer:
+        annotations["cert-manager.io/cluster-issuer"] = expose.tls.cluster_issuer
+    parent: dict[str, Any] = {"name": expose.gateway.name}
+    if expose.gateway.namespace:
+        parent["namespace"] = expose.gateway.namespace
+    if expose.gateway.section_name:
+        parent["sectionName"] = expose.gateway.section_name
+    return {
+        "kind": expose.kind,
+        "host": host,
+        "ingress_class_name": expose.ingress_class_name,
+        "tls_secret": expose.tls.secret_name,
+        "annotations": annotations,
+        "parent": parent,
     }
 
 
 def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     config_yaml = dump_router_config(router_config(stack, cloud, gpu))
+    env: list[dict[str, Any]] = [
+        {"name": "LLMCTL_ROUTER_CONFIG", "value": ROUTER_CONFIG_PATH},
+        {"name": "PORT", "value": str(ROUTER_PORT)},
+    ]
+    keys = stack.router.api_keys
+    if keys.secret_name is not None:
+        env.append(
+            {
+                "name": ROUTER_API_KEYS_ENV,
+                "valueFrom": {"secretKeyRef": {"name": keys.secret_name, "key": keys.key}},
+            }
+        )
+    if stack.federation.enabled:  # issue 16: the key peers authenticate with
+        secret = {"name": stack.federation.peer_key_secret, "key": PEER_KEY_SECRET_KEY}
+        env.append({"name": ROUTER_PEER_KEY_ENV, "valueFrom": {"secretKeyRef": secret}})
     return {
         "labels": labels("llm-router", "router"),
         "selector": selector("llm-router", "router"),
@@ -142,13 +294,13 @@ def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         "port": ROUTER_PORT,
         # The image's entrypoint runs `llmctl router serve` with these.
         "args": ["router"],
-        "env": [
-            {"name": "LLMCTL_ROUTER_CONFIG", "value": ROUTER_CONFIG_PATH},
-            {"name": "PORT", "value": str(ROUTER_PORT)},
-        ],
+        "env": env,
         "resources": _resources(stack.router.resources),
         "config_yaml": config_yaml,
         "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(),
+        "prestop_seconds": ROUTER_PRESTOP_SECONDS,
+        "grace_seconds": ROUTER_GRACE_SECONDS,
+        "spread": _spread(selector("llm-router", "router")),
     }
 
 
@@ -191,6 +343,10 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
         "container_security": CONTAINER_SECURITY,
         "fetcher_resources": FETCHER_RESOURCES,
         "fetch_script": FETCH_SCRIPT,
+        "drain_script": DRAIN_SCRIPT.format(
+            wait=LLAMA_GRACE_SECONDS - LLAMA_DRAIN_MARGIN_SECONDS - 5, port=llamacpp.LLAMA_PORT
+        ),
+        "image_pull_secrets": [{"name": name} for name in stack.image_pull_secrets],
         "llama_port": llamacpp.LLAMA_PORT,
         "router": _router(stack, cloud, gpu)
         if cloud
@@ -237,20 +393,22 @@ def cpu_tier(stack: Stack) -> dict[str, Any]:
         cpu.replicas,
         llamacpp.server_args(cpu.model, cpu.llamacpp),
         _resources(cpu.resources),
+        gpu=False,
     )
 
 
 def gpu_tier(stack: Stack) -> dict[str, Any]:
     gpu = stack.gpu
-    # Scale to zero: the autoscaler, not the manifest, decides when a GPU pod runs.
+    # Scale to zero: KEDA, not the manifest, decides how many GPU pods run (no `replicas`).
     return _tier(
         GPU_SERVER,
         "llama-gpu",
         gpu.model,
         stack.images.llama_server_cuda,
-        gpu.min_replicas,
+        None,
         llamacpp.server_args(gpu.model, gpu.llamacpp),
         _resources(gpu.resources, {gpu.resource_name: gpu.count}),
+        gpu=True,
     )
 
 
@@ -283,16 +441,21 @@ class Kustomization:
 
 def base(stack: Stack, cloud: CloudName) -> Kustomization:
     context = _context(stack, cloud, gpu=False)
+    resources = {
+        "namespace.yaml": render_documents("base/namespace.yaml.j2", context),
+        "router.yaml": render_documents("base/router.yaml.j2", context),
+        "cpu-llm-server.yaml": render_documents(
+            "llama-server.yaml.j2", context | {"tier": cpu_tier(stack)}
+        ),
+    }
+    if stack.router.expose.enabled:  # issue 16: the router outside the cluster
+        resources["router-expose.yaml"] = render_documents(
+            "base/router-expose.yaml.j2", context | {"expose": exposure(stack, cloud)}
+        )
     return Kustomization(
         directory=PurePosixPath(cloud.value, "base"),
         kind="Kustomization",
-        resources={
-            "namespace.yaml": render_documents("base/namespace.yaml.j2", context),
-            "router.yaml": render_documents("base/router.yaml.j2", context),
-            "cpu-llm-server.yaml": render_documents(
-                "llama-server.yaml.j2", context | {"tier": cpu_tier(stack)}
-            ),
-        },
+        resources=resources,
         patches={},
     )
 

@@ -12,6 +12,7 @@ from llmctl.config import Stack
 from llmctl.errors import ConfigError
 from llmctl.manifests import yaml_io
 from llmctl.manifests.build import built_objects
+from llmctl.manifests.deploy_checks import deploy_warnings
 from llmctl.manifests.helm_values import CHART_DIR, values_files
 from llmctl.manifests.render import render_tree
 from llmctl.manifests.writer import WriteResult, tree_files, values_files_text, write_files
@@ -82,7 +83,8 @@ def chart_files() -> dict[Path, str]:
 def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> RenderReport:
     """Write the Kustomize trees under clusters/ and the Helm values files beside the chart."""
     # Checked before anything is written: a refused config leaves the tree as it was.
-    warnings = gpu_fit_warnings(stack, clouds)
+    # Written for both tiers: the tree holds each cloud's GPU overlay whatever gpu.enabled says.
+    warnings = gpu_fit_warnings(stack, clouds) + deploy_warnings(stack, clouds, gpu=True)
     root = out / CLUSTERS_DIR
     chart_dir = out / CHART_DIR
     trees = write_files(root, tree_files(render_tree(stack, clouds)))
@@ -100,4 +102,5 @@ def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> Re
 
 def render_to_text(stack: Stack, cloud: CloudName, gpu: bool) -> tuple[str, list[str]]:
     warnings = gpu_fit_warnings(stack, (cloud,)) if gpu else []
+    warnings += deploy_warnings(stack, (cloud,), gpu)
     return yaml_io.dump_all(built_objects(stack, cloud, gpu)), warnings

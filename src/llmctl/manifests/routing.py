@@ -8,10 +8,16 @@ from llmctl.config import NAMESPACE, ModelSpec, Stack
 from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
-from llmctl.router.table import Backend, ModelRoute, Policy, RouterConfig, Tier
+from llmctl.router.peer_config import Federation, Peer, PeerKey
+from llmctl.router.table import ApiKeys, Backend, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"
 GPU_SERVER = "gpu-llm-server"
+# The router pod's variable holding its API keys (from router.apiKeys.secretName).
+ROUTER_API_KEYS_ENV = "LLM_ROUTER_API_KEYS"
+# ... and the peer key (federation, from federation.peerKeySecret, key peer-key).
+ROUTER_PEER_KEY_ENV = "LLM_ROUTER_PEER_KEY"
+PEER_KEY_SECRET_KEY = "peer-key"
 
 
 def service_url(name: str) -> str:
@@ -68,4 +74,24 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
         models=tuple(models),
         backends=tuple(backends),
         policy=Policy(fallback_model=stack.cpu.model.name),
+        api_keys=ApiKeys(env=ROUTER_API_KEYS_ENV)
+        if stack.router.api_keys.secret_name is not None
+        else ApiKeys(),
+        federation=federation(stack, cloud),
+    )
+
+
+def federation(stack: Stack, cloud: CloudName) -> Federation | None:
+    """The other clouds' routers as this router's peers (issue 16); None when off."""
+    if not stack.federation.enabled:
+        return None
+    peers = []
+    for other in catalog.CLOUDS:
+        url = stack.federation.router_urls.of(other)
+        if other != cloud and url is not None:
+            peers.append(Peer(name=other.value, cloud=other.value, url=url.rstrip("/")))
+    return Federation(
+        peers=tuple(peers),
+        peer_key=PeerKey(env=ROUTER_PEER_KEY_ENV),
+        count_peer_served_demand=stack.federation.count_peer_served_demand,
     )

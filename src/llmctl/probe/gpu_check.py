@@ -37,7 +37,24 @@ HOPELESS_WAITING = frozenset(
 )
 
 
-def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[str, Any]:
+# The namespace enforces the `restricted` Pod Security level: nvidia-smi needs no privilege (the
+# NVIDIA runtime hands the claimed GPU's device nodes to the container), so it runs as nobody.
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def check_pod(
+    stack: Stack, cloud: CloudName, name: str | None = None, namespace: str = NAMESPACE
+) -> dict[str, Any]:
     """The check pod: nvidia-smi, one GPU, on a GPU node of this cloud, never restarted."""
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -46,6 +63,8 @@ def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[s
         "terminationGracePeriodSeconds": 0,
         # A backstop for a pod left behind by a killed llmctl: the kubelet stops it.
         "activeDeadlineSeconds": int(DEFAULT_TIMEOUT_S) + 300,
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
         "containers": [
             {
                 "name": "nvidia-smi",
@@ -55,9 +74,11 @@ def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[s
                     "limits": {stack.gpu.resource_name: 1},
                     "requests": {"cpu": "10m", "memory": "32Mi"},
                 },
+                "securityContext": CONTAINER_SECURITY,
             }
         ],
     }
+
     if catalog.CLOUD_FACTS[cloud].nvidia_runtime_handler:
         spec["runtimeClassName"] = "nvidia"
     return {
@@ -65,7 +86,7 @@ def check_pod(stack: Stack, cloud: CloudName, name: str | None = None) -> dict[s
         "kind": "Pod",
         "metadata": {
             "name": name or CHECK_NAME_PREFIX + secrets.token_hex(3),
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "labels": {
                 "app.kubernetes.io/name": "llmctl-gpu-check",
                 "app.kubernetes.io/component": "gpu-check",

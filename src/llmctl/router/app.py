@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from llmctl.router import policy
+from llmctl.router import federation, policy
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout, health_loop
 from llmctl.router.httpserver import Connection, Request, Server, serve
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
+from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
 from llmctl.router.table import ApiKeys, Limits, ModelRoute, RouterConfig, Tier
 from llmctl.router.upstream import Response, UpstreamError
@@ -274,6 +275,12 @@ class RouterApp:
         self.metrics = RouterMetrics()
         self.api_keys = api_keys or []
         self.retry_after = max(1, int(config.health_check.interval_seconds + 0.999))
+        # federation (issue 16): other clouds' routers; None keeps the single-cloud behaviour.
+        self.peers = (
+            Peers(config.cloud, config.federation, config.limits.first_byte_timeout_seconds)
+            if config.federation is not None
+            else None
+        )
         # Shutdown (SIGTERM): draining fails /readyz; once not accepting, new requests get 503.
         self.draining = False
         self.accepting = True
@@ -301,6 +308,8 @@ class RouterApp:
         self._tasks = [
             loop.create_task(health_loop(b, self.config.health_check)) for b in self.backends
         ]
+        if self.peers is not None:  # federation (issue 16)
+            await self.peers.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -310,6 +319,8 @@ class RouterApp:
                 await task
         for backend in self.backends:
             backend.pool.close()
+        if self.peers is not None:  # federation (issue 16)
+            await self.peers.stop()
 
     # --- dispatch --------------------------------------------------------------------------
     async def handle(self, request: Request, conn: Connection) -> None:
@@ -326,7 +337,10 @@ class RouterApp:
             if path in _POST_PATHS:
                 if request.method != "POST":
                     raise _not_allowed(request.method, path, b"POST")
-                self._authorize(request)
+                if federation.HOP_HEADER in request.headers:  # federation (issue 16)
+                    self._authorize_peer(request)
+                else:
+                    self._authorize(request)
                 if not self.accepting:
                     raise ApiError(
                         503,
@@ -349,7 +363,10 @@ class RouterApp:
             elif path == "/readyz":
                 self._readyz(conn)
             elif path == "/metrics":
-                conn.send(200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render())
+                text = self.metrics.render()
+                if self.peers is not None:  # federation (issue 16)
+                    text += self.peers.metrics.render()
+                conn.send(200, [(b"content-type", CONTENT_TYPE.encode())], text)
             else:  # /v1/models
                 self._authorize(request)
                 conn.send(200, [JSON], self._models_body)
@@ -387,6 +404,16 @@ class RouterApp:
                 "invalid_api_key",
             )
 
+    def _authorize_peer(self, request: Request) -> None:
+        """federation (issue 16): a hop-marked request authenticates with the peer key only."""
+        if self.peers is None or not self.peers.authorize(request.headers):
+            raise ApiError(
+                401,
+                "a request forwarded by a peer router needs this router's peer key",
+                "authentication_error",
+                "invalid_peer_key",
+            )
+
     def _readyz(self, conn: Connection) -> None:
         """Ready when every configured model can be answered: by a ready backend of its own,
         or (graceful degradation) by a ready CPU fallback backend. A GPU pool scaled to zero
@@ -405,6 +432,8 @@ class RouterApp:
                 "status": "draining" if self.draining else "ready" if ok else "not ready",
                 "models": status,
                 "backends": {b.name: b.ready for b in self.backends},
+                # federation (issue 16): what peers read, per tier and model, with free slots.
+                "tiers": federation.local_capacity(self.backends),
             }
         ).encode()
         conn.send(200 if ok else 503, [JSON], body)
@@ -439,10 +468,38 @@ class RouterApp:
             raise error
         ask = Ask(model, complexity.strip().lower(), required == "gpu")
         route = self.choose(ask)
+        # federation (issue 16): the peers to try before the local route, best first.
+        hop = federation.HOP_HEADER in request.headers
+        choices = (
+            federation.peer_choices(route, model.name, self.peers.views(), hop=hop)
+            if self.peers is not None
+            else []
+        )
         demand = (route.wanted.value, self.config.cloud)
-        self.metrics.tier_demand.inc(demand)
-        self.metrics.tier_requests.inc(demand)
+        counted = not choices or self._count_peer_demand()
+        if counted:
+            self.metrics.tier_demand.inc(demand)
+            self.metrics.tier_requests.inc(demand)
         try:
+            if choices and self.peers is not None:  # federation (issue 16)
+                if await self.peers.forward(
+                    request,
+                    conn,
+                    choices,
+                    model=model.name,
+                    stream=body.get("stream") is True,
+                    started=started,
+                    app_metrics=self.metrics,
+                    idle_timeout=self.limits.idle_timeout_seconds,
+                ):
+                    return
+                if not counted:  # served locally after all: it counts as today
+                    counted = True
+                    self.metrics.tier_demand.inc(demand)
+                    self.metrics.tier_requests.inc(demand)
+                route = self.choose(
+                    ask
+                )  # the peers took their timeouts: decide on what is ready now
             if isinstance(route, Refusal):
                 self.metrics.requests.inc(
                     (route.wanted.value, self.config.cloud, model.name, "503")
@@ -456,7 +513,12 @@ class RouterApp:
                 upstream_body = _as_streamed(request.body)
             await self._forward(request, conn, ask, route, stream, started, upstream_body, assemble)
         finally:
-            self.metrics.tier_demand.dec(demand)
+            if counted:
+                self.metrics.tier_demand.dec(demand)
+
+    def _count_peer_demand(self) -> bool:
+        """federation (issue 16): does a request tried on peers count in the local demand?"""
+        return self.config.federation is None or self.config.federation.count_peer_served_demand
 
     def choose(self, ask: Ask, exclude: Sequence[str] = ()) -> Route | Refusal:
         """The one place that decides where a request goes next: first, after a failure

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from llmctl.router.app import install_uvloop, load_api_keys, run_router
+from llmctl.router.peers import load_peer_keys
 from llmctl.router.table import RouterConfig, load_router_config
 
 
@@ -53,6 +54,8 @@ def read_config(path: Path) -> RouterConfig:
             )
     try:
         load_api_keys(config.api_keys)
+        if config.federation is not None:  # federation (issue 16): peers need the peer key
+            load_peer_keys(config.federation.peer_key)
     except (OSError, ValueError) as exc:
         raise ServeError(f"router config {path}: {exc}") from None
     return config

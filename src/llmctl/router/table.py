@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmctl import catalog
+from llmctl.router.peer_config import Federation
 
 
 class Tier(StrEnum):
@@ -116,6 +117,8 @@ class RouterConfig(_Strict):
     limits: Limits = Limits()
     health_check: HealthCheck = Field(HealthCheck(), alias="healthCheck")
     api_keys: ApiKeys = Field(ApiKeys(), alias="apiKeys")
+    # Other clouds' routers (issue 16, router/peer_config.py); absent: no federation.
+    federation: Federation | None = None
 
 
 def load_router_config(path: Path) -> RouterConfig:
@@ -147,5 +150,7 @@ def rendered_limits(limits: Limits) -> dict[str, object]:
 
 def dump_router_config(config: RouterConfig) -> str:
     data = config.model_dump(by_alias=True, mode="json")
+    if data.get("federation") is None:
+        data.pop("federation", None)  # single-cloud configs read as before federation existed
     data["limits"] = rendered_limits(config.limits)
     return yaml.safe_dump(data, sort_keys=False)

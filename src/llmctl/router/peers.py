@@ -1,0 +1,439 @@
+"""Peer routers at run time (issue 16): readiness from their /readyz, an EWMA of their time to
+first byte, the peer key, and forwarding a request to them with the hop marker.
+
+The choice of which peers to try is `federation.py`'s (pure); this module does the I/O. It uses
+the app's HTTP pieces only through `Request` (method, path, headers, body) and `Connection`
+(send, start_stream, write_chunk, end_stream), so it stays out of the proxying code in app.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from llmctl.router.federation import (
+    HOP_HEADER,
+    PEER_HEADER,
+    PeerChoice,
+    PeerView,
+    TierCapacity,
+    parse_capacity,
+)
+from llmctl.router.metrics import TTFT_BUCKETS, Counter, Gauge, Histogram, RouterMetrics
+from llmctl.router.peer_config import Federation, Peer, PeerKey
+from llmctl.router.table import Tier
+from llmctl.router.upstream import Pool, Response, UpstreamError, _Connection
+
+log = logging.getLogger("llmctl.router")
+
+# Outcomes of a request sent to a peer (llm_router_peer_requests_total{outcome}).
+OK = "ok"
+CONNECT = "connect_error"
+TIMEOUT = "timeout"
+RESET = "reset"
+SERVER_ERROR = "5xx"
+BUSY = "busy"  # 429 or 503: the peer's tier filled up or went away since its last report
+REFUSED = "unauthorized"  # 401/403: the peer key is wrong on one side
+STREAM_BROKEN = "stream_broken"
+CLIENT_GONE = "client_gone"
+
+
+class Sink(Protocol):
+    """What forwarding needs of the client connection (httpserver.Connection provides it)."""
+
+    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+    async def write_chunk(self, data: bytes) -> None: ...
+    def end_stream(self) -> None: ...
+
+
+class PeerRequest(Protocol):
+    """What forwarding needs of the client request (httpserver.Request provides it)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+def load_peer_keys(settings: PeerKey) -> list[bytes]:
+    """Peer keys from a file (one a line, # comments) and/or an env var (comma-separated)."""
+    keys: list[str] = []
+    if settings.file:
+        path = Path(settings.file)
+        if not path.is_file():
+            raise FileNotFoundError(f"federation.peerKey.file {settings.file} does not exist")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.append(line)
+    if settings.env:
+        keys += [k.strip() for k in os.environ.get(settings.env, "").split(",") if k.strip()]
+    if not keys:
+        raise ValueError(
+            "federation needs a peer key: none found in "
+            f"{settings.file or '(no file)'} {('$' + settings.env) if settings.env else ''}".strip()
+        )
+    return [k.encode() for k in keys]
+
+
+class PeerPool(Pool):
+    """The backend connection pool, with TLS for https:// peers (public Ingress/Gateway URLs)."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None) -> None:
+        parts = urlsplit(url)
+        self.tls = parts.scheme == "https"
+        super().__init__(urlunsplit(("http", parts.netloc, parts.path, "", "")))
+        if self.tls:
+            self.port = parts.port or 443
+            self.ssl_context = ssl_context or ssl.create_default_context()
+
+    async def _connect(self, timeout: float) -> _Connection:
+        if not self.tls:
+            return await super()._connect(timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host,
+                    ssl_handshake_timeout=timeout,
+                )
+        except TimeoutError:
+            raise UpstreamError(
+                f"connect to {self.host}:{self.port} timed out after {timeout:g} s",
+                kind="connect",
+                before_response=True,
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError(
+                f"cannot connect to {self.host}:{self.port}: {exc}",
+                kind="connect",
+                before_response=True,
+            ) from None
+        return conn
+
+
+class PeerMetrics:
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "llm_router_peer_requests_total",
+            "Requests this router forwarded to a peer router, by peer and outcome.",
+            ("peer", "outcome"),
+        )
+        self.latency = Histogram(
+            "llm_router_peer_latency_seconds",
+            "Time from sending a request to a peer router to its response headers.",
+            ("peer",),
+            TTFT_BUCKETS,
+        )
+        self.ready = Gauge(
+            "llm_router_peer_ready",
+            "1 while the peer's last /readyz read succeeded, else 0.",
+            ("peer",),
+        )
+        self.received = Counter(
+            "llm_router_peer_requests_received_total",
+            "Requests received from peer routers (hop-marked), by the forwarding cloud.",
+            ("from_cloud",),
+        )
+
+    def render(self) -> bytes:
+        lines: list[str] = []
+        for metric in (self.requests, self.latency, self.ready, self.received):
+            lines.extend(metric.render())
+        return ("\n".join(lines) + "\n").encode()
+
+
+class PeerState:
+    """One peer router: its last /readyz report, our requests in flight to it, its latency."""
+
+    def __init__(self, config: Peer, ssl_context: ssl.SSLContext | None, alpha: float) -> None:
+        self.config = config
+        self.name = config.name
+        self.cloud = config.cloud
+        self.cost_weight = config.cost_weight
+        self.pool = PeerPool(config.url, ssl_context)
+        self.alpha = alpha
+        self.ready = False
+        self.models: frozenset[str] = frozenset()
+        self.tiers: dict[Tier, tuple[TierCapacity, ...]] = {}
+        self.ttfb: float | None = None
+        self.in_flight = 0
+        self.in_flight_at_report = 0
+        self.wake = asyncio.Event()
+
+    def view(self) -> PeerView:
+        # The report is up to one poll old: requests we sent since then take free slots too.
+        sent_since = max(self.in_flight - self.in_flight_at_report, 0)
+        tiers = {
+            tier: tuple(TierCapacity(c.model, c.slots, c.free - sent_since) for c in caps)
+            for tier, caps in self.tiers.items()
+        }
+        return PeerView(self.name, self.ready, self.cost_weight, self.ttfb, self.models, tiers)
+
+    def observe_ttfb(self, seconds: float) -> None:
+        self.ttfb = (
+            seconds if self.ttfb is None else (self.alpha * seconds + (1 - self.alpha) * self.ttfb)
+        )
+
+    def mark_failed(self, reason: str) -> None:
+        if self.ready:
+            log.warning("peer %s marked not ready: %s", self.name, reason)
+        self.ready = False
+        self.wake.set()
+
+    async def check(self, timeout: float) -> bool:
+        """GET /readyz (200 or 503: both carry the tiers); one failure marks it not ready."""
+        try:
+            response = await self.pool.request(
+                b"GET",
+                b"/readyz",
+                b"",
+                connect_timeout=timeout,
+                first_byte_timeout=timeout,
+                idle_timeout=timeout,
+            )
+            body = await response.read()
+            if response.status not in (200, 503):
+                raise ValueError(f"/readyz answered {response.status}")
+            models, tiers = parse_capacity(json.loads(body))
+        except (UpstreamError, ValueError) as exc:
+            if self.ready:
+                log.warning("peer %s is not ready: %s", self.name, exc)
+            self.ready = False
+            return False
+        if not self.ready:
+            log.info("peer %s is ready", self.name)
+        self.models, self.tiers = models, tiers
+        self.in_flight_at_report = self.in_flight
+        self.ready = True
+        return True
+
+
+class Peers:
+    """Every peer of this router, their polling, and forwarding requests to them."""
+
+    def __init__(self, cloud: str, config: Federation, default_first_byte_timeout: float) -> None:
+        self.cloud = cloud
+        self.config = config
+        self.keys = load_peer_keys(config.peer_key)
+        context = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
+        self.peers = [PeerState(p, context, config.ewma_alpha) for p in config.peers]
+        self.metrics = PeerMetrics()
+        self.first_byte_timeout = config.first_byte_timeout_seconds or default_first_byte_timeout
+        self._tasks: list[asyncio.Task[None]] = []
+        for peer in self.peers:
+            self.metrics.ready.inc((peer.name,), 0)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        timeout = min(self.config.readiness_interval_seconds, 2.0)
+        await asyncio.gather(*(self._check(p, timeout) for p in self.peers))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._poll(p)) for p in self.peers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for peer in self.peers:
+            peer.pool.close()
+
+    async def _check(self, peer: PeerState, timeout: float) -> None:
+        ok = await peer.check(timeout)
+        self.metrics.ready.values[(peer.name,)] = 1.0 if ok else 0.0
+
+    async def _poll(self, peer: PeerState) -> None:
+        """Every interval, whatever the last result: a partitioned peer is out after one failed
+        read, and back at the first good one. A peer that is out is read at least every second,
+        so its recovery (or its start, when peers start in any order) is seen soon."""
+        interval = self.config.readiness_interval_seconds
+        timeout = min(interval, 2.0)
+        while True:
+            peer.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval if peer.ready else min(interval, 1.0)):
+                    await peer.wake.wait()
+            await self._check(peer, timeout)
+
+    def views(self) -> list[PeerView]:
+        return [p.view() for p in self.peers]
+
+    # --- the peer key ----------------------------------------------------------------------
+    def authorize(self, headers: dict[str, str]) -> bool:
+        """A hop-marked request must carry a peer key (never a client key)."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
+        matched = False
+        for key in self.keys:  # every key, every time: constant time
+            matched |= hmac.compare_digest(given, key)
+        if matched:
+            self.metrics.received.inc((headers.get(HOP_HEADER, "")[:32] or "unknown",))
+        return matched
+
+    # --- forwarding ------------------------------------------------------------------------
+    def _head(self, request: PeerRequest, tier: Tier) -> bytes:
+        lines = [
+            b"authorization: Bearer " + self.keys[0],
+            HOP_HEADER.encode() + b": " + self.cloud.encode(),
+        ]
+        if tier == Tier.GPU:
+            # The peer must not answer from its own CPU fallback: we have one at home.
+            lines.append(b"x-llm-require-tier: gpu")
+        complexity = request.headers.get("x-llm-complexity")
+        if complexity:
+            lines.append(b"x-llm-complexity: " + complexity.encode("latin-1"))
+        return b"".join(line + b"\r\n" for line in lines)
+
+    async def forward(
+        self,
+        request: PeerRequest,
+        conn: Sink,
+        choices: Sequence[PeerChoice],
+        *,
+        model: str,
+        stream: bool,
+        started: float,
+        app_metrics: RouterMetrics,
+        idle_timeout: float,
+    ) -> bool:
+        """Try the peers in order; True once one has answered the client. A peer that cannot be
+        reached, hangs past the connect or first-byte timeout, resets, or answers 5xx, 429, 503,
+        401 or 403 is passed over for the next choice. Nothing is retried once a response has
+        started going to the client. False: none answered, the caller serves locally."""
+        by_name = {p.name: p for p in self.peers}
+        for choice in choices:
+            peer = by_name[choice.peer.name]
+            if await self._forward_one(
+                peer, choice.tier, request, conn, model, stream, started, app_metrics, idle_timeout
+            ):
+                return True
+        return False
+
+    async def _forward_one(
+        self,
+        peer: PeerState,
+        tier: Tier,
+        request: PeerRequest,
+        conn: Sink,
+        model: str,
+        stream: bool,
+        started: float,
+        app_metrics: RouterMetrics,
+        idle_timeout: float,
+    ) -> bool:
+        outcome = CLIENT_GONE
+        code = "499"
+        response: Response | None = None
+        sent = time.perf_counter()
+        peer.in_flight += 1
+        try:
+            try:
+                response = await peer.pool.request(
+                    b"POST",
+                    request.path.encode(),
+                    request.body,
+                    extra_headers=self._head(request, tier),
+                    connect_timeout=self.config.connect_timeout_seconds,
+                    first_byte_timeout=self.first_byte_timeout,
+                    idle_timeout=idle_timeout,
+                )
+            except UpstreamError as exc:
+                outcome = {"connect": CONNECT, "timeout": TIMEOUT}.get(exc.kind, RESET)
+                peer.mark_failed(str(exc))
+                log.warning("peer %s failed, trying the next choice: %s", peer.name, exc)
+                return False
+            ttfb = time.perf_counter() - sent
+            status = response.status
+            if status >= 500 or status in (401, 403, 429):
+                outcome = (
+                    REFUSED
+                    if status in (401, 403)
+                    else BUSY
+                    if status in (429, 503)
+                    else SERVER_ERROR
+                )
+                if status in (401, 403):
+                    log.error(
+                        "peer %s refused our peer key (%d): check both Secrets", peer.name, status
+                    )
+                else:
+                    peer.wake.set()  # read its capacity again now
+                log.warning("peer %s answered %d, trying the next choice", peer.name, status)
+                return False
+            peer.observe_ttfb(ttfb)
+            self.metrics.latency.observe((peer.name,), ttfb)
+            headers = [
+                (b"content-type", response.header(b"content-type") or b"application/json"),
+                (b"x-llm-tier", response.header(b"x-llm-tier") or tier.value.encode()),
+                (b"x-llm-backend", response.header(b"x-llm-backend") or peer.name.encode()),
+                (b"x-llm-model", response.header(b"x-llm-model") or b""),
+                (PEER_HEADER.encode(), peer.name.encode()),
+            ]
+            served = tier.value
+            if stream and headers[0][1].startswith(b"text/event-stream"):
+                conn.start_stream(status, headers)
+                code = str(status)
+                outcome = OK
+                try:
+                    first = True
+                    tail = b"\n\n"
+                    while (chunk := await response.next_chunk()) is not None:
+                        if first:
+                            app_metrics.ttft.observe((served,), time.perf_counter() - started)
+                            first = False
+                        tail = chunk[-2:]
+                        await conn.write_chunk(chunk)
+                except UpstreamError as exc:
+                    outcome = STREAM_BROKEN
+                    event = json.dumps(
+                        {
+                            "error": {
+                                "message": f"the peer {peer.name} failed mid-stream: {exc}",
+                                "type": "upstream_error",
+                                "code": "stream_broken",
+                            }
+                        }
+                    )
+                    sep = b"" if tail == b"\n\n" else b"\n\n"
+                    await conn.write_chunk(sep + b"data: " + event.encode() + b"\n\n")
+                conn.end_stream()
+                return True
+            try:
+                payload = await response.read()
+            except UpstreamError as exc:
+                # Nothing has gone to the client yet: the next choice may still answer.
+                outcome = TIMEOUT if exc.kind == "timeout" else RESET
+                peer.mark_failed(str(exc))
+                return False
+            app_metrics.ttft.observe((served,), time.perf_counter() - started)
+            code = str(status)
+            outcome = OK
+            conn.send(status, headers, payload)
+            return True
+        finally:
+            peer.in_flight -= 1
+            if response is not None:
+                response.close()
+            self.metrics.requests.inc((peer.name, outcome))
+            if outcome in (OK, STREAM_BROKEN, CLIENT_GONE):
+                app_metrics.requests.inc((tier.value, peer.cloud, model, code))
+                app_metrics.duration.observe((tier.value,), time.perf_counter() - started)

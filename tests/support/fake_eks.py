@@ -1,0 +1,142 @@
+"""What moto's EKS lacks and llmctl depends on, added to a real boto3 client's event hooks.
+
+moto 5.2 answers UpdateNodegroupConfig with an `update` (id, status Successful) but has no
+DescribeUpdate, applies any scaling, and never shows a group UPDATING. Real EKS:
+
+- returns `update {id, status, type, params, errors}` and answers `DescribeUpdate(name,
+  nodegroupName, updateId)` with `status` InProgress, then Successful, Failed or Cancelled and
+  `errors [{errorCode, errorMessage, resourceIds}]` (botocore `eks/2017-11-01` service model:
+  `UpdateStatus`, `ErrorDetail`); botocore has no waiter for updates;
+- reports the group `UPDATING` while an update runs (NodegroupStatus in the same model);
+- refuses a desiredSize outside [minSize, maxSize] with InvalidParameterException (EKS API
+  reference, NodegroupScalingConfig: "desiredSize ... greater than or equal to minSize ... less
+  than or equal to maxSize");
+- validates every request against the service model on the client side: botocore's
+  ParamValidator runs before anything is sent (maxSize >= 1, required members, types), so moto
+  only ever sees requests AWS would parse.
+
+The hooks answer on the wire (JSON with AWS's error headers), so botocore parses them as it
+parses AWS's answers. `updates` scripts what the next updates do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.awsrequest import AWSResponse
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
+
+
+def wire(request: Any, status: int, body: dict[str, Any], error: str | None = None) -> AWSResponse:
+    headers = {"Content-Type": "application/json"}
+    if error:
+        headers["x-amzn-ErrorType"] = error
+    return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
+
+
+def eks_cluster(
+    name: str = "llm-aws",
+    region: str = "us-east-1",
+    subnets: tuple[str, ...] = ("subnet-a",),
+    node_role: str | None = "arn:aws:iam::123456789012:role/eks-node",
+) -> Any:
+    """An EKS cluster in moto (inside `mock_aws()`), with a `system` node group to copy subnets
+    and the node role from unless `node_role` is None; the boto3 client that made it."""
+    import boto3
+
+    client = boto3.client("eks", region_name=region)
+    client.create_cluster(
+        name=name,
+        roleArn="arn:aws:iam::123456789012:role/eks",
+        resourcesVpcConfig={"subnetIds": list(subnets)},
+    )
+    if node_role is not None:
+        client.create_nodegroup(
+            clusterName=name, nodegroupName="system", subnets=list(subnets), nodeRole=node_role
+        )
+    return client
+
+
+@dataclass
+class EksUpdates:
+    # The status sequence DescribeUpdate walks through for each next update (default: one
+    # InProgress answer, then Successful).
+    script: list[list[str]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    described: list[str] = field(default_factory=list)
+
+    def attach(self, client: Any) -> EksUpdates:
+        events = client.meta.events
+        events.register("before-send.eks.UpdateNodegroupConfig", self._check_update)
+        events.register("after-call.eks.UpdateNodegroupConfig", self._record)
+        events.register("before-send.eks.DescribeUpdate", self._describe)
+        events.register("after-call.eks.DescribeNodegroup", self._updating)
+        return self
+
+    def _check_update(self, request: Any, **_: Any) -> AWSResponse | None:
+        scaling = json.loads(request.body or b"{}").get("scalingConfig") or {}
+        low, high, want = (scaling.get(k) for k in ("minSize", "maxSize", "desiredSize"))
+        if want is not None and low is not None and high is not None and not low <= want <= high:
+            return wire(
+                request,
+                400,
+                {
+                    "message": "desired capacity must be greater than or equal to min size and "
+                    "less than or equal to max size"
+                },
+                "InvalidParameterException",
+            )
+        return None
+
+    def _record(self, parsed: dict[str, Any], model: Any, params: Any = None, **_: Any) -> None:
+        update = parsed.get("update")
+        if update is None:  # refused: no update was started
+            return
+        steps = self.script.pop(0) if self.script else ["InProgress", "Successful"]
+        update["status"] = steps[0]
+        self.updates[update["id"]] = {
+            "update": dict(update),
+            "steps": steps[1:],
+            "group": (params or {}).get("nodegroupName"),
+        }
+
+    def _describe(self, request: Any, **_: Any) -> AWSResponse:
+        update_id = urlsplit(request.url).path.rstrip("/").split("/")[-1]
+        self.described.append(update_id)
+        known = self.updates.get(update_id)
+        if known is None:
+            return wire(
+                request,
+                404,
+                {"message": f"No update found for ID: {update_id}"},
+                "ResourceNotFoundException",
+            )
+        update = known["update"]
+        if known["steps"]:
+            update["status"] = known["steps"].pop(0)
+            if update["status"] == "Failed":
+                update["errors"] = self.errors
+        body = dict(update)
+        body["createdAt"] = 1767225600
+        return wire(request, 200, {"update": body})
+
+    def _updating(self, parsed: dict[str, Any], **_: Any) -> None:
+        group = parsed.get("nodegroup", {})
+        running = any(
+            u["group"] == group.get("nodegroupName") and u["update"]["status"] == "InProgress"
+            for u in self.updates.values()
+        )
+        if running and group.get("status") == "ACTIVE":
+            group["status"] = "UPDATING"
