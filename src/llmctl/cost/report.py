@@ -234,8 +234,8 @@ def print_remote(result: Estimate, request: EstimateRequest, console: Console) -
         f"{egress.STREAMED_BYTES_PER_TOKEN} bytes per streamed token (one Server-Sent Event) or "
         f"{egress.PLAIN_BYTES_PER_TOKEN} per token in one JSON answer; the prompt (about "
         f"{egress.PROMPT_BYTES_PER_TOKEN} bytes per token) leaves the forwarding cloud. A wake "
-        f"bills the GPU node for the cold start ({w.cold_start_s:g} s) and the cooldown after "
-        f"the last request ({w.idle_timeout_s:g} s).",
+        f"bills the GPU node for the cold start ({w.cold_start_s:g} s) and the idle tail after "
+        f"the last request ({w.idle_tail_s:g} s: cooldown + scale-down delay).",
         highlight=False,
         soft_wrap=True,
     )
