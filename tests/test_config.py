@@ -141,6 +141,26 @@ def test_stack_is_frozen() -> None:
         Stack().gpu.enabled = True  # type: ignore[misc]
 
 
+def test_a_unified_cache_too_small_asks_only_for_one_request() -> None:
+    # ctx_size 1024 unified over 8 slots: one request may use the whole cache, so 2048 is enough
+    # (the hint used to ask for ctx_per_request x parallel = 16384).
+    from pydantic import ValidationError
+
+    from llmctl.config import LlamaCpp
+
+    with pytest.raises(ValidationError, match="raise ctx_size to at least 2048 "):
+        LlamaCpp(ngl=-1, flash_attn=True, ctx_per_request=2048, ctx_size=1024, parallel=8)
+    with pytest.raises(ValidationError, match="at least 16384 .*drop kv_unified: false"):
+        LlamaCpp(
+            ngl=-1,
+            flash_attn=True,
+            ctx_per_request=2048,
+            ctx_size=4096,
+            parallel=8,
+            kv_unified=False,
+        )
+
+
 @pytest.mark.parametrize("text", ["", "{}\n", "# only a comment\n"])
 def test_a_config_file_that_sets_nothing_gives_the_defaults(tmp_path: Path, text: str) -> None:
     config = tmp_path / "llmctl.yaml"

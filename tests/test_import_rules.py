@@ -38,7 +38,8 @@ class Rule:
     adapters: tuple[str, ...] = ()  # modules of the part that may use network clients
 
 
-LEAVES = ("llmctl.config", "llmctl.catalog", "llmctl.errors", "llmctl.assets")
+# llmctl.extras: which extra brings a module, and the pip command that installs it here.
+LEAVES = ("llmctl.config", "llmctl.catalog", "llmctl.errors", "llmctl.assets", "llmctl.extras")
 
 RULES = (
     Rule(
@@ -77,6 +78,7 @@ RULES = (
     Rule("llmctl.catalog", ("llmctl.errors",), True, "the catalog is a leaf"),
     Rule("llmctl.errors", (), True, "errors is a leaf"),
     Rule("llmctl.assets", (), True, "assets is a leaf"),
+    Rule("llmctl.extras", ("llmctl.errors",), True, "extras is a leaf"),
 )
 
 
@@ -167,6 +169,7 @@ def test_the_top_of_the_package_holds_only_packages_and_leaves() -> None:
         "catalog.py",
         "config.py",
         "errors.py",
+        "extras.py",
         "kube.py",
     ]
 

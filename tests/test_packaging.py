@@ -19,7 +19,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory, repo: Path) -> Path:
         capture_output=True,
         timeout=300,
     )
-    return next(out.glob("llmctl-*.whl"))
+    return next(out.glob("llmctl_k8s-*.whl"))
 
 
 def test_wheel_ships_the_templates(wheel: Path, repo: Path) -> None:

@@ -121,10 +121,12 @@ class LlamaCpp(StrictModel):
     def _slots_hold_one_request(self) -> Self:
         if self.ctx_per_slot < self.ctx_per_request:
             layout = "unified" if self.unified else f"split over {self.parallel} parallel slots"
+            # A unified cache lets one request use all of it: ctx_per_request is enough there.
+            minimum = self.ctx_per_request * (1 if self.unified else self.parallel)
             raise ValueError(
                 f"ctx_size {self.effective_ctx_size} {layout} leaves {self.ctx_per_slot} tokens "
                 f"per request, less than ctx_per_request {self.ctx_per_request}; raise ctx_size "
-                f"to at least {self.ctx_per_request * self.parallel} (or leave it unset), lower "
+                f"to at least {minimum} (or leave it unset), lower "
                 "parallel or ctx_per_request"
                 + ("" if self.unified else ", or drop kv_unified: false")
             )

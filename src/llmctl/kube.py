@@ -13,6 +13,7 @@ from typing import Any
 
 from llmctl import catalog
 from llmctl.errors import LlmctlError
+from llmctl.extras import install_hint
 
 FIELD_MANAGER = "llmctl"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -98,15 +99,21 @@ class PodsReady:
     total: int
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None, hint: str = "") -> Any:
-    """The one place a Kubernetes client is built: from the user's kubeconfig."""
+def api_client(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    hint: str = "",
+    skip_flag: str = "--skip-cluster-setup",
+) -> Any:
+    """The one place a Kubernetes client is built: from the user's kubeconfig. `skip_flag` is
+    the caller's flag that does without the cluster ("" when there is none)."""
     try:
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.kube_config import new_client_from_config
     except ImportError:
         raise LlmctlError(
             "the Kubernetes client (kubernetes) is not installed",
-            hint="install llmctl's cloud extra: pip install 'llmctl[cloud]'",
+            hint=install_hint("cloud"),
         ) from None
     try:
         return new_client_from_config(  # type: ignore[no-untyped-call]
@@ -116,8 +123,8 @@ def api_client(kubeconfig: str | None = None, context: str | None = None, hint: 
         raise LlmctlError(
             f"no usable kubeconfig: {exc}",
             hint=(f"run `{hint}`, " if hint else "")
-            + "or point $KUBECONFIG (or --kubeconfig) at the cluster's kubeconfig; "
-            "--skip-cluster-setup skips this step",
+            + "or point $KUBECONFIG (or --kubeconfig) at the cluster's kubeconfig"
+            + (f"; {skip_flag} skips this step" if skip_flag else ""),
         ) from None
 
 

@@ -79,7 +79,7 @@ def test_chart_args_match_llmctl_or_both_refuse(tier: str, settings: dict[str, A
         refused = LlamaCpp.model_construct(**{"kv_unified": None, "ctx_size": None, **settings})
         assert f"{prefix}: ctx_size {refused.effective_ctx_size} " in error
         assert f"leaves {refused.ctx_per_slot} tokens per request" in error
-        minimum = refused.ctx_per_request * refused.parallel
+        minimum = refused.ctx_per_request * (1 if refused.unified else refused.parallel)
         assert f"raise {prefix}.ctx_size to at least {minimum} (or leave it unset)" in error
         return
     model = getattr(STACK, tier).model
@@ -103,7 +103,7 @@ def test_one_request_that_cannot_fit_fails_with_how_to_fix_it() -> None:
     error = template_error("--set", "gpu.enabled=true", "--set", "llamacpp.ctx_size=1024")
     assert (
         "llamacpp: ctx_size 1024 unified leaves 1024 tokens per request, less than "
-        "ctx_per_request 2048; raise llamacpp.ctx_size to at least 8192 (or leave it unset), "
+        "ctx_per_request 2048; raise llamacpp.ctx_size to at least 2048 (or leave it unset), "
         "lower llamacpp.parallel or llamacpp.ctx_per_request"
     ) in error
 

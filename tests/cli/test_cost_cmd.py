@@ -49,7 +49,11 @@ def test_json_parses_and_has_every_row(run) -> None:  # type: ignore[no-untyped-
     result = run("--output", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert len(data["rows"]) == 12  # 3 clouds + total, for 3 scenarios
+    assert len(data["rows"]) == 9  # 3 clouds x 3 scenarios; the sums are apart
+    assert [t["cloud"] for t in data["totals"]] == ["total"] * 3
+    for total in data["totals"]:
+        mine = [r for r in data["rows"] if r["mode"] == total["mode"]]
+        assert sum(r["totalUsd"] for r in mine) == pytest.approx(total["totalUsd"])
     assert {r["mode"] for r in data["rows"]} == {"cpu", "gpu", "scale-to-zero"}
     assert all(p["source"] and p["date"] for p in data["prices"])
     assert data["assumptions"]
@@ -59,17 +63,16 @@ def test_yaml_and_csv_parse(run) -> None:  # type: ignore[no-untyped-def]
     as_yaml = yaml.safe_load(run("--output", "yaml", "--cloud", "gcp").stdout)
     assert [r["cloud"] for r in as_yaml["rows"]] == ["gcp", "gcp", "gcp"]
     rows = list(csv.DictReader(io.StringIO(run("--output", "csv", "--mode", "gpu").stdout)))
-    assert [r["cloud"] for r in rows] == ["aws", "azure", "gcp", "total"]
-    assert float(rows[3]["total_usd"]) == pytest.approx(
-        sum(float(r["total_usd"]) for r in rows[:3])
-    )
+    # No sum row among the rows: a spreadsheet's SUM() counts each cloud once.
+    assert [r["cloud"] for r in rows] == ["aws", "azure", "gcp"]
+    assert float(rows[0]["totalUsd"]) > 0
 
 
 def test_workload_flags_change_scale_to_zero(run) -> None:  # type: ignore[no-untyped-def]
     def s2z(*args: str) -> float:
         out = run("--cloud", "aws", "--mode", "scale-to-zero", "-o", "json", *args)
         assert out.exit_code == 0, out.output
-        return float(json.loads(out.stdout)["rows"][0]["gpu_node_hours"])
+        return float(json.loads(out.stdout)["rows"][0]["gpuNodeHours"])
 
     quiet = s2z("--gpu-requests-per-day", "10")
     busy = s2z("--gpu-requests-per-day", "5000")
@@ -98,7 +101,7 @@ def test_env_gpu_instance_type_and_region_flag_apply(run) -> None:  # type: igno
 def test_on_demand_costs_more_than_spot(run) -> None:  # type: ignore[no-untyped-def]
     def gpu(flag: str) -> float:
         out = run("--cloud", "aws", "--mode", "gpu", "-o", "json", flag)
-        return float(json.loads(out.stdout)["rows"][0]["compute_usd"])
+        return float(json.loads(out.stdout)["rows"][0]["computeUsd"])
 
     assert gpu("--on-demand") == pytest.approx((0.0208 + 0.526) * 730)
     assert gpu("--spot") < gpu("--on-demand")
@@ -113,7 +116,14 @@ def test_on_demand_costs_more_than_spot(run) -> None:  # type: ignore[no-untyped
         (["--region", "mars-1"], {}, "us-east-1"),
         (["--cloud", "aws", "--region", "eastus"], {}, "allowed aws regions: eu-west-1, us-east-1"),
         (["--instance-type", "m5.huge"], {}, "g4dn.xlarge"),
-        (["--instance-type", "g5.xlarge"], {}, "allowed instance types: g4dn.xlarge, t3.small"),
+        (
+            ["--instance-type", "g4dn.2xlarge"],
+            {},
+            "us-east-1: g4dn.xlarge, g5.xlarge, t3.small",
+        ),
+        ([], {"GPU_INSTANCE_TYPE": "g4dn.2xlarge"}, "environment variable GPU_INSTANCE_TYPE"),
+        (["--cloud", "gcp", "--gke-free-tier"], {}, "never covers a regional cluster"),
+        (["--scale-down-delay", "-1"], {}, "numbers >= 0"),
         ([], {"GPU_INSTANCE_TYPE": "p9.mega"}, "Standard_NC4as_T4_v3"),
         (["--mode", "sometimes"], {}, "scale-to-zero"),
     ],
@@ -148,4 +158,23 @@ def test_docs_examples_show_what_the_command_prints(run, args) -> None:  # type:
     result = run(*args, "-o", "json")
     assert result.exit_code == 0, result.output
     for row in json.loads(result.stdout)["rows"]:
-        assert f"${row['total_usd']:,.2f}" in docs, row
+        assert f"${row['totalUsd']:,.2f}" in docs, row
+
+
+@pytest.mark.parametrize("name", ["g5.xlarge", "n1-standard-8"])
+def test_documented_gpu_instance_types_are_priced(run, name) -> None:  # type: ignore[no-untyped-def]
+    result = run("--mode", "gpu", "-o", "json", env={"GPU_INSTANCE_TYPE": name})
+    assert result.exit_code == 0, result.output
+    assert any(name in r["nodes"] for r in json.loads(result.stdout)["rows"])
+
+
+def test_gke_fee_follows_the_cluster_location(run) -> None:  # type: ignore[no-untyped-def]
+    def fee(*args: str) -> float:
+        out = run("--cloud", "gcp", "--mode", "cpu", "-o", "json", *args)
+        assert out.exit_code == 0, out.output
+        return float(json.loads(out.stdout)["rows"][0]["controlPlaneUsd"])
+
+    assert fee() == pytest.approx(73.0)  # the default us-central1 is a regional cluster
+    assert fee("--set", "clouds.gcp.region=us-central1-a") == 0.0
+    assert fee("--region", "us-central1-a") == 0.0
+    assert fee("--region", "us-central1-a", "--no-gke-free-tier") == pytest.approx(73.0)

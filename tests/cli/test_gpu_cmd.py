@@ -180,7 +180,7 @@ def test_status_json_and_table(
     assert report["pool"]["instanceType"] == "g4dn.xlarge"
     assert report["pool"]["capacityType"] == "spot"
     assert (report["pool"]["minNodes"], report["pool"]["maxNodes"]) == (0, 2)
-    assert report["cluster"]["gpuNodes"] == [
+    assert report["kubernetes"]["gpuNodes"] == [
         {
             "name": "ip-10-0-0-1",
             "accelerator": "nvidia-tesla-t4",
@@ -188,7 +188,7 @@ def test_status_json_and_table(
             "ready": True,
         }
     ]
-    assert report["cluster"]["devicePluginPods"] == {"ready": 1, "total": 1}
+    assert report["kubernetes"]["devicePluginPods"] == {"ready": 1, "total": 1}
     table = run("gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file)
     assert table.exit_code == 0
     assert "g4dn.xlarge" in table.stdout and "Device plugin pods ready: 1/1" in table.stdout
@@ -263,7 +263,8 @@ def test_missing_sdk_names_the_extra(
     result = run("gpu", "status", "--cloud", cloud, "--project", "proj", "--skip-cluster")
     assert result.exit_code == 1, result.output
     assert package in result.output
-    assert "pip install 'llmctl[cloud]'" in result.output
+    assert "pip install" in result.output and "[cloud]" in result.output
+    assert "'llmctl[cloud]'" not in result.output  # llmctl on PyPI is another project
 
 
 def test_no_credentials_through_the_cli() -> None:
@@ -336,6 +337,45 @@ def test_help_imports_no_cloud_sdk() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_status_skip_cluster_prints_the_table_and_keeps_one_shape(eks: Any) -> None:
+    # The review's finding 5: table mode crashed on the cluster *name* where a dict was expected.
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    table = run("gpu", "status", "--cloud", "aws", "--skip-cluster")
+    assert table.exit_code == 0, table.output
+    assert "g4dn.xlarge" in table.stdout and "Traceback" not in table.output
+    report = json.loads(
+        run("gpu", "status", "--cloud", "aws", "--skip-cluster", "-o", "json").stdout
+    )
+    assert report["cluster"] == "llm-aws" and report["kubernetes"] is None
+
+
+def test_status_kubeconfig_hint_names_the_status_flag(eks: Any, tmp_path: Path) -> None:
+    result = run(
+        "gpu", "status", "--cloud", "aws", "--kubeconfig", str(tmp_path / "absent"), "-o", "json"
+    )
+    error = json.loads(result.stdout)["kubernetes"]["error"]
+    assert "--skip-cluster skips" in error and "--skip-cluster-setup" not in error
+
+
+def test_prompt_without_a_terminal_says_to_pass_yes(eks: Any) -> None:
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    result = run("gpu", "disable", "--cloud", "aws", input="")
+    assert result.exit_code == 2, result.output
+    assert "--yes" in result.output
+    assert "gpu-t4" in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
+
+
+def test_ctrl_c_at_the_prompt_exits_130(eks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Click's confirm turned Ctrl-C into "Aborted!" and exit 1; everywhere else it is 130.
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("builtins.input", interrupted)
+    result = run("gpu", "enable", "--cloud", "aws", "--skip-cluster-setup")
+    assert result.exit_code == 130, result.output
+    assert "gpu-t4" not in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
 
 
 def test_dry_run_shows_the_preflight(eks: Any, lists: Cluster, kubeconfig_file: str) -> None:

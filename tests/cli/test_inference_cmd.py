@@ -129,11 +129,13 @@ def test_streaming_report_has_tier_backend_ttft_and_tokens(stack: Stack) -> None
     assert result["status"] == 200
     assert result["tier"] == "cpu" and result["backend"] == "aws/cpu"
     assert result["model"] == CPU_MODEL
-    assert 0 < result["ttft_s"] <= result["latency_s"]
+    assert 0 < result["ttftSeconds"] <= result["latencySeconds"]
     # llama-server reports usage in the stream's last chunk (stream_options.include_usage).
-    assert result["tokens_counted"] is False
-    assert 1 <= result["output_tokens"] <= 12
-    assert result["tokens_per_s"] == pytest.approx(result["output_tokens"] / result["latency_s"])
+    assert result["tokensCounted"] is False
+    assert 1 <= result["outputTokens"] <= 12
+    assert result["tokensPerSecond"] == pytest.approx(
+        result["outputTokens"] / result["latencySeconds"]
+    )
     assert isinstance(result["reply"], str) and result["reply"]
 
 
@@ -145,8 +147,8 @@ def test_non_streaming_report_reads_usage(stack: Stack) -> None:
     result = data["results"][0]
     assert data["stream"] is False
     assert result["tier"] == "gpu" and result["backend"] == "aws/gpu"
-    assert result["ttft_s"] is None
-    assert 1 <= result["output_tokens"] <= 8 and result["tokens_counted"] is False
+    assert result["ttftSeconds"] is None
+    assert 1 <= result["outputTokens"] <= 8 and result["tokensCounted"] is False
 
 
 def test_text_report_for_people(stack: Stack) -> None:
@@ -211,11 +213,11 @@ def test_many_requests_concurrently(stack: Stack) -> None:
     assert data["requests"] == 20 and data["concurrency"] == 4
     assert data["succeeded"] == 20 and data["errors"] == {}
     assert len(data["results"]) == 20
-    lat = data["latency_s"]
-    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= data["wall_s"]
-    assert data["ttft_s"]["p50"] <= lat["p50"]
-    assert data["throughput_rps"] == pytest.approx(20 / data["wall_s"])
-    assert data["output_tokens"] == sum(r["output_tokens"] for r in data["results"])
+    lat = data["latencySeconds"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= data["wallSeconds"]
+    assert data["ttftSeconds"]["p50"] <= lat["p50"]
+    assert data["throughputRequestsPerSecond"] == pytest.approx(20 / data["wallSeconds"])
+    assert data["outputTokens"] == sum(r["outputTokens"] for r in data["results"])
     assert data["tiers"] == {"cpu": 20} and data["backends"] == {"aws/cpu": 20}
 
 
@@ -359,7 +361,7 @@ def test_no_backend_ready_is_503_with_retry_after(tmp_path: Path) -> None:
     assert code == 1
     failure = data["results"][0]["failure"]
     assert failure["kind"] == "unavailable" and failure["status"] == 503
-    assert failure["retry_after"] is not None and int(failure["retry_after"]) >= 1
+    assert failure["retryAfter"] is not None and int(failure["retryAfter"]) >= 1
     assert "unavailable (503)" in stderr and "Retry-After:" in stderr
 
 
@@ -583,8 +585,8 @@ def test_gpu_check_failure_exits_1_and_deletes_the_pod(
         "--cloud", "aws", "--url", stack.router.url, "--kubeconfig", config, "--gpu-check"
     )
     assert code == 1
-    assert data["gpu_check"]["phase"] == "Failed" and data["gpu_check"]["deleted"] is True
-    assert "couldn't communicate with the NVIDIA driver" in data["gpu_check"]["log"]
+    assert data["gpuCheck"]["phase"] == "Failed" and data["gpuCheck"]["deleted"] is True
+    assert "couldn't communicate with the NVIDIA driver" in data["gpuCheck"]["log"]
     assert "the GPU check pod ended Failed (pod deleted: True)" in stderr
     assert fake.deleted == [fake.created[0]["metadata"]["name"]]
 

@@ -33,10 +33,20 @@ def test_render_one_cloud(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", "--cloud", "gcp", "--out", str(tmp_path)], env={})
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "clusters").iterdir()) == ["components", "gcp"]
-    assert sorted(p.name for p in (tmp_path / "charts" / "llm-router").iterdir()) == [
-        "values-gcp-cpu.yaml",
-        "values-gcp-gpu.yaml",
-    ]
+    values = sorted(p.name for p in (tmp_path / "charts" / "llm-router").glob("values-*-*.yaml"))
+    assert values == ["values-gcp-cpu.yaml", "values-gcp-gpu.yaml"]
+    # The chart itself comes along, so `helm install ... charts/llm-router` works anywhere.
+    assert (tmp_path / "charts" / "llm-router" / "Chart.yaml").is_file()
+    assert "Helm chart in" in result.output
+
+
+def test_render_in_the_checkout_leaves_the_chart_alone(repo: Path) -> None:
+    from llmctl.manifests.rendering import chart_files, chart_source
+
+    assert chart_source() == repo / "charts" / "llm-router"
+    files = chart_files()
+    assert Path("Chart.yaml") in files and Path("values.yaml") in files
+    assert not any(p.name.startswith("values-") and p.name.endswith("-gpu.yaml") for p in files)
 
 
 def test_stdout_prints_the_gpu_overlay_objects() -> None:

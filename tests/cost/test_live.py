@@ -405,7 +405,7 @@ def test_cli_live_uses_the_apis(
     assert sources[("gcp", "nvidia-tesla-t4 x1")].startswith("live: Cloud Billing")
     gcp = next(r for r in data["rows"] if r["cloud"] == "gcp")
     expected = (2 * 0.00654 + 8 * 0.000877 + 4 * 0.0066 + 15 * 0.00088 + 0.0875) * 730
-    assert gcp["compute_usd"] == pytest.approx(expected, rel=1e-4)
+    assert gcp["computeUsd"] == pytest.approx(expected, rel=1e-4)
 
 
 def _closed_port() -> int:

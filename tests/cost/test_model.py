@@ -13,6 +13,7 @@ from llmctl.catalog import CloudName
 from llmctl.cost import model
 from llmctl.cost.model import CloudPlan, EstimateRequest, Mode, Workload, estimate, gpu_node_hours
 from llmctl.cost.prices import Capacity, PriceCatalog, load_catalog, parse_catalog
+from llmctl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,13 +68,17 @@ def known() -> PriceCatalog:
 
 
 def _row(result: model.Estimate, cloud: str, mode: Mode) -> model.ScenarioCost:
-    return next(r for r in result.rows if r.cloud == cloud and r.mode is mode)
+    return next(r for r in result.rows + result.totals if r.cloud == cloud and r.mode is mode)
 
 
 def test_table_for_known_inputs(known: PriceCatalog) -> None:
     # 720 h, spot, 10 GB disks, 240 requests/day x 500 tokens at 50 tok/s, no idle tail.
     workload = Workload(
-        gpu_requests_per_day=240, avg_output_tokens=500, idle_timeout_s=0, cold_start_s=0
+        gpu_requests_per_day=240,
+        avg_output_tokens=500,
+        idle_timeout_s=0,
+        scale_down_delay_s=0,
+        cold_start_s=0,
     )
     request = EstimateRequest(
         clouds=(AWS, GCP),
@@ -91,10 +96,11 @@ def test_table_for_known_inputs(known: PriceCatalog) -> None:
     assert aws_cpu.total_usd == pytest.approx(7.2 + 72 + months)
     aws_gpu = _row(result, "aws", Mode.GPU)
     assert aws_gpu.compute_usd == pytest.approx((0.01 + 0.20) * 720)
-    # GCP: machine + T4 billed separately; the GKE free tier covers the fee.
+    # GCP: machine + T4 billed separately; us-central1 is a regional cluster, so the GKE fee
+    # is charged: the free tier covers only a zonal (or Autopilot) one.
     gcp_gpu = _row(result, "gcp", Mode.GPU)
     assert gcp_gpu.compute_usd == pytest.approx((0.02 + 0.05 + 0.10) * 720)
-    assert gcp_gpu.control_plane_usd == 0
+    assert gcp_gpu.control_plane_usd == pytest.approx(72.0)
     # Scale-to-zero with no cooldown and no cold start: only busy hours.
     # 240/day x 30 days x 500 tokens / 50 tok/s = 72,000 s = 20 h.
     s2z = _row(result, "aws", Mode.SCALE_TO_ZERO)
@@ -106,7 +112,13 @@ def test_table_for_known_inputs(known: PriceCatalog) -> None:
     assert aws_gpu.usd_per_request == pytest.approx(aws_gpu.total_usd / (240 * 30))
     total = _row(result, "total", Mode.GPU)
     assert total.total_usd == pytest.approx(aws_gpu.total_usd + gcp_gpu.total_usd)
-    assert [r.cloud for r in result.rows if r.mode is Mode.CPU] == ["aws", "gcp", "total"]
+    # Totals are apart from the rows, so summing the rows counts every dollar once.
+    assert [r.cloud for r in result.rows if r.mode is Mode.CPU] == ["aws", "gcp"]
+    assert [(r.cloud, r.mode) for r in result.totals] == [("total", m) for m in Mode]
+    for mode in Mode:
+        assert sum(r.total_usd for r in result.rows if r.mode is mode) == pytest.approx(
+            _row(result, "total", mode).total_usd
+        )
 
 
 def test_on_demand_uses_on_demand_prices(known: PriceCatalog) -> None:
@@ -117,11 +129,51 @@ def test_on_demand_uses_on_demand_prices(known: PriceCatalog) -> None:
 
 def test_idle_tail_and_cold_start_add_hours(known: PriceCatalog) -> None:
     workload = Workload(
-        gpu_requests_per_day=24, avg_output_tokens=0, idle_timeout_s=600, cold_start_s=300
+        gpu_requests_per_day=24,
+        avg_output_tokens=0,
+        idle_timeout_s=600,
+        scale_down_delay_s=0,
+        cold_start_s=300,
     )
     # One request an hour: u = 1 - 1/(e^(1 x 1/6) + 1 x 1/12).
     u = 1 - 1 / (math.exp(1 / 6) + 1 / 12)
     assert gpu_node_hours(workload, 730, 50) == pytest.approx(730 * u)
+
+
+def test_the_empty_node_waits_out_the_autoscaler_delay_too() -> None:
+    # The review's figures: 100 requests/day, KEDA cooldown 300 s + scale-down 600 s = 900 s:
+    # 497 GPU node-hours, not the 302 of the cooldown alone.
+    base = Workload()
+    assert base.idle_tail_s == 900
+    assert gpu_node_hours(base, 730, 45) == pytest.approx(497, abs=1)
+    cooldown_only = Workload(scale_down_delay_s=0)
+    assert gpu_node_hours(cooldown_only, 730, 45) == pytest.approx(302, abs=1)
+    # Moving seconds between the cooldown and the delay changes nothing: the node is billed.
+    moved = Workload(idle_timeout_s=600, scale_down_delay_s=300)
+    assert gpu_node_hours(moved, 730, 45) == pytest.approx(gpu_node_hours(base, 730, 45))
+    with pytest.raises(ConfigError, match="--scale-down-delay"):
+        Workload(scale_down_delay_s=-1).validate()
+
+
+def test_aws_scale_to_zero_default_matches_the_review() -> None:
+    result = estimate(load_catalog(), EstimateRequest(clouds=(AWS,), modes=(Mode.SCALE_TO_ZERO,)))
+    assert result.rows[0].total_usd == pytest.approx(180.43, abs=0.01)
+
+
+def test_gke_free_tier_only_for_a_zonal_cluster() -> None:
+    prices = load_catalog()
+
+    def fee(location: str | None, free: bool | None) -> float:
+        plan = CloudPlan(CloudName.GCP, "us-central1", "e2-standard-2", "n1-standard-4", location)
+        request = EstimateRequest(clouds=(plan,), modes=(Mode.CPU,), gke_free_tier=free)
+        return estimate(prices, request).rows[0].control_plane_usd
+
+    assert fee(None, None) == pytest.approx(73.0)  # us-central1: regional, always pays
+    assert fee("us-central1-a", None) == 0.0  # zonal: the free tier covers it
+    assert fee("us-central1-a", False) == pytest.approx(73.0)  # the free tier is taken
+    with pytest.raises(ConfigError, match="regional"):
+        fee(None, True)
+    assert model.is_gcp_zone("europe-west1-b") and not model.is_gcp_zone("us-east-1")
 
 
 def test_no_traffic_means_no_gpu_hours() -> None:
@@ -133,6 +185,7 @@ workloads = st.builds(
     gpu_requests_per_day=st.floats(0, 1e6),
     avg_output_tokens=st.floats(0, 1e4),
     idle_timeout_s=st.floats(0, 7200),
+    scale_down_delay_s=st.floats(0, 3600),
     cold_start_s=st.floats(0, 3600),
     active_hours_per_day=st.floats(0.5, 24),
 )

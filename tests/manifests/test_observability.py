@@ -129,6 +129,7 @@ def test_prometheus_rule_carries_every_alert_with_annotations(
         "GPUHighUtilization",
         "GPUCostAlert",
         "GPUPoolNotScalingToZero",
+        "GPUNodeNotScalingDown",
         "GPUNotDetected",
         "GPUMemoryNearFull",
         "LLMHighQueueWait",
@@ -157,7 +158,7 @@ def test_promtool_checks_and_unit_tests_the_rules(
     check = subprocess.run(
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True
     )
-    assert check.returncode == 0 and "SUCCESS: 8 rules found" in check.stdout, (
+    assert check.returncode == 0 and "SUCCESS: 9 rules found" in check.stdout, (
         check.stdout + check.stderr
     )
     tests = yaml.safe_load((DATA / "alerts-test.yaml").read_text())

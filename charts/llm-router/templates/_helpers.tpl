@@ -234,7 +234,7 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- end -}}
 {{- if lt $perSlot (int64 $perRequest) -}}
 {{- $layout := ternary "unified" (printf "split over %d parallel slots" $parallel) $unified -}}
-{{- fail (printf "%s: ctx_size %d %s leaves %d tokens per request, less than ctx_per_request %d; raise %s.ctx_size to at least %d (or leave it unset), lower %s.parallel or %s.ctx_per_request%s" .where $ctxSize $layout $perSlot $perRequest .where (mul $perRequest $parallel) .where .where (ternary "" (printf ", or drop %s.kv_unified: false" .where) $unified)) -}}
+{{- fail (printf "%s: ctx_size %d %s leaves %d tokens per request, less than ctx_per_request %d; raise %s.ctx_size to at least %d (or leave it unset), lower %s.parallel or %s.ctx_per_request%s" .where $ctxSize $layout $perSlot $perRequest .where (ternary (int64 $perRequest) (mul $perRequest $parallel) $unified) .where .where (ternary "" (printf ", or drop %s.kv_unified: false" .where) $unified)) -}}
 {{- end -}}
 {{- $ngl := int $l.ngl -}}
 {{- $args := list "--host" "0.0.0.0" "--port" "8080" "--model" .model.path "--alias" (include "llm-router.modelName" .model) -}}

@@ -81,7 +81,13 @@ def estimate(
         help="Output tokens/s of one CPU replica (default: the catalog's throughput table).",
     ),
     idle_timeout: float = typer.Option(
-        300.0, "--idle-timeout", help="KEDA cooldown in seconds before the GPU scales to zero."
+        300.0, "--idle-timeout", help="KEDA cooldown in seconds before the GPU pod goes away."
+    ),
+    scale_down_delay: float = typer.Option(
+        600.0,
+        "--scale-down-delay",
+        help="Seconds the cluster autoscaler keeps the empty GPU node afterwards "
+        "(scale-down-unneeded-time; 10 min by default on EKS, GKE and AKS).",
     ),
     cold_start: float = typer.Option(
         240.0, "--cold-start", help="Seconds from first request to a serving GPU node."
@@ -92,10 +98,11 @@ def estimate(
     aks_tier: AksTierChoice = typer.Option(
         AksTierChoice.FREE, "--aks-tier", help="AKS cluster-management tier: free or standard."
     ),
-    gke_free_tier: bool = typer.Option(
-        True,
+    gke_free_tier: bool | None = typer.Option(
+        None,
         "--gke-free-tier/--no-gke-free-tier",
-        help="Whether GKE's free tier covers this cluster's fee (one zonal cluster per account).",
+        help="Whether GKE's free tier covers the cluster fee (default: only for a zonal "
+        "clouds.gcp.region such as us-central1-a; never for a regional cluster).",
     ),
     control_plane: bool = typer.Option(
         True, "--control-plane/--no-control-plane", help="Include managed control-plane fees."
@@ -113,7 +120,8 @@ def estimate(
     from llmctl.cost import model, report
     from llmctl.cost.prices import Capacity, load_catalog
 
-    stack = options.load(config, sets).stack
+    loaded = options.load(config, sets)
+    stack = loaded.stack
     prices = load_catalog()
     workload = model.Workload(
         gpu_requests_per_day=gpu_requests_per_day,
@@ -121,6 +129,7 @@ def estimate(
         gpu_tokens_per_second=tokens_per_second,
         cpu_tokens_per_second=cpu_tokens_per_second,
         idle_timeout_s=idle_timeout,
+        scale_down_delay_s=scale_down_delay,
         cold_start_s=cold_start,
         active_hours_per_day=active_hours,
     )
@@ -131,6 +140,7 @@ def estimate(
         None if cloud is CloudChoice.ALL else cloud.value,
         regions or [],
         instance_types or [],
+        {key: str(source) for key, (_, source) in loaded.changed.items()},
     )
     request = model.EstimateRequest(
         clouds=plans,

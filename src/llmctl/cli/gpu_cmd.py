@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl.cli import options
-from llmctl.cli.console import err_console, status_spinner
+from llmctl.cli.console import confirm, err_console, status_spinner
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
@@ -190,14 +190,21 @@ def _print_preflight(console: Console, checks: list[Check]) -> None:
 
 
 def _cluster(
-    impl: Cloud, spec: PoolSpec, kubeconfig: str | None, context: str | None, required: bool
+    impl: Cloud,
+    spec: PoolSpec,
+    kubeconfig: str | None,
+    context: str | None,
+    required: bool,
+    skip_flag: str = "--skip-cluster-setup",
 ) -> tuple[Any, ClusterFacts | None, str | None]:
     """The Kubernetes client and what the cluster runs; when not `required`, a cluster that
     cannot be read is a reason (third item), not an error."""
     from llmctl import kube
 
     try:
-        api = kube.api_client(kubeconfig, context, hint=impl.kubeconfig_command(spec))
+        api = kube.api_client(
+            kubeconfig, context, hint=impl.kubeconfig_command(spec), skip_flag=skip_flag
+        )
         return api, kube.cluster_facts(api), None
     except LlmctlError as exc:
         if required:
@@ -306,7 +313,7 @@ def enable(
                 + ", ".join(kube.apply_request(o).name for o in objects)
             )
         if not yes:
-            typer.confirm("Go ahead?", abort=True)
+            confirm("Go ahead?")
         with _waiting(f"{decision.action.removesuffix('d')}ing pool {spec.name}", spec) as progress:
             result = impl.ensure_gpu_pool(spec, progress)
         _say_result(console, spec, result)
@@ -359,6 +366,8 @@ def status(
         "cluster": spec.cluster,
         "location": spec.location,
         "pool": pool.as_dict() if pool else None,
+        # The cluster's side: always this key, null with --skip-cluster (`cluster` stays the name).
+        "kubernetes": None,
     }
     blockers = impl.pool_blockers(spec, pool)
     known = True
@@ -366,14 +375,16 @@ def status(
         known = False
     else:
         try:
-            api, facts, _ = _cluster(impl, spec, kubeconfig, context, required=True)
+            api, facts, _ = _cluster(
+                impl, spec, kubeconfig, context, required=True, skip_flag="--skip-cluster"
+            )
             assert facts is not None
-            report["cluster"] = _cluster_report(api, spec, stack, facts, cluster_setup_objects)
+            report["kubernetes"] = _cluster_report(api, spec, stack, facts, cluster_setup_objects)
             report["preflight"] = [c.as_dict() for c in kube.preflight(spec.cloud, facts)]
             managed = pool is not None and pool.managed_device_plugin
             blockers += kube.cluster_blockers(spec.cloud, facts, managed_plugin=managed)
         except LlmctlError as exc:
-            report["cluster"] = {"error": exc.format_message()}
+            report["kubernetes"] = {"error": exc.format_message()}
             known = False
     report["scaleFromZero"] = _verdict(blockers, known)
     if output == "json":
@@ -460,7 +471,7 @@ def _print_status(report: dict[str, Any], spec: PoolSpec) -> None:
             console.print(f"  - {reason}")
     else:
         console.print("Scale from zero: unknown (the cluster was not read).")
-    cluster = report.get("cluster")
+    cluster = report["kubernetes"]
     if cluster is None:
         return
     if "error" in cluster:
@@ -505,10 +516,9 @@ def disable(
         if note:
             console.print(f"Note: {note}.")
     if not yes:
-        typer.confirm(
+        confirm(
             f"{what.capitalize()} GPU pool {spec.name!r} in {spec.cloud.value} cluster "
-            f"{spec.cluster!r}?",
-            abort=True,
+            f"{spec.cluster!r}?"
         )
     with _waiting(f"{what}: pool {spec.name}", spec) as progress:
         impl.disable(spec, scale_to_zero=scale_to_zero, progress=progress)

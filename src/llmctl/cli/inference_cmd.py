@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -19,6 +18,7 @@ from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.cli import options
 from llmctl.cli.console import err_console, status_spinner
+from llmctl.cli.output import to_json
 from llmctl.config import NAMESPACE
 from llmctl.errors import ConfigError, LlmctlError
 
@@ -135,8 +135,13 @@ def _many_table(data: dict[str, Any]) -> Table:
 def _run_requests(target: Target, requests: int, concurrency: int, show: bool) -> Run:
     from llmctl.probe import client
 
-    if requests == 1 or not show:
+    if not show:
         return client.run(target, requests, concurrency)
+    if requests == 1:
+        # One request can take the whole --timeout (a cold GPU node, a long answer): say so.
+        what = f"waiting for {target.model} at {target.url} (timeout {target.timeout_s:g} s)"
+        with status_spinner(_err(), what):
+            return client.run(target, requests, concurrency)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with Progress(
@@ -329,7 +334,7 @@ def test_inference(
             )
         if not check.ok:
             if not show:
-                typer.echo(json.dumps({"gpu_check": _check_dict(check), "passed": False}, indent=2))
+                typer.echo(to_json({"gpu_check": _check_dict(check), "passed": False}))
             raise LlmctlError(
                 f"the GPU check pod ended {check.phase} (pod deleted: {check.deleted})",
                 hint="its log above says why; nvidia-smi fails when the node has no NVIDIA "
@@ -361,7 +366,7 @@ def test_inference(
     if show:
         Console().print(_single_table(data) if requests == 1 else _many_table(data))
     else:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(to_json(data))
     found = client.problems(outcome, tier)
     if found:
         first = found[0]

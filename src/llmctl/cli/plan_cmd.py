@@ -13,6 +13,7 @@ import typer
 from llmctl.cli import options
 
 if TYPE_CHECKING:
+    from llmctl.config import Stack
     from llmctl.plan.vram import FitReport, Plan
 
 
@@ -66,14 +67,40 @@ def plan(
     sets: list[str] | None = options.SetOption,
 ) -> None:
     """Check whether a model, context and parallelism fit the GPU, and the most that fits."""
-    from llmctl.plan.options import plans_for
     from llmctl.plan.vram import fit_report
 
     def report(p: Plan) -> FitReport:
         return fit_report(p, ctx_name="--ctx-per-request", par_name="--parallel")
 
-    plans = plans_for(
-        options.load(config, sets).stack,
+    stack = options.load(config, sets).stack
+    remote = model is not None and model.startswith(("http://", "https://"))
+    from llmctl.cli.console import err_console, status_spinner
+
+    # Reading a header over HTTP waits on a server that may be slow or stalled (30 s timeout).
+    with status_spinner(err_console(), f"reading the GGUF header of {model}", show=remote):
+        plans = _plans(stack, model, gpu, ctx_per_request, parallel, ctx_size, kv_type, kv_unified)
+    for warning in plans[0][0].model.warnings:
+        err_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if output is PlanFormat.JSON:
+        typer.echo(json.dumps(_as_json(plans, report), indent=2))
+        return
+    _print_table(plans, report)
+
+
+def _plans(
+    stack: Stack,
+    model: str | None,
+    gpu: str | None,
+    ctx_per_request: int | None,
+    parallel: int | None,
+    ctx_size: int | None,
+    kv_type: KvType,
+    kv_unified: bool | None,
+) -> list[tuple[Plan, list[str]]]:
+    from llmctl.plan.options import plans_for
+
+    return plans_for(
+        stack,
         model=model,
         gpu=gpu,
         ctx_per_request=ctx_per_request,
@@ -82,10 +109,6 @@ def plan(
         kv_type=kv_type.value,
         kv_unified=kv_unified,
     )
-    if output is PlanFormat.JSON:
-        typer.echo(json.dumps(_as_json(plans, report), indent=2))
-        return
-    _print_table(plans, report)
 
 
 def _as_json(
@@ -108,7 +131,9 @@ def _as_json(
             "vocab": m.n_vocab,
             "ctxTrain": m.ctx_train,
             "weightBytes": m.weight_bytes,
+            "tiedEmbedding": m.tied_embedding,
         },
+        "warnings": list(m.warnings),
         "settings": {
             "ctxSize": s.kv_cells,
             "parallel": s.parallel,

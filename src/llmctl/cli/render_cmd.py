@@ -12,7 +12,18 @@ from llmctl.cli import options
 def render(
     cloud: str = typer.Option("all", "--cloud", help="aws, azure, gcp or all."),
     out: Path = typer.Option(
-        Path("."), "--out", "-o", help="Directory to write clusters/ into.", file_okay=False
+        Path("."),
+        "--out",
+        help="Directory to write clusters/ and charts/ into.",
+        file_okay=False,
+    ),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        hidden=True,
+        help="Refused: render writes files. -o means --output in every llmctl command, as in "
+        "kubectl, so it never means --out here.",
     ),
     stdout: bool = typer.Option(
         False, "--stdout", help="Print one cloud's built objects instead of writing files."
@@ -33,6 +44,12 @@ def render(
     from llmctl.errors import ConfigError
     from llmctl.manifests.rendering import parse_clouds, render_to_disk, render_to_text
 
+    if output is not None:
+        raise ConfigError(
+            f"render has no --output/-o (got {output!r}): it writes files",
+            hint="--out DIR chooses where they go; --stdout --cloud aws prints one cloud's "
+            "objects as YAML",
+        )
     loaded = options.load(config, sets, gpu)
     clouds = parse_clouds(cloud)
     if stdout:
@@ -52,6 +69,12 @@ def render(
     )
     for path in report.result.written:
         typer.echo(f"  wrote {path}")
+    if report.chart is not None:
+        typer.echo(
+            f"Helm chart in {report.chart_dir}/: {len(report.chart.written)} file(s) written, "
+            f"{len(report.chart.unchanged)} unchanged (helm install <release> {report.chart_dir} "
+            f"-f {report.chart_dir}/values-<cloud>-gpu.yaml)."
+        )
 
 
 def _warn(warnings: list[str]) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from llmctl.errors import ConfigError
+from llmctl.errors import ConfigError, LlmctlError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 app = typer.Typer(
     help="The OpenAI-compatible router in front of the llama.cpp servers.", no_args_is_help=True
@@ -29,14 +33,43 @@ def serve(
     ] = "info",
 ) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz, /metrics."""
-    # The server's modules load here, so `llmctl --help` never imports them.
-    from llmctl.router.serve import ServeError, serve_router
-
     if config is None:
         raise ConfigError(
             "no router config given", hint="pass --config router.yaml or set LLMCTL_ROUTER_CONFIG"
         )
+    if log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level {log_level!r} is not a log level",
+            hint=f"allowed values: {', '.join(LOG_LEVELS)}",
+        )
+    # The server's modules load here, so `llmctl --help` never imports them; without the
+    # router extra the import fails and cli/group.py names the extra to install.
+    from llmctl.router.serve import ServeError, serve_router
+
     try:
-        serve_router(config, host, port, log_level)
+        serve_router(config, host, port, log_level.lower())
     except ServeError as exc:
         raise ConfigError(str(exc), hint=exc.hint) from None
+    except OSError as exc:
+        raise _listen_error(exc, host, port) from None
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> Exception:
+    """A port that cannot be bound is a failure the user can fix: one line, exit 1."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return LlmctlError(
+            f"port {port} is in use: cannot listen on {where}",
+            hint=f"stop what listens there (ss -ltnp 'sport = :{port}') or pick another --port",
+        )
+    if exc.errno == errno.EACCES:
+        return LlmctlError(
+            f"no permission to listen on {where}",
+            hint="ports below 1024 need privileges: pick --port 8080 or above",
+        )
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+        return LlmctlError(
+            f"cannot listen on {where}: {exc.strerror or exc}",
+            hint="--host must be an address of this machine, e.g. 0.0.0.0 or 127.0.0.1",
+        )
+    return exc

@@ -19,6 +19,7 @@ from llmctl import catalog
 from llmctl.catalog import CloudName, Taint
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
+from llmctl.extras import install_hint
 
 # Told each status a wait sees ("CREATING", "RUNNING 40%"...), so the CLI can show it.
 Progress = Callable[[str], None]
@@ -239,7 +240,7 @@ def capacity_hint(cloud: CloudName) -> str:
 def missing_sdk(package: str, cloud: CloudName) -> LlmctlError:
     return LlmctlError(
         f"the {CLOUD_DISPLAY[cloud]} SDK ({package}) is not installed",
-        hint="install llmctl's cloud extra: pip install 'llmctl[cloud]'",
+        hint=install_hint("cloud"),
     )
 
 

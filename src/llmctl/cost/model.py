@@ -11,6 +11,11 @@ until a gap longer than T occurs (mean (e^{λT} - 1)/λ). The share of idle time
 
     u = 1 - 1 / (e^{λT} + λc)
 
+The node, not the pod, is what is billed, so T is the whole idle tail of the node: KEDA's cooldown
+(the GPU pod goes away) plus the cluster autoscaler's scale-down delay (the empty node goes away;
+`scale-down-unneeded-time`, 10 minutes by default on EKS's cluster-autoscaler, GKE and AKS).
+A request inside that tail finds the node still up, so it counts as "up" like the cooldown does.
+
 which grows with λ, T and c and stays below 1. Busy hours (tokens / throughput) are added on
 top, and the sum is capped at the month's active hours, so scale-to-zero never costs more than
 the same GPU node running 24/7 and always costs more when traffic rises.
@@ -19,6 +24,7 @@ the same GPU node running 24/7 and always costs more when traffic rises.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -60,14 +66,22 @@ class Workload:
     gpu_tokens_per_second: float | None = None  # per GPU replica; None: the throughput table
     cpu_tokens_per_second: float | None = None  # per CPU replica; None: the throughput table
     idle_timeout_s: float = 300.0  # KEDA cooldownPeriod
+    # The cluster autoscaler's scale-down-unneeded-time: an empty GPU node stays this long.
+    scale_down_delay_s: float = 600.0
     cold_start_s: float = 240.0  # GPU node start plus image pull and model load
     active_hours_per_day: float = 24.0  # the hours of each day in which requests arrive
+
+    @property
+    def idle_tail_s(self) -> float:
+        """How long a GPU node stays up after the last request: cooldown + scale-down delay."""
+        return self.idle_timeout_s + self.scale_down_delay_s
 
     def validate(self) -> None:
         checks: list[tuple[str, float | None, bool]] = [
             ("--gpu-requests-per-day", self.gpu_requests_per_day, self.gpu_requests_per_day >= 0),
             ("--avg-output-tokens", self.avg_output_tokens, self.avg_output_tokens >= 0),
             ("--idle-timeout", self.idle_timeout_s, self.idle_timeout_s >= 0),
+            ("--scale-down-delay", self.scale_down_delay_s, self.scale_down_delay_s >= 0),
             ("--cold-start", self.cold_start_s, self.cold_start_s >= 0),
         ]
         for flag, value in (
@@ -91,12 +105,37 @@ class Workload:
 
 @dataclass(frozen=True)
 class CloudPlan:
-    """What runs in one cloud: its region and the instance types of the two tiers."""
+    """What runs in one cloud: its region and the instance types of the two tiers.
+
+    `location` is where the cluster is, when it is narrower than the priced region: a GKE zone
+    (us-central1-a), which decides whether GKE's free tier can cover the cluster fee.
+    """
 
     cloud: CloudName
     region: str
     cpu_instance: str
     gpu_instance: str
+    location: str | None = None
+
+    @property
+    def cluster_location(self) -> str:
+        return self.location or self.region
+
+    @property
+    def zonal(self) -> bool:
+        return is_gcp_zone(self.cluster_location)
+
+
+_GCP_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+
+
+def is_gcp_zone(location: str) -> bool:
+    """us-central1-a is a zone; us-central1 is a region (a regional GKE cluster)."""
+    return bool(_GCP_ZONE.match(location))
+
+
+def gcp_region_of(location: str) -> str:
+    return location.rsplit("-", 1)[0] if is_gcp_zone(location) else location
 
 
 @dataclass(frozen=True)
@@ -109,7 +148,9 @@ class EstimateRequest:
     cpu_model: str = catalog.CPU_DEFAULT_MODEL
     gpu_model: str = catalog.GPU_DEFAULT_MODEL
     aks_tier: AksTier = AksTier.FREE
-    gke_free_tier: bool = True
+    # GKE's free tier covers the fee of one zonal or Autopilot cluster per billing account, never
+    # a regional one. None: apply it exactly when the cluster's location is a zone.
+    gke_free_tier: bool | None = None
     include_control_plane: bool = True
     cpu_disk_gb: float = DEFAULT_CPU_DISK_GB
     gpu_disk_gb: float = DEFAULT_GPU_DISK_GB
@@ -149,8 +190,9 @@ class PriceUsed:
 
 @dataclass(frozen=True)
 class Estimate:
-    rows: list[ScenarioCost]
+    rows: list[ScenarioCost]  # one per cloud and scenario; never a sum of other rows
     assumptions: list[str]
+    totals: list[ScenarioCost] = field(default_factory=list)  # per scenario, over the clouds
     warnings: list[str] = field(default_factory=list)
     prices: list[PriceUsed] = field(default_factory=list)
     # Serving a GPU request from another cloud (issue 16): egress per 1M tokens beside the
@@ -184,7 +226,7 @@ def gpu_node_hours(workload: Workload, hours: float, tokens_per_second: float) -
     busy = min(busy_hours(workload, hours, tokens_per_second), active_hours)
     rate = workload.gpu_requests_per_day / workload.active_hours_per_day
     down = down_share_of_idle_time(
-        rate, workload.idle_timeout_s / 3600.0, workload.cold_start_s / 3600.0
+        rate, workload.idle_tail_s / 3600.0, workload.cold_start_s / 3600.0
     )
     # Written as "active minus the idle time spent down" so that rounding cannot make more
     # traffic give fewer hours.
@@ -269,9 +311,23 @@ def _control_plane_hourly(
     )
     if not request.include_control_plane:
         return 0.0
-    if plan.cloud is CloudName.GCP and request.gke_free_tier:
+    if plan.cloud is CloudName.GCP and gke_free_tier_applies(request, plan):
         return 0.0
     return price.usd_per_hour
+
+
+def gke_free_tier_applies(request: EstimateRequest, plan: CloudPlan) -> bool:
+    """Whether GKE's free-tier credit covers this cluster's fee; refuses a regional cluster."""
+    if request.gke_free_tier is None:
+        return plan.zonal
+    if request.gke_free_tier and not plan.zonal:
+        raise ConfigError(
+            f"--gke-free-tier: GKE's free tier never covers a regional cluster, and "
+            f"{plan.cluster_location} is a region (clouds.gcp.region)",
+            hint="leave the flag out (the fee is then charged), or price a zonal cluster: "
+            f"--set clouds.gcp.region={plan.cluster_location}-a",
+        )
+    return request.gke_free_tier
 
 
 def _cloud_costs(
@@ -411,11 +467,22 @@ def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str
     else:
         control.append("EKS control plane $0.10/h")
         control.append(f"AKS {request.aks_tier.value} tier")
-        control.append(
-            "GKE fee covered by the free tier (one zonal cluster per billing account)"
-            if request.gke_free_tier
-            else "GKE fee $0.10/h (--no-gke-free-tier)"
-        )
+        for c in costs:
+            if c.plan.cloud is not CloudName.GCP:
+                continue
+            where = c.plan.cluster_location
+            if gke_free_tier_applies(request, c.plan):
+                control.append(
+                    f"GKE fee covered by the free tier: {where} is a zone (one zonal or Autopilot "
+                    "cluster per billing account; --no-gke-free-tier if it is taken)"
+                )
+            elif c.plan.zonal:
+                control.append(f"GKE fee $0.10/h for zonal {where} (--no-gke-free-tier)")
+            else:
+                control.append(
+                    f"GKE fee $0.10/h: {where} is a regional cluster, which the free tier never "
+                    "covers (a regional pool also runs its nodes in each zone; one is counted)"
+                )
     return [
         f"{request.hours_per_month:g} hours per month; {request.capacity.value} capacity where "
         "the cloud sells it",
@@ -425,9 +492,11 @@ def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str
         f"{w.avg_output_tokens:g} output tokens, arriving at random over "
         f"{w.active_hours_per_day:g} h of each day",
         f"throughput, output tokens/s per replica, one request at a time: {tps}",
-        f"scale-to-zero: KEDA cooldown {w.idle_timeout_s:g} s; cold start {w.cold_start_s:g} s "
-        "(node start + model load), billed; up-share of idle time u = 1 - 1/(e^(rate x cooldown)"
-        " + rate x cold start)",
+        f"scale-to-zero: the GPU node stays up {w.idle_tail_s:g} s after the last request (KEDA "
+        f"cooldown {w.idle_timeout_s:g} s + cluster-autoscaler scale-down delay "
+        f"{w.scale_down_delay_s:g} s); cold start {w.cold_start_s:g} s (node start + model "
+        "load), billed; up-share of idle time u = 1 - 1/(e^(rate x idle tail) + rate x cold "
+        "start)",
         f"disks: {request.cpu_disk_gb:g} GB per CPU node, {request.gpu_disk_gb:g} GB per GPU "
         "node while it exists",
         "; ".join(control),
@@ -454,21 +523,24 @@ def estimate(
     warnings: list[str] = []
     costs = [_cloud_costs(prices, request, plan, used, warnings) for plan in request.clouds]
     rows: list[ScenarioCost] = []
+    totals: list[ScenarioCost] = []
     for mode in request.modes:
         mode_rows = [_scenario(request, c, mode) for c in costs]
         rows.extend(mode_rows)
         if len(costs) > 1:
-            rows.append(_total(mode_rows, mode))
+            totals.append(_total(mode_rows, mode))
     for c in costs:
         warnings.extend(_capacity_warnings(request, c))
     remote = egress.remote_rows(
         egress_prices or egress.load_egress(),
         {c.plan.cloud: c.gpu_hourly for c in costs},
         request.workload.cold_start_s,
-        request.workload.idle_timeout_s,
+        # The billed node stays up for the whole idle tail: cooldown + scale-down delay.
+        request.workload.idle_tail_s,
     )
     return Estimate(
         rows=rows,
+        totals=totals,
         assumptions=_assumptions(request, costs),
         warnings=warnings,
         prices=used,

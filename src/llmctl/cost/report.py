@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,14 @@ from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.cost import egress
 from llmctl.cost.egress import RemoteRow
-from llmctl.cost.model import MODE_TITLES, CloudPlan, Estimate, EstimateRequest, ScenarioCost
+from llmctl.cost.model import (
+    MODE_TITLES,
+    CloudPlan,
+    Estimate,
+    EstimateRequest,
+    ScenarioCost,
+    gcp_region_of,
+)
 from llmctl.cost.prices import PriceCatalog
 from llmctl.errors import ConfigError
 
@@ -46,21 +54,29 @@ def plans_for(
     only: str | None,
     regions: list[str],
     instance_types: list[str],
+    origins: Mapping[str, str] | None = None,
 ) -> tuple[CloudPlan, ...]:
-    """One plan per cloud: the config's region and GPU type, overridden by the flags."""
+    """One plan per cloud: the config's region and GPU type, overridden by the flags.
+
+    `origins` says where a config value came from (`LoadedStack.changed`: "gpu.instanceTypes.aws"
+    -> "environment variable GPU_INSTANCE_TYPE"), so a type or region that has no price is
+    refused up front, naming the place to change it.
+    """
+    origins = dict(origins or {})
     clouds = [CloudName(only)] if only else list(catalog.CLOUDS)
-    region = {c: stack.clouds.of(c).region for c in catalog.CLOUDS}
+    location = {c: stack.clouds.of(c).region for c in catalog.CLOUDS}
     gpu = {c: stack.gpu.instance_types.of(c) for c in catalog.CLOUDS}
     cpu = dict(catalog.DEFAULT_CPU_INSTANCE_TYPES)
     for name in regions:
-        cloud = prices.cloud_of_region(name)
+        cloud = prices.cloud_of_region(gcp_region_of(name))
         if cloud not in clouds:
             raise ConfigError(
                 f"--region {name} is a {cloud.value} region but --cloud is {only}",
                 hint=f"allowed {only} regions: "
                 + ", ".join(prices.regions(CloudName(only or cloud))),
             )
-        region[cloud] = name
+        location[cloud] = name
+        origins[f"clouds.{cloud.value}.region"] = f"--region {name}"
     for name in instance_types:
         cloud = _cloud_of_instance(name)
         if cloud not in clouds:
@@ -69,15 +85,45 @@ def plans_for(
                 hint="allowed instance types: "
                 + ", ".join(sorted(catalog.INSTANCE_TYPES[CloudName(only or cloud)])),
             )
-        (gpu if catalog.INSTANCE_TYPES[cloud][name].gpu else cpu)[cloud] = name
+        is_gpu = bool(catalog.INSTANCE_TYPES[cloud][name].gpu)
+        (gpu if is_gpu else cpu)[cloud] = name
+        if is_gpu:
+            origins[f"gpu.instanceTypes.{cloud.value}"] = f"--instance-type {name}"
     plans = []
     for cloud in clouds:
-        plan = CloudPlan(cloud, region[cloud], cpu[cloud], gpu[cloud])
-        # Fail now, naming what is priced, rather than half-way through the estimate.
-        prices.instance(cloud, plan.region, plan.cpu_instance)
-        prices.instance(cloud, plan.region, plan.gpu_instance)
+        where = location[cloud]
+        region = gcp_region_of(where) if cloud is CloudName.GCP else where
+        plan = CloudPlan(cloud, region, cpu[cloud], gpu[cloud], where if where != region else None)
+        # Fail now, naming what is priced and where the unpriced name came from, rather than
+        # half-way through the estimate.
+        region_from = origins.get(f"clouds.{cloud.value}.region", "the built-in default")
+        try:
+            prices.region(cloud, plan.region)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.message} (set by {region_from})", hint=exc.hint) from None
+        _check_priced(prices, plan, plan.cpu_instance, "the built-in CPU type", region_from)
+        gpu_from = origins.get(f"gpu.instanceTypes.{cloud.value}", "the built-in default")
+        _check_priced(prices, plan, plan.gpu_instance, gpu_from, region_from)
         plans.append(plan)
     return tuple(plans)
+
+
+def _check_priced(
+    prices: PriceCatalog, plan: CloudPlan, name: str, name_from: str, region_from: str
+) -> None:
+    if name in prices.region(plan.cloud, plan.region).instances:
+        return
+    priced = ", ".join(sorted(prices.region(plan.cloud, plan.region).instances))
+    elsewhere = [
+        r for r, p in sorted(prices.cloud(plan.cloud).regions.items()) if name in p.instances
+    ]
+    where = f" (priced in {', '.join(elsewhere)})" if elsewhere else ""
+    raise ConfigError(
+        f"llmctl has no {plan.cloud.value} price for instance type {name!r} in {plan.region}"
+        f"{where}; the type comes from {name_from}, the region from {region_from}",
+        hint=f"change it there, or estimate another with --instance-type TYPE (priced in "
+        f"{plan.region}: {priced}), or add it to prices.yaml with its source",
+    )
 
 
 def refresh_live(
@@ -103,23 +149,32 @@ def refresh_live(
 # Output
 
 
+def _camel(name: str) -> str:
+    """usd_per_million_tokens -> usdPerMillionTokens: docs/cli.md's one key casing."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 def _row_dict(row: ScenarioCost) -> dict[str, Any]:
-    data = asdict(row)
-    data["mode"] = row.mode.value
-    for key, value in data.items():
+    data: dict[str, Any] = {}
+    for key, value in asdict(row).items():
         if isinstance(value, float):
-            data[key] = round(value, 6)
+            value = round(value, 6)
+        data[_camel(key)] = value
+    data["mode"] = row.mode.value
     return data
 
 
 def to_data(result: Estimate, warnings: list[str]) -> dict[str, Any]:
+    """One document: per-cloud `rows`, and their sums per scenario apart, under `totals`."""
     return {
         "currency": "USD",
         "period": "month",
         "rows": [_row_dict(r) for r in result.rows],
+        "totals": [_row_dict(r) for r in result.totals],
         "assumptions": result.assumptions,
         "warnings": warnings,
-        "prices": [asdict(p) for p in result.prices],
+        "prices": [{_camel(k): v for k, v in asdict(p).items()} for p in result.prices],
         "remote": [_remote_dict(r) for r in result.remote],
     }
 
@@ -179,8 +234,8 @@ def print_remote(result: Estimate, request: EstimateRequest, console: Console) -
         f"{egress.STREAMED_BYTES_PER_TOKEN} bytes per streamed token (one Server-Sent Event) or "
         f"{egress.PLAIN_BYTES_PER_TOKEN} per token in one JSON answer; the prompt (about "
         f"{egress.PROMPT_BYTES_PER_TOKEN} bytes per token) leaves the forwarding cloud. A wake "
-        f"bills the GPU node for the cold start ({w.cold_start_s:g} s) and the cooldown after "
-        f"the last request ({w.idle_timeout_s:g} s).",
+        f"bills the GPU node for the cold start ({w.cold_start_s:g} s) and the idle tail after "
+        f"the last request ({w.idle_tail_s:g} s: cooldown + scale-down delay).",
         highlight=False,
         soft_wrap=True,
     )
@@ -201,6 +256,7 @@ def to_yaml(result: Estimate, warnings: list[str]) -> str:
 
 
 def to_csv(result: Estimate, warnings: list[str]) -> str:
+    # Per-cloud rows only: a spreadsheet sums them itself, and a sum row would count twice.
     rows = [_row_dict(r) for r in result.rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -235,8 +291,12 @@ def print_table(result: Estimate, request: EstimateRequest, console: Console) ->
         ("per request", "right"),
     ):
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    ordered: list[ScenarioCost] = []
+    for mode in dict.fromkeys(r.mode for r in result.rows):
+        ordered += [r for r in result.rows if r.mode is mode]
+        ordered += [r for r in result.totals if r.mode is mode]
     previous = None
-    for row in result.rows:
+    for row in ordered:
         if previous is not None and row.mode is not previous:
             table.add_section()
         previous = row.mode

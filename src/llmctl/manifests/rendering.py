@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,29 @@ class RenderReport:
     chart_dir: Path  # charts/llm-router/, where the values files go
     result: WriteResult
     warnings: list[str]
+    # The chart itself, copied beside its values files so `helm install ... charts/llm-router`
+    # works outside a checkout; None where the destination is the chart's own source.
+    chart: WriteResult | None = None
+
+
+# The values files render writes; every other file of the chart ships in the package as it is.
+_GENERATED_VALUES = re.compile(r"^values-[a-z0-9]+-(cpu|gpu)\.yaml$")
+
+
+def chart_source() -> Path:
+    from llmctl.assets import asset_dir
+
+    return asset_dir("charts") / CHART_DIR.name
+
+
+def chart_files() -> dict[Path, str]:
+    """The Helm chart's own files (not the generated values files), relative to its directory."""
+    source = chart_source()
+    return {
+        path.relative_to(source): path.read_text(encoding="utf-8")
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and not _GENERATED_VALUES.match(path.name)
+    }
 
 
 def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> RenderReport:
@@ -68,7 +92,12 @@ def render_to_disk(stack: Stack, clouds: tuple[CloudName, ...], out: Path) -> Re
     result = WriteResult(
         written=trees.written + values.written, unchanged=trees.unchanged + values.unchanged
     )
-    return RenderReport(root=root, chart_dir=chart_dir, result=result, warnings=warnings)
+    chart = None
+    if chart_dir.resolve() != chart_source().resolve():
+        chart = write_files(chart_dir, chart_files())
+    return RenderReport(
+        root=root, chart_dir=chart_dir, result=result, warnings=warnings, chart=chart
+    )
 
 
 def render_to_text(stack: Stack, cloud: CloudName, gpu: bool) -> tuple[str, list[str]]:

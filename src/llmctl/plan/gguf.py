@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from llmctl.errors import ConfigError, LlmctlError
+from llmctl.extras import install_hint
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -92,6 +93,15 @@ class GgufHeader:
     data_offset: int  # where tensor data starts: the header's size, aligned
     bytes_fetched: int  # bytes read from the source to parse it
     file_size: int | None = None  # when the source said (Content-Range, stat)
+
+    @property
+    def missing_bytes(self) -> int:
+        """How far the file falls short of the tensor data its header describes (0: whole, or
+        its size unknown). A cut-short download: llama.cpp would refuse to load it."""
+        if self.file_size is None:
+            return 0
+        needed = self.data_offset + sum(t.n_bytes for t in self.tensors)
+        return max(0, needed - self.file_size)
 
     @property
     def architecture(self) -> str:
@@ -362,7 +372,13 @@ def _read_value(cur: _Cursor, vtype: int, key: str) -> Any:
 
 def _parse(cur: _Cursor) -> _Parsed:
     name = cur.source.name
-    magic = cur.take(4)
+    try:
+        magic = cur.take(4)
+    except GgufFormatError:
+        raise GgufFormatError(
+            f"{name} is not a GGUF file (it is shorter than the 4-byte 'GGUF' magic)",
+            hint="pass a .gguf model file, an http(s) URL or a catalog model name",
+        ) from None
     if magic != GGUF_MAGIC:
         raise GgufFormatError(
             f"{name} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
@@ -406,7 +422,7 @@ def ggml_type_bytes(ggml_type: int, n_elements: int, tensor: str = "") -> tuple[
     except ImportError:  # pragma: no cover - the `plan` extra is part of the test install
         raise LlmctlError(
             "reading GGUF tensor types needs the gguf package",
-            hint="pip install 'llmctl[plan]'",
+            hint=install_hint("plan"),
         ) from None
     try:
         qtype = GGMLQuantizationType(ggml_type)

@@ -102,10 +102,16 @@ class ModelShape:
     layer_bytes: tuple[int, ...]  # per block, in block order
     input_bytes: int  # token_embd: stays in host memory
     output_bytes: int  # output head and final norm: on the GPU when every layer is
+    # No output.weight: llama.cpp loads token_embd a second time as the output head, so
+    # output_bytes holds a copy of input_bytes that is not in the file.
+    tied_embedding: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def weight_bytes(self) -> int:
-        return sum(self.layer_bytes) + self.input_bytes + self.output_bytes
+        """The tensors' bytes as in the file: a tied embedding counts once."""
+        total = sum(self.layer_bytes) + self.input_bytes + self.output_bytes
+        return total - (self.input_bytes if self.tied_embedding else 0)
 
     @classmethod
     def from_header(cls, header: GgufHeader, name: str | None = None) -> ModelShape:
@@ -174,6 +180,16 @@ class ModelShape:
             layer_bytes=tuple(layer_bytes),
             input_bytes=input_bytes,
             output_bytes=output_bytes,
+            tied_embedding=not has_output,
+            warnings=(
+                (
+                    f"{header.source} is {header.missing_bytes:,} bytes shorter than the tensor "
+                    "data its header describes: a cut-short download, which llama-server will "
+                    "not load",
+                )
+                if header.missing_bytes
+                else ()
+            ),
         )
 
     @classmethod
