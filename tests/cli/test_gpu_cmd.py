@@ -78,7 +78,8 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def run(*args: str, input: str | None = None) -> Any:
-    return runner.invoke(app, list(args), input=input)
+    # Wide, so that a hint holding this checkout's path is never wrapped mid-phrase.
+    return runner.invoke(app, list(args), input=input, env={"COLUMNS": "400"})
 
 
 def test_dry_run_prints_the_requests_and_calls_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
