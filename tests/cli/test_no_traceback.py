@@ -122,14 +122,19 @@ def _review_cases() -> list[Case]:
     cases = [
         # 1, 2: the gpu commands without the cloud extra, on every cloud.
         *(
-            Case(("gpu", verb, "--cloud", cloud, "--project", "p", *yes), 1, env=AZ, says=missing)
+            Case(
+                ("gpu", verb, "--cloud", cloud, "--project", "my-project", *yes),
+                1,
+                env=AZ,
+                says=missing,
+            )
             for verb, yes in (("enable", ("--yes",)), ("status", ()), ("disable", ("--yes",)))
             for cloud in ("aws", "gcp", "azure")
         ),
-        Case(("gpu", "status", "--cloud", "gcp", "--project", "p", "--output", "json"), 1),
+        Case(("gpu", "status", "--cloud", "gcp", "--project", "my-project", "--output", "json"), 1),
         Case(("gpu", "status", "--cloud", "aws", "--skip-cluster"), 1, says=missing),
         Case(("gpu", "enable", "--cloud", "aws", "--dry-run"), 0),
-        Case(("gpu", "enable", "--cloud", "gcp", "--project", "p", "--dry-run"), 0),
+        Case(("gpu", "enable", "--cloud", "gcp", "--project", "my-project", "--dry-run"), 0),
         Case(("gpu", "enable", "--cloud", "azure", "--dry-run"), 0, env=AZ),
         Case(("gpu", "enable", "--cloud", "oracle", "--dry-run"), 2),
         Case(("gpu", "enable", "--cloud", "aws", "--dry-run", "--set", "gpu.maxReplicas=5"), 2),
@@ -235,7 +240,7 @@ def _review_cases() -> list[Case]:
             says="AWS credentials",
         ),
         Case(
-            ("gpu", "status", "--cloud", "gcp", "--project", "p"),
+            ("gpu", "status", "--cloud", "gcp", "--project", "my-project"),
             1,
             only("router"),
             says="cloud extra",
@@ -243,7 +248,7 @@ def _review_cases() -> list[Case]:
         # 2, 11: the extras installed but no credentials anywhere.
         *(
             Case(
-                ("gpu", "status", "--cloud", cloud, "--project", "p", "--skip-cluster"),
+                ("gpu", "status", "--cloud", cloud, "--project", "my-project", "--skip-cluster"),
                 1,
                 ALL_EXTRAS,
                 env=AZ,
