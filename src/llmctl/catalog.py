@@ -277,7 +277,9 @@ CLUSTER_AUTOSCALER_NODE_TEMPLATE_TAG = "k8s.io/cluster-autoscaler/node-template"
 EKS_GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 
 # GKE installs the NVIDIA driver itself when asked; this is the version channel llmctl asks for.
-GKE_GPU_DRIVER_VERSION = "DEFAULT"
+# LATEST, not DEFAULT: the pinned CUDA image carries T4 code only as CUDA 12.8 PTX, which needs
+# driver R570 or newer, and DEFAULT follows the GKE version and may be older (docs/deploy.md).
+GKE_GPU_DRIVER_VERSION = "LATEST"
 
 # Where each cloud's NVIDIA device plugin pods run and how they are labelled, when the cloud runs
 # its own (CLOUD_FACTS[...].needs_device_plugin is False); `llmctl gpu status` counts them.

@@ -51,9 +51,9 @@ def test_create_sends_the_node_pool_and_polls_the_operation(
         {
             "acceleratorCount": "1",
             "acceleratorType": "nvidia-tesla-t4",
-            "gpuDriverInstallationConfig": {"gpuDriverVersion": 2},
+            "gpuDriverInstallationConfig": {"gpuDriverVersion": 3},
         }
-    ]  # DEFAULT is enum 2
+    ]  # LATEST is enum 3: the image's CUDA 12.8 PTX needs driver R570+, DEFAULT may be older
     assert config["spot"] is True and "preemptible" not in config
     assert config["labels"] == {
         "compute": "gpu-enabled",

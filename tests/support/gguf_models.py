@@ -72,10 +72,20 @@ def _vocab(extra: int) -> tuple[list[str], list[float], list[int]]:
 
 
 def write_llama_gguf(
-    path: Path, shape: LlamaShape = TINY, seed: int = 0, name: str = "test-llama"
+    path: Path,
+    shape: LlamaShape = TINY,
+    seed: int = 0,
+    name: str = "test-llama",
+    tile: int | None = None,
 ) -> Path:
-    """Write a llama GGUF (F16 matrices, F32 norms) with random weights to `path`."""
+    """Write a llama GGUF (F16 matrices, F32 norms) with random weights to `path`.
+
+    With `tile`, every matrix repeats one block of `tile` random values instead of drawing all
+    of its own: the speed and memory figures are the same, and a 7B shape is written in seconds
+    instead of minutes (drawing 6.7e9 normal values is the slow part).
+    """
     rng = np.random.default_rng(seed)
+    block = (rng.standard_normal(tile) * 0.02).astype(np.float16) if tile else None
     tokens, scores, types = _vocab(shape.extra_pieces)
     n_vocab = len(tokens)
     kv_dim = shape.head_dim * shape.n_kv_heads
@@ -100,6 +110,8 @@ def write_llama_gguf(
     writer.add_unk_token_id(0)
 
     def matrix(rows: int, cols: int) -> np.ndarray:
+        if block is not None:
+            return np.resize(block, (rows, cols))
         return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
 
     def norm(n: int) -> np.ndarray:

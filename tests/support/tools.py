@@ -20,6 +20,8 @@ HINTS = {
     "yamllint": "pip install yamllint",
     "nginx": "apt-get install nginx",
     "llama-server": "bash scripts/build-llama-server.sh, then export LLAMA_SERVER_BIN",
+    "llama-quantize": "bash scripts/build-llama-server.sh (it builds llama-quantize beside "
+    "llama-server), or export LLAMA_QUANTIZE_BIN",
 }
 
 
@@ -37,7 +39,7 @@ def require_tool(name: str, env_var: str | None = None) -> str:
     if found:
         return found
     default_cache = Path.home() / ".cache" / "llmctl"
-    if name == "llama-server":
-        for path in sorted(default_cache.glob("llama-server-*/bin/llama-server")):
+    if name in ("llama-server", "llama-quantize"):
+        for path in sorted(default_cache.glob(f"llama-server-*/bin/{name}")):
             return str(path)
     pytest.fail(f"{name} is not installed: {HINTS.get(name, 'install it')}")

@@ -214,7 +214,7 @@ def down_share_of_idle_time(
     rate_per_hour: float, idle_timeout_h: float, cold_start_h: float
 ) -> float:
     """1 - u = 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is down."""
-    if rate_per_hour <= 0:
+    if rate_per_hour <= 0:  # pragma: no mutate: "< 0" is the same, rate 0 gives 1/(e^0 + 0) = 1
         return 1.0
     exponent = min(rate_per_hour * idle_timeout_h, 700.0)  # e^700 is near float's limit
     return 1.0 / (math.exp(exponent) + rate_per_hour * cold_start_h)
