@@ -122,7 +122,12 @@ def _review_cases() -> list[Case]:
     cases = [
         # 1, 2: the gpu commands without the cloud extra, on every cloud.
         *(
-            Case(("gpu", verb, "--cloud", cloud, "--project", "my-project", *yes), 1, env=AZ, says=missing)
+            Case(
+                ("gpu", verb, "--cloud", cloud, "--project", "my-project", *yes),
+                1,
+                env=AZ,
+                says=missing,
+            )
             for verb, yes in (("enable", ("--yes",)), ("status", ()), ("disable", ("--yes",)))
             for cloud in ("aws", "gcp", "azure")
         ),
