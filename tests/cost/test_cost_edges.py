@@ -429,15 +429,14 @@ def test_assumption_lines_say_what_was_priced(prices: PriceCatalog) -> None:
         assert expected in lines
 
 
-def test_estimate_rejection_hints() -> None:
-    catalog_ = parse_catalog(CATALOG)
+def test_estimate_rejection_hints(prices: PriceCatalog) -> None:
     with pytest.raises(ConfigError) as no_cloud:
-        estimate(catalog_, EstimateRequest(clouds=()))
+        estimate(prices, EstimateRequest(clouds=()))
     assert (no_cloud.value.message, no_cloud.value.hint) == (
         "no cloud to estimate", "allowed clouds: aws, azure, gcp, all",
     )
     with pytest.raises(ConfigError) as hours:
-        estimate(catalog_, EstimateRequest(clouds=(AWS,), hours_per_month=0))
+        estimate(prices, EstimateRequest(clouds=(AWS,), hours_per_month=0))
     assert hours.value.hint == "allowed values: > 0 (730 is an average month)"
 
 
