@@ -14,7 +14,7 @@ import pytest
 
 from llmctl import catalog
 from llmctl.catalog import CloudName, InstanceType
-from llmctl.cost import model
+from llmctl.cost import egress, model
 from llmctl.cost.model import (
     HOURS_PER_MONTH,
     AksTier,
@@ -525,3 +525,27 @@ def test_scale_down_delay_is_checked() -> None:
     with pytest.raises(ConfigError, match="^--scale-down-delay must be a finite number >= 0"):
         Workload(scale_down_delay_s=-1).validate()
     Workload(scale_down_delay_s=0).validate()
+
+
+def test_one_cloud_has_no_totals(prices: PriceCatalog) -> None:
+    result = estimate(prices, EstimateRequest(clouds=(AWS,)))
+    assert result.totals == []
+    assert [r.cloud for r in result.rows] == ["aws"] * 3
+
+
+def test_no_gke_free_tier_is_accepted_for_a_regional_cluster(prices: PriceCatalog) -> None:
+    request = EstimateRequest(clouds=(GCP,), modes=(Mode.CPU,), gke_free_tier=False)
+    assert row(estimate(prices, request), "gcp", Mode.CPU).control_plane_usd == pytest.approx(73)
+
+
+def test_remote_rows_price_waking_each_clouds_gpu(prices: PriceCatalog) -> None:
+    # issue 16: serving from another cloud beside waking the local GPU, per cloud
+    workload = Workload(cold_start_s=90, idle_timeout_s=120)
+    result = estimate(prices, EstimateRequest(clouds=(AWS, AZURE), workload=workload))
+    assert result.remote == egress.remote_rows(
+        egress.load_egress(),
+        {CloudName.AWS: 0.20, CloudName.AZURE: 0.10},
+        90,
+        workload.idle_tail_s,
+    )
+    assert [r.serving.cloud for r in result.remote] == ["aws", "azure"]
