@@ -14,6 +14,7 @@ import pytest
 
 from llmctl import catalog
 from llmctl.catalog import CloudName, InstanceType
+from llmctl.cost import egress, model
 from llmctl.cost.model import (
     HOURS_PER_MONTH,
     AksTier,
@@ -428,15 +429,14 @@ def test_assumption_lines_say_what_was_priced(prices: PriceCatalog) -> None:
         assert expected in lines
 
 
-def test_estimate_rejection_hints() -> None:
-    catalog_ = parse_catalog(CATALOG)
+def test_estimate_rejection_hints(prices: PriceCatalog) -> None:
     with pytest.raises(ConfigError) as no_cloud:
-        estimate(catalog_, EstimateRequest(clouds=()))
+        estimate(prices, EstimateRequest(clouds=()))
     assert (no_cloud.value.message, no_cloud.value.hint) == (
         "no cloud to estimate", "allowed clouds: aws, azure, gcp, all",
     )
     with pytest.raises(ConfigError) as hours:
-        estimate(catalog_, EstimateRequest(clouds=(AWS,), hours_per_month=0))
+        estimate(prices, EstimateRequest(clouds=(AWS,), hours_per_month=0))
     assert hours.value.hint == "allowed values: > 0 (730 is an average month)"
 
 
@@ -463,3 +463,89 @@ def test_less_than_one_request_a_month_still_has_per_unit_figures(prices: PriceC
     cpu = row(estimate(prices, EstimateRequest(clouds=(AWS,), workload=workload)), "aws", Mode.CPU)
     assert cpu.requests == pytest.approx(0.01 * 730 / 24)  # 0.3 requests
     assert cpu.usd_per_request == pytest.approx(cpu.total_usd / cpu.requests)
+
+
+# --- GKE's fee and the scale-to-zero idle tail ------------------------------------------------
+
+GCP_ZONAL = CloudPlan(CloudName.GCP, "us-central1", "e2-standard-2", "n1-standard-16",
+                      location="us-central1-a")
+
+
+@pytest.mark.parametrize(
+    ("plan", "free_tier", "line"),
+    [
+        (GCP_ZONAL, None, "GKE fee covered by the free tier: us-central1-a is a zone (one zonal "
+         "or Autopilot cluster per billing account; --no-gke-free-tier if it is taken)"),
+        (GCP_ZONAL, False, "GKE fee $0.10/h for zonal us-central1-a (--no-gke-free-tier)"),
+        (GCP, None, "GKE fee $0.10/h: us-central1 is a regional cluster, which the free tier "
+         "never covers (a regional pool also runs its nodes in each zone; one is counted)"),
+    ],
+)
+def test_gke_fee_assumption(
+    prices: PriceCatalog, plan: CloudPlan, free_tier: bool | None, line: str
+) -> None:
+    request = EstimateRequest(clouds=(AWS, plan), modes=(Mode.CPU,), gke_free_tier=free_tier)
+    assert fees(estimate(prices, request)) == "EKS control plane $0.10/h; AKS free tier; " + line
+
+
+def test_gke_free_tier_refused_for_a_regional_cluster(prices: PriceCatalog) -> None:
+    with pytest.raises(ConfigError) as error:
+        estimate(prices, EstimateRequest(clouds=(GCP,), gke_free_tier=True))
+    assert error.value.message == (
+        "--gke-free-tier: GKE's free tier never covers a regional cluster, and us-central1 is a "
+        "region (clouds.gcp.region)"
+    )
+    assert error.value.hint == (
+        "leave the flag out (the fee is then charged), or price a zonal cluster: "
+        "--set clouds.gcp.region=us-central1-a"
+    )
+
+
+def test_gcp_locations() -> None:
+    assert model.gcp_region_of("us-central1-a") == "us-central1"
+    assert model.gcp_region_of("us-central1") == "us-central1"
+    assert model.is_gcp_zone("europe-west1-b") and not model.is_gcp_zone("europe-west1")
+    assert (GCP_ZONAL.cluster_location, GCP_ZONAL.zonal) == ("us-central1-a", True)
+    assert (GCP.cluster_location, GCP.zonal) == ("us-central1", False)
+
+
+def test_scale_to_zero_assumption_names_the_whole_idle_tail(prices: PriceCatalog) -> None:
+    workload = Workload(idle_timeout_s=120, scale_down_delay_s=480, cold_start_s=90)
+    assert workload.idle_tail_s == 600
+    lines = estimate(prices, EstimateRequest(clouds=(AWS,), workload=workload)).assumptions
+    assert (
+        "scale-to-zero: the GPU node stays up 600 s after the last request (KEDA cooldown 120 s "
+        "+ cluster-autoscaler scale-down delay 480 s); cold start 90 s (node start + model "
+        "load), billed; up-share of idle time u = 1 - 1/(e^(rate x idle tail) + rate x cold "
+        "start)"
+    ) in lines
+
+
+def test_scale_down_delay_is_checked() -> None:
+    with pytest.raises(ConfigError, match="^--scale-down-delay must be a finite number >= 0"):
+        Workload(scale_down_delay_s=-1).validate()
+    Workload(scale_down_delay_s=0).validate()
+
+
+def test_one_cloud_has_no_totals(prices: PriceCatalog) -> None:
+    result = estimate(prices, EstimateRequest(clouds=(AWS,)))
+    assert result.totals == []
+    assert [r.cloud for r in result.rows] == ["aws"] * 3
+
+
+def test_no_gke_free_tier_is_accepted_for_a_regional_cluster(prices: PriceCatalog) -> None:
+    request = EstimateRequest(clouds=(GCP,), modes=(Mode.CPU,), gke_free_tier=False)
+    assert row(estimate(prices, request), "gcp", Mode.CPU).control_plane_usd == pytest.approx(73)
+
+
+def test_remote_rows_price_waking_each_clouds_gpu(prices: PriceCatalog) -> None:
+    # issue 16: serving from another cloud beside waking the local GPU, per cloud
+    workload = Workload(cold_start_s=90, idle_timeout_s=120)
+    result = estimate(prices, EstimateRequest(clouds=(AWS, AZURE), workload=workload))
+    assert result.remote == egress.remote_rows(
+        egress.load_egress(),
+        {CloudName.AWS: 0.20, CloudName.AZURE: 0.10},
+        90,
+        workload.idle_tail_s,
+    )
+    assert [r.serving.cloud for r in result.remote] == ["aws", "azure"]

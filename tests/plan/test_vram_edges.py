@@ -437,6 +437,8 @@ def test_tied_embedding_puts_a_second_copy_of_token_embd_on_the_gpu() -> None:
     m = ModelShape.from_header(h)
     assert (m.input_bytes, m.output_bytes) == (1000, 7 + 1000)
     assert estimate(m, ServeSettings(256, 1)).weights == 3 + 4 + 7 + 1000
+    # the file holds the embedding once
+    assert m.tied_embedding and m.weight_bytes == 3 + 4 + 7 + 1000
 
 
 def test_untied_output_head_is_counted_once() -> None:
@@ -447,7 +449,19 @@ def test_untied_output_head_is_counted_once() -> None:
     )
     m = ModelShape.from_header(h)
     assert (m.input_bytes, m.output_bytes) == (1000, 7 + 900)
-    assert m.weight_bytes == 1000 + 907 + 7
+    assert not m.tied_embedding and m.weight_bytes == 1000 + 907 + 7
+    assert m.warnings == ()  # its size is unknown: nothing to warn about
+
+
+def test_a_cut_short_file_is_warned_about() -> None:
+    tensors = [("token_embd.weight", (64, 10), 100), ("output.weight", (64, 10), 50)]
+    whole = replace(header(SHAPE_MD, tensors), data_offset=1000, file_size=1150)
+    assert ModelShape.from_header(whole).warnings == ()
+    short = replace(whole, file_size=1_000)
+    assert ModelShape.from_header(short).warnings == (
+        "/models/m.gguf is 150 bytes shorter than the tensor data its header describes: a "
+        "cut-short download, which llama-server will not load",
+    )
 
 
 def test_searches_keep_llama_cpp_default_split() -> None:
