@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control plane the tests run, from Go modules, once per version:
+# kube-apiserver, kube-controller-manager, kube-scheduler and etcd (tools/kube), kwok, and the
+# KEDA operator (tools/keda); copies the CRDs (KEDA's, kwok's, prometheus-operator's) from the
+# modules that ship them. Everything lands in ~/.cache/llmctl/<name>-<version>/ and is reused.
+# stdout: NAME=PATH lines (sourceable); stderr: progress and the time each build took.
+# Needs Go >= 1.26 (every module here says `go 1.26.0`) and the Go module proxy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=../tools/versions.env
+source tools/versions.env
+CACHE="${LLMCTL_CACHE_DIR:-$HOME/.cache/llmctl}"
+export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+
+log() { echo "build-control-plane: $*" >&2; }
+command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
+
+# build NAME OUT MODULE_DIR PACKAGE
+build() {
+  local name=$1 out=$2 dir=$3 pkg=$4 start
+  if [ -x "$out" ]; then return; fi
+  mkdir -p "$(dirname "$out")"
+  start=$(date +%s)
+  log "building $name ($pkg) ..."
+  (cd "$dir" && nice go build -ldflags='-s -w' -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  log "built $name in $(( $(date +%s) - start ))s"
+}
+
+# module_dir MODULE_ROOT MODULE -> the module's source directory in the module cache
+module_dir() { (cd "$1" && go mod download "$2" && go list -m -f '{{.Dir}}' "$2"); }
+
+K8S_BIN="$CACHE/k8s-$K8S_VERSION/bin"
+build kube-apiserver "$K8S_BIN/kube-apiserver" tools/kube k8s.io/kubernetes/cmd/kube-apiserver
+build kube-controller-manager "$K8S_BIN/kube-controller-manager" tools/kube k8s.io/kubernetes/cmd/kube-controller-manager
+build kube-scheduler "$K8S_BIN/kube-scheduler" tools/kube k8s.io/kubernetes/cmd/kube-scheduler
+ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin/etcd"
+build etcd "$ETCD_BIN" tools/kube ./etcd
+
+KWOK_DIR="$CACHE/kwok-$KWOK_VERSION"
+if [ ! -x "$KWOK_DIR/bin/kwok" ]; then
+  start=$(date +%s)
+  log "building kwok (go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION) ..."
+  # kwok's go.mod has no replace lines, so `go install module@version` builds it as released.
+  GOBIN="$KWOK_DIR/bin" nice go install -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  log "built kwok in $(( $(date +%s) - start ))s"
+fi
+if [ ! -f "$KWOK_DIR/crds/.done" ]; then
+  src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  mkdir -p "$KWOK_DIR/crds" "$KWOK_DIR/stages"
+  cp "$src"/kustomize/crd/bases/kwok.x-k8s.io_*.yaml "$KWOK_DIR/crds/"
+  # kwok's own node stages: nodes become Ready and keep a lease. The pod stages are ours
+  # (tests/cluster/kwok/), adapted from kwok's.
+  cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
+     "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" "$KWOK_DIR/stages/"
+  chmod -R u+w "$KWOK_DIR/crds" "$KWOK_DIR/stages"
+  touch "$KWOK_DIR/crds/.done"
+fi
+
+KEDA_DIR="$CACHE/keda-$KEDA_VERSION"
+build keda-operator "$KEDA_DIR/bin/keda-operator" tools/keda github.com/kedacore/keda/v2/cmd/operator
+if [ ! -f "$KEDA_DIR/crds/.done" ]; then
+  src=$(module_dir tools/keda github.com/kedacore/keda/v2)
+  mkdir -p "$KEDA_DIR/crds"
+  cp "$src"/config/crd/bases/*.yaml "$KEDA_DIR/crds/"
+  chmod -R u+w "$KEDA_DIR/crds"
+  touch "$KEDA_DIR/crds/.done"
+fi
+
+PROM_DIR="$CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+if [ ! -f "$PROM_DIR/crds/.done" ]; then
+  src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  mkdir -p "$PROM_DIR/crds"
+  for kind in servicemonitors podmonitors prometheusrules; do
+    cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$PROM_DIR/crds/"
+  done
+  chmod -R u+w "$PROM_DIR/crds"
+  touch "$PROM_DIR/crds/.done"
+fi
+
+cat <<OUT
+KUBE_APISERVER=$K8S_BIN/kube-apiserver
+KUBE_CONTROLLER_MANAGER=$K8S_BIN/kube-controller-manager
+KUBE_SCHEDULER=$K8S_BIN/kube-scheduler
+ETCD=$ETCD_BIN
+KWOK=$KWOK_DIR/bin/kwok
+KWOK_CRDS=$KWOK_DIR/crds
+KWOK_STAGES=$KWOK_DIR/stages
+KEDA_OPERATOR=$KEDA_DIR/bin/keda-operator
+KEDA_CRDS=$KEDA_DIR/crds
+PROMETHEUS_OPERATOR_CRDS=$PROM_DIR/crds
+OUT
