@@ -15,14 +15,14 @@ export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
 log() { echo "build-control-plane: $*" >&2; }
 command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
 
-# build NAME OUT MODULE_DIR PACKAGE
+# build NAME OUT MODULE_DIR PACKAGE [LDFLAGS]
 build() {
-  local name=$1 out=$2 dir=$3 pkg=$4 start
+  local name=$1 out=$2 dir=$3 pkg=$4 ldflags=${5:-} start
   if [ -x "$out" ]; then return; fi
   mkdir -p "$(dirname "$out")"
   start=$(date +%s)
   log "building $name ($pkg) ..."
-  (cd "$dir" && nice go build -ldflags='-s -w' -o "$out.tmp" "$pkg")
+  (cd "$dir" && nice go build -ldflags="-s -w $ldflags" -o "$out.tmp" "$pkg")
   mv "$out.tmp" "$out"
   log "built $name in $(( $(date +%s) - start ))s"
 }
@@ -31,9 +31,16 @@ build() {
 module_dir() { (cd "$1" && go mod download "$2" && go list -m -f '{{.Dir}}' "$2"); }
 
 K8S_BIN="$CACHE/k8s-$K8S_VERSION/bin"
-build kube-apiserver "$K8S_BIN/kube-apiserver" tools/kube k8s.io/kubernetes/cmd/kube-apiserver
-build kube-controller-manager "$K8S_BIN/kube-controller-manager" tools/kube k8s.io/kubernetes/cmd/kube-controller-manager
-build kube-scheduler "$K8S_BIN/kube-scheduler" tools/kube k8s.io/kubernetes/cmd/kube-scheduler
+# What k/k's own build stamps in (hack/lib/version.sh): without it the binaries say
+# v0.0.0-master, and Helm and kubectl read the server's version from /version.
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+K8S_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
+  -X k8s.io/component-base/version.gitTreeState=clean \
+  -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+  build "$cmd" "$K8S_BIN/$cmd" tools/kube "k8s.io/kubernetes/cmd/$cmd" "$K8S_LDFLAGS"
+done
 ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin/etcd"
 build etcd "$ETCD_BIN" tools/kube ./etcd
 
