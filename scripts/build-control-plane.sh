@@ -55,7 +55,10 @@ fi
 if [ ! -f "$KWOK_DIR/crds/.done" ]; then
   src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
   mkdir -p "$KWOK_DIR/crds" "$KWOK_DIR/stages"
-  cp "$src"/kustomize/crd/bases/kwok.x-k8s.io_*.yaml "$KWOK_DIR/crds/"
+  # The kinds the control plane enables (--enable-crds): pods' logs and port-forwards.
+  for kind in logs clusterlogs portforwards clusterportforwards; do
+    cp "$src/kustomize/crd/bases/kwok.x-k8s.io_$kind.yaml" "$KWOK_DIR/crds/"
+  done
   # kwok's own node stages: nodes become Ready and keep a lease. The pod stages are ours
   # (tests/cluster/kwok/), adapted from kwok's.
   cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
@@ -65,7 +68,12 @@ if [ ! -f "$KWOK_DIR/crds/.done" ]; then
 fi
 
 KEDA_DIR="$CACHE/keda-$KEDA_VERSION"
-build keda-operator "$KEDA_DIR/bin/keda-operator" tools/keda github.com/kedacore/keda/v2/cmd/operator
+# LLMCTL_WITHOUT_KEDA=1 skips the longest build (KEDA's operator carries every scaler's SDK): the
+# control plane then runs without KEDA (its CRDs are still installed), and the scale-from-zero
+# test fails saying so.
+if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
+  build keda-operator "$KEDA_DIR/bin/keda-operator" tools/keda github.com/kedacore/keda/v2/cmd/operator
+fi
 if [ ! -f "$KEDA_DIR/crds/.done" ]; then
   src=$(module_dir tools/keda github.com/kedacore/keda/v2)
   mkdir -p "$KEDA_DIR/crds"
@@ -94,7 +102,9 @@ ETCD=$ETCD_BIN
 KWOK=$KWOK_DIR/bin/kwok
 KWOK_CRDS=$KWOK_DIR/crds
 KWOK_STAGES=$KWOK_DIR/stages
-KEDA_OPERATOR=$KEDA_DIR/bin/keda-operator
 KEDA_CRDS=$KEDA_DIR/crds
 PROMETHEUS_OPERATOR_CRDS=$PROM_DIR/crds
 OUT
+if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
+  echo "KEDA_OPERATOR=$KEDA_DIR/bin/keda-operator"
+fi

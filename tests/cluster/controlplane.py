@@ -119,9 +119,12 @@ class ControlPlane:
 
     state: Path
     bins: dict[str, str] = field(default_factory=dict)
-    with_keda: bool = True
+    # None: run KEDA when its operator was built (LLMCTL_WITHOUT_KEDA=1 skips that build).
+    with_keda: bool | None = None
     ports: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # The processes this object started (`down` of a later invocation finds them by pid).
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -150,6 +153,7 @@ class ControlPlane:
                 cwd=self.state,
                 start_new_session=True,  # outlives `up`; `down` ends it by its pid
             )
+        self.procs[name] = proc
         pids = self._pids()
         pids[name] = proc.pid
         (self.state / "pids.json").write_text(json.dumps(pids))
@@ -159,6 +163,8 @@ class ControlPlane:
         return dict(json.loads(path.read_text())) if path.exists() else {}
 
     def _alive(self, name: str) -> bool:
+        if name in self.procs:
+            return self.procs[name].poll() is None
         pid = self._pids().get(name)
         if pid is None:
             return False
@@ -217,6 +223,8 @@ class ControlPlane:
         began = time.monotonic()
         if not self.bins:
             self.bins = built_binaries()
+        if self.with_keda is None:
+            self.with_keda = "KEDA_OPERATOR" in self.bins
         self.state.mkdir(parents=True, exist_ok=True)
         if self._pids():
             raise RuntimeError(f"{self.state} has a running control plane: run `down` first")
@@ -353,9 +361,7 @@ class ControlPlane:
         return done.stdout
 
     def _install_crds(self) -> None:
-        dirs = [self.bins["KWOK_CRDS"], self.bins["PROMETHEUS_OPERATOR_CRDS"]]
-        if self.with_keda:
-            dirs.append(self.bins["KEDA_CRDS"])
+        dirs = [self.bins[k] for k in ("KWOK_CRDS", "PROMETHEUS_OPERATOR_CRDS", "KEDA_CRDS")]
         files = [str(p) for d in dirs for p in sorted(Path(d).glob("*.yaml"))]
         args = ["apply", "--server-side", "--field-manager=llmctl-dev-cluster"]
         for path in files:
@@ -467,17 +473,24 @@ class ControlPlane:
     def down(self) -> None:
         """Stop every process `up` started (by its recorded pid), last started first."""
         pids = self._pids()
-        for _name, pid in reversed(list(pids.items())):
+        for pid in reversed(list(pids.values())):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for _name, pid in reversed(list(pids.items())):
-            while time.monotonic() < deadline and _running(pid):
+        for name, pid in reversed(list(pids.items())):
+            proc = self.procs.get(name)
+            while time.monotonic() < deadline and (
+                proc.poll() is None if proc is not None else _running(pid)
+            ):
                 time.sleep(0.1)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            if proc is not None:
+                proc.wait()
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+        self.procs.clear()
         (self.state / "pids.json").unlink(missing_ok=True)
 
 
@@ -515,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-keda", action="store_true", help="leave the KEDA operator out")
     args = parser.parse_args(argv)
-    plane = ControlPlane(args.dir.resolve(), with_keda=not args.no_keda)
+    plane = ControlPlane(args.dir.resolve(), with_keda=False if args.no_keda else None)
     if args.action == "down":
         plane.down()
         log(f"stopped the control plane in {args.dir}")
