@@ -111,6 +111,8 @@ def get_json(plane: ControlPlane, *args: str) -> dict[str, Any]:
 
 def ensure_nodes_ready(plane: ControlPlane, nodes: list[dict[str, Any]]) -> None:
     """Create (or keep) these fake nodes and wait until kwok reports them Ready."""
+    if not nodes:
+        return
     apply_objects(plane, nodes)
     for node in nodes:
         name = node["metadata"]["name"]

@@ -15,7 +15,7 @@ import yaml
 
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, Stack
-from llmctl.gpu_check import check_pod
+from llmctl.probe.gpu_check import check_pod
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kit import apply_objects, delete_namespace, get_json, wait_for
 from tests.support.tools import require_tool
