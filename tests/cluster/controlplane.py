@@ -390,6 +390,9 @@ class ControlPlane:
                 f"--tls-cert-file={self.pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={self.pki / 'apiserver.key'}",
                 "--cidr=10.244.0.1/16",
+                # kwok renews each node's Lease (kube-node-lease); without it the node lifecycle
+                # controller marks the nodes NotReady after 40 s and their pods unready.
+                "--node-lease-duration-seconds=40",
                 "--enable-crds=Logs,ClusterLogs,PortForward,ClusterPortForward",
             ],
         )

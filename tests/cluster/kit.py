@@ -227,11 +227,22 @@ def deploy_router(plane: ControlPlane, cloud: CloudName = CloudName.AWS) -> list
         ]
         return sorted(names) if len(names) == count else []
 
-    return wait_for("the router pods to be Ready", ready_pods, 90)
+    try:
+        return wait_for("the router pods to be Ready", ready_pods, 90)
+    except AssertionError:
+        raise AssertionError(
+            "router pods not Ready:\n"
+            + plane.kubectl("get", "pods,nodes,rs", "-A", "-o", "wide")
+            + plane.kubectl("get", "events", "-n", "llm-server")
+        ) from None
 
 
-def port_forward_to(plane: ControlPlane, namespace: str, pod: str, port: int, target: int) -> None:
-    """Tell kwok (the pod's kubelet) where the pod's `port` is: a server on loopback."""
+def port_forward_to(
+    plane: ControlPlane, namespace: str, pod: str, port: int, target: int, wait: bool = True
+) -> None:
+    """Tell kwok (the pod's kubelet) where the pod's `port` is: a server on loopback; with
+    `wait`, until an HTTP request through the API server's port-forward gets an answer (kwok
+    reads the PortForward object through its informer, a moment after it is created)."""
     forward = {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "PortForward",
@@ -270,3 +281,23 @@ def only_these_gpu_nodes(plane: ControlPlane, nodes: list[dict[str, Any]]) -> No
     if extra:
         plane.kubectl("delete", "node", *extra, "--ignore-not-found")
     ensure_nodes_ready(plane, nodes)
+
+
+def cri_log(text: str) -> str:
+    """`text` as a container runtime writes a container's log, which the kubelet (kwok) reads."""
+    return "".join(
+        f"2026-12-02T03:00:00.{i:09d}Z stdout F {line}\n"
+        for i, line in enumerate(text.splitlines())
+    )
+
+
+def reset_llmctl_objects(plane: ControlPlane) -> None:
+    """Remove what llmctl's manifests and `gpu enable` put in the cluster (its namespace, its
+    objects in kube-system, the RuntimeClass), so a test starts from a cluster without them."""
+    label = "app.kubernetes.io/part-of=llm-router"
+    plane.kubectl(
+        "delete", "daemonsets,services,servicemonitors,podmonitors,configmaps",
+        "-n", "kube-system", "-l", label, "--ignore-not-found", "--wait=false",
+    )  # fmt: skip
+    plane.kubectl("delete", "runtimeclass", "-l", label, "--ignore-not-found")
+    delete_namespace(plane, "llm-server")

@@ -13,7 +13,7 @@ import pytest
 
 from llmctl.catalog import CloudName
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.kit import delete_namespace
+from tests.cluster.kit import delete_namespace, reset_llmctl_objects
 
 pytestmark = pytest.mark.tools
 
@@ -45,6 +45,7 @@ def test_overlay_applies_and_reapplies_as_a_no_op(
     cloud: CloudName, control_plane: ControlPlane, repo: Path
 ) -> None:
     overlay = repo / "clusters" / cloud.value / "overlays" / "gpu"
+    reset_llmctl_objects(control_plane)
     rendered = control_plane.kubectl("kustomize", str(overlay))
     kinds = [
         line.split(":", 1)[1].strip() for line in rendered.splitlines() if line.startswith("kind:")

@@ -15,9 +15,16 @@ import yaml
 
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, Stack
+from llmctl.manifests import cluster_setup_objects
 from llmctl.probe.gpu_check import check_pod
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.kit import apply_objects, delete_namespace, get_json, wait_for
+from tests.cluster.kit import (
+    apply_objects,
+    delete_namespace,
+    get_json,
+    reset_llmctl_objects,
+    wait_for,
+)
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.tools
@@ -28,6 +35,9 @@ WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet", "Job"}
 @pytest.fixture(scope="module")
 def restricted_namespace(control_plane: ControlPlane, repo: Path) -> Iterator[str]:
     """The namespace exactly as the base renders it (labels included)."""
+    reset_llmctl_objects(control_plane)
+    for cloud in CloudName:  # `gpu enable`'s cluster setup: the `nvidia` RuntimeClass pods name
+        apply_objects(control_plane, cluster_setup_objects(Stack(), cloud))
     namespace = yaml.safe_load((repo / "clusters" / "aws" / "base" / "namespace.yaml").read_text())
     apply_objects(control_plane, [namespace])
     yield namespace["metadata"]["name"]
@@ -109,6 +119,12 @@ def test_every_rendered_pod_is_admitted(
         _admit(control_plane, pod)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13 (deploy): values-<cloud>-gpu.yaml leave the NVIDIA device plugin and the "
+    "DCGM exporter (hostPath, root, privileged on GKE) in the release namespace, which restricted "
+    "refuses; the overlays put them in kube-system",
+)
 @pytest.mark.parametrize("cloud", list(CloudName))
 def test_every_helm_pod_is_admitted(
     cloud: CloudName, control_plane: ControlPlane, restricted_namespace: str, repo: Path

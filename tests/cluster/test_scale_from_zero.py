@@ -34,6 +34,7 @@ from tests.cluster.kit import (
     ensure_nodes_ready,
     get_json,
     gpu_node,
+    reset_llmctl_objects,
     wait_for,
 )
 from tests.cluster.prometheus import Prometheus
@@ -130,6 +131,7 @@ def test_gpu_tier_scales_from_zero_and_back(
     control_plane: ControlPlane, workdir: Path, repo: Path
 ) -> None:
     cloud = CloudName.AWS
+    reset_llmctl_objects(control_plane)
     steps = Steps()
     gpu_name = f"gpu-{cloud.value}-1"
     ensure_nodes_ready(

@@ -21,6 +21,7 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kit import (
     apply_objects,
     cpu_node,
+    cri_log,
     ensure_namespace,
     ensure_nodes_ready,
     get_json,
@@ -38,14 +39,6 @@ NO_DRIVER = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
     "Make sure that the latest NVIDIA driver is installed and running.\n"
 )
-
-
-def cri_log(text: str) -> str:
-    """`text` as a container runtime writes a container's log, which the kubelet (kwok) reads."""
-    return "".join(
-        f"2026-12-02T03:00:00.{i:09d}Z stdout F {line}\n"
-        for i, line in enumerate(text.splitlines())
-    )
 
 
 def check_pods(plane: ControlPlane) -> list[str]:
