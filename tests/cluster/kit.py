@@ -138,28 +138,29 @@ def delete_namespace(plane: ControlPlane, namespace: str, timeout_s: float = 120
     wait_for(f"namespace {namespace} deleted", gone, timeout_s)
 
 
-def bind_model_volumes(plane: ControlPlane, namespace: str) -> list[str]:
-    """A pre-bound PersistentVolume for each PVC in the namespace, as an administrator (or a CSI
-    driver) provides storage; the kwok nodes mount nothing. Returns the PVs' names."""
-    names = []
-    for claim in get_json(plane, "pvc", "-n", namespace)["items"]:
-        meta, spec = claim["metadata"], claim["spec"]
-        name = f"pv-{namespace}-{meta['name']}"
-        names.append(name)
-        volume = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                "accessModes": spec["accessModes"],
-                "storageClassName": spec.get("storageClassName") or "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "claimRef": {"namespace": namespace, "name": meta["name"]},
-                "hostPath": {"path": f"/tmp/llmctl-test-volumes/{name}"},
-            },
-        }
-        apply_objects(plane, [volume])
+def provide_volumes(plane: ControlPlane, prefix: str, count: int, size: str = "100Gi") -> list[str]:
+    """Unclaimed PersistentVolumes without a class, as an administrator provides storage on a
+    cluster with no default StorageClass: the PV controller binds each model PVC (the pods'
+    ephemeral volumes, no storageClassName) to one. The kwok nodes mount nothing."""
+    names = [f"{prefix}-{i}" for i in range(count)]
+    apply_objects(
+        plane,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": size},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": f"/tmp/llmctl-test-volumes/{name}"},
+                },
+            }
+            for name in names
+        ],
+    )
     return names
 
 
