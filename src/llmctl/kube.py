@@ -201,7 +201,9 @@ def _call_text(api: Any, path: str, query: list[tuple[str, str]]) -> str:
         method="GET",
         resource_path=path,
         query_params=query,
-        header_params={"Accept": "text/plain"},
+        # The API server refuses `Accept: text/plain` (406: it offers only JSON, YAML and
+        # protobuf) yet answers a log as text/plain; the official client asks for */*.
+        header_params={"Accept": "*/*"},
         auth_settings=["BearerToken"],
     )
     response = api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_S)

@@ -19,12 +19,24 @@ from typing import Any
 import pytest
 
 from llmctl.catalog import CloudName
+from llmctl.config import NAMESPACE
 from llmctl.config import Stack as StackConfig
-from llmctl.manifests.render import gpu_node_selector, gpu_tolerations
+from llmctl.manifests import cluster_setup_objects
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kit import (
+    apply_objects,
+    cri_log,
+    deploy_router,
+    ensure_namespace,
+    get_json,
+    gpu_node,
+    only_these_gpu_nodes,
+    port_forward_to,
+    reset_llmctl_objects,
+    wait_for,
+)
 from tests.support.cli import run_llmctl
-from tests.support.fake_kube import FakeKube, kubeconfig, pod_status, router_objects, router_pod
 from tests.support.gguf_models import write_llama_gguf
-from tests.support.http_fake import FakeServer, serve
 from tests.support.llama import LlamaServer, free_port
 from tests.support.router import RouterProcess, router_config
 
@@ -493,6 +505,9 @@ def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
 
 
 # --- through the kubeconfig: --cloud port-forward and --gpu-check --------------------------------
+# Against the real API server of the `control_plane` fixture: the rendered router Service and
+# Deployment run on a kwok node, whose kubelet (kwok) forwards their port 8080 to the real router
+# on loopback; the --gpu-check pod is scheduled on a kwok GPU node shaped as `gpu enable` makes it.
 
 SMI_LOG = (
     "| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
@@ -500,32 +515,46 @@ SMI_LOG = (
 )
 
 
+def check_pods(plane: ControlPlane) -> list[str]:
+    pods = get_json(plane, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=gpu-check")
+    return [p["metadata"]["name"] for p in pods["items"]]
+
+
+def smi_log(plane: ControlPlane, tmp_path: Path, text: str) -> None:
+    """kwok serves `text` as the log of every nvidia-smi container in the namespace."""
+    (tmp_path / "nvidia-smi.log").write_text(cri_log(text))
+    apply_objects(plane, [{
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": "nvidia-smi"},
+        "spec": {
+            "selector": {"matchNamespaces": [NAMESPACE]},
+            "logs": [{"containers": ["nvidia-smi"], "logsFile": str(tmp_path / "nvidia-smi.log")}],
+        },
+    }])  # fmt: skip
+
+
 @pytest.fixture
-def cluster(stack: Stack, tmp_path: Path) -> Iterator[tuple[FakeKube, FakeServer, str]]:
-    """The Kubernetes stand-in holding the rendered router Service and one Ready router pod,
-    whose port 8080 the stand-in's port-forward relays to the real router."""
-    service, deployment = router_objects(CloudName.AWS)
-    fake = FakeKube(
-        services=[service],
-        pods=[router_pod(deployment, "llm-router-7d9f")],
-        forwards={"llm-server/llm-router-7d9f:8080": ("127.0.0.1", stack.router.port)},
-        pod_log=SMI_LOG,
-    )
-    with serve(fake.route) as server:
-        path = tmp_path / "kubeconfig"
-        path.write_text(kubeconfig(server.url))
-        yield fake, server, str(path)
+def cluster(stack: Stack, control_plane: ControlPlane, tmp_path: Path) -> Iterator[str]:
+    """The router deployed as rendered, each of its pods' port 8080 forwarded (by kwok, its
+    kubelet) to the real router; returns the kubeconfig."""
+    ensure_namespace(control_plane)
+    for cloud in CloudName:  # what `llmctl gpu enable` applies, the RuntimeClass included
+        apply_objects(control_plane, cluster_setup_objects(StackConfig(), cloud))
+    for pod in deploy_router(control_plane):
+        port_forward_to(control_plane, NAMESPACE, pod, 8080, stack.router.port)
+    smi_log(control_plane, tmp_path, SMI_LOG)
+    yield str(control_plane.kubeconfig)
+    assert check_pods(control_plane) == [], "a GPU check pod was left behind"
+    reset_llmctl_objects(control_plane)
 
 
-def test_cloud_port_forwards_to_the_router_service(
-    cluster: tuple[FakeKube, FakeServer, str],
-) -> None:
-    fake, server, config = cluster
+def test_cloud_port_forwards_to_the_router_service(cluster: str) -> None:
     code, data, stderr = llmctl_json(
         "--cloud",
         "aws",
         "--kubeconfig",
-        config,
+        cluster,
         "--model",
         "tinyllama",
         "-n",
@@ -538,15 +567,12 @@ def test_cloud_port_forwards_to_the_router_service(
     assert code == 0, stderr
     assert data["succeeded"] == 4 and data["tiers"] == {"cpu": 4}
     assert data["url"] == "port-forward to service llm-router in llm-server (aws)"
-    forwards = [r for r in server.requests if r.path.endswith("/portforward")]
-    assert len(forwards) == 4  # a WebSocket per connection, one connection per request
-    assert forwards[0].path == "/api/v1/namespaces/llm-server/pods/llm-router-7d9f/portforward"
 
 
 def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
-    stack: Stack, cluster: tuple[FakeKube, FakeServer, str]
+    stack: Stack, cluster: str, control_plane: ControlPlane
 ) -> None:
-    fake, _server, config = cluster
+    only_these_gpu_nodes(control_plane, [gpu_node(CloudName.GCP, "gpu-gcp-1")])
     result = run_llmctl(
         "test-inference",
         "--cloud",
@@ -554,7 +580,7 @@ def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
         "--url",
         stack.router.url,
         "--kubeconfig",
-        config,
+        cluster,
         "--gpu-check",
         "--model",
         "tinyllama",
@@ -564,35 +590,31 @@ def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
     )
     assert result.returncode == 0, result.stderr
     assert "Tesla T4" in result.stdout and "Succeeded" in result.stdout
-    assert "gpu-node-1" in result.stdout and "PASS" in result.stdout
-    created = fake.created[0]
-    spec = created["spec"]
-    assert spec["nodeSelector"] == gpu_node_selector(StackConfig(), CloudName.GCP)
-    assert spec["tolerations"] == gpu_tolerations(CloudName.GCP)
-    assert spec["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
-    assert spec["containers"][0]["image"] == "nvidia/cuda:12.4.1-base-ubuntu22.04"
-    assert fake.deleted == [created["metadata"]["name"]]
-    assert [p["metadata"]["name"] for p in fake.pods] == ["llm-router-7d9f"]
+    assert "gpu-gcp-1" in result.stdout and "PASS" in result.stdout
+    assert check_pods(control_plane) == []
 
 
 def test_gpu_check_failure_exits_1_and_deletes_the_pod(
-    stack: Stack, cluster: tuple[FakeKube, FakeServer, str]
+    stack: Stack, cluster: str, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    fake, _server, config = cluster
-    fake.pod_log = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
-    fake.pod_script = [pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9})]
+    smi_log(
+        control_plane,
+        tmp_path,
+        "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n",
+    )
+    only_these_gpu_nodes(control_plane, [gpu_node(CloudName.AWS, "gpu-no-driver")])  # kwok: exit 9
     code, data, stderr = llmctl_json(
-        "--cloud", "aws", "--url", stack.router.url, "--kubeconfig", config, "--gpu-check"
+        "--cloud", "aws", "--url", stack.router.url, "--kubeconfig", cluster, "--gpu-check"
     )
     assert code == 1
     assert data["gpuCheck"]["phase"] == "Failed" and data["gpuCheck"]["deleted"] is True
     assert "couldn't communicate with the NVIDIA driver" in data["gpuCheck"]["log"]
     assert "the GPU check pod ended Failed (pod deleted: True)" in stderr
-    assert fake.deleted == [fake.created[0]["metadata"]["name"]]
+    assert check_pods(control_plane) == []
 
 
 def test_gpu_check_ctrl_c_deletes_the_pod(
-    stack: Stack, cluster: tuple[FakeKube, FakeServer, str]
+    stack: Stack, cluster: str, control_plane: ControlPlane
 ) -> None:
     import signal
     import sys
@@ -600,8 +622,7 @@ def test_gpu_check_ctrl_c_deletes_the_pod(
 
     from tests.support.cli import llmctl_env
 
-    fake, _server, config = cluster
-    fake.pod_script = [pod_status("Pending")]  # no GPU node ever comes
+    only_these_gpu_nodes(control_plane, [])  # no GPU node ever comes
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -613,7 +634,7 @@ def test_gpu_check_ctrl_c_deletes_the_pod(
             "--url",
             stack.router.url,
             "--kubeconfig",
-            config,
+            cluster,
             "--gpu-check",
         ],
         stdout=subprocess.PIPE,
@@ -621,13 +642,10 @@ def test_gpu_check_ctrl_c_deletes_the_pod(
         text=True,
         env=llmctl_env(KEY_ENV),
     )
-    deadline = time.monotonic() + 30
-    while not fake.created and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fake.created, "the pod was never created"
+    wait_for("the check pod to be created", lambda: check_pods(control_plane), 60)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "was deleted" in err and "Traceback" not in err
-    assert fake.deleted == [fake.created[0]["metadata"]["name"]]
+    assert check_pods(control_plane) == []

@@ -1,10 +1,10 @@
-"""`--gpu-check`'s pod and its lifecycle, through the real Kubernetes client against the local
-Kubernetes API stand-in: created with the GPU scheduling of each cloud, waited on, its log read,
-and deleted on success, on failure, on a timeout and on Ctrl-C."""
+"""`--gpu-check`'s pod and its lifecycle against the real API server of the `control_plane`
+fixture: Pod Security admits it, the scheduler places it on a GPU node shaped as `gpu enable`
+makes them, kwok (the node's kubelet) runs it, its log is read through the API server from the
+kubelet, and it is deleted on success, on failure, on a timeout and on Ctrl-C."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,22 @@ import pytest
 
 from llmctl import catalog, kube
 from llmctl.catalog import CloudName
-from llmctl.config import Stack
+from llmctl.config import NAMESPACE, Stack
 from llmctl.errors import LlmctlError
+from llmctl.manifests import cluster_setup_objects
 from llmctl.manifests.render import gpu_node_selector, gpu_tolerations
 from llmctl.probe.gpu_check import CHECK_IMAGE, check_pod, run_check
-from tests.support.fake_kube import FakeKube, kubeconfig, pod_status
-from tests.support.http_fake import FakeServer, serve
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kit import (
+    apply_objects,
+    cpu_node,
+    cri_log,
+    ensure_namespace,
+    ensure_nodes_ready,
+    get_json,
+    gpu_node,
+    only_these_gpu_nodes,
+)
 from tests.support.kube_schema import validate_strict
 
 SMI_LOG = (
@@ -31,22 +41,34 @@ NO_DRIVER = (
 )
 
 
-@pytest.fixture
-def fake() -> FakeKube:
-    return FakeKube(pod_log=SMI_LOG)
+def check_pods(plane: ControlPlane) -> list[str]:
+    pods = get_json(plane, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=gpu-check")
+    return [p["metadata"]["name"] for p in pods["items"]]
 
 
-@pytest.fixture
-def server(fake: FakeKube) -> Iterator[FakeServer]:
-    with serve(fake.route) as srv:
-        yield srv
-
-
-@pytest.fixture
-def api(server: FakeServer, tmp_path: Path) -> Any:
-    path = tmp_path / "kubeconfig"
-    path.write_text(kubeconfig(server.url))
-    return kube.api_client(str(path))
+def gpu_check_cluster(
+    plane: ControlPlane, tmp_path: Path, log: str | None, nodes: list[dict[str, Any]]
+) -> None:
+    """The restricted namespace, these nodes, and kwok serving `log` as nvidia-smi's output
+    (None: no log at all, as for a container that never started)."""
+    ensure_namespace(plane)
+    # What `llmctl gpu enable` applies (the `nvidia` RuntimeClass the pod names on AWS).
+    for cloud in CloudName:
+        apply_objects(plane, cluster_setup_objects(Stack(), cloud))
+    ensure_nodes_ready(plane, nodes)
+    if log is None:
+        plane.kubectl("delete", "clusterlogs", "nvidia-smi", "--ignore-not-found")
+        return
+    (tmp_path / "nvidia-smi.log").write_text(cri_log(log))
+    apply_objects(plane, [{
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": "nvidia-smi"},
+        "spec": {
+            "selector": {"matchNamespaces": [NAMESPACE]},
+            "logs": [{"containers": ["nvidia-smi"], "logsFile": str(tmp_path / "nvidia-smi.log")}],
+        },
+    }])  # fmt: skip
 
 
 @pytest.mark.parametrize("cloud", list(CloudName))
@@ -58,7 +80,7 @@ def test_check_pod_lands_on_this_clouds_gpu_nodes(cloud: CloudName) -> None:
     assert pod["metadata"]["namespace"] == "llm-server"
     assert spec["nodeSelector"] == gpu_node_selector(stack, cloud)
     assert spec["nodeSelector"]["compute"] == "gpu-enabled"
-    assert spec["nodeSelector"]["llmctl.dev/accelerator"] == stack.gpu.gpu_of(cloud).label
+    assert spec["nodeSelector"][catalog.GPU_NODE_ACCELERATOR_LABEL] == stack.gpu.gpu_of(cloud).label
     assert spec["tolerations"] == gpu_tolerations(cloud)
     keys = {t["key"] for t in spec["tolerations"]}
     assert catalog.GPU_TAINT.key in keys
@@ -78,78 +100,82 @@ def test_names_differ_between_runs() -> None:
     assert len(names) == 5
 
 
-def test_success_prints_the_log_and_deletes_the_pod(
-    api: Any, fake: FakeKube, server: FakeServer
+@pytest.mark.parametrize("cloud", list(CloudName))
+def test_success_on_each_clouds_gpu_node_prints_the_log_and_deletes_the_pod(
+    cloud: CloudName, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    pod = check_pod(Stack(), CloudName.GCP)
+    gpu_check_cluster(control_plane, tmp_path, SMI_LOG, [cpu_node("cpu-1")])
+    only_these_gpu_nodes(control_plane, [gpu_node(cloud, f"gpu-{cloud.value}-1")])
+    api = kube.api_client(str(control_plane.kubeconfig))
+    pod = check_pod(Stack(), cloud)
     seen: list[str] = []
-    result = run_check(api, pod, poll_s=0.01, on_status=seen.append)
-    assert result.ok and result.phase == "Succeeded"
-    assert result.log == SMI_LOG
-    assert result.node == "gpu-node-1"
-    assert result.deleted and fake.deleted == [pod["metadata"]["name"]]
-    assert fake.pods == []
-    # What reached the API server is the pod as built, in the namespace's pods collection.
-    create = next(r for r in server.requests if r.method == "POST")
-    assert create.path == "/api/v1/namespaces/llm-server/pods"
-    assert create.body == pod
-    delete = next(r for r in server.requests if r.method == "DELETE")
-    assert delete.query == {"gracePeriodSeconds": "0"}
-    assert seen[0].startswith("Pending: Unschedulable")
+    result = run_check(api, pod, timeout_s=120, poll_s=0.2, on_status=seen.append)
+    assert result.ok and result.phase == "Succeeded", seen
+    assert result.log == SMI_LOG  # nvidia-smi's output, read through the API server from kwok
+    assert result.node == f"gpu-{cloud.value}-1"  # the scheduler placed it on the GPU node
+    assert result.deleted
     assert seen[-1].startswith("Succeeded: exit code 0")
+    assert check_pods(control_plane) == []
 
 
-def test_failed_pod_is_reported_and_deleted(api: Any, fake: FakeKube) -> None:
-    fake.pod_log = NO_DRIVER
-    fake.pod_script = [
-        pod_status("Running", "gpu-node-1"),
-        pod_status("Failed", "gpu-node-1", terminated={"exitCode": 9}),
-    ]
-    result = run_check(api, check_pod(Stack(), CloudName.AWS), poll_s=0.01)
+def test_failed_pod_is_reported_and_deleted(control_plane: ControlPlane, tmp_path: Path) -> None:
+    gpu_check_cluster(control_plane, tmp_path, NO_DRIVER, [])
+    only_these_gpu_nodes(control_plane, [gpu_node(CloudName.AWS, "gpu-no-driver")])
+    api = kube.api_client(str(control_plane.kubeconfig))
+    result = run_check(api, check_pod(Stack(), CloudName.AWS), timeout_s=120, poll_s=0.2)
     assert not result.ok and result.phase == "Failed"
     assert "couldn't communicate with the NVIDIA driver" in result.log
-    assert result.deleted and len(fake.deleted) == 1 and fake.pods == []
+    assert result.node == "gpu-no-driver"
+    assert result.deleted and check_pods(control_plane) == []
 
 
-def test_image_pull_backoff_stops_waiting_and_deletes(api: Any, fake: FakeKube) -> None:
-    fake.pod_script = [
-        pod_status(
-            "Pending",
-            "gpu-node-1",
-            waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image"},
-        )
-    ]
-    result = run_check(api, check_pod(Stack(), CloudName.AZURE), poll_s=0.01)
+def test_image_pull_backoff_stops_waiting_and_deletes(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    gpu_check_cluster(control_plane, tmp_path, None, [])
+    only_these_gpu_nodes(control_plane, [gpu_node(CloudName.AZURE, "gpu-azure-1")])
+    api = kube.api_client(str(control_plane.kubeconfig))
+    pod = check_pod(Stack(), CloudName.AZURE)
+    pod["metadata"]["labels"]["llmctl.test/outcome"] = "image-pull-backoff"  # kwok's stage
+    result = run_check(api, pod, timeout_s=120, poll_s=0.2)
     assert result.phase == "Failed (ImagePullBackOff)"
-    assert result.log.startswith("(no log:") and "waiting to start" in result.log
-    assert result.deleted and fake.pods == []
+    assert result.log.startswith("(no log:")
+    assert result.deleted and check_pods(control_plane) == []
 
 
-def test_timeout_raises_and_still_deletes(api: Any, fake: FakeKube) -> None:
-    fake.pod_script = [pod_status("Pending")]
+def test_timeout_raises_and_still_deletes(control_plane: ControlPlane, tmp_path: Path) -> None:
+    gpu_check_cluster(control_plane, tmp_path, SMI_LOG, [cpu_node("cpu-1")])
+    only_these_gpu_nodes(control_plane, [])  # no GPU node: the scheduler can't place it
+    api = kube.api_client(str(control_plane.kubeconfig))
     pod = check_pod(Stack(), CloudName.AWS)
-    with pytest.raises(LlmctlError, match="did not finish within 0.2 s") as info:
-        run_check(api, pod, timeout_s=0.2, poll_s=0.02)
-    assert "Unschedulable" in info.value.message
-    assert fake.deleted == [pod["metadata"]["name"]] and fake.pods == []
+    with pytest.raises(LlmctlError, match="did not finish within 3 s") as info:
+        run_check(api, pod, timeout_s=3, poll_s=0.2)
+    # The real scheduler's reason.
+    assert "Unschedulable" in info.value.message and "nodes are available" in info.value.message
+    assert check_pods(control_plane) == []
 
 
-def test_ctrl_c_while_waiting_still_deletes(api: Any, fake: FakeKube) -> None:
-    fake.pod_script = [pod_status("Pending")]
+def test_ctrl_c_while_waiting_still_deletes(control_plane: ControlPlane, tmp_path: Path) -> None:
+    gpu_check_cluster(control_plane, tmp_path, SMI_LOG, [])
+    only_these_gpu_nodes(control_plane, [])
+    api = kube.api_client(str(control_plane.kubeconfig))
     pod = check_pod(Stack(), CloudName.GCP)
 
     def interrupt(_line: str) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_check(api, pod, poll_s=0.01, on_status=interrupt)
-    assert fake.deleted == [pod["metadata"]["name"]] and fake.pods == []
+        run_check(api, pod, poll_s=0.2, on_status=interrupt)
+    assert check_pods(control_plane) == []
 
 
-def test_forbidden_create_names_the_rights_and_leaves_nothing(api: Any, fake: FakeKube) -> None:
-    fake.forbid_pods = True
+def test_forbidden_create_names_the_rights_and_leaves_nothing(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    gpu_check_cluster(control_plane, tmp_path, SMI_LOG, [])
+    limited = kube.api_client(str(control_plane.user_kubeconfig("limited")))
     with pytest.raises(LlmctlError) as info:
-        run_check(api, check_pod(Stack(), CloudName.AWS), poll_s=0.01)
-    assert "HTTP 403" in info.value.message
+        run_check(limited, check_pod(Stack(), CloudName.AWS), poll_s=0.2)
+    assert "HTTP 403" in info.value.message and 'User "limited"' in info.value.message
     assert info.value.hint is not None and "create, get, delete pods" in info.value.hint
-    assert fake.created == [] and fake.deleted == []
+    assert check_pods(control_plane) == []

@@ -1,7 +1,7 @@
 """`--cloud`'s port-forward: the router Service as `llmctl render` builds it resolved to a Ready
 pod and container port, and bytes relayed through the official client's
-`kubernetes.stream.portforward` to the Kubernetes stand-in's WebSocket, which relays to a real
-server on loopback."""
+`kubernetes.stream.portforward` to the real API server, which relays to the pod's kubelet (kwok),
+which relays to a real server on loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,15 @@ from llmctl import kube
 from llmctl.catalog import CloudName
 from llmctl.errors import LlmctlError
 from llmctl.probe import portforward
-from tests.support.fake_kube import FakeKube, kubeconfig, router_objects, router_pod
-from tests.support.http_fake import FakeServer, serve
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kit import (
+    deploy_router,
+    ensure_namespace,
+    port_forward_to,
+    router_objects,
+    router_pod,
+)
+from tests.support.llama import free_port
 
 
 @pytest.mark.parametrize("cloud", list(CloudName))
@@ -68,58 +74,37 @@ def hello() -> Iterator[int]:
 
 
 @pytest.fixture
-def fake(hello: int) -> FakeKube:
-    service, deployment = router_objects()
-    return FakeKube(
-        services=[service],
-        pods=[
-            router_pod(deployment, "llm-router-x", ready=False),
-            router_pod(deployment, "llm-router-y"),
-        ],
-        forwards={"llm-server/llm-router-y:8080": ("127.0.0.1", hello)},
+def api(control_plane: ControlPlane) -> Iterator[Any]:
+    """The router deployed as rendered on a kwok node; kwok, its pods' kubelet, forwards the
+    first pod's port 8080 to `hello` on loopback."""
+    ensure_namespace(control_plane)
+    yield kube.api_client(str(control_plane.kubeconfig))
+    control_plane.kubectl(
+        "delete", "deployment", "llm-router", "-n", "llm-server", "--ignore-not-found"
     )
+    control_plane.kubectl("delete", "portforwards.kwok.x-k8s.io", "--all", "-n", "llm-server")
 
 
-@pytest.fixture
-def server(fake: FakeKube) -> Iterator[FakeServer]:
-    with serve(fake.route) as srv:
-        yield srv
-
-
-@pytest.fixture
-def api(server: FakeServer, tmp_path: Path) -> Any:
-    path = tmp_path / "kubeconfig"
-    path.write_text(kubeconfig(server.url))
-    return kube.api_client(str(path))
-
-
-def test_router_target_reads_the_service_and_its_pods(api: Any, server: FakeServer) -> None:
+def test_forward_through_the_api_server_to_the_pods_kubelet(
+    api: Any, control_plane: ControlPlane, hello: int
+) -> None:
+    pods = deploy_router(control_plane)
     target = portforward.router_target(api)
-    assert (target.pod, target.port) == ("llm-router-y", 8080)
-    listing = next(r for r in server.requests if r.path == "/api/v1/namespaces/llm-server/pods")
-    assert listing.query["labelSelector"] == (
-        "app.kubernetes.io/component=router,app.kubernetes.io/instance=llm-router,"
-        "app.kubernetes.io/name=llm-router"
-    )
-
-
-def test_forward_through_the_kubernetes_websocket(api: Any, server: FakeServer) -> None:
-    target = portforward.router_target(api)
+    assert target.pod == pods[0] and target.port == 8080  # the first Ready pod, by name
+    port_forward_to(control_plane, "llm-server", target.pod, 8080, hello)
     with portforward.forward(target, portforward.kube_stream(api, target.namespace)) as url:
         for i in range(3):  # one WebSocket per connection, as kubectl does
-            with urllib.request.urlopen(f"{url}/v1/models?i={i}", timeout=20) as response:
+            with urllib.request.urlopen(f"{url}/v1/models?i={i}", timeout=30) as response:
                 data = json.load(response)
             assert data["path"] == f"/v1/models?i={i}" and len(data["big"]) == 200_000
-    upgrades = [r for r in server.requests if r.path.endswith("/portforward")]
-    assert len(upgrades) == 3
-    assert upgrades[0].path == "/api/v1/namespaces/llm-server/pods/llm-router-y/portforward"
-    assert upgrades[0].query == {"ports": "8080"}
-    assert "v4.channel.k8s.io" in upgrades[0].headers["sec-websocket-protocol"]
 
 
-def test_forward_to_a_port_nobody_listens_on_fails_the_connection(api: Any, fake: FakeKube) -> None:
-    fake.forwards.clear()
+def test_forward_to_a_port_nobody_listens_on_fails_the_connection(
+    api: Any, control_plane: ControlPlane
+) -> None:
+    deploy_router(control_plane)
     target = portforward.router_target(api)
+    port_forward_to(control_plane, "llm-server", target.pod, 8080, free_port(), wait=False)
     with portforward.forward(target, portforward.kube_stream(api, target.namespace)) as url:
         with pytest.raises(OSError):
             urllib.request.urlopen(url + "/healthz", timeout=10)

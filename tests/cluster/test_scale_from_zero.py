@@ -1,0 +1,246 @@
+"""Scale from zero, end to end, with every piece real: kwok GPU nodes shaped as `llmctl gpu
+enable` makes them, the GPU overlay applied to a real API server, the GPU Deployment at 0; the
+router (`llmctl router serve`, configured from the overlay's own ConfigMap) in front of a real CPU
+llama-server; a request for the GPU model answered by the CPU tier (`x-llm-tier: cpu-fallback`);
+Prometheus scraping the router; the KEDA operator reading the overlay's own ScaledObject query
+and scaling the GPU Deployment to 1; the scheduler placing its pod on the GPU node and nowhere
+else; and, after the cooldown, KEDA scaling it back to 0. Each step's time is printed.
+
+What the test changes in the rendered overlay, and why: the ScaledObject's Prometheus address
+(KEDA runs on this machine, not in the cluster, so `prometheus-operated.monitoring.svc` is
+127.0.0.1 here), its polling interval and cooldown (seconds instead of minutes), and the
+router's backend URLs (the servers run on loopback)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from llmctl.catalog import CloudName
+from llmctl.config import NAMESPACE
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kit import (
+    cpu_node,
+    delete_namespace,
+    ensure_nodes_ready,
+    get_json,
+    gpu_node,
+    provide_volumes,
+    reset_llmctl_objects,
+    wait_for,
+)
+from tests.cluster.prometheus import Prometheus
+from tests.support.gguf_models import write_llama_gguf
+from tests.support.llama import LlamaServer, free_port
+from tests.support.router import RouterProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.tools]
+
+GPU_DEPLOYMENT = "gpu-llm-server"
+COOLDOWN_S = 5
+
+
+@dataclass
+class Steps:
+    """Wall-clock time of each step, printed as the test goes and at the end."""
+
+    started: float = field(default_factory=time.monotonic)
+    last: float = field(default_factory=time.monotonic)
+    done: list[tuple[str, float]] = field(default_factory=list)
+
+    def mark(self, what: str) -> None:
+        now = time.monotonic()
+        self.done.append((what, now - self.last))
+        print(f"[scale-from-zero] {what}: {now - self.last:.1f}s (at {now - self.started:.1f}s)")
+        self.last = now
+
+    def report(self) -> str:
+        return "\n".join(f"  {what:<58} {secs:6.1f}s" for what, secs in self.done)
+
+
+def rendered_overlay(plane: ControlPlane, repo: Path, cloud: CloudName) -> list[dict[str, Any]]:
+    out = plane.kubectl("kustomize", str(repo / "clusters" / cloud.value / "overlays" / "gpu"))
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def for_this_machine(objects: list[dict[str, Any]], prometheus_url: str) -> list[dict[str, Any]]:
+    """The overlay with KEDA pointed at the local Prometheus and its timings in seconds."""
+    for obj in objects:
+        if obj["kind"] == "ScaledObject":
+            obj["spec"]["pollingInterval"] = 1
+            obj["spec"]["cooldownPeriod"] = COOLDOWN_S
+            for trigger in obj["spec"]["triggers"]:
+                trigger["metadata"]["serverAddress"] = prometheus_url
+    return objects
+
+
+def router_config_from(objects: list[dict[str, Any]], urls: dict[str, str]) -> dict[str, Any]:
+    """The router.yaml the overlay's ConfigMap holds, with loopback backend URLs."""
+    configmap = next(
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "llm-router-config"
+    )
+    config: dict[str, Any] = yaml.safe_load(configmap["data"]["router.yaml"])
+    for backend in config["backends"]:
+        backend["url"] = urls[backend["tier"]]
+    config["healthCheck"] = {"intervalSeconds": 0.2, "maxBackoffSeconds": 0.5}
+    return config
+
+
+def apply(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    plane.kubectl("apply", "--server-side", "--field-manager=kubectl", "-f", "-", input_text=doc)
+
+
+def replicas(plane: ControlPlane) -> int:
+    return int(get_json(plane, "deployment", "-n", NAMESPACE, GPU_DEPLOYMENT)["spec"]["replicas"])
+
+
+def gpu_pods(plane: ControlPlane) -> list[dict[str, Any]]:
+    pods = get_json(
+        plane, "pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/name={GPU_DEPLOYMENT}"
+    )["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, control_plane: ControlPlane) -> Iterator[Path]:
+    volumes: list[str] = []
+    yield tmp_path
+    control_plane.kubectl("delete", "scaledobject", "-n", NAMESPACE, "--all", "--ignore-not-found")
+    delete_namespace(control_plane, NAMESPACE)
+    volumes = [
+        v["metadata"]["name"]
+        for v in get_json(control_plane, "pv")["items"]
+        if v["metadata"]["name"].startswith(f"pv-{NAMESPACE}-")
+    ]
+    if volumes:
+        control_plane.kubectl("delete", "pv", *volumes, "--ignore-not-found")
+
+
+def test_gpu_tier_scales_from_zero_and_back(
+    control_plane: ControlPlane, workdir: Path, repo: Path
+) -> None:
+    cloud = CloudName.AWS
+    reset_llmctl_objects(control_plane)
+    steps = Steps()
+    gpu_name = f"gpu-{cloud.value}-1"
+    ensure_nodes_ready(
+        control_plane, [cpu_node("cpu-1"), cpu_node("cpu-2"), gpu_node(cloud, gpu_name)]
+    )
+    steps.mark("kwok nodes Ready (2 CPU, 1 GPU as `gpu enable` makes it)")
+
+    objects = rendered_overlay(control_plane, repo, cloud)
+    gguf = write_llama_gguf(workdir / "tiny.gguf")
+    dead_gpu = f"http://127.0.0.1:{free_port()}"  # the GPU tier is at zero: nothing listens
+    cpu = LlamaServer(gguf, "tinyllama-1.1b-chat", workdir).start()
+    router = prometheus = None
+    try:
+        router = RouterProcess(
+            router_config_from(objects, {"cpu": cpu.url, "gpu": dead_gpu}), workdir
+        ).start()
+        prometheus = Prometheus(workdir, {"llm-router": f"127.0.0.1:{router.port}"}).start()
+        steps.mark("CPU llama-server, router and Prometheus up")
+
+        objects = for_this_machine(objects, prometheus.url)
+        apply(control_plane, objects)
+        provide_volumes(control_plane, f"pv-{NAMESPACE}", 6)
+        # The manifest leaves the count to KEDA (the API server's default is 1): KEDA, finding
+        # no demand, takes the tier to 0 at its first poll.
+        wait_for("KEDA to take the idle GPU tier to 0", lambda: replicas(control_plane) == 0, 90)
+        wait_for("the GPU pods to be gone", lambda: not gpu_pods(control_plane), 60)
+
+        def keda_ready() -> bool:
+            status = get_json(control_plane, "scaledobject", "-n", NAMESPACE, GPU_DEPLOYMENT)
+            conditions = {
+                c["type"]: c["status"] for c in status.get("status", {}).get("conditions", [])
+            }
+            return conditions.get("Ready") == "True" and conditions.get("Active") == "False"
+
+        wait_for("KEDA to take the ScaledObject (Ready, not Active)", keda_ready, 90)
+        assert replicas(control_plane) == 0 and not gpu_pods(control_plane)
+        steps.mark("overlay applied; KEDA Ready, GPU Deployment at 0")
+
+        # As in a cluster, Prometheus has scraped the idle router before the first request: the
+        # counter's step from 0 to 1 is what `increase()` sees.
+        wait_for(
+            "Prometheus to scrape the idle router",
+            lambda: (
+                prometheus.query(
+                    f'llm_router_tier_requests_total{{tier="gpu", cloud="{cloud.value}"}}'
+                )
+                == 0
+            ),
+            60,
+        )
+        response = httpx.post(
+            router.url + "/v1/chat/completions",
+            json={"model": "llama-2-7b-chat", "messages": [{"role": "user", "content": "hi"}],
+                  "max_tokens": 4},
+            timeout=60,
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.headers["x-llm-tier"] == "cpu-fallback"
+        steps.mark("GPU-model request answered by the CPU tier (cpu-fallback)")
+
+        scaled = get_json(control_plane, "scaledobject", "-n", NAMESPACE, GPU_DEPLOYMENT)
+        query = scaled["spec"]["triggers"][0]["metadata"]["query"]
+        wait_for("Prometheus to see GPU demand", lambda: (prometheus.query(query) or 0) > 0, 60)
+        steps.mark("Prometheus scraped the router: the ScaledObject's query > 0")
+
+        wait_for("KEDA to scale the GPU Deployment to 1", lambda: replicas(control_plane) == 1, 90)
+        steps.mark("KEDA scaled the GPU Deployment 0 -> 1")
+
+        def scheduled() -> dict[str, Any] | None:
+            pods = gpu_pods(control_plane)
+            return pods[0] if pods and pods[0]["spec"].get("nodeName") else None
+
+        pod = wait_for("the scheduler to place the GPU pod", scheduled, 60)
+        assert pod["spec"]["nodeName"] == gpu_name
+        steps.mark(f"scheduler placed the GPU pod on {gpu_name}")
+
+        def running() -> bool:
+            pods = gpu_pods(control_plane)
+            return bool(pods) and pods[0]["status"].get("phase") == "Running"
+
+        wait_for("the GPU pod to run (kwok)", running, 60)
+        uid = gpu_pods(control_plane)[0]["metadata"]["uid"]
+        steps.mark("GPU pod Running on the GPU node")
+
+        # Re-applying the overlay while KEDA holds the tier at 1 must leave it there.
+        try:
+            apply(control_plane, objects)
+            reapplied = "applied"
+        except RuntimeError as exc:  # server-side apply: a conflict with keda-operator
+            reapplied = str(exc).splitlines()[1] if "\n" in str(exc) else str(exc)
+        after_reapply = replicas(control_plane)
+        survivors = [p["metadata"]["uid"] for p in gpu_pods(control_plane)]
+        steps.mark(f"re-applied the overlay ({reapplied[:60]}): replicas {after_reapply}")
+
+        # Demand ends: the counter's 1-minute window passes, then the cooldown.
+        wait_for("KEDA to scale the GPU Deployment back to 0",
+                 lambda: replicas(control_plane) == 0, 180)  # fmt: skip
+        steps.mark(f"no demand for 1 min + {COOLDOWN_S}s cooldown: KEDA scaled 1 -> 0")
+        wait_for("the GPU pod to be gone", lambda: not gpu_pods(control_plane), 60)
+        steps.mark("GPU pod deleted")
+        print("[scale-from-zero] steps:\n" + steps.report())
+
+        assert reapplied == "applied" and after_reapply == 1 and survivors == [uid], (
+            f"re-applying the overlay while KEDA held the GPU tier at 1: {reapplied}; "
+            f"replicas {after_reapply}, pods {survivors} (was {uid})"
+        )
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        if router is not None:
+            router.stop()
+        cpu.stop()
