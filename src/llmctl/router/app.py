@@ -12,17 +12,16 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import re
 import signal
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 from llmctl.router import federation, policy
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout, health_loop
 from llmctl.router.httpserver import Connection, Request, Server, serve
+from llmctl.router.keys import read_keys
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
@@ -77,18 +76,8 @@ def _invalid(message: str, param: str | None = None, code: str = "invalid_reques
 
 
 def load_api_keys(settings: ApiKeys) -> list[bytes]:
-    """Bearer keys from a file (one a line, # comments) and/or an env var (comma-separated)."""
-    keys: list[str] = []
-    if settings.file:
-        path = Path(settings.file)
-        if not path.is_file():
-            raise FileNotFoundError(f"apiKeys.file {settings.file} does not exist")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keys.append(line)
-    if settings.env:
-        keys += [k.strip() for k in os.environ.get(settings.env, "").split(",") if k.strip()]
+    """Client bearer keys, as `apiKeys` configures them (router/keys.py)."""
+    keys = read_keys(settings.file, settings.env, "apiKeys")
     if (settings.file or settings.env) and not keys:
         raise ValueError(
             "apiKeys is configured but no key was found in "

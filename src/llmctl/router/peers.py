@@ -13,11 +13,9 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import ssl
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +27,7 @@ from llmctl.router.federation import (
     TierCapacity,
     parse_capacity,
 )
+from llmctl.router.keys import read_keys
 from llmctl.router.metrics import TTFT_BUCKETS, Counter, Gauge, Histogram, RouterMetrics
 from llmctl.router.peer_config import Federation, Peer, PeerKey
 from llmctl.router.table import Tier
@@ -69,18 +68,8 @@ class PeerRequest(Protocol):
 
 
 def load_peer_keys(settings: PeerKey) -> list[bytes]:
-    """Peer keys from a file (one a line, # comments) and/or an env var (comma-separated)."""
-    keys: list[str] = []
-    if settings.file:
-        path = Path(settings.file)
-        if not path.is_file():
-            raise FileNotFoundError(f"federation.peerKey.file {settings.file} does not exist")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keys.append(line)
-    if settings.env:
-        keys += [k.strip() for k in os.environ.get(settings.env, "").split(",") if k.strip()]
+    """The federation's peer keys, as `federation.peerKey` configures them (router/keys.py)."""
+    keys = read_keys(settings.file, settings.env, "federation.peerKey")
     if not keys:
         raise ValueError(
             "federation needs a peer key: none found in "
