@@ -34,11 +34,18 @@ def delete_setup_objects(plane: ControlPlane, objects: list[dict[str, Any]]) -> 
         plane.kubectl("delete", obj["kind"].lower(), meta["name"], *where, "--ignore-not-found")
 
 
+def delete_every_cloud_setup(plane: ControlPlane) -> None:
+    for cloud in CloudName:
+        delete_setup_objects(plane, cluster_setup_objects(Stack(), cloud))
+
+
 @pytest.fixture
 def api(control_plane: ControlPlane) -> Iterator[Any]:
+    # Before too: the session's control plane is shared, and an earlier test (tests/cluster's
+    # `apply -k` of an overlay) may have left the device plugin there under another manager.
+    delete_every_cloud_setup(control_plane)
     yield kube.api_client(str(control_plane.kubeconfig))
-    for cloud in CloudName:
-        delete_setup_objects(control_plane, cluster_setup_objects(Stack(), cloud))
+    delete_every_cloud_setup(control_plane)
 
 
 @pytest.mark.parametrize("cloud", list(CloudName))
@@ -110,6 +117,9 @@ def nodes(control_plane: ControlPlane) -> Iterator[None]:
     del orphan["metadata"]["annotations"]  # kwok leaves it alone: no kubelet, never Ready
     orphan["status"]["capacity"]["nvidia.com/gpu"] = "0"
     orphan["status"]["allocatable"]["nvidia.com/gpu"] = "0"
+    # Exactly these nodes: the session's control plane is shared, and tests/cluster leaves the
+    # GPU nodes it shaped for each cloud (each DaemonSet would get a pod on them too).
+    control_plane.kubectl("delete", "nodes", "--all", "--ignore-not-found")
     ensure_nodes_ready(control_plane, [ready, cpu_node("cpu-a")])
     control_plane.kubectl(
         "apply", "--server-side", "-f", "-", input_text=__import__("json").dumps(orphan)
