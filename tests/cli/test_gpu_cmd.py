@@ -190,10 +190,13 @@ def test_enable_refuses_a_different_pool(eks: Any) -> None:
 
 
 @pytest.fixture
-def one_gpu_node(control_plane: ControlPlane) -> Iterator[None]:
+def one_gpu_node(control_plane: ControlPlane, cluster: ClusterObjects) -> Iterator[None]:
     """Exactly one GPU node in the cluster, shaped as the AWS pool's nodes join, run by kwok."""
     only_these_gpu_nodes(control_plane, [gpu_node(CloudName.AWS, "ip-10-0-0-1")])
     yield
+    # The test's DaemonSet and its pod go while kwok still runs the node (a pod left on a deleted
+    # node waits for the pod garbage collector).
+    cluster.cleanup()
     control_plane.kubectl("delete", "node", "ip-10-0-0-1", "--ignore-not-found")
 
 
