@@ -1,4 +1,6 @@
-"""`llmctl gpu` end to end: the real CLI, real SDK clients, moto / local GKE, AKS and Kubernetes."""
+"""`llmctl gpu` end to end: the real CLI, real SDK clients, moto / local GKE and AKS, and the
+real Kubernetes API server of the `control_plane` fixture (kwok nodes; what a test adds is
+deleted after it)."""
 
 from __future__ import annotations
 
@@ -25,14 +27,15 @@ from llmctl.clouds.azure import AzureCloud
 from llmctl.clouds.gcp import GcpCloud
 from llmctl.config import Stack
 from llmctl.manifests import cluster_setup_objects
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kit import get_json, gpu_node, only_these_gpu_nodes, wait_for
 from tests.support import fake_aks
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
 from tests.support.fake_eks import eks_cluster
 from tests.support.fake_gke import FakeGke
-from tests.support.fake_kube import FakeKube, kubeconfig, node, pod
-from tests.support.http_fake import FakeServer, serve
-from tests.support.kube_lists import Cluster, daemon_set, deployment, storage_class
+from tests.support.http_fake import serve
+from tests.support.kube_lists import ClusterObjects, crd, daemon_set, deployment, storage_class
 
 __all__ = ["clean_cloud_env"]
 runner = CliRunner()
@@ -47,24 +50,47 @@ def no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-@pytest.fixture
-def lists() -> Cluster:
-    return Cluster()
+def _where(obj: dict[str, Any]) -> list[str]:
+    namespace = obj["metadata"].get("namespace")
+    return ["-n", namespace] if namespace else []
+
+
+def stored(plane: ControlPlane, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The object as the API server holds it (with its managed fields), or None."""
+    meta = obj["metadata"]
+    kind = obj["kind"].lower()
+    if not plane.kubectl(
+        "get", kind, meta["name"], *_where(obj), "--ignore-not-found", "-o", "name"
+    ).strip():
+        return None
+    return get_json(plane, kind, meta["name"], *_where(obj), "--show-managed-fields")
+
+
+def applied_by_llmctl(plane: ControlPlane, obj: dict[str, Any]) -> bool:
+    found = stored(plane, obj)
+    return found is not None and ("llmctl", "Apply") in {
+        (m["manager"], m["operation"]) for m in found["metadata"].get("managedFields", [])
+    }
+
+
+def setup_object(cloud: CloudName, kind: str) -> dict[str, Any]:
+    return next(o for o in cluster_setup_objects(Stack(), cloud) if o["kind"] == kind)
 
 
 @pytest.fixture
-def kube(lists: Cluster) -> Iterator[tuple[FakeKube, FakeServer]]:
-    fake = FakeKube()
-    lists.other = fake.route
-    with serve(lists.route) as server:
-        yield fake, server
+def cluster(control_plane: ControlPlane) -> Iterator[ClusterObjects]:
+    """Objects a test adds to the shared cluster; after the test they, and whatever `gpu enable`
+    applied, are deleted."""
+    objects = ClusterObjects(control_plane)
+    yield objects
+    for cloud in CloudName:
+        objects.created += cluster_setup_objects(Stack(), cloud)
+    objects.cleanup()
 
 
 @pytest.fixture
-def kubeconfig_file(kube: tuple[FakeKube, FakeServer], tmp_path: Path) -> str:
-    path = tmp_path / "kubeconfig"
-    path.write_text(kubeconfig(kube[1].url))
-    return str(path)
+def kubeconfig_file(control_plane: ControlPlane, cluster: ClusterObjects) -> str:
+    return str(control_plane.kubeconfig)
 
 
 @pytest.fixture
@@ -129,16 +155,17 @@ def test_dry_run_gcp_and_azure(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_enable_creates_applies_and_is_idempotent(
-    eks: Any, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+    eks: Any, control_plane: ControlPlane, kubeconfig_file: str
 ) -> None:
-    fake, server = kube
+    objects = cluster_setup_objects(Stack(), CloudName.AWS)
+    assert [stored(control_plane, o) for o in objects] == [None] * len(objects)
     first = run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file)
     assert first.exit_code == 0, first.output
     assert "Created" in first.stderr
     group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")["nodegroup"]
     assert group["capacityType"] == "SPOT"
-    patches = [r.body for r in server.requests if r.method == "PATCH"]
-    assert patches == cluster_setup_objects(Stack(), CloudName.AWS)
+    # Every setup object is on the API server, applied server-side by the field manager llmctl.
+    assert all(applied_by_llmctl(control_plane, o) for o in objects)
 
     second = run("gpu", "enable", "--cloud", "aws", "--kubeconfig", kubeconfig_file)
     assert second.exit_code == 0, second.output  # no prompt: nothing to confirm
@@ -162,17 +189,39 @@ def test_enable_refuses_a_different_pool(eks: Any) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.fixture
+def one_gpu_node(control_plane: ControlPlane, cluster: ClusterObjects) -> Iterator[None]:
+    """Exactly one GPU node in the cluster, shaped as the AWS pool's nodes join, run by kwok."""
+    only_these_gpu_nodes(control_plane, [gpu_node(CloudName.AWS, "ip-10-0-0-1")])
+    yield
+    # The test's DaemonSet and its pod go while kwok still runs the node (a pod left on a deleted
+    # node waits for the pod garbage collector).
+    cluster.cleanup()
+    control_plane.kubectl("delete", "node", "ip-10-0-0-1", "--ignore-not-found")
+
+
 def test_status_json_and_table(
-    eks: Any, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+    eks: Any,
+    control_plane: ControlPlane,
+    cluster: ClusterObjects,
+    kubeconfig_file: str,
+    one_gpu_node: None,
 ) -> None:
-    fake, _ = kube
     assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
-    labels = {"llmctl.dev/accelerator": "nvidia-tesla-t4", "compute": "gpu-enabled"}
-    fake.nodes.append(node("ip-10-0-0-1", labels, "1"))
-    ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
-    fake.pods.append(
-        pod("dp-1", ds["metadata"]["namespace"], ds["spec"]["selector"]["matchLabels"], True)
-    )
+    ds = setup_object(CloudName.AWS, "DaemonSet")
+    cluster.add(ds)
+    # The DaemonSet controller makes the plugin's pod on the GPU node; kwok runs it.
+    selector = ",".join(f"{k}={v}" for k, v in ds["spec"]["selector"]["matchLabels"].items())
+
+    def plugin_pod_ready() -> bool:
+        namespace = ds["metadata"]["namespace"]
+        pods = get_json(control_plane, "pods", "-n", namespace, "-l", selector)["items"]
+        return len(pods) == 1 and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in pods[0].get("status", {}).get("conditions", [])
+        )
+
+    wait_for("the device plugin pod on ip-10-0-0-1 to be Ready", plugin_pod_ready)
     result = run(
         "gpu", "status", "--cloud", "aws", "--output", "json", "--kubeconfig", kubeconfig_file
     )
@@ -379,7 +428,7 @@ def test_ctrl_c_at_the_prompt_exits_130(eks: Any, monkeypatch: pytest.MonkeyPatc
     assert "gpu-t4" not in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
 
 
-def test_dry_run_shows_the_preflight(eks: Any, lists: Cluster, kubeconfig_file: str) -> None:
+def test_dry_run_shows_the_preflight(eks: Any, kubeconfig_file: str) -> None:
     """Issue 14: `--dry-run` shows what scale-from-zero lacks on this cluster, changing nothing."""
     result = run("gpu", "enable", "--cloud", "aws", "--dry-run", "--kubeconfig", kubeconfig_file)
     assert result.exit_code == 0, result.output
@@ -399,26 +448,27 @@ def test_enable_checks_the_cluster_before_changing_anything(eks: Any) -> None:
 
 
 def test_enable_leaves_an_existing_device_plugin_alone(
-    eks: Any, kube: tuple[FakeKube, FakeServer], lists: Cluster, kubeconfig_file: str
+    eks: Any, control_plane: ControlPlane, cluster: ClusterObjects, kubeconfig_file: str
 ) -> None:
     """Review item 8: the GPU Operator's plugin runs already: llmctl applies no second one."""
-    lists.objects["/apis/apps/v1/daemonsets"].append(
+    cluster.add(
         daemon_set(
             "gpu-operator",
             "nvidia-device-plugin-daemonset",
             "nvcr.io/nvidia/k8s-device-plugin:v0.17.0",
-        )
+        ),
+        crd("clusterpolicies.nvidia.com"),
     )
-    lists.crds.add("clusterpolicies.nvidia.com")
     result = run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file)
     assert result.exit_code == 0, result.output
     assert "does not apply a second one" in " ".join(result.stderr.split())
-    kinds = [r.body["kind"] for r in kube[1].requests if r.method == "PATCH"]
-    assert kinds == ["RuntimeClass"]
+    # Only the RuntimeClass was applied; llmctl's own DaemonSet is not on the API server.
+    assert applied_by_llmctl(control_plane, setup_object(CloudName.AWS, "RuntimeClass"))
+    assert stored(control_plane, setup_object(CloudName.AWS, "DaemonSet")) is None
 
 
 def test_status_says_whether_the_pool_can_scale_from_zero(
-    eks: Any, lists: Cluster, kubeconfig_file: str
+    eks: Any, control_plane: ControlPlane, cluster: ClusterObjects, kubeconfig_file: str
 ) -> None:
     """Issue 14: per cloud, can a GPU node come up from zero now, and why not."""
     assert (
@@ -431,17 +481,16 @@ def test_status_says_whether_the_pool_can_scale_from_zero(
     assert any("no cluster-autoscaler" in r for r in before["reasons"])
     table = run(*args)
     assert "Cannot scale from zero now" in table.stdout
-    lists.objects["/apis/apps/v1/deployments"].append(
+    cluster.add(
         deployment(
             "kube-system",
             "cluster-autoscaler",
             "registry.k8s.io/autoscaling/cluster-autoscaler:v1.34.0",
-        )
+        ),
+        storage_class("gp3", True),
     )
-    lists.objects["/apis/storage.k8s.io/v1/storageclasses"].append(storage_class("gp3", True))
-    # The device plugin llmctl applied is now listed, as a real API server would list it.
-    ds = next(o for o in cluster_setup_objects(Stack(), CloudName.AWS) if o["kind"] == "DaemonSet")
-    lists.objects["/apis/apps/v1/daemonsets"].append(ds)
+    # The device plugin that `enable` applied is on the API server, and the preflight lists it.
+    assert applied_by_llmctl(control_plane, setup_object(CloudName.AWS, "DaemonSet"))
     after = json.loads(run(*args, "--output", "json").stdout)["scaleFromZero"]
     assert after == {"possible": True, "reasons": []}
     assert "Can scale from zero now" in run(*args).stdout
@@ -515,7 +564,7 @@ def test_review_inputs_end_in_one_line_and_the_documented_exit_code(
 
 
 def test_aks_managed_gpu_pool_gets_no_second_device_plugin(
-    monkeypatch: pytest.MonkeyPatch, kube: tuple[FakeKube, FakeServer], kubeconfig_file: str
+    monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane, kubeconfig_file: str
 ) -> None:
     """Review item 8: an AKS pool with managed GPU (gpuProfile.nvidia.managementMode Managed)
     runs AKS's own device plugin; llmctl applies none and status does not ask for one."""
@@ -529,12 +578,19 @@ def test_aks_managed_gpu_pool_gets_no_second_device_plugin(
         )
         args = ["--cloud", "azure", "--kubeconfig", kubeconfig_file]
         assert run("gpu", "enable", *args, "--yes").exit_code == 0
-        assert [r.body["kind"] for r in kube[1].requests if r.method == "PATCH"] == ["DaemonSet"]
+        # AKS: the device plugin, applied by llmctl, and no RuntimeClass.
+        plugin = setup_object(CloudName.AZURE, "DaemonSet")
+        assert applied_by_llmctl(control_plane, plugin)
+        assert stored(control_plane, setup_object(CloudName.AWS, "RuntimeClass")) is None
         aks.pools["gput4"]["properties"]["gpuProfile"] = {"nvidia": {"managementMode": "Managed"}}
-        before = len([r for r in kube[1].requests if r.method == "PATCH"])
+        # Gone from the cluster: a second enable that applied it again would bring it back.
+        meta = plugin["metadata"]
+        control_plane.kubectl(
+            "delete", "daemonset", meta["name"], "-n", meta["namespace"], "--wait"
+        )
         again = run("gpu", "enable", *args, "--yes")
         assert again.exit_code == 0, again.output
         assert "managed NVIDIA device plugin" in " ".join(again.stderr.split())
-        assert len([r for r in kube[1].requests if r.method == "PATCH"]) == before
+        assert stored(control_plane, plugin) is None
         report = json.loads(run("gpu", "status", *args, "--output", "json").stdout)
         assert not any("device plugin" in r for r in report["scaleFromZero"]["reasons"])

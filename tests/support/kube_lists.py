@@ -1,26 +1,18 @@
-"""Cluster-wide lists and CRDs as kube-apiserver serves them, built with the kubernetes client's
-own models, for llmctl's preflight reads (kube.cluster_facts). `Cluster.route` answers those
-reads and hands everything else to another route (the FakeKube stand-in), so one server plays
-the whole cluster. Replaceable by the real kube-apiserver of tests/cluster: create the same
-objects there.
+"""Cluster-wide objects that llmctl's preflight reads (kube.cluster_facts), built with the
+kubernetes client's own models, and `ClusterObjects`, which creates them on the real API server of
+the `control_plane` fixture (tests/cluster) and deletes them again: that control plane is shared
+by the whole test session, so every test leaves it as it found it.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes import client as k8s
 
 from llmctl import kube
-from tests.support.fake_kube import TOKEN, status
-from tests.support.http_fake import Request, Response, Route
-
-LISTS = {
-    "/apis/storage.k8s.io/v1/storageclasses": "StorageClassList",
-    "/apis/apps/v1/daemonsets": "DaemonSetList",
-    "/apis/apps/v1/deployments": "DeploymentList",
-    "/apis/node.k8s.io/v1/runtimeclasses": "RuntimeClassList",
-}
+from tests.cluster.controlplane import ControlPlane
 
 
 def plain(model: Any) -> dict[str, Any]:
@@ -59,12 +51,6 @@ def daemon_set(
                 selector=k8s.V1LabelSelector(match_labels=selector),
                 template=_pod_template(image, selector),
             ),
-            status=k8s.V1DaemonSetStatus(
-                current_number_scheduled=0,
-                desired_number_scheduled=0,
-                number_misscheduled=0,
-                number_ready=0,
-            ),
         )
     )
 
@@ -77,6 +63,7 @@ def deployment(namespace: str, name: str, image: str) -> dict[str, Any]:
             kind="Deployment",
             metadata=k8s.V1ObjectMeta(name=name, namespace=namespace),
             spec=k8s.V1DeploymentSpec(
+                replicas=0,  # only listed by the preflight; nothing needs to run
                 selector=k8s.V1LabelSelector(match_labels=selector),
                 template=_pod_template(image, selector),
             ),
@@ -95,40 +82,93 @@ def runtime_class(name: str, handler: str) -> dict[str, Any]:
     )
 
 
-class Cluster:
-    """Lists and CRDs as kube-apiserver serves them (tests add objects)."""
-
-    def __init__(self, other: Route | None = None) -> None:
-        self.objects: dict[str, list[dict[str, Any]]] = {path: [] for path in LISTS}
-        self.crds: set[str] = set()
-        self.other = other
-
-    def route(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {TOKEN}":
-            return status(401, "Unauthorized", "Unauthorized")
-        if request.path in LISTS and request.method == "GET":
-            kind = LISTS[request.path]
-            return Response(
-                200,
+def crd(name: str) -> dict[str, Any]:
+    """A minimal cluster-scoped CustomResourceDefinition `name` (plural.group), e.g. Karpenter's
+    nodepools.karpenter.sh or the GPU Operator's clusterpolicies.nvidia.com."""
+    plural, _, group = name.partition(".")
+    kind = {"nodepools": "NodePool", "clusterpolicies": "ClusterPolicy"}.get(
+        plural, plural.capitalize()
+    )
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {
+            "group": group,
+            "scope": "Cluster",
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "listKind": f"{kind}List",
+            },
+            "versions": [
                 {
-                    "kind": kind,
-                    "apiVersion": "v1",
-                    "metadata": {"resourceVersion": "1"},
-                    "items": self.objects[request.path],
-                },
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _where(obj: dict[str, Any]) -> list[str]:
+    namespace = obj["metadata"].get("namespace")
+    return ["-n", namespace] if namespace else []
+
+
+class ClusterObjects:
+    """Objects a test creates on the shared real API server; `cleanup` deletes them (and the
+    namespaces made for them), waiting until they are gone."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.created: list[dict[str, Any]] = []
+        self.namespaces: list[str] = []
+
+    def add(self, *objects: dict[str, Any]) -> None:
+        for obj in objects:
+            namespace = obj["metadata"].get("namespace")
+            if namespace and namespace not in self.namespaces:
+                exists = self.plane.kubectl(
+                    "get", "namespace", namespace, "--ignore-not-found", "-o", "name"
+                ).strip()
+                if not exists:
+                    self.plane.kubectl("create", "namespace", namespace)
+                    self.namespaces.append(namespace)
+            self.created.append(obj)
+            self.plane.kubectl(
+                "apply",
+                "--server-side",
+                "--field-manager=llmctl-tests",
+                "-f",
+                "-",
+                input_text=json.dumps(obj),
             )
-        prefix = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-        if request.path.startswith(prefix) and request.method == "GET":
-            name = request.path.removeprefix(prefix)
-            if name in self.crds:
-                return Response(
-                    200, {"kind": "CustomResourceDefinition", "metadata": {"name": name}}
+            if obj["kind"] == "CustomResourceDefinition":
+                self.plane.kubectl(
+                    "wait", "--for=condition=Established", f"crd/{obj['metadata']['name']}"
                 )
-            return status(
-                404,
-                "NotFound",
-                f'customresourcedefinitions.apiextensions.k8s.io "{name}" not found',
+
+    def cleanup(self) -> None:
+        for obj in reversed(self.created):
+            self.plane.kubectl(
+                "delete",
+                obj["kind"].lower(),
+                obj["metadata"]["name"],
+                *_where(obj),
+                "--ignore-not-found",
+                "--wait",
+                "--cascade=foreground",  # a DaemonSet's pods go before it does
             )
-        if self.other is not None:
-            return self.other(request)
-        return status(404, "NotFound", "the server could not find the requested resource")
+        for namespace in self.namespaces:
+            self.plane.kubectl("delete", "namespace", namespace, "--ignore-not-found")
+        self.created.clear()
+        self.namespaces.clear()
