@@ -131,7 +131,8 @@ def pyproject_for(core: Core, work: Path) -> str:
     text = (REPO / "pyproject.toml").read_text()
     # the tests read docs/, templates/, charts/...: mutmut copies these into its mutants/ too
     tops = sorted(
-        p.name for p in work.iterdir()
+        p.name
+        for p in work.iterdir()
         if p.name not in {"src", "tests", "pyproject.toml"} and not p.name.startswith(".")
     )
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
@@ -157,14 +158,17 @@ def prepare(core: Core, work: Path) -> None:
     work.mkdir(parents=True)
     listing = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     if listing.returncode == 0:
         files = listing.stdout.split("\0")
     else:  # not a git checkout (an unpacked archive): everything but build output
         skip = {".git", ".venv", "build", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache"}
         files = [
-            str(p.relative_to(REPO)) for p in REPO.rglob("*")
+            str(p.relative_to(REPO))
+            for p in REPO.rglob("*")
             if p.is_file() and not skip.intersection(p.relative_to(REPO).parts)
         ]
     for name in filter(None, files):
@@ -202,8 +206,13 @@ def survivor_diffs(work: Path, names: list[str], env: dict[str, str]) -> dict[st
     if not names:
         return {}
     out = subprocess.run(
-        [sys.executable, "-c", _DIFFS], cwd=work, input=json.dumps(names),
-        capture_output=True, text=True, check=True, env=env,
+        [sys.executable, "-c", _DIFFS],
+        cwd=work,
+        input=json.dumps(names),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout
     diffs: dict[str, str] = json.loads(out)
     return diffs
@@ -233,7 +242,11 @@ def run_core(
 
     listing = subprocess.run(
         [str(exe), "results", "--all", "true"],
-        cwd=work, capture_output=True, text=True, check=True, env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout
     status = {
         m.group(1): m.group(2)
@@ -284,8 +297,12 @@ def write_reports(out: Path, mode: str, results: list[Result]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--core", action="append", choices=[c.name for c in CORES],
-                   help="core(s) to mutate (default: every core present)")
+    p.add_argument(
+        "--core",
+        action="append",
+        choices=[c.name for c in CORES],
+        help="core(s) to mutate (default: every core present)",
+    )
     p.add_argument("--sample", type=int, help="mutants per core, drawn at random (default: all)")
     p.add_argument("--seed", type=int, default=20261202)
     p.add_argument("--fail-under", type=float, help="exit 1 if a core scores under this %%")
@@ -311,8 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{core.name}: mutating {core.source} ...", flush=True)
         try:
             results.append(
-                run_core(core, args.out / core.name, args.sample, args.seed, args.max_children,
-                         args.out / f"{core.name}.log")
+                run_core(
+                    core,
+                    args.out / core.name,
+                    args.sample,
+                    args.seed,
+                    args.max_children,
+                    args.out / f"{core.name}.log",
+                )
             )
         except RunFailed as e:
             print(e, file=sys.stderr)
@@ -320,11 +343,15 @@ def main(argv: list[str] | None = None) -> int:
         write_reports(args.out, mode, results)
 
     print(f"\nmutmut {version('mutmut')}, {mode}, {date.today().isoformat()}")
-    print(f"{'core':<28} {'generated':>9} {'tried':>6} {'killed':>6} {'timeout':>7} "
-          f"{'survived':>8} {'score':>7} {'time':>6}")
+    print(
+        f"{'core':<28} {'generated':>9} {'tried':>6} {'killed':>6} {'timeout':>7} "
+        f"{'survived':>8} {'score':>7} {'time':>6}"
+    )
     for r in results:
-        print(f"{r.source.removeprefix('src/llmctl/'):<28} {r.generated:>9} {r.tried:>6} "
-              f"{r.killed:>6} {r.timeout:>7} {r.survived:>8} {r.score:>6.1f}% {r.seconds:>5.0f}s")
+        print(
+            f"{r.source.removeprefix('src/llmctl/'):<28} {r.generated:>9} {r.tried:>6} "
+            f"{r.killed:>6} {r.timeout:>7} {r.survived:>8} {r.score:>6.1f}% {r.seconds:>5.0f}s"
+        )
     print(f"survivors: {args.out / 'survivors.txt'}")
     if failed:
         print(f"FAIL: no verdict for {', '.join(failed)}")

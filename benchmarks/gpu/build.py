@@ -79,8 +79,10 @@ def find_nvcc() -> str | None:
     found = shutil.which("nvcc")
     if found:
         return found
-    for candidate in [Path("/usr/local/cuda/bin/nvcc"), *sorted(Path("/usr/local").glob(
-            "cuda-*/bin/nvcc"), reverse=True)]:
+    for candidate in [
+        Path("/usr/local/cuda/bin/nvcc"),
+        *sorted(Path("/usr/local").glob("cuda-*/bin/nvcc"), reverse=True),
+    ]:
         if os.access(candidate, os.X_OK):
             return str(candidate)
     return None

@@ -114,8 +114,10 @@ def write_models(cases: list[ModelCase], work: Path) -> dict[str, Path]:
         path = work / f"{case.alias}-f16.gguf"
         t0 = time.monotonic()
         write_llama_gguf(path, case.shape, name=case.alias, tile=1_000_003)
-        say(f"wrote {path.name}: {path.stat().st_size / 2**20:.1f} MiB "
-            f"in {time.monotonic() - t0:.1f} s")
+        say(
+            f"wrote {path.name}: {path.stat().st_size / 2**20:.1f} MiB "
+            f"in {time.monotonic() - t0:.1f} s"
+        )
         out[case.key] = path
     return out
 
@@ -190,7 +192,8 @@ def server_command(
         return [str(binary), *out]
     # A command of its own (a wrapper): point its llama-server at this machine's binary.
     swapped = [
-        str(binary) if Path(c).name == "llama-server"
+        str(binary)
+        if Path(c).name == "llama-server"
         else c.replace("/app/llama-server", str(binary))
         for c in command
     ]
@@ -242,7 +245,7 @@ class Server:
         return self
 
     def wait(self, timeout: float, path: str = "/health") -> str:
-        """"healthy", "exited" or "timeout"."""
+        """ "healthy", "exited" or "timeout"."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -319,23 +322,41 @@ def start_router(config: dict[str, Any], work: Path, python: str) -> Server:
     port = free_port()
     path = work / f"router-{port}.yaml"
     path.write_text(json.dumps(config, indent=1))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get(
-        "PYTHONPATH", "")]))
-    argv = [python, "-m", "llmctl", "router", "serve", "--config", str(path), "--host",
-            "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    argv = [
+        python,
+        "-m",
+        "llmctl",
+        "router",
+        "serve",
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return Server(argv, env, work / f"router-{port}.log", port).start()
 
 
 def wait_routed(router: Server, alias: str, timeout: float) -> None:
     """Until the router has seen its backend healthy and serves a request through it."""
     deadline = time.monotonic() + timeout
-    body = json.dumps({"model": alias, "messages": [{"role": "user", "content": "hi"}],
-                       "max_tokens": 1}).encode()
+    body = json.dumps(
+        {"model": alias, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    ).encode()
     last = ""
     while time.monotonic() < deadline:
         request = urllib.request.Request(
-            router.url + "/v1/chat/completions", data=body,
-            headers={"content-type": "application/json", "x-llm-require-tier": "gpu"})
+            router.url + "/v1/chat/completions",
+            data=body,
+            headers={"content-type": "application/json", "x-llm-require-tier": "gpu"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 if response.status == 200:
@@ -345,8 +366,9 @@ def wait_routed(router: Server, alias: str, timeout: float) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.3)
-    raise RuntimeError(f"the router served nothing within {timeout} s: {last}; "
-                       f"log: {router.tail()}")
+    raise RuntimeError(
+        f"the router served nothing within {timeout} s: {last}; log: {router.tail()}"
+    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -426,15 +448,20 @@ def step_build(run: Run, gpu: dict[str, Any] | None) -> tuple[Path, Path]:
             return server, quantizer
     if args.cpu_selftest:
         if nvcc is None:
-            would = builds.cmake_commands(Path("<sources>"), Path("<build>"), "90", os.cpu_count()
-                                          or 1)
-            run.skip("CUDA build", "no nvcc on PATH (--cpu-selftest uses the CPU llama-server "
-                     f"{server} and llama-quantize {quantizer}); a GPU run would run: "
-                     + " ; ".join(" ".join(c) for c in would))
+            would = builds.cmake_commands(
+                Path("<sources>"), Path("<build>"), "90", os.cpu_count() or 1
+            )
+            run.skip(
+                "CUDA build",
+                "no nvcc on PATH (--cpu-selftest uses the CPU llama-server "
+                f"{server} and llama-quantize {quantizer}); a GPU run would run: "
+                + " ; ".join(" ".join(c) for c in would),
+            )
         return server, quantizer
     if gpu is None:
-        raise RuntimeError("nvidia-smi finds no GPU: run with --cpu-selftest on a machine "
-                           "without one")
+        raise RuntimeError(
+            "nvidia-smi finds no GPU: run with --cpu-selftest on a machine without one"
+        )
     arch = builds.arch_of(gpu["compute_cap"])
     root = Path(args.build_root) / f"sm_{arch}"
     found = builds.Build(arch, root)
@@ -452,8 +479,14 @@ def step_build(run: Run, gpu: dict[str, Any] | None) -> tuple[Path, Path]:
     found.commands = builds.cmake_commands(src, cmake_dir, arch, jobs)
     say(f"building llama-server and llama-quantize for sm_{arch} from {sources}")
     t0 = time.monotonic()
-    proc = builds.build(src, cmake_dir, arch, jobs, run.work / f"build-sm_{arch}.log",
-                        timeout=max(60.0, run.deadline.left() - 120))
+    proc = builds.build(
+        src,
+        cmake_dir,
+        arch,
+        jobs,
+        run.work / f"build-sm_{arch}.log",
+        timeout=max(60.0, run.deadline.left() - 120),
+    )
     run.builds.append(proc)
     # The F16 models are written while the compiler runs: it leaves a core or so idle.
     run.pending_models = write_models(model_cases(args.small_models), run.work)
@@ -482,22 +515,34 @@ def find_sources(args: argparse.Namespace) -> Path:
 
 
 def step_model(
-    run: Run, case: ModelCase, path: Path, server_bin: Path, container: dict[str, Any],
-    stack: Any, gpu_name: str, rendered_router: dict[str, Any],
+    run: Run,
+    case: ModelCase,
+    path: Path,
+    server_bin: Path,
+    container: dict[str, Any],
+    stack: Any,
+    gpu_name: str,
+    rendered_router: dict[str, Any],
 ) -> dict[str, Any]:
     args = run.args
-    result: dict[str, Any] = {"file": path.name, "file_bytes": path.stat().st_size,
-                              "shape": case.shape.__dict__}
+    result: dict[str, Any] = {
+        "file": path.name,
+        "file_bytes": path.stat().st_size,
+        "shape": case.shape.__dict__,
+    }
     port = free_port()
     argv = server_command(container, server_bin, path, case.alias, port)
     if args.cpu_selftest:
         argv, dropped = without_device(argv)
         if dropped:
             result["selftest_dropped_flags"] = dropped
-            say(f"self-test: {' '.join(dropped)} left out of the measured servers (a CPU build "
-                "has no such device); the no-GPU check keeps it")
-    env = builds.library_env(server_bin.parent,
-                             dict(os.environ, **container_env(container, run.work)))
+            say(
+                f"self-test: {' '.join(dropped)} left out of the measured servers (a CPU build "
+                "has no such device); the no-GPU check keeps it"
+            )
+    env = builds.library_env(
+        server_bin.parent, dict(os.environ, **container_env(container, run.work))
+    )
     # The buffer sizes are logged at verbosity 4; the command line stays the overlay's.
     env.setdefault("LLAMA_ARG_LOG_VERBOSITY", "4")
     result["command"] = argv
@@ -522,12 +567,16 @@ def step_model(
     result["log_buffers_all_devices"] = memory.log_buffers(log, re.compile(r".+"))
     after_load = memory.process_bytes(server.proc.pid)
     used_loaded = memory.gpu_used_bytes()
-    say(f"{case.key}: llama-server ready in {result['load_s']} s; log buffers "
-        + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in buffers.items()))
+    say(
+        f"{case.key}: llama-server ready in {result['load_s']} s; log buffers "
+        + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in buffers.items())
+    )
 
-    router = start_router(router_config(rendered_router, case, server.url,
-                                        slots=int(flag(argv, "--parallel") or 1)),
-                          run.work, args.python)
+    router = start_router(
+        router_config(rendered_router, case, server.url, slots=int(flag(argv, "--parallel") or 1)),
+        run.work,
+        args.python,
+    )
     run.servers.append(router)
     if router.wait(30, "/healthz") != "healthy":
         raise RuntimeError(f"the router did not start: {router.tail()}")
@@ -537,10 +586,19 @@ def step_model(
         load.Target("router", router.url, {"x-llm-require-tier": "gpu"}),
     ]
     say(f"{case.key}: measuring at concurrency {args.levels}, {args.rounds} rounds")
-    result["throughput"] = asyncio.run(load.measure(
-        targets, case.alias, args.levels, args.rounds, args.per_client, args.max_tokens,
-        request_timeout=args.request_timeout, time_left=run.deadline.left,
-        prompt=load.SHORT_PROMPT if args.cpu_selftest else load.PROMPT))
+    result["throughput"] = asyncio.run(
+        load.measure(
+            targets,
+            case.alias,
+            args.levels,
+            args.rounds,
+            args.per_client,
+            args.max_tokens,
+            request_timeout=args.request_timeout,
+            time_left=run.deadline.left,
+            prompt=load.SHORT_PROMPT if args.cpu_selftest else load.PROMPT,
+        )
+    )
     after_bench = memory.process_bytes(server.proc.pid)
     used_bench = memory.gpu_used_bytes()
     result["nvidia_smi"] = {
@@ -575,8 +633,9 @@ def step_fail_loudly(
     """llama-server as the overlay starts it, with no usable GPU."""
     port = free_port()
     argv = server_command(container, server_bin, model, "no-gpu", port)
-    env = builds.library_env(server_bin.parent,
-                             dict(os.environ, **container_env(container, run.work)))
+    env = builds.library_env(
+        server_bin.parent, dict(os.environ, **container_env(container, run.work))
+    )
     env["CUDA_VISIBLE_DEVICES"] = ""
     env.setdefault("LLAMA_ARG_LOG_VERBOSITY", "4")
     server = Server(argv, env, run.work / "llama-no-gpu.log", port)
@@ -594,10 +653,14 @@ def step_fail_loudly(
         result["exit_code"] = server.proc.returncode
     if state == "healthy":
         # It came up: does it answer, on the CPU?
-        body = json.dumps({"model": "no-gpu", "max_tokens": 4,
-                           "messages": [{"role": "user", "content": "hi"}]}).encode()
-        request = urllib.request.Request(server.url + "/v1/chat/completions", data=body,
-                                         headers={"content-type": "application/json"})
+        body = json.dumps(
+            {"model": "no-gpu", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        ).encode()
+        request = urllib.request.Request(
+            server.url + "/v1/chat/completions",
+            data=body,
+            headers={"content-type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 usage = json.load(response).get("usage", {})
@@ -605,8 +668,13 @@ def step_fail_loudly(
         except (urllib.error.URLError, OSError) as exc:
             result["served_error"] = str(exc)
     result["log_tail"] = server.tail(12)
-    result["log_says_no_gpu"] = bool(re.search(r"no usable GPU|no CUDA devices|ggml_cuda_init: "
-                                               r"failed|invalid device", server.text()))
+    result["log_says_no_gpu"] = bool(
+        re.search(
+            r"no usable GPU|no CUDA devices|ggml_cuda_init: "
+            r"failed|invalid device",
+            server.text(),
+        )
+    )
     result["fails_loudly"] = state == "exited" and result.get("exit_code") != 0
     result["reason"] = None
     for word in ("error", "invalid device", "failed", "no usable GPU"):  # the cause first
@@ -635,8 +703,10 @@ def step_t4_build(run: Run, gpu_arch: str, sources_ok: bool) -> None:
             run.skip("sm_75 build", t4.skipped)
             return
         if run.deadline.left() < spent * 1.1 + 20:
-            t4.skipped = (f"{run.deadline.left():.0f} s left, the {gpu_arch} build took "
-                          f"{spent:.0f} s: carry the build (docs/gpu-check.md) or run again")
+            t4.skipped = (
+                f"{run.deadline.left():.0f} s left, the {gpu_arch} build took "
+                f"{spent:.0f} s: carry the build (docs/gpu-check.md) or run again"
+            )
             run.skip("sm_75 build", t4.skipped)
             return
         src = run.work / "src"
@@ -645,8 +715,14 @@ def step_t4_build(run: Run, gpu_arch: str, sources_ok: bool) -> None:
         jobs = os.cpu_count() or 16
         t4.commands = builds.cmake_commands(src, cmake_dir, T4_ARCH, jobs)
         t0 = time.monotonic()
-        proc = builds.build(src, cmake_dir, T4_ARCH, jobs, run.work / f"build-sm_{T4_ARCH}.log",
-                            timeout=max(30.0, run.deadline.left() - 15))
+        proc = builds.build(
+            src,
+            cmake_dir,
+            T4_ARCH,
+            jobs,
+            run.work / f"build-sm_{T4_ARCH}.log",
+            timeout=max(30.0, run.deadline.left() - 15),
+        )
         run.builds.append(proc)
         rc = proc.wait()
         t4.seconds = time.monotonic() - t0
@@ -658,8 +734,9 @@ def step_t4_build(run: Run, gpu_arch: str, sources_ok: bool) -> None:
     # Which machine code the T4 build carries: SASS for sm_75, nothing the H100 could run.
     lib = next(iter(sorted(root.glob("bin/libggml-cuda.so*"))), None)
     if lib is not None and shutil.which("cuobjdump"):
-        done = subprocess.run(["cuobjdump", "--list-elf", str(lib)], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            ["cuobjdump", "--list-elf", str(lib)], capture_output=True, text=True, timeout=60
+        )
         archs = sorted(set(re.findall(r"sm_\d+", done.stdout)))
         run.report["build"]["t4_elf_archs"] = archs
 
@@ -677,9 +754,14 @@ def pack_builds(run: Run) -> None:
             parts = builds.pack(b.root, Path(out_dir))
             names = [p.name for p in parts]
             run.report["build"].setdefault("packed", {})[b.root.name] = names
-            say(f"{b.root.name}: " + (f"packed to $OUT/{', '.join(names)}: copy into "
-                                       ".carry/cuda/ for the next run" if parts
-                                       else "too large to bring back through $OUT"))
+            say(
+                f"{b.root.name}: "
+                + (
+                    f"packed to $OUT/{', '.join(names)}: copy into .carry/cuda/ for the next run"
+                    if parts
+                    else "too large to bring back through $OUT"
+                )
+            )
 
 
 def save_logs(run: Run) -> None:
@@ -706,39 +788,51 @@ def mib(n: int | None) -> str:
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [f"llmctl GPU check ({report['mode']}), {report['started_utc']}, "
-             f"GPU: {report['host'].get('gpu') or 'none'}"]
+    lines = [
+        f"llmctl GPU check ({report['mode']}), {report['started_utc']}, "
+        f"GPU: {report['host'].get('gpu') or 'none'}"
+    ]
     for key, m in report.get("models", {}).items():
         if "error" in m:
             lines.append(f"\n{key}: ERROR {m['error']}")
             continue
-        lines.append(f"\nmodel {key} ({m['file']}, {m['file_bytes'] / 2**20:.1f} MiB), "
-                     f"{m['prediction']['layout']}")
+        lines.append(
+            f"\nmodel {key} ({m['file']}, {m['file_bytes'] / 2**20:.1f} MiB), "
+            f"{m['prediction']['layout']}"
+        )
         lines.append(f"  {'memory (MiB)':16} {'plan':>9} {'measured':>9} {'error':>8}  source")
         for row in m["memory_table"]:
             err = row["relative_error"]
-            lines.append(f"  {row['term']:16} {mib(row['predicted_bytes']):>9} "
-                         f"{mib(row['measured_bytes']):>9} "
-                         f"{'-' if err is None else f'{err:+.1%}':>8}  {row['measured_by']}")
-        lines.append(f"  {'conc':>4} {'direct tok/s':>12} {'router tok/s':>12} {'ratio':>6} "
-                     f"{'TTFT p50 ms direct':>18} {'router':>8} {'errors':>6}")
+            lines.append(
+                f"  {row['term']:16} {mib(row['predicted_bytes']):>9} "
+                f"{mib(row['measured_bytes']):>9} "
+                f"{'-' if err is None else f'{err:+.1%}':>8}  {row['measured_by']}"
+            )
+        lines.append(
+            f"  {'conc':>4} {'direct tok/s':>12} {'router tok/s':>12} {'ratio':>6} "
+            f"{'TTFT p50 ms direct':>18} {'router':>8} {'errors':>6}"
+        )
         for level, row in m["throughput"].items():
             if "direct" not in row:
                 lines.append(f"  {level:>4} cut short: no time left")
                 continue
             d, r = row["direct"], row["router"]
-            lines.append(f"  {level:>4} {d['aggregate_tok_s'] or 0:>12.1f} "
-                         f"{r['aggregate_tok_s'] or 0:>12.1f} "
-                         f"{row.get('router_over_direct_tok_s') or 0:>6.3f} "
-                         f"{d['ttft_p50_ms'] or 0:>18.1f} {r['ttft_p50_ms'] or 0:>8.1f} "
-                         f"{d['errors'] + r['errors']:>6}")
+            lines.append(
+                f"  {level:>4} {d['aggregate_tok_s'] or 0:>12.1f} "
+                f"{r['aggregate_tok_s'] or 0:>12.1f} "
+                f"{row.get('router_over_direct_tok_s') or 0:>6.3f} "
+                f"{d['ttft_p50_ms'] or 0:>18.1f} {r['ttft_p50_ms'] or 0:>8.1f} "
+                f"{d['errors'] + r['errors']:>6}"
+            )
     fl = report.get("fail_loudly")
     if fl:
-        verdict = (f"fails loudly: exit code {fl.get('exit_code')} after {fl['seconds']} s, "
-                   f"{fl.get('reason')}" if fl["fails_loudly"] else
-                   f"DOES NOT fail loudly: {fl['state']}"
-                   + (f", served {fl.get('served_tokens')} tokens" if "served_tokens" in fl
-                      else ""))
+        verdict = (
+            f"fails loudly: exit code {fl.get('exit_code')} after {fl['seconds']} s, "
+            f"{fl.get('reason')}"
+            if fl["fails_loudly"]
+            else f"DOES NOT fail loudly: {fl['state']}"
+            + (f", served {fl.get('served_tokens')} tokens" if "served_tokens" in fl else "")
+        )
         lines.append(f"\nno usable GPU (CUDA_VISIBLE_DEVICES=''): {verdict}")
     for s in report.get("skipped", []):
         lines.append(f"skipped {s['step']}: {s['why']}")
@@ -755,36 +849,62 @@ def findings(report: dict[str, Any]) -> list[str]:
             continue
         ratio = m["throughput"].get("8", {}).get("router_over_direct_tok_s")
         if ratio is not None and ratio < 0.98:
-            out.append(f"model {key}: the router gives {ratio:.3f}x direct tokens/s at "
-                       "concurrency 8 (target 0.98x)")
+            out.append(
+                f"model {key}: the router gives {ratio:.3f}x direct tokens/s at "
+                "concurrency 8 (target 0.98x)"
+            )
         total = next(r for r in m["memory_table"] if r["term"] == "total")
         if total["relative_error"] is not None and abs(total["relative_error"]) > 0.10:
-            out.append(f"model {key}: plan's total is off by {total['relative_error']:+.1%} "
-                       "(target within 10%)")
+            out.append(
+                f"model {key}: plan's total is off by {total['relative_error']:+.1%} "
+                "(target within 10%)"
+            )
     fl = report.get("fail_loudly")
     if fl and not fl["fails_loudly"]:
-        out.append("with no usable GPU, llama-server started with the overlay's flags "
-                   f"{fl['state']} instead of failing")
+        out.append(
+            "with no usable GPU, llama-server started with the overlay's flags "
+            f"{fl['state']} instead of failing"
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cpu-selftest", action="store_true",
-                        help="the whole path on the CPU with tiny models (CI runs this)")
-    parser.add_argument("--out", help="the JSON file (default: $OUT/gpu-check.json, else "
-                        "benchmarks/gpu/out/gpu-check[-selftest].json)")
-    parser.add_argument("--budget", type=float, help="seconds for the whole run "
-                        f"(default {GPU_BUDGET_S:.0f}; self-test {SELFTEST_BUDGET_S:.0f})")
-    parser.add_argument("--carry", default=str(REPO / ".carry"),
-                        help="the carried folder: sources tarball, wheels, builds")
+    parser.add_argument(
+        "--cpu-selftest",
+        action="store_true",
+        help="the whole path on the CPU with tiny models (CI runs this)",
+    )
+    parser.add_argument(
+        "--out",
+        help="the JSON file (default: $OUT/gpu-check.json, else "
+        "benchmarks/gpu/out/gpu-check[-selftest].json)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="seconds for the whole run "
+        f"(default {GPU_BUDGET_S:.0f}; self-test {SELFTEST_BUDGET_S:.0f})",
+    )
+    parser.add_argument(
+        "--carry",
+        default=str(REPO / ".carry"),
+        help="the carried folder: sources tarball, wheels, builds",
+    )
     parser.add_argument("--sources", help="llama.cpp sources tarball (default: in --carry)")
-    parser.add_argument("--build-root", help="one sm_<arch> folder per build "
-                        "(default: <carry>/cuda)")
-    parser.add_argument("--llama-server", default=None,
-                        help="use this llama-server (self-test default: $LLAMA_SERVER_BIN)")
-    parser.add_argument("--llama-quantize", default=None,
-                        help="use this llama-quantize (default: beside --llama-server)")
+    parser.add_argument(
+        "--build-root", help="one sm_<arch> folder per build (default: <carry>/cuda)"
+    )
+    parser.add_argument(
+        "--llama-server",
+        default=None,
+        help="use this llama-server (self-test default: $LLAMA_SERVER_BIN)",
+    )
+    parser.add_argument(
+        "--llama-quantize",
+        default=None,
+        help="use this llama-quantize (default: beside --llama-server)",
+    )
     parser.add_argument("--config", type=Path, help="an llmctl.yaml (default: llmctl's defaults)")
     parser.add_argument("--work", help="scratch folder for models and logs")
     parser.add_argument("--levels", default="1,8,16")
@@ -792,9 +912,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-client", type=int, help="requests per client per burst")
     parser.add_argument("--max-tokens", type=int, help="tokens per request")
     parser.add_argument("--python", default=sys.executable, help="the router's Python")
-    parser.add_argument("--small-models", action="store_true",
-                        help="the self-test's small models in a GPU run (a rehearsal of the GPU "
-                        "path: with a stand-in nvidia-smi and a carried CPU build, on a CPU)")
+    parser.add_argument(
+        "--small-models",
+        action="store_true",
+        help="the self-test's small models in a GPU run (a rehearsal of the GPU "
+        "path: with a stand-in nvidia-smi and a carried CPU build, on a CPU)",
+    )
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in str(args.levels).split(",")]
     st = args.cpu_selftest
@@ -807,15 +930,26 @@ def main(argv: list[str] | None = None) -> int:
     if st and not args.llama_server:
         args.llama_server = os.environ.get("LLAMA_SERVER_BIN")
         if not args.llama_server:
-            parser.error("--cpu-selftest needs --llama-server or $LLAMA_SERVER_BIN "
-                         "(bash scripts/build-llama-server.sh prints it)")
+            parser.error(
+                "--cpu-selftest needs --llama-server or $LLAMA_SERVER_BIN "
+                "(bash scripts/build-llama-server.sh prints it)"
+            )
         args.llama_quantize = args.llama_quantize or os.environ.get("LLAMA_QUANTIZE_BIN")
-    default_out = (Path(os.environ["OUT"]) / "gpu-check.json" if os.environ.get("OUT")
-                   else REPO / "benchmarks" / "gpu" / "out" /
-                   ("gpu-check-selftest.json" if st else "gpu-check.json"))
+    default_out = (
+        Path(os.environ["OUT"]) / "gpu-check.json"
+        if os.environ.get("OUT")
+        else REPO
+        / "benchmarks"
+        / "gpu"
+        / "out"
+        / ("gpu-check-selftest.json" if st else "gpu-check.json")
+    )
     out = Path(args.out) if args.out else default_out
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(
-        prefix="llmctl-gpu-check-", dir=None if st else scratch_root()))
+    work = (
+        Path(args.work)
+        if args.work
+        else Path(tempfile.mkdtemp(prefix="llmctl-gpu-check-", dir=None if st else scratch_root()))
+    )
     work.mkdir(parents=True, exist_ok=True)
 
     run = Run(args, Deadline(args.budget), out, work)
@@ -825,10 +959,18 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "cpu-selftest" if st else "gpu",
         "started_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "budget_s": args.budget,
-        "host": {"gpu": gpu["name"] if gpu else None, "gpus": memory.gpus(),
-                 "cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "settings": {"levels": args.levels, "rounds": args.rounds,
-                     "per_client": args.per_client, "max_tokens": args.max_tokens},
+        "host": {
+            "gpu": gpu["name"] if gpu else None,
+            "gpus": memory.gpus(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
+        "settings": {
+            "levels": args.levels,
+            "rounds": args.rounds,
+            "per_client": args.per_client,
+            "max_tokens": args.max_tokens,
+        },
         "work": str(work),
         "models": {},
     }
@@ -863,8 +1005,11 @@ def execute(run: Run, gpu: dict[str, Any] | None) -> int:
     stack = load_stack(args.config)
     container = overlay_container(stack)
     rendered_router = overlay_router_config(stack)
-    run.report["overlay"] = {"command": container.get("command"), "args": container.get("args"),
-                             "env": container_env(container)}
+    run.report["overlay"] = {
+        "command": container.get("command"),
+        "args": container.get("args"),
+        "env": container_env(container),
+    }
     say("overlay flags: " + " ".join(str(a) for a in container.get("args") or []))
 
     server_bin, quantizer = step_build(run, gpu)
@@ -874,24 +1019,26 @@ def execute(run: Run, gpu: dict[str, Any] | None) -> int:
     threads = os.cpu_count() or 1
     paths: dict[str, Path] = {}
     for case in cases:
-        q, seconds = quantize(quantizer, f16[case.key], threads,
-                              timeout=max(30.0, run.deadline.left()))
+        q, seconds = quantize(
+            quantizer, f16[case.key], threads, timeout=max(30.0, run.deadline.left())
+        )
         paths[case.key] = q
         run.report["models"][case.key] = {"quantize_s": round(seconds, 1)}
-        say(f"quantized {q.name} to Q4_K_M in {seconds:.1f} s "
-            f"({q.stat().st_size / 2**20:.1f} MiB)")
+        say(f"quantized {q.name} to Q4_K_M in {seconds:.1f} s ({q.stat().st_size / 2**20:.1f} MiB)")
     run.save()
 
     gpu_name = catalog_gpu(gpu["name"] if gpu else "")
     for case in cases:
         need = 25.0 if args.cpu_selftest else 60.0
         if run.deadline.left() < need:
-            run.skip(f"model {case.key}", f"{run.deadline.left():.0f} s left, about {need:.0f} "
-                     "needed")
+            run.skip(
+                f"model {case.key}", f"{run.deadline.left():.0f} s left, about {need:.0f} needed"
+            )
             continue
         try:
-            result = step_model(run, case, paths[case.key], server_bin, container, stack,
-                                gpu_name, rendered_router)
+            result = step_model(
+                run, case, paths[case.key], server_bin, container, stack, gpu_name, rendered_router
+            )
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
             say(f"model {case.key} FAILED: {result['error']}")
@@ -906,8 +1053,11 @@ def execute(run: Run, gpu: dict[str, Any] | None) -> int:
     run.save()
 
     if not args.cpu_selftest and gpu is not None:
-        step_t4_build(run, builds.arch_of(gpu["compute_cap"]),
-                      sources_ok=bool(args.sources) or any(Path(args.carry).glob("*.tar.gz")))
+        step_t4_build(
+            run,
+            builds.arch_of(gpu["compute_cap"]),
+            sources_ok=bool(args.sources) or any(Path(args.carry).glob("*.tar.gz")),
+        )
         pack_builds(run)
     errors = [k for k, m in run.report["models"].items() if "error" in m]
     return 1 if errors else 0

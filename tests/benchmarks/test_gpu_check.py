@@ -58,11 +58,18 @@ def test_log_buffers_reads_the_gpu_lines_and_the_last_of_repeated_ones() -> None
 
 def test_compare_gives_the_relative_error_of_each_term() -> None:
     p = memory.Prediction(
-        weights=110, kv_cache=100, compute=50, cuda_overhead=40, llama_buffers=260, total=300,
+        weights=110,
+        kv_cache=100,
+        compute=50,
+        cuda_overhead=40,
+        llama_buffers=260,
+        total=300,
         layout="4 x 2048 tokens",
     )
-    rows = {r["term"]: r for r in memory.compare(p, {"weights": 100, "kv_cache": 100,
-                                                     "compute": 40}, process=None)}
+    rows = {
+        r["term"]: r
+        for r in memory.compare(p, {"weights": 100, "kv_cache": 100, "compute": 40}, process=None)
+    }
     assert rows["weights"]["relative_error"] == pytest.approx(0.10)
     assert rows["kv_cache"]["relative_error"] == 0
     assert rows["compute"]["relative_error"] == pytest.approx(0.25)
@@ -81,8 +88,12 @@ def test_server_command_is_the_overlays_with_only_address_model_and_alias_replac
     expected = llamacpp.server_args(stack.gpu.model, stack.gpu.llamacpp)
     assert argv[0] == "/b/llama-server"
     assert len(argv) == len(expected) + 1
-    for name, value in (("--host", "127.0.0.1"), ("--port", "4321"), ("--model", "/m/x.gguf"),
-                        ("--alias", "xa")):
+    for name, value in (
+        ("--host", "127.0.0.1"),
+        ("--port", "4321"),
+        ("--model", "/m/x.gguf"),
+        ("--alias", "xa"),
+    ):
         assert argv[argv.index(name) + 1] == value
     untouched = {"--host", "--port", "--model", "--alias"}
     pairs = dict(zip(expected[::2], expected[1::2], strict=False))
@@ -92,11 +103,21 @@ def test_server_command_is_the_overlays_with_only_address_model_and_alias_replac
 
 
 def test_a_wrapper_command_runs_this_machines_binary() -> None:
-    container = {"command": ["sh", "-c", 'exec /app/llama-server "$@"', "--"],
-                 "args": ["--port", "8080", "--model", "/models/a.gguf"]}
+    container = {
+        "command": ["sh", "-c", 'exec /app/llama-server "$@"', "--"],
+        "args": ["--port", "8080", "--model", "/models/a.gguf"],
+    }
     argv = run.server_command(container, Path("/b/llama-server"), Path("/m.gguf"), "a", 9)
-    assert argv == ["sh", "-c", 'exec /b/llama-server "$@"', "--", "--port", "9", "--model",
-                    "/m.gguf"]
+    assert argv == [
+        "sh",
+        "-c",
+        'exec /b/llama-server "$@"',
+        "--",
+        "--port",
+        "9",
+        "--model",
+        "/m.gguf",
+    ]
 
 
 def test_the_router_config_keeps_the_overlays_limits_with_one_local_gpu_backend() -> None:
@@ -193,10 +214,12 @@ def test_sources_are_found_in_the_sdist_and_in_the_trimmed_tarball(
 
 def test_findings_name_a_slow_router_a_wrong_plan_and_a_cpu_fallback() -> None:
     report: dict[str, Any] = {
-        "models": {"7b": {
-            "throughput": {"8": {"router_over_direct_tok_s": 0.95}},
-            "memory_table": [{"term": "total", "relative_error": 0.15}],
-        }},
+        "models": {
+            "7b": {
+                "throughput": {"8": {"router_over_direct_tok_s": 0.95}},
+                "memory_table": [{"term": "total", "relative_error": 0.15}],
+            }
+        },
         "fail_loudly": {"fails_loudly": False, "state": "healthy"},
     }
     found = run.findings(report)
@@ -213,13 +236,27 @@ def test_cpu_selftest_runs_every_step_and_writes_sane_figures(tmp_path: Path) ->
     server = require_tool("llama-server", "LLAMA_SERVER_BIN")
     quantizer = require_tool("llama-quantize", "LLAMA_QUANTIZE_BIN")
     out = tmp_path / "gpu-check.json"
-    env = dict(os.environ, LLAMA_SERVER_BIN=server, LLAMA_QUANTIZE_BIN=quantizer,
-               GPU_CHECK_PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        LLAMA_SERVER_BIN=server,
+        LLAMA_QUANTIZE_BIN=quantizer,
+        GPU_CHECK_PYTHON=sys.executable,
+    )
     env.pop("OUT", None)
     done = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu" / "run.sh"), "--cpu-selftest", "--out",
-         str(out), "--work", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=360, env=env,
+        [
+            "bash",
+            str(REPO / "benchmarks" / "gpu" / "run.sh"),
+            "--cpu-selftest",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=360,
+        env=env,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -257,8 +294,9 @@ def test_cpu_selftest_runs_every_step_and_writes_sane_figures(tmp_path: Path) ->
             for target in ("direct", "router"):
                 figures = row[target]
                 assert figures["errors"] == 0, (key, level, target, figures["first_errors"])
-                assert figures["requests"] == int(level) * settings["per_client"] * settings[
-                    "rounds"]
+                assert (
+                    figures["requests"] == int(level) * settings["per_client"] * settings["rounds"]
+                )
                 # ignore_eos reached the server through the router too: every answer is full.
                 assert figures["tokens_per_request"] == settings["max_tokens"]
                 assert figures["aggregate_tok_s"] > 0
@@ -282,8 +320,10 @@ def test_cpu_selftest_runs_every_step_and_writes_sane_figures(tmp_path: Path) ->
 
 
 def test_load_summary_counts_tokens_over_wall_time() -> None:
-    bursts = [load.Burst(tokens=80, requests=10, ttft=[0.1] * 10, wall=2.0),
-              load.Burst(tokens=40, requests=5, ttft=[0.3] * 5, wall=2.0)]
+    bursts = [
+        load.Burst(tokens=80, requests=10, ttft=[0.1] * 10, wall=2.0),
+        load.Burst(tokens=40, requests=5, ttft=[0.3] * 5, wall=2.0),
+    ]
     s = load._summary(bursts, max_tokens=8)
     assert s["aggregate_tok_s"] == 30.0 and s["tokens_per_request"] == 8.0
     assert s["aggregate_tok_s_per_round"] == [40.0, 20.0]
@@ -296,6 +336,10 @@ def test_the_selftest_drops_only_the_device_choice_a_cpu_build_cannot_honour() -
         ["/b/llama-server", "--n-gpu-layers", "all", "--metrics"],
         ["--device", "CUDA0"],
     )
-    container = {"env": [{"name": "CUDA_CACHE_PATH", "value": "/var/cache/cuda"},
-                         {"name": "X", "valueFrom": {}}]}
+    container = {
+        "env": [
+            {"name": "CUDA_CACHE_PATH", "value": "/var/cache/cuda"},
+            {"name": "X", "valueFrom": {}},
+        ]
+    }
     assert run.container_env(container, Path("/w")) == {"CUDA_CACHE_PATH": "/w/cuda-cache"}

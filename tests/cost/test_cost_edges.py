@@ -98,8 +98,7 @@ throughput:
 AWS = CloudPlan(CloudName.AWS, "us-east-1", "t3.small", "g4dn.xlarge")
 AZURE = CloudPlan(CloudName.AZURE, "eastus", "Standard_B2s", "Standard_NC4as_T4_v3")
 B2S_WARNING = (
-    "azure: Standard_B2s has no spot price, so it is priced on demand: "
-    "B-series is not sold as spot"
+    "azure: Standard_B2s has no spot price, so it is priced on demand: B-series is not sold as spot"
 )
 
 
@@ -158,7 +157,11 @@ def test_only_the_instance_without_a_spot_price_is_warned_about(prices: PriceCat
 )
 def test_capacity_warnings_at_their_boundaries(
     prices: PriceCatalog,
-    requests: float, tokens: float, active_hours: float, cpu_warns: bool, gpu_warns: bool,
+    requests: float,
+    tokens: float,
+    active_hours: float,
+    cpu_warns: bool,
+    gpu_warns: bool,
 ) -> None:
     workload = Workload(
         gpu_requests_per_day=requests, avg_output_tokens=tokens, active_hours_per_day=active_hours
@@ -184,7 +187,9 @@ def test_capacity_warning_text(prices: PriceCatalog) -> None:
 
 def test_throughput_flags_replace_the_table(prices: PriceCatalog) -> None:
     workload = Workload(
-        gpu_requests_per_day=865, avg_output_tokens=1000, cpu_tokens_per_second=20,
+        gpu_requests_per_day=865,
+        avg_output_tokens=1000,
+        cpu_tokens_per_second=20,
         gpu_tokens_per_second=5,
     )
     warnings = estimate(prices, EstimateRequest(clouds=(AWS,), workload=workload)).warnings
@@ -238,8 +243,9 @@ def test_eks_fee_and_its_assumption(prices: PriceCatalog) -> None:
 
 
 def test_no_control_plane_leaves_every_fee_out(prices: PriceCatalog) -> None:
-    request = EstimateRequest(clouds=(AWS, AZURE), include_control_plane=False,
-                              aks_tier=AksTier.STANDARD)
+    request = EstimateRequest(
+        clouds=(AWS, AZURE), include_control_plane=False, aks_tier=AksTier.STANDARD
+    )
     result = estimate(prices, request)
     assert all(r.control_plane_usd == 0 for r in result.rows)
     assert fees(result) == "control-plane fees left out (--no-control-plane)"
@@ -296,10 +302,20 @@ def test_totals_row_sums_the_clouds(prices: PriceCatalog) -> None:
     aws, azure = row(result, "aws", Mode.GPU), row(result, "azure", Mode.GPU)
     total = row(result, "total", Mode.GPU)
     assert (total.cloud, total.region, total.nodes, total.mode) == (
-        "total", "-", "2 clusters", Mode.GPU,
+        "total",
+        "-",
+        "2 clusters",
+        Mode.GPU,
     )
-    for name in ("gpu_node_hours", "compute_usd", "control_plane_usd", "disk_usd", "total_usd",
-                 "output_tokens", "requests"):
+    for name in (
+        "gpu_node_hours",
+        "compute_usd",
+        "control_plane_usd",
+        "disk_usd",
+        "total_usd",
+        "output_tokens",
+        "requests",
+    ):
         assert getattr(total, name) == pytest.approx(getattr(aws, name) + getattr(azure, name))
     assert total.usd_per_million_tokens == pytest.approx(
         total.total_usd / total.output_tokens * 1e6
@@ -338,12 +354,12 @@ def test_down_share_of_idle_time() -> None:
 @pytest.mark.parametrize(
     ("request_kw", "message"),
     [
-        ({'clouds': ()}, "no cloud to estimate"),
-        ({'hours_per_month': 0}, "--hours-per-month must be above 0, got 0"),
-        ({'hours_per_month': -1}, "--hours-per-month must be above 0"),
-        ({'hours_per_month': math.nan}, "--hours-per-month must be above 0"),
-        ({'hours_per_month': math.inf}, "--hours-per-month must be above 0"),
-        ({'workload': Workload(avg_output_tokens=-1)}, "--avg-output-tokens"),
+        ({"clouds": ()}, "no cloud to estimate"),
+        ({"hours_per_month": 0}, "--hours-per-month must be above 0, got 0"),
+        ({"hours_per_month": -1}, "--hours-per-month must be above 0"),
+        ({"hours_per_month": math.nan}, "--hours-per-month must be above 0"),
+        ({"hours_per_month": math.inf}, "--hours-per-month must be above 0"),
+        ({"workload": Workload(avg_output_tokens=-1)}, "--avg-output-tokens"),
     ],
 )
 def test_estimate_checks_its_own_request(
@@ -355,8 +371,9 @@ def test_estimate_checks_its_own_request(
 
 
 def test_a_short_month_is_accepted(prices: PriceCatalog) -> None:
-    result = estimate(prices, EstimateRequest(clouds=(AWS,), modes=(Mode.GPU,),
-                                              hours_per_month=0.5))
+    result = estimate(
+        prices, EstimateRequest(clouds=(AWS,), modes=(Mode.GPU,), hours_per_month=0.5)
+    )
     assert row(result, "aws", Mode.GPU).gpu_node_hours == 0.5
     assert HOURS_PER_MONTH == 730.0
 
@@ -364,18 +381,18 @@ def test_a_short_month_is_accepted(prices: PriceCatalog) -> None:
 @pytest.mark.parametrize(
     ("kw", "flag"),
     [
-        ({'gpu_requests_per_day': -1}, "--gpu-requests-per-day must be a finite number >= 0"),
-        ({'gpu_requests_per_day': math.inf}, "--gpu-requests-per-day"),
-        ({'avg_output_tokens': math.nan}, "--avg-output-tokens"),
-        ({'idle_timeout_s': -1}, "--idle-timeout must be a finite number >= 0, got -1"),
-        ({'cold_start_s': -0.5}, "--cold-start"),
-        ({'gpu_tokens_per_second': 0}, "--tokens-per-second must be a finite number > 0, got 0"),
-        ({'gpu_tokens_per_second': math.inf}, "--tokens-per-second"),
-        ({'cpu_tokens_per_second': 0}, "--cpu-tokens-per-second must be a finite number > 0"),
-        ({'cpu_tokens_per_second': -2}, "--cpu-tokens-per-second"),
-        ({'active_hours_per_day': 0}, "--active-hours must be above 0 and at most 24, got 0"),
-        ({'active_hours_per_day': 24.5}, "--active-hours"),
-        ({'active_hours_per_day': -3}, "--active-hours"),
+        ({"gpu_requests_per_day": -1}, "--gpu-requests-per-day must be a finite number >= 0"),
+        ({"gpu_requests_per_day": math.inf}, "--gpu-requests-per-day"),
+        ({"avg_output_tokens": math.nan}, "--avg-output-tokens"),
+        ({"idle_timeout_s": -1}, "--idle-timeout must be a finite number >= 0, got -1"),
+        ({"cold_start_s": -0.5}, "--cold-start"),
+        ({"gpu_tokens_per_second": 0}, "--tokens-per-second must be a finite number > 0, got 0"),
+        ({"gpu_tokens_per_second": math.inf}, "--tokens-per-second"),
+        ({"cpu_tokens_per_second": 0}, "--cpu-tokens-per-second must be a finite number > 0"),
+        ({"cpu_tokens_per_second": -2}, "--cpu-tokens-per-second"),
+        ({"active_hours_per_day": 0}, "--active-hours must be above 0 and at most 24, got 0"),
+        ({"active_hours_per_day": 24.5}, "--active-hours"),
+        ({"active_hours_per_day": -3}, "--active-hours"),
     ],
 )
 def test_workload_rejects(kw: dict[str, float], flag: str) -> None:
@@ -398,10 +415,10 @@ def test_rejection_hint_names_the_allowed_values() -> None:
 @pytest.mark.parametrize(
     "kw",
     [
-        {'active_hours_per_day': 24},
-        {'active_hours_per_day': 0.5},
-        {'gpu_tokens_per_second': 0.5, 'cpu_tokens_per_second': 0.5},
-        {'gpu_requests_per_day': 0, 'avg_output_tokens': 0, 'idle_timeout_s': 0, 'cold_start_s': 0},
+        {"active_hours_per_day": 24},
+        {"active_hours_per_day": 0.5},
+        {"gpu_tokens_per_second": 0.5, "cpu_tokens_per_second": 0.5},
+        {"gpu_requests_per_day": 0, "avg_output_tokens": 0, "idle_timeout_s": 0, "cold_start_s": 0},
     ],
 )
 def test_workload_accepts_its_boundaries(kw: dict[str, float]) -> None:
@@ -409,10 +426,20 @@ def test_workload_accepts_its_boundaries(kw: dict[str, float]) -> None:
 
 
 def test_assumption_lines_say_what_was_priced(prices: PriceCatalog) -> None:
-    workload = Workload(gpu_requests_per_day=240, avg_output_tokens=500, active_hours_per_day=12,
-                        gpu_tokens_per_second=40)
-    request = EstimateRequest(clouds=(AWS, AZURE), workload=workload, hours_per_month=720,
-                              capacity=Capacity.ON_DEMAND, cpu_disk_gb=20, gpu_disk_gb=50)
+    workload = Workload(
+        gpu_requests_per_day=240,
+        avg_output_tokens=500,
+        active_hours_per_day=12,
+        gpu_tokens_per_second=40,
+    )
+    request = EstimateRequest(
+        clouds=(AWS, AZURE),
+        workload=workload,
+        hours_per_month=720,
+        capacity=Capacity.ON_DEMAND,
+        cpu_disk_gb=20,
+        gpu_disk_gb=50,
+    )
     lines = estimate(prices, request).assumptions
     assert lines[0] == "720 hours per month; on-demand capacity where the cloud sells it"
     for expected in (
@@ -433,7 +460,8 @@ def test_estimate_rejection_hints(prices: PriceCatalog) -> None:
     with pytest.raises(ConfigError) as no_cloud:
         estimate(prices, EstimateRequest(clouds=()))
     assert (no_cloud.value.message, no_cloud.value.hint) == (
-        "no cloud to estimate", "allowed clouds: aws, azure, gcp, all",
+        "no cloud to estimate",
+        "allowed clouds: aws, azure, gcp, all",
     )
     with pytest.raises(ConfigError) as hours:
         estimate(prices, EstimateRequest(clouds=(AWS,), hours_per_month=0))
@@ -467,18 +495,27 @@ def test_less_than_one_request_a_month_still_has_per_unit_figures(prices: PriceC
 
 # --- GKE's fee and the scale-to-zero idle tail ------------------------------------------------
 
-GCP_ZONAL = CloudPlan(CloudName.GCP, "us-central1", "e2-standard-2", "n1-standard-16",
-                      location="us-central1-a")
+GCP_ZONAL = CloudPlan(
+    CloudName.GCP, "us-central1", "e2-standard-2", "n1-standard-16", location="us-central1-a"
+)
 
 
 @pytest.mark.parametrize(
     ("plan", "free_tier", "line"),
     [
-        (GCP_ZONAL, None, "GKE fee covered by the free tier: us-central1-a is a zone (one zonal "
-         "or Autopilot cluster per billing account; --no-gke-free-tier if it is taken)"),
+        (
+            GCP_ZONAL,
+            None,
+            "GKE fee covered by the free tier: us-central1-a is a zone (one zonal "
+            "or Autopilot cluster per billing account; --no-gke-free-tier if it is taken)",
+        ),
         (GCP_ZONAL, False, "GKE fee $0.10/h for zonal us-central1-a (--no-gke-free-tier)"),
-        (GCP, None, "GKE fee $0.10/h: us-central1 is a regional cluster, which the free tier "
-         "never covers (a regional pool also runs its nodes in each zone; one is counted)"),
+        (
+            GCP,
+            None,
+            "GKE fee $0.10/h: us-central1 is a regional cluster, which the free tier "
+            "never covers (a regional pool also runs its nodes in each zone; one is counted)",
+        ),
     ],
 )
 def test_gke_fee_assumption(

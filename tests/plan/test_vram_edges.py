@@ -138,10 +138,22 @@ def test_partial_offload_takes_the_last_blocks() -> None:
 
 def shape(**kw: Any) -> ModelShape:
     base: dict[str, Any] = {
-        "name": "m", "source": "test", "architecture": "llama", "quantization": "F16",
-        "n_layers": 2, "n_embd": 64, "n_heads": 4, "n_kv_heads": 2, "head_dim_k": 16,
-        "head_dim_v": 16, "n_ff": 256, "n_vocab": 100, "ctx_train": 512, "layer_bytes": (1, 1),
-        "input_bytes": 0, "output_bytes": 0,
+        "name": "m",
+        "source": "test",
+        "architecture": "llama",
+        "quantization": "F16",
+        "n_layers": 2,
+        "n_embd": 64,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "head_dim_k": 16,
+        "head_dim_v": 16,
+        "n_ff": 256,
+        "n_vocab": 100,
+        "ctx_train": 512,
+        "layer_bytes": (1, 1),
+        "input_bytes": 0,
+        "output_bytes": 0,
     }
     return ModelShape(**{**base, **kw})
 
@@ -206,7 +218,10 @@ def test_catalog_shape_splits_the_file_by_parameter_counts() -> None:
     assert m.weight_bytes == 4_081_004_224
     assert (m.n_ff, m.n_vocab, m.head_dim_k, m.head_dim_v) == (11008, 32000, 128, 128)
     assert (m.source, m.architecture, m.quantization, m.ctx_train) == (
-        "catalog", "llama", "Q4_K_M", 4096,
+        "catalog",
+        "llama",
+        "Q4_K_M",
+        4096,
     )
 
 
@@ -237,8 +252,12 @@ SHAPE_MD = {
 def test_header_takes_the_vocabulary_from_token_embd_when_metadata_lacks_it() -> None:
     h = header(
         SHAPE_MD,
-        [("token_embd.weight", (64, 320), 1000), ("output.weight", (64, 320), 500),
-         ("blk.0.attn_q.weight", (64, 64), 10), ("blk.1.attn_q.weight", (64, 64), 20)],
+        [
+            ("token_embd.weight", (64, 320), 1000),
+            ("output.weight", (64, 320), 500),
+            ("blk.0.attn_q.weight", (64, 64), 10),
+            ("blk.1.attn_q.weight", (64, 64), 20),
+        ],
     )
     m = ModelShape.from_header(h)
     assert m.n_vocab == 320
@@ -251,9 +270,12 @@ def test_header_takes_the_vocabulary_from_token_embd_when_metadata_lacks_it() ->
 
 def test_header_vocabulary_from_the_token_list_then_metadata() -> None:
     tensors = [("token_embd.weight", (64,), 10), ("output.weight", (64, 5), 5)]
-    assert ModelShape.from_header(header(
-        {**SHAPE_MD, "tokenizer.ggml.tokens": ["a", "b", "c"]}, tensors
-    )).n_vocab == 3
+    assert (
+        ModelShape.from_header(
+            header({**SHAPE_MD, "tokenizer.ggml.tokens": ["a", "b", "c"]}, tensors)
+        ).n_vocab
+        == 3
+    )
     # the metadata's vocab_size wins over the token list and the tensor's shape
     both = {**SHAPE_MD, "tokenizer.ggml.tokens": ["a"], "llama.vocab_size": 7}
     assert ModelShape.from_header(header(both, tensors)).n_vocab == 7
@@ -264,8 +286,13 @@ def test_header_vocabulary_from_the_token_list_then_metadata() -> None:
 def test_header_block_tensors_beyond_the_block_count_are_not_layers() -> None:
     h = header(
         SHAPE_MD,
-        [("token_embd.weight", (64, 10), 1), ("output.weight", (64, 10), 2),
-         ("blk.0.x", (1,), 3), ("blk.1.x", (1,), 4), ("blk.2.x", (1,), 50)],
+        [
+            ("token_embd.weight", (64, 10), 1),
+            ("output.weight", (64, 10), 2),
+            ("blk.0.x", (1,), 3),
+            ("blk.1.x", (1,), 4),
+            ("blk.2.x", (1,), 50),
+        ],
     )
     m = ModelShape.from_header(h)
     assert m.layer_bytes == (3, 4) and m.output_bytes == 2 + 50
@@ -299,14 +326,19 @@ def test_a_model_too_big_for_the_gpu_at_any_setting() -> None:
 
 
 def need_of(total: int) -> VramNeed:
-    return VramNeed(weights=total, kv_cache=0, compute=0, cuda_overhead=0, gpu_layers=1,
-                    output_on_gpu=True)
+    return VramNeed(
+        weights=total, kv_cache=0, compute=0, cuda_overhead=0, gpu_layers=1, output_on_gpu=True
+    )
 
 
 def refused(max_parallel: int, max_ctx: int, kv_type: str = "f16") -> str:
     p = Plan(
-        model=llama_7b(), gpu=T4, settings=ServeSettings(2048, 4, kv_type=kv_type),
-        need=need_of(2 * GIB), usable=GIB, max_parallel=max_parallel,
+        model=llama_7b(),
+        gpu=T4,
+        settings=ServeSettings(2048, 4, kv_type=kv_type),
+        need=need_of(2 * GIB),
+        usable=GIB,
+        max_parallel=max_parallel,
         max_ctx_per_request=max_ctx,
     )
     report = fit_report(p, ctx_name="c", par_name="p")
@@ -335,10 +367,17 @@ def test_refusal_boundaries() -> None:
 
 def test_warn_and_ok_messages() -> None:
     def report(total: int) -> vram.FitReport:
-        return fit_report(Plan(
-            model=llama_7b(), gpu=T4, settings=ServeSettings(2048, 4, kv_unified=True),
-            need=need_of(total), usable=100 * GIB, max_parallel=8, max_ctx_per_request=4096,
-        ))
+        return fit_report(
+            Plan(
+                model=llama_7b(),
+                gpu=T4,
+                settings=ServeSettings(2048, 4, kv_unified=True),
+                need=need_of(total),
+                usable=100 * GIB,
+                max_parallel=8,
+                max_ctx_per_request=4096,
+            )
+        )
 
     warn = report(91 * GIB)  # 9% to spare
     assert warn.level is FitLevel.WARN
@@ -356,8 +395,15 @@ def test_warn_and_ok_messages() -> None:
 
 
 def test_headroom() -> None:
-    p = Plan(model=llama_7b(), gpu=T4, settings=ServeSettings(1, 1), need=need_of(3 * GIB),
-             usable=4 * GIB, max_parallel=1, max_ctx_per_request=256)
+    p = Plan(
+        model=llama_7b(),
+        gpu=T4,
+        settings=ServeSettings(1, 1),
+        need=need_of(3 * GIB),
+        usable=4 * GIB,
+        max_parallel=1,
+        max_ctx_per_request=256,
+    )
     assert (p.fits, p.headroom, p.headroom_fraction) == (True, GIB, 0.25)
 
 
@@ -431,8 +477,12 @@ def test_tied_embedding_puts_a_second_copy_of_token_embd_on_the_gpu() -> None:
     # no output.weight: llama.cpp loads token_embd again as the output head, next to the norm
     h = header(
         SHAPE_MD,
-        [("token_embd.weight", (64, 320), 1000), ("output_norm.weight", (64,), 7),
-         ("blk.0.x", (1,), 3), ("blk.1.x", (1,), 4)],
+        [
+            ("token_embd.weight", (64, 320), 1000),
+            ("output_norm.weight", (64,), 7),
+            ("blk.0.x", (1,), 3),
+            ("blk.1.x", (1,), 4),
+        ],
     )
     m = ModelShape.from_header(h)
     assert (m.input_bytes, m.output_bytes) == (1000, 7 + 1000)
@@ -444,8 +494,13 @@ def test_tied_embedding_puts_a_second_copy_of_token_embd_on_the_gpu() -> None:
 def test_untied_output_head_is_counted_once() -> None:
     h = header(
         SHAPE_MD,
-        [("token_embd.weight", (64, 320), 1000), ("output_norm.weight", (64,), 7),
-         ("output.weight", (64, 320), 900), ("blk.0.x", (1,), 3), ("blk.1.x", (1,), 4)],
+        [
+            ("token_embd.weight", (64, 320), 1000),
+            ("output_norm.weight", (64,), 7),
+            ("output.weight", (64, 320), 900),
+            ("blk.0.x", (1,), 3),
+            ("blk.1.x", (1,), 4),
+        ],
     )
     m = ModelShape.from_header(h)
     assert (m.input_bytes, m.output_bytes) == (1000, 7 + 900)
@@ -486,7 +541,8 @@ def test_check_gpu_fit_passes_every_llama_cpp_setting(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     stack = stack_with(
-        monkeypatch, tmp_path,
+        monkeypatch,
+        tmp_path,
         "gpu.model.name=llama-2-7b",  # an alias of llama-2-7b-chat
         "gpu.llamacpp.ngl=20",
         "gpu.llamacpp.flash_attn=false",
@@ -497,8 +553,13 @@ def test_check_gpu_fit_passes_every_llama_cpp_setting(
     report = vram.check_gpu_fit(stack, CloudName.AZURE)
     assert report.plan is not None
     assert report.plan.settings == ServeSettings(
-        ctx_per_request=2048, parallel=4, kv_type="f16", flash_attn=False, ngl=20,
-        kv_unified=True, ctx_size=4096,
+        ctx_per_request=2048,
+        parallel=4,
+        kv_type="f16",
+        flash_attn=False,
+        ngl=20,
+        kv_unified=True,
+        ctx_size=4096,
     )
     assert report.plan.model == llama_7b()
     assert report.plan.gpu == T4
@@ -513,8 +574,11 @@ def test_check_gpu_fit_refusal_names_the_config_keys(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     stack = stack_with(
-        monkeypatch, tmp_path, "gpu.model.name=llama-2-13b-chat",
-        "gpu.llamacpp.ctx_per_request=4096", "gpu.llamacpp.parallel=8",
+        monkeypatch,
+        tmp_path,
+        "gpu.model.name=llama-2-13b-chat",
+        "gpu.llamacpp.ctx_per_request=4096",
+        "gpu.llamacpp.parallel=8",
     )
     report = vram.check_gpu_fit(stack, CloudName.AWS)
     assert report.level is FitLevel.REFUSE and report.plan is not None

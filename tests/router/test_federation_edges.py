@@ -14,8 +14,7 @@ MODEL = "llama-2-7b-chat"
 
 
 def peer(name: str, *capacities: TierCapacity) -> PeerView:
-    return PeerView(name=name, ready=True, models=frozenset({MODEL}),
-                    tiers={Tier.GPU: capacities})
+    return PeerView(name=name, ready=True, models=frozenset({MODEL}), tiers={Tier.GPU: capacities})
 
 
 def test_a_tier_entry_without_slots_does_not_hide_the_next_one() -> None:

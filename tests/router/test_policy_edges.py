@@ -128,10 +128,22 @@ def test_known_ids_include_models_only_a_backend_serves() -> None:
             "cloud": "aws",
             "models": [{"name": TINY.name, "parameters": TINY.parameters}],
             "backends": [
-                {"name": "a", "url": "http://x:1", "tier": "cpu", "cloud": "aws",
-                 "model": "phi-2", "slots": 1},
-                {"name": "b", "url": "http://x:2", "tier": "cpu", "cloud": "aws",
-                 "model": TINY.name, "slots": 1},
+                {
+                    "name": "a",
+                    "url": "http://x:1",
+                    "tier": "cpu",
+                    "cloud": "aws",
+                    "model": "phi-2",
+                    "slots": 1,
+                },
+                {
+                    "name": "b",
+                    "url": "http://x:2",
+                    "tier": "cpu",
+                    "cloud": "aws",
+                    "model": TINY.name,
+                    "slots": 1,
+                },
             ],
             "policy": {"fallbackModel": TINY.name},
         }
@@ -192,7 +204,10 @@ def test_retry_candidates_rerank_by_current_load() -> None:
 
 def test_small_chat_with_nothing_ready_is_a_cpu_refusal() -> None:
     refusal = policy.plan_route(
-        TINY, "chat", False, [B("c", ready=False), B("g", Tier.GPU, BIG.name, ready=False)],
+        TINY,
+        "chat",
+        False,
+        [B("c", ready=False), B("g", Tier.GPU, BIG.name, ready=False)],
         POLICY,
     )
     assert isinstance(refusal, Refusal)
@@ -202,7 +217,10 @@ def test_small_chat_with_nothing_ready_is_a_cpu_refusal() -> None:
 
 def test_big_chat_with_nothing_ready_is_a_gpu_refusal() -> None:
     refusal = policy.plan_route(
-        BIG, "chat", False, [B("c", ready=False), B("g", Tier.GPU, BIG.name, ready=False)],
+        BIG,
+        "chat",
+        False,
+        [B("c", ready=False), B("g", Tier.GPU, BIG.name, ready=False)],
         POLICY,
     )
     assert isinstance(refusal, Refusal)
@@ -217,7 +235,9 @@ def test_any_cpu_backend_is_the_fallback_when_none_serves_the_fallback_model() -
     )
     assert isinstance(route, Route)
     assert (route.wanted, route.served, route.fallback_reason) == (
-        Tier.GPU, Served.CPU_FALLBACK, "no_ready_gpu",
+        Tier.GPU,
+        Served.CPU_FALLBACK,
+        "no_ready_gpu",
     )
     assert names(route.backends) == ["c"]
 
@@ -225,9 +245,14 @@ def test_any_cpu_backend_is_the_fallback_when_none_serves_the_fallback_model() -
 def test_the_fallback_never_uses_a_gpu_backend() -> None:
     # a ready GPU backend serving another model is not a CPU fallback for a GPU request
     route = policy.plan_route(
-        BIG, "chat", False,
-        [B("c", model="phi-2"), B("g", Tier.GPU, BIG.name, ready=False),
-         B("g2", Tier.GPU, "other", ready=False)],
+        BIG,
+        "chat",
+        False,
+        [
+            B("c", model="phi-2"),
+            B("g", Tier.GPU, BIG.name, ready=False),
+            B("g2", Tier.GPU, "other", ready=False),
+        ],
         POLICY,
     )
     assert isinstance(route, Route) and names(route.backends) == ["c"]
@@ -239,7 +264,9 @@ def test_cpu_request_falls_back_to_the_gpu_backend_serving_its_model_first() -> 
     route = policy.plan_route(TINY, "chat", False, [B("c", ready=False), other, own], POLICY)
     assert isinstance(route, Route)
     assert (route.wanted, route.served, route.fallback_reason) == (
-        Tier.CPU, Served.GPU, "no_ready_cpu",
+        Tier.CPU,
+        Served.GPU,
+        "no_ready_cpu",
     )
     assert names(route.backends) == ["g-own"]
 
@@ -273,12 +300,19 @@ def test_require_gpu_refusal_message_says_why() -> None:
 def test_a_replanned_request_skips_the_tried_backends_in_every_fallback() -> None:
     # CPU wanted, none ready: the GPU fallback leaves out the GPU backend already tried
     g1, g2 = B("g1", Tier.GPU, BIG.name), B("g2", Tier.GPU, BIG.name, load=1)
-    route = policy.plan_route(TINY, "chat", False, [B("c", ready=False), g1, g2], POLICY,
-                              exclude=["g1"])
+    route = policy.plan_route(
+        TINY, "chat", False, [B("c", ready=False), g1, g2], POLICY, exclude=["g1"]
+    )
     assert isinstance(route, Route) and names(route.backends) == ["g2"]
     # GPU wanted, none ready: the CPU fallback leaves out the CPU backend already tried
     c1, c2 = B("c1"), B("c2", load=1)
-    route = policy.plan_route(BIG, "chat", False, [c1, c2, B("g", Tier.GPU, BIG.name,
-                              ready=False)], POLICY, exclude=["c1"])
+    route = policy.plan_route(
+        BIG,
+        "chat",
+        False,
+        [c1, c2, B("g", Tier.GPU, BIG.name, ready=False)],
+        POLICY,
+        exclude=["c1"],
+    )
     assert isinstance(route, Route) and route.served == Served.CPU_FALLBACK
     assert names(route.backends) == ["c2"]
