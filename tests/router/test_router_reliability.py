@@ -19,29 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.router.stubs import REPLY
+from tests.router.stubs import sse_event as event
 from tests.support.router import RouterProcess, router_config
 
 pytestmark = pytest.mark.e2e
-
-REPLY = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "stub",
-    "choices": [
-        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "fine"}}
-    ],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
-
-
-def event(text: str) -> bytes:
-    chunk = {
-        "object": "chat.completion.chunk",
-        "model": "stub",
-        "choices": [{"index": 0, "delta": {"content": text}}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 class Stub:
