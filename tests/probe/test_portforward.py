@@ -108,3 +108,23 @@ def test_forward_to_a_port_nobody_listens_on_fails_the_connection(
     with portforward.forward(target, portforward.kube_stream(api, target.namespace)) as url:
         with pytest.raises(OSError):
             urllib.request.urlopen(url + "/healthz", timeout=10)
+
+
+def test_a_stream_that_fails_to_open_at_first_is_opened_again(hello: int) -> None:
+    """A busy API server may refuse the WebSocket for a moment: nothing has reached the pod
+    yet, so the tunnel tries again instead of closing the client's connection."""
+    import socket
+
+    attempts: list[str] = []
+
+    def flaky_open(pod: str, port: int) -> Any:
+        attempts.append(pod)
+        if len(attempts) == 1:
+            raise ConnectionError("API server busy")
+        return socket.create_connection(("127.0.0.1", hello))
+
+    target = portforward.ForwardTarget("llm-server", "llm-router", "router-0", 8080)
+    with portforward.forward(target, flaky_open) as url:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
+            assert json.load(response)["path"] == "/v1/models"
+    assert attempts == ["router-0", "router-0"]

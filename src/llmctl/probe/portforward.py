@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -161,12 +162,28 @@ def _pipe(source: Any, sink: Any) -> None:
             sink.shutdown(socket.SHUT_WR)
 
 
+# Opening the WebSocket can fail for a moment on a busy API server. Nothing has reached the pod
+# yet (the client's bytes wait in the local socket), so trying again is safe, as it is not once
+# bytes have been relayed.
+OPEN_DELAYS_S = (0.25, 0.5, 1.0)
+
+
+def _open_with_retries(target: ForwardTarget, open_stream: OpenStream) -> Stream | None:
+    for delay in (*OPEN_DELAYS_S, None):
+        try:
+            return open_stream(target.pod, target.port)
+        except Exception:
+            if delay is None:
+                return None
+            time.sleep(delay)
+    return None
+
+
 def _serve_connection(
     client: socket.socket, target: ForwardTarget, open_stream: OpenStream
 ) -> None:
-    try:
-        remote = open_stream(target.pod, target.port)
-    except Exception:  # the client then sees its connection closed: a clear failure
+    remote = _open_with_retries(target, open_stream)
+    if remote is None:  # the client then sees its connection closed: a clear failure
         client.close()
         return
     upstream = threading.Thread(target=_pipe, args=(client, remote), daemon=True)
