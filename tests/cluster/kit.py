@@ -4,6 +4,7 @@ shaped as `llmctl gpu enable` makes them, waiting on the API, kubectl."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -253,6 +254,50 @@ def port_forward_to(
         },
     }
     apply_objects(plane, [forward])
+    if wait:
+        wait_for(
+            f"kwok to forward port {port} of pod {namespace}/{pod}",
+            lambda: _answers_through_port_forward(plane, namespace, pod, port),
+            30,
+        )
+
+
+def _answers_through_port_forward(plane: ControlPlane, namespace: str, pod: str, port: int) -> bool:
+    """Whether an HTTP request sent through the API server's port-forward to the pod gets an
+    HTTP answer. Until kwok's informer has the PortForward, kwok answers on the error channel
+    and the client closes the stream (`getPodsForward`: "no forward found for port", kwok v0.8.0
+    pkg/kwok/server/debugging_port_forword.go), which a test would see as a lost connection."""
+    from kubernetes.client import CoreV1Api
+    from kubernetes.stream.stream import portforward
+
+    from llmctl import kube
+
+    try:
+        forwarded = portforward(
+            CoreV1Api(
+                kube.api_client(str(plane.kubeconfig))
+            ).connect_get_namespaced_pod_portforward,
+            pod,
+            namespace,
+            ports=str(port),
+        )
+    except Exception:  # the API server or kwok not ready to open the stream yet
+        return False
+    stream = forwarded.socket(port)
+    try:
+        stream.settimeout(5)
+        stream.sendall(b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n")
+        head = stream.recv(5)
+        # The client's proxy thread never sees the pod's end close, so end it from this side
+        # (it closes its socket and the WebSocket on EOF) and read what it had, to no reset.
+        stream.shutdown(socket.SHUT_WR)
+        while stream.recv(65536):
+            pass
+        return head == b"HTTP/"
+    except OSError:
+        return False
+    finally:
+        stream.close()
 
 
 def ensure_namespace(plane: ControlPlane) -> None:
