@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from llmctl.router import federation, policy
 from llmctl.router.federation import PeerChoice, PeerView, TierCapacity
 from llmctl.router.policy import Refusal, Route, Served
-from llmctl.router.table import ModelRoute, Policy, Tier
+from llmctl.router.table import ModelRoute, Tier
+from tests.router.fakes import BIG, POLICY, TINY, FakeBackend
+from tests.router.fakes import cpu as local_cpu
+from tests.router.fakes import gpu as local_gpu
 
-POLICY = Policy(fallbackModel="tinyllama-1.1b-chat")
-TINY = ModelRoute(name="tinyllama-1.1b-chat", parameters=1_100_000_000, aliases=("tinyllama",))
-BIG = ModelRoute(name="llama-2-7b-chat", parameters=6_740_000_000)
 MODELS = frozenset({TINY.name, BIG.name})
-
-
-@dataclass
-class FakeBackend:
-    name: str
-    tier: Tier
-    model: str
-    ready: bool = True
-    slots: int = 2
-    cost_weight: float = 1.0
-    load: int = 0
-
-
-def local_cpu(**kw: object) -> FakeBackend:
-    return FakeBackend("aws/cpu", Tier.CPU, TINY.name, **kw)  # type: ignore[arg-type]
-
-
-def local_gpu(**kw: object) -> FakeBackend:
-    return FakeBackend("aws/gpu", Tier.GPU, BIG.name, **kw)  # type: ignore[arg-type]
 
 
 def peer(
