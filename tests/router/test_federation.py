@@ -85,58 +85,69 @@ def test_score_unmeasured_latency_counts_as_zero() -> None:
 # --- rank_peers ----------------------------------------------------------------------------
 
 
-def test_rank_more_free_slots_first_with_equal_slots() -> None:
-    peers = [peer("azure", gpu=(4, 1)), peer("gcp", gpu=(4, 3))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_unequal_slots_by_utilisation_not_by_free_count() -> None:
+# Peers, and the order rank_peers tries them in for the GPU tier and BIG; each case is named for
+# the rule it shows.
+GPU_RANKS: dict[str, tuple[list[PeerView], str]] = {
+    "equal slots: more free first": (
+        [peer("azure", gpu=(4, 1)), peer("gcp", gpu=(4, 3))],
+        "gcp azure",
+    ),
     # azure: 3 free of 16 (14/16 busy after this one); gcp: 2 free of 2 (1/2 after)
-    peers = [peer("azure", gpu=(16, 3)), peer("gcp", gpu=(2, 2))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
+    "unequal slots: by utilisation, not free count": (
+        [peer("azure", gpu=(16, 3)), peer("gcp", gpu=(2, 2))],
+        "gcp azure",
+    ),
     # and the other way round: 15 free of 16 beats 1 free of 2
-    peers = [peer("gcp", gpu=(2, 1)), peer("azure", gpu=(16, 15))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["azure", "gcp"]
-
-
-def test_rank_weight_below_one_makes_a_busier_peer_win() -> None:
+    "unequal slots, other way round": (
+        [peer("gcp", gpu=(2, 1)), peer("azure", gpu=(16, 15))],
+        "azure gcp",
+    ),
     # gcp 3/4 busy after this request at weight 0.5 = 0.375; azure 1/4 at weight 2 = 0.5
-    peers = [peer("azure", gpu=(4, 4), weight=2.0), peer("gcp", gpu=(4, 2), weight=0.5)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-    # at equal weights the idle one wins
-    peers = [peer("azure", gpu=(4, 4)), peer("gcp", gpu=(4, 2))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["azure", "gcp"]
+    "weight below one makes a busier peer win": (
+        [peer("azure", gpu=(4, 4), weight=2.0), peer("gcp", gpu=(4, 2), weight=0.5)],
+        "gcp azure",
+    ),
+    "at equal weights the idle one wins": (
+        [peer("azure", gpu=(4, 4)), peer("gcp", gpu=(4, 2))],
+        "azure gcp",
+    ),
+    "a full peer comes after any free one": (
+        [peer("azure", gpu=(4, 0), weight=0.1), peer("gcp", gpu=(4, 1), weight=5.0)],
+        "gcp azure",
+    ),
+    "latency breaks a tie of load and weight": (
+        [peer("azure", ttfb=0.080), peer("gcp", ttfb=0.020)],
+        "gcp azure",
+    ),
+    "latency does not beat load": (
+        [peer("azure", gpu=(4, 1), ttfb=0.001), peer("gcp", gpu=(4, 4), ttfb=5.0)],
+        "gcp azure",
+    ),
+    "full ties keep the configured order": (
+        [peer("gcp", ttfb=0.05), peer("azure", ttfb=0.05)],
+        "gcp azure",
+    ),
+    "full ties, reversed": ([peer("azure", ttfb=0.05), peer("gcp", ttfb=0.05)], "azure gcp"),
+    "unmeasured is tried before slow": (
+        [peer("azure", ttfb=0.3), peer("gcp", ttfb=None)],
+        "gcp azure",
+    ),
+    "leaves out peers not ready": ([peer("azure", ready=False), peer("gcp")], "gcp"),
+    "leaves out a tier with no slots": (
+        [peer("azure", gpu=(0, 0)), peer("gcp", gpu=(1, 1))],
+        "gcp",
+    ),
+    "leaves out a peer not knowing the model": (
+        [peer("azure", models=frozenset({TINY.name})), peer("gcp")],
+        "gcp",
+    ),
+}
 
 
-def test_rank_a_full_peer_comes_after_any_free_one() -> None:
-    peers = [peer("azure", gpu=(4, 0), weight=0.1), peer("gcp", gpu=(4, 1), weight=5.0)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_latency_breaks_a_tie_of_load_and_weight() -> None:
-    peers = [peer("azure", ttfb=0.080), peer("gcp", ttfb=0.020)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_latency_does_not_beat_load() -> None:
-    peers = [peer("azure", gpu=(4, 1), ttfb=0.001), peer("gcp", gpu=(4, 4), ttfb=5.0)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_full_ties_keep_the_configured_order() -> None:
-    peers = [peer("gcp", ttfb=0.05), peer("azure", ttfb=0.05)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-    assert names(federation.rank_peers(peers[::-1], Tier.GPU, BIG.name)) == ["azure", "gcp"]
-
-
-def test_rank_unmeasured_peer_is_tried_before_a_slow_one() -> None:
-    peers = [peer("azure", ttfb=0.3), peer("gcp", ttfb=None)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_leaves_out_peers_not_ready() -> None:
-    peers = [peer("azure", ready=False), peer("gcp")]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
+@pytest.mark.parametrize("case", list(GPU_RANKS))
+def test_rank_gpu_peers(case: str) -> None:
+    peers, order = GPU_RANKS[case]
+    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == order.split()
 
 
 def test_rank_all_not_ready_is_empty() -> None:
@@ -148,16 +159,6 @@ def test_rank_leaves_out_a_peer_without_the_tier() -> None:
     peers = [peer("azure", gpu=None), peer("gcp")]
     assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
     assert names(federation.rank_peers(peers, Tier.CPU, TINY.name)) == ["azure", "gcp"]
-
-
-def test_rank_leaves_out_a_tier_with_no_slots() -> None:
-    peers = [peer("azure", gpu=(0, 0)), peer("gcp", gpu=(1, 1))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
-
-
-def test_rank_leaves_out_a_peer_that_does_not_know_the_model() -> None:
-    peers = [peer("azure", models=frozenset({TINY.name})), peer("gcp")]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
 
 
 def test_rank_free_only_drops_full_peers() -> None:
