@@ -21,17 +21,12 @@ import pytest
 
 from tests.router.fedstubs import StubServer, metrics, sample, wait_for
 from tests.support.llama import free_port
-from tests.support.router import RouterProcess, router_config
+from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
-CPU_MODEL = "tinyllama-1.1b-chat"
-GPU_MODEL = "llama-2-7b-chat"
-MODELS = [
-    {"name": CPU_MODEL, "parameters": 1_100_000_000},
-    {"name": GPU_MODEL, "parameters": 6_740_000_000},
-]
+MODELS = two_models()
 CLIENT_KEY = "ck"
 PEER_KEY = "pk"
 ENV = {"CLIENT_KEYS": CLIENT_KEY, "PEER_KEYS": PEER_KEY, "WRONG_PEER_KEYS": "not-pk"}
