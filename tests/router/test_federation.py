@@ -88,59 +88,39 @@ def test_score_unmeasured_latency_counts_as_zero() -> None:
 # Peers, and the order rank_peers tries them in for the GPU tier and BIG; each case is named for
 # the rule it shows.
 GPU_RANKS: dict[str, tuple[list[PeerView], str]] = {
-    "equal slots: more free first": (
-        [peer("azure", gpu=(4, 1)), peer("gcp", gpu=(4, 3))],
-        "gcp azure",
-    ),
-    # azure: 3 free of 16 (14/16 busy after this one); gcp: 2 free of 2 (1/2 after)
-    "unequal slots: by utilisation, not free count": (
-        [peer("azure", gpu=(16, 3)), peer("gcp", gpu=(2, 2))],
-        "gcp azure",
-    ),
-    # and the other way round: 15 free of 16 beats 1 free of 2
-    "unequal slots, other way round": (
-        [peer("gcp", gpu=(2, 1)), peer("azure", gpu=(16, 15))],
-        "azure gcp",
-    ),
-    # gcp 3/4 busy after this request at weight 0.5 = 0.375; azure 1/4 at weight 2 = 0.5
-    "weight below one makes a busier peer win": (
+    "more free first": ([peer("azure", gpu=(4, 1)), peer("gcp", gpu=(4, 3))], "gcp azure"),
+    # Unequal slots rank by utilisation, not by free count. azure: 3 free of 16 (14/16 busy
+    # after this one); gcp: 2 free of 2 (1/2 after); and the other way round: 15 free of 16
+    # beats 1 free of 2.
+    "utilisation": ([peer("azure", gpu=(16, 3)), peer("gcp", gpu=(2, 2))], "gcp azure"),
+    "utilisation too": ([peer("gcp", gpu=(2, 1)), peer("azure", gpu=(16, 15))], "azure gcp"),
+    # A weight below one makes a busier peer win: gcp 3/4 busy after this request at weight
+    # 0.5 = 0.375; azure 1/4 at weight 2 = 0.5. At equal weights the idle one wins.
+    "weight": (
         [peer("azure", gpu=(4, 4), weight=2.0), peer("gcp", gpu=(4, 2), weight=0.5)],
         "gcp azure",
     ),
-    "at equal weights the idle one wins": (
-        [peer("azure", gpu=(4, 4)), peer("gcp", gpu=(4, 2))],
-        "azure gcp",
-    ),
-    "a full peer comes after any free one": (
+    "equal weights": ([peer("azure", gpu=(4, 4)), peer("gcp", gpu=(4, 2))], "azure gcp"),
+    # A full peer comes after any free one, whatever its weight.
+    "full last": (
         [peer("azure", gpu=(4, 0), weight=0.1), peer("gcp", gpu=(4, 1), weight=5.0)],
         "gcp azure",
     ),
-    "latency breaks a tie of load and weight": (
-        [peer("azure", ttfb=0.080), peer("gcp", ttfb=0.020)],
-        "gcp azure",
-    ),
-    "latency does not beat load": (
+    # Latency breaks a tie of load and weight, but does not beat load.
+    "latency tie": ([peer("azure", ttfb=0.080), peer("gcp", ttfb=0.020)], "gcp azure"),
+    "load over latency": (
         [peer("azure", gpu=(4, 1), ttfb=0.001), peer("gcp", gpu=(4, 4), ttfb=5.0)],
         "gcp azure",
     ),
-    "full ties keep the configured order": (
-        [peer("gcp", ttfb=0.05), peer("azure", ttfb=0.05)],
-        "gcp azure",
-    ),
-    "full ties, reversed": ([peer("azure", ttfb=0.05), peer("gcp", ttfb=0.05)], "azure gcp"),
-    "unmeasured is tried before slow": (
-        [peer("azure", ttfb=0.3), peer("gcp", ttfb=None)],
-        "gcp azure",
-    ),
-    "leaves out peers not ready": ([peer("azure", ready=False), peer("gcp")], "gcp"),
-    "leaves out a tier with no slots": (
-        [peer("azure", gpu=(0, 0)), peer("gcp", gpu=(1, 1))],
-        "gcp",
-    ),
-    "leaves out a peer not knowing the model": (
-        [peer("azure", models=frozenset({TINY.name})), peer("gcp")],
-        "gcp",
-    ),
+    # Full ties keep the configured order, either way round.
+    "full tie": ([peer("gcp", ttfb=0.05), peer("azure", ttfb=0.05)], "gcp azure"),
+    "full tie reversed": ([peer("azure", ttfb=0.05), peer("gcp", ttfb=0.05)], "azure gcp"),
+    # An unmeasured peer is tried before a slow one.
+    "unmeasured": ([peer("azure", ttfb=0.3), peer("gcp", ttfb=None)], "gcp azure"),
+    # Left out: peers not ready, a tier with no slots, a peer that does not know the model.
+    "not ready": ([peer("azure", ready=False), peer("gcp")], "gcp"),
+    "no slots": ([peer("azure", gpu=(0, 0)), peer("gcp", gpu=(1, 1))], "gcp"),
+    "unknown model": ([peer("azure", models=frozenset({TINY.name})), peer("gcp")], "gcp"),
 }
 
 
