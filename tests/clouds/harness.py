@@ -149,7 +149,7 @@ def _azure() -> Iterator[Harness]:
         action = "Microsoft.ContainerService/managedClusters/agentPools/write"
 
         def deny() -> None:
-            aks.forbidden_action = action
+            aks.forbidden = action
 
         def stored_max() -> int:
             return int(aks.pools["gput4"]["properties"]["maxCount"])

@@ -6,13 +6,14 @@ tests can assert on what the real SDK clients sent.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -43,6 +44,25 @@ class Response:
 
 
 Route = Callable[[Request], Response]
+
+
+@dataclass
+class PoolApi:
+    """What the GKE and AKS stand-ins both keep: the clusters that exist (at first the one
+    llmctl's defaults name, `CLUSTER`), each node pool as the API returns it (by pool name), the
+    long-running operations (by id), the permission the caller is refused (None: all granted)
+    and the counter operation ids and eTags come from."""
+
+    CLUSTER: ClassVar[str]
+
+    clusters: set[str] = field(default_factory=set)
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, Any] = field(default_factory=dict)
+    forbidden: str | None = None
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.clusters = self.clusters or {self.CLUSTER}
 
 
 @dataclass
