@@ -10,16 +10,29 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory, repo: Path) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(repo)],
-        check=True,
+def pip(*args: str) -> subprocess.CompletedProcess[str]:
+    """This environment's pip, quiet, no dependencies (no index, no network); it must succeed.
+    Also used by tests/test_wheel_install.py."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet", "--no-deps"],
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    return next(out.glob("llmctl_k8s-*.whl"))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def build_wheel(repo: Path, out: Path) -> Path:
+    """The wheel of the checkout at `repo`, built into `out`."""
+    pip("wheel", "-w", str(out), str(repo))
+    (wheel,) = out.glob("llmctl_k8s-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory, repo: Path) -> Path:
+    return build_wheel(repo, tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_ships_the_templates(wheel: Path, repo: Path) -> None:
@@ -40,22 +53,7 @@ def test_wheel_ships_the_helm_chart(wheel: Path, repo: Path) -> None:
 
 def test_installed_wheel_renders_from_any_directory(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    pip("install", "--target", str(site), str(wheel))
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     # Only the installed copy is importable: no source tree on the path.

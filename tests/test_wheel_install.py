@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import sysconfig
 import venv
 from pathlib import Path
@@ -20,28 +19,11 @@ from pathlib import Path
 import yaml
 
 from tests.support.tools import require_tool
+from tests.test_packaging import build_wheel, pip
 
 
 def test_wheel_in_a_fresh_venv_renders_a_chart_helm_can_use(repo: Path, tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(dist),
-            str(repo),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = dist.glob("llmctl_k8s-*.whl")
+    wheel = build_wheel(repo, tmp_path / "dist")
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -55,69 +37,32 @@ def test_wheel_in_a_fresh_venv_renders_a_chart_helm_can_use(repo: Path, tmp_path
     # typer, rich, jinja2, pyyaml, pydantic from this environment; not its editable llmctl
     # (a path added by a .pth line does not have its own .pth files processed).
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "-q",
-            "--no-deps",
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert installed.returncode == 0, installed.stderr
+    pip("--python", str(python), "install", str(wheel))
 
     work = tmp_path / "empty"
     work.mkdir()
     env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    render = subprocess.run(
-        [str(env_dir / "bin" / "llmctl"), "render"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert render.returncode == 0, render.stderr
-    where = subprocess.run(
-        [str(python), "-c", "import llmctl; print(llmctl.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+
+    def run(*argv: str | Path) -> str:
+        """A command of the fresh venv, run in the empty directory; it must succeed."""
+        done = subprocess.run(
+            [str(a) for a in argv], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rendered = run(env_dir / "bin" / "llmctl", "render")
+    where = run(python, "-c", "import llmctl; print(llmctl.__file__)")
     assert where.startswith(site), f"llmctl came from {where}, not the wheel"
-    assert "42 file(s) written" in render.stdout
+    assert "42 file(s) written" in rendered
     # The command it printed, run as printed (the README's `helm install ... charts/llm-router`).
-    shown = re.search(r"helm install <release> (\S+) -f", render.stdout)
-    assert shown, render.stdout
+    shown = re.search(r"helm install <release> (\S+) -f", rendered)
+    assert shown, rendered
     chart = work / shown.group(1)
     assert (chart / "Chart.yaml").is_file() and (chart / "templates").is_dir()
     # The prices ship too, and the hint for a missing extra installs from this very wheel.
-    cost = subprocess.run(
-        [str(env_dir / "bin" / "llmctl"), "cost", "estimate", "-o", "json"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert cost.returncode == 0, cost.stderr
-    hint = subprocess.run(
-        [str(python), "-c", "from llmctl.extras import install_command as c; print(c('cloud'))"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    run(env_dir / "bin" / "llmctl", "cost", "estimate", "-o", "json")
+    hint = run(python, "-c", "from llmctl.extras import install_command as c; print(c('cloud'))")
     assert f"{python} -m pip install" in hint and f"{wheel.name}[cloud]" in hint, hint
     helm = require_tool("helm")
     for cloud in ("aws", "azure", "gcp"):

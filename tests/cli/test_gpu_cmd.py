@@ -5,16 +5,13 @@ deleted after it)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from azure.core.credentials import AccessToken
 from google.auth.credentials import AnonymousCredentials
 from moto import mock_aws
 from typer.testing import CliRunner
@@ -23,13 +20,13 @@ from llmctl import clouds
 from llmctl.catalog import CloudName
 from llmctl.cli.main import app
 from llmctl.clouds.aws import AwsCloud
-from llmctl.clouds.azure import AzureCloud
 from llmctl.clouds.gcp import GcpCloud
 from llmctl.config import Stack
 from llmctl.manifests import cluster_setup_objects
+from tests.clouds.harness import azure_cloud, gcp_cloud
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kit import get_json, gpu_node, only_these_gpu_nodes, wait_for
-from tests.support import fake_aks
+from tests.support.cli import python_on_src
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
 from tests.support.fake_eks import eks_cluster
@@ -101,6 +98,25 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         client = eks_cluster(node_role="arn:aws:iam::123456789012:role/n")
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
         yield client
+
+
+@pytest.fixture
+def gke(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGke]:
+    """The GKE stand-in, served; `llmctl gpu --cloud gcp` talks to it."""
+    stand_in = FakeGke()
+    with serve(stand_in.route) as server:
+        monkeypatch.setitem(clouds.FACTORIES, CloudName.GCP, lambda: gcp_cloud(server.url))
+        yield stand_in
+
+
+@pytest.fixture
+def aks(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAks]:
+    """The AKS stand-in, served; `llmctl gpu --cloud azure` talks to it."""
+    stand_in = FakeAks()
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", stand_in.subscription)
+    with serve(stand_in.route) as server:
+        monkeypatch.setitem(clouds.FACTORIES, CloudName.AZURE, lambda: azure_cloud(server.url))
+        yield stand_in
 
 
 def run(*args: str, input: str | None = None) -> Any:
@@ -323,52 +339,32 @@ def test_no_credentials_through_the_cli() -> None:
     assert "no usable AWS credentials" in result.output and "AWS_PROFILE" in result.output
 
 
-def test_gcp_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    gke = FakeGke()
-    with serve(gke.route) as server:
-        monkeypatch.setitem(
-            clouds.FACTORIES,
-            CloudName.GCP,
-            lambda: GcpCloud(endpoint=server.url, credentials=AnonymousCredentials(), poll_delay=0),
-        )
-        args = ["--cloud", "gcp", "--project", "proj"]
-        created = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
-        assert created.exit_code == 0, created.output
-        assert "gpu-t4" in gke.pools
-        again = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
-        assert "nothing to change" in again.stderr
-        status = run("gpu", "status", *args, "--skip-cluster", "--output", "json")
-        pool = json.loads(status.stdout)["pool"]
-        assert (pool["instanceType"], pool["capacityType"], pool["status"]) == (
-            "n1-standard-4",
-            "spot",
-            "RUNNING",
-        )
-        assert run("gpu", "disable", *args, "--yes").exit_code == 0
-        assert gke.pools == {}
+def test_gcp_through_the_cli(gke: FakeGke) -> None:
+    args = ["--cloud", "gcp", "--project", "proj"]
+    created = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
+    assert created.exit_code == 0, created.output
+    assert "gpu-t4" in gke.pools
+    again = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
+    assert "nothing to change" in again.stderr
+    status = run("gpu", "status", *args, "--skip-cluster", "--output", "json")
+    pool = json.loads(status.stdout)["pool"]
+    assert (pool["instanceType"], pool["capacityType"], pool["status"]) == (
+        "n1-standard-4",
+        "spot",
+        "RUNNING",
+    )
+    assert run("gpu", "disable", *args, "--yes").exit_code == 0
+    assert gke.pools == {}
 
 
-class StaticToken:
-    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
-        return AccessToken(fake_aks.TOKEN, int(time.time()) + 3600)
-
-
-def test_azure_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    aks = FakeAks()
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", aks.subscription)
-    with serve(aks.route) as server:
-        monkeypatch.setitem(
-            clouds.FACTORIES,
-            CloudName.AZURE,
-            lambda: AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0),
-        )
-        created = run("gpu", "enable", "--cloud", "azure", "--yes", "--skip-cluster-setup")
-        assert created.exit_code == 0, created.output
-        assert aks.pools["gput4"]["properties"]["scaleSetPriority"] == "Spot"
-        status = run("gpu", "status", "--cloud", "azure", "--skip-cluster")
-        assert "Standard_NC4as_T4_v3" in status.stdout and "Succeeded" in status.stdout
-        assert run("gpu", "disable", "--cloud", "azure", "--yes").exit_code == 0
-        assert aks.pools == {}
+def test_azure_through_the_cli(aks: FakeAks) -> None:
+    created = run("gpu", "enable", "--cloud", "azure", "--yes", "--skip-cluster-setup")
+    assert created.exit_code == 0, created.output
+    assert aks.pools["gput4"]["properties"]["scaleSetPriority"] == "Spot"
+    status = run("gpu", "status", "--cloud", "azure", "--skip-cluster")
+    assert "Standard_NC4as_T4_v3" in status.stdout and "Succeeded" in status.stdout
+    assert run("gpu", "disable", "--cloud", "azure", "--yes").exit_code == 0
+    assert aks.pools == {}
 
 
 def test_help_imports_no_cloud_sdk() -> None:
@@ -378,14 +374,7 @@ def test_help_imports_no_cloud_sdk() -> None:
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'kubernetes')"
         " or m.startswith(('google.cloud', 'azure.'))]; print(heavy); assert not heavy"
     )
-    src = Path(__file__).resolve().parents[2] / "src"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
+    done = python_on_src(code)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -564,33 +553,23 @@ def test_review_inputs_end_in_one_line_and_the_documented_exit_code(
 
 
 def test_aks_managed_gpu_pool_gets_no_second_device_plugin(
-    monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane, kubeconfig_file: str
+    aks: FakeAks, control_plane: ControlPlane, kubeconfig_file: str
 ) -> None:
     """Review item 8: an AKS pool with managed GPU (gpuProfile.nvidia.managementMode Managed)
     runs AKS's own device plugin; llmctl applies none and status does not ask for one."""
-    aks = FakeAks()
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", aks.subscription)
-    with serve(aks.route) as server:
-        monkeypatch.setitem(
-            clouds.FACTORIES,
-            CloudName.AZURE,
-            lambda: AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0),
-        )
-        args = ["--cloud", "azure", "--kubeconfig", kubeconfig_file]
-        assert run("gpu", "enable", *args, "--yes").exit_code == 0
-        # AKS: the device plugin, applied by llmctl, and no RuntimeClass.
-        plugin = setup_object(CloudName.AZURE, "DaemonSet")
-        assert applied_by_llmctl(control_plane, plugin)
-        assert stored(control_plane, setup_object(CloudName.AWS, "RuntimeClass")) is None
-        aks.pools["gput4"]["properties"]["gpuProfile"] = {"nvidia": {"managementMode": "Managed"}}
-        # Gone from the cluster: a second enable that applied it again would bring it back.
-        meta = plugin["metadata"]
-        control_plane.kubectl(
-            "delete", "daemonset", meta["name"], "-n", meta["namespace"], "--wait"
-        )
-        again = run("gpu", "enable", *args, "--yes")
-        assert again.exit_code == 0, again.output
-        assert "managed NVIDIA device plugin" in " ".join(again.stderr.split())
-        assert stored(control_plane, plugin) is None
-        report = json.loads(run("gpu", "status", *args, "--output", "json").stdout)
-        assert not any("device plugin" in r for r in report["scaleFromZero"]["reasons"])
+    args = ["--cloud", "azure", "--kubeconfig", kubeconfig_file]
+    assert run("gpu", "enable", *args, "--yes").exit_code == 0
+    # AKS: the device plugin, applied by llmctl, and no RuntimeClass.
+    plugin = setup_object(CloudName.AZURE, "DaemonSet")
+    assert applied_by_llmctl(control_plane, plugin)
+    assert stored(control_plane, setup_object(CloudName.AWS, "RuntimeClass")) is None
+    aks.pools["gput4"]["properties"]["gpuProfile"] = {"nvidia": {"managementMode": "Managed"}}
+    # Gone from the cluster: a second enable that applied it again would bring it back.
+    meta = plugin["metadata"]
+    control_plane.kubectl("delete", "daemonset", meta["name"], "-n", meta["namespace"], "--wait")
+    again = run("gpu", "enable", *args, "--yes")
+    assert again.exit_code == 0, again.output
+    assert "managed NVIDIA device plugin" in " ".join(again.stderr.split())
+    assert stored(control_plane, plugin) is None
+    report = json.loads(run("gpu", "status", *args, "--output", "json").stdout)
+    assert not any("device plugin" in r for r in report["scaleFromZero"]["reasons"])

@@ -25,10 +25,8 @@ from llmctl.manifests import cluster_setup_objects
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kit import (
     apply_objects,
-    cri_log,
     deploy_router,
     ensure_namespace,
-    get_json,
     gpu_node,
     only_these_gpu_nodes,
     port_forward_to,
@@ -37,18 +35,14 @@ from tests.cluster.kit import (
 )
 from tests.support.cli import run_llmctl
 from tests.support.gguf_models import write_llama_gguf
-from tests.support.llama import LlamaServer, free_port
+from tests.support.gpu_check_pod import SMI_LOG, check_pods, serve_smi_log
+from tests.support.llama import CPU_MODEL, GPU_MODEL, LlamaServer, free_port, routed_models
 from tests.support.router import RouterProcess, router_config
 
 pytestmark = pytest.mark.e2e
 
-CPU_MODEL = "tinyllama-1.1b-chat"
-GPU_MODEL = "llama-2-7b-chat"
 API_KEY = "sk-test-inference"
-MODELS = [
-    {"name": CPU_MODEL, "parameters": 1_100_000_000, "aliases": ["tinyllama"]},
-    {"name": GPU_MODEL, "parameters": 6_740_000_000},
-]
+MODELS = routed_models(cpu_aliases=("tinyllama",))
 # Wide enough that Rich's error panel keeps each sentence on one line.
 KEY_ENV = {"LLMCTL_API_KEY": API_KEY, "OPENAI_API_KEY": "", "COLUMNS": "400"}
 NO_KEY_ENV = {"OPENAI_API_KEY": "", "COLUMNS": "400"}
@@ -128,13 +122,23 @@ def llmctl_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dic
     return result.returncode, json.loads(result.stdout), result.stderr
 
 
+def ask(
+    url: str, model: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
+    """`llmctl test-inference --url URL --model MODEL ARGS`, its JSON report."""
+    return llmctl_json("--url", url, "--model", model, *args, env=env)
+
+
+def ask_text(url: str, model: str, *args: str) -> Any:
+    """`llmctl test-inference --url URL --model MODEL ARGS`, its report for people."""
+    return run_llmctl("test-inference", "--url", url, "--model", model, *args, env=KEY_ENV)
+
+
 # --- reports ----------------------------------------------------------------------------------
 
 
 def test_streaming_report_has_tier_backend_ttft_and_tokens(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url", stack.router.url, "--model", "tinyllama", "--max-tokens", "12"
-    )
+    code, data, stderr = ask(stack.router.url, "tinyllama", "--max-tokens", "12")
     assert code == 0, stderr
     assert data["passed"] and data["succeeded"] == 1 and data["failed"] == 0
     result = data["results"][0]
@@ -152,9 +156,7 @@ def test_streaming_report_has_tier_backend_ttft_and_tokens(stack: Stack) -> None
 
 
 def test_non_streaming_report_reads_usage(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url", stack.router.url, "--model", GPU_MODEL, "--no-stream", "--max-tokens", "8"
-    )
+    code, data, stderr = ask(stack.router.url, GPU_MODEL, "--no-stream", "--max-tokens", "8")
     assert code == 0, stderr
     result = data["results"][0]
     assert data["stream"] is False
@@ -164,16 +166,7 @@ def test_non_streaming_report_reads_usage(stack: Stack) -> None:
 
 
 def test_text_report_for_people(stack: Stack) -> None:
-    result = run_llmctl(
-        "test-inference",
-        "--url",
-        stack.router.url + "/v1",
-        "--model",
-        "tinyllama",
-        "--max-tokens",
-        "6",
-        env=KEY_ENV,
-    )
+    result = ask_text(stack.router.url + "/v1", "tinyllama", "--max-tokens", "6")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for row in (
@@ -192,10 +185,8 @@ def test_text_report_for_people(stack: Stack) -> None:
 
 
 def test_complexity_header_and_expect_tier_gpu(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url",
+    code, data, stderr = ask(
         stack.router.url,
-        "--model",
         "tinyllama",
         "--complexity",
         "reasoning",
@@ -209,17 +200,8 @@ def test_complexity_header_and_expect_tier_gpu(stack: Stack) -> None:
 
 
 def test_many_requests_concurrently(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url",
-        stack.router.url,
-        "--model",
-        "tinyllama",
-        "--requests",
-        "20",
-        "--concurrency",
-        "4",
-        "--max-tokens",
-        "8",
+    code, data, stderr = ask(
+        stack.router.url, "tinyllama", "--requests", "20", "--concurrency", "4", "--max-tokens", "8"
     )
     assert code == 0, stderr
     assert data["requests"] == 20 and data["concurrency"] == 4
@@ -234,11 +216,8 @@ def test_many_requests_concurrently(stack: Stack) -> None:
 
 
 def test_many_requests_text_summary(stack: Stack) -> None:
-    result = run_llmctl(
-        "test-inference",
-        "--url",
+    result = ask_text(
         stack.router.url,
-        "--model",
         GPU_MODEL,
         "-n",
         "6",
@@ -247,7 +226,6 @@ def test_many_requests_text_summary(stack: Stack) -> None:
         "--max-tokens",
         "4",
         "--no-stream",
-        env=KEY_ENV,
     )
     assert result.returncode == 0, result.stderr
     for row in (
@@ -277,9 +255,7 @@ def test_connection_refused_names_the_url_and_port_forward() -> None:
 
 
 def test_missing_api_key_says_how_to_pass_it(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url", stack.router.url, "--model", "tinyllama", env=NO_KEY_ENV
-    )
+    code, data, stderr = ask(stack.router.url, "tinyllama", env=NO_KEY_ENV)
     assert code == 1
     assert data["results"][0]["status"] == 401 and data["errors"] == {"unauthorized": 1}
     assert "needs an API key (HTTP 401" in stderr
@@ -287,29 +263,20 @@ def test_missing_api_key_says_how_to_pass_it(stack: Stack) -> None:
 
 
 def test_wrong_api_key_is_refused(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url", stack.router.url, "--model", "tinyllama", "--api-key", "sk-wrong", env=NO_KEY_ENV
-    )
+    code, data, stderr = ask(stack.router.url, "tinyllama", "--api-key", "sk-wrong", env=NO_KEY_ENV)
     assert code == 1 and data["errors"] == {"unauthorized": 1}
     assert "refused the API key" in stderr
     assert "sk-wrong" not in stderr  # keys are never echoed
 
 
 def test_openai_api_key_is_the_fallback(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url",
-        stack.router.url,
-        "--model",
-        "tinyllama",
-        "--max-tokens",
-        "2",
-        env={"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"},
-    )
+    env = {"OPENAI_API_KEY": API_KEY, "COLUMNS": "400"}
+    code, data, stderr = ask(stack.router.url, "tinyllama", "--max-tokens", "2", env=env)
     assert code == 0, stderr
 
 
 def test_unknown_model_lists_the_served_ones(stack: Stack) -> None:
-    code, data, stderr = llmctl_json("--url", stack.router.url, "--model", "gpt-4")
+    code, data, stderr = ask(stack.router.url, "gpt-4")
     assert code == 1
     failure = data["results"][0]["failure"]
     assert failure["kind"] == "model_not_found" and failure["status"] == 404
@@ -319,15 +286,8 @@ def test_unknown_model_lists_the_served_ones(stack: Stack) -> None:
 
 
 def test_expect_gpu_but_cpu_answers(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url",
-        stack.router.url,
-        "--model",
-        "tinyllama",
-        "--expect-tier",
-        "gpu",
-        "--max-tokens",
-        "2",
+    code, data, stderr = ask(
+        stack.router.url, "tinyllama", "--expect-tier", "gpu", "--max-tokens", "2"
     )
     assert code == 1
     assert data["succeeded"] == 1 and data["tiers"] == {"cpu": 1} and not data["passed"]
@@ -337,30 +297,16 @@ def test_expect_gpu_but_cpu_answers(stack: Stack) -> None:
 
 
 def test_expect_gpu_when_the_gpu_pool_is_down_reports_the_fallback(stack: Stack) -> None:
-    code, data, stderr = llmctl_json(
-        "--url",
-        stack.degraded.url,
-        "--model",
-        GPU_MODEL,
-        "--expect-tier",
-        "gpu",
-        "--max-tokens",
-        "2",
+    code, data, stderr = ask(
+        stack.degraded.url, GPU_MODEL, "--expect-tier", "gpu", "--max-tokens", "2"
     )
     assert code == 1
     assert data["tiers"] == {"cpu-fallback": 1}
     assert "but cpu-fallback (1) answered" in stderr
     assert "no GPU backend was ready" in stderr and "llmctl gpu status" in stderr
     # The CPU tier accepts its own fallback.
-    code, data, stderr = llmctl_json(
-        "--url",
-        stack.degraded.url,
-        "--model",
-        GPU_MODEL,
-        "--expect-tier",
-        "cpu",
-        "--max-tokens",
-        "2",
+    code, data, stderr = ask(
+        stack.degraded.url, GPU_MODEL, "--expect-tier", "cpu", "--max-tokens", "2"
     )
     assert code == 0, stderr
 
@@ -369,7 +315,7 @@ def test_no_backend_ready_is_503_with_retry_after(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     config = router_config([backend("aws/cpu", dead, "cpu", CPU_MODEL)], MODELS[:1], CPU_MODEL)
     with RouterProcess(config, tmp_path) as router:
-        code, data, stderr = llmctl_json("--url", router.url, "--model", CPU_MODEL)
+        code, data, stderr = ask(router.url, CPU_MODEL)
     assert code == 1
     failure = data["results"][0]["failure"]
     assert failure["kind"] == "unavailable" and failure["status"] == 503
@@ -447,10 +393,8 @@ def test_smollm2_answers_in_real_english(tmp_path: Path) -> None:
             [backend("aws/cpu", server.url, "cpu", CPU_MODEL)], MODELS[:1], CPU_MODEL
         )
         with RouterProcess(config, tmp_path) as router:
-            code, data, stderr = llmctl_json(
-                "--url",
+            code, data, stderr = ask(
                 router.url,
-                "--model",
                 CPU_MODEL,
                 "--prompt",
                 "Explain quantum computing",
@@ -509,30 +453,6 @@ def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
 # Deployment run on a kwok node, whose kubelet (kwok) forwards their port 8080 to the real router
 # on loopback; the --gpu-check pod is scheduled on a kwok GPU node shaped as `gpu enable` makes it.
 
-SMI_LOG = (
-    "| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
-    "|   0  Tesla T4            On   | 00000000:00:1E.0 Off |                    0 |\n"
-)
-
-
-def check_pods(plane: ControlPlane) -> list[str]:
-    pods = get_json(plane, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=gpu-check")
-    return [p["metadata"]["name"] for p in pods["items"]]
-
-
-def smi_log(plane: ControlPlane, tmp_path: Path, text: str) -> None:
-    """kwok serves `text` as the log of every nvidia-smi container in the namespace."""
-    (tmp_path / "nvidia-smi.log").write_text(cri_log(text))
-    apply_objects(plane, [{
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "ClusterLogs",
-        "metadata": {"name": "nvidia-smi"},
-        "spec": {
-            "selector": {"matchNamespaces": [NAMESPACE]},
-            "logs": [{"containers": ["nvidia-smi"], "logsFile": str(tmp_path / "nvidia-smi.log")}],
-        },
-    }])  # fmt: skip
-
 
 @pytest.fixture
 def cluster(stack: Stack, control_plane: ControlPlane, tmp_path: Path) -> Iterator[str]:
@@ -543,7 +463,7 @@ def cluster(stack: Stack, control_plane: ControlPlane, tmp_path: Path) -> Iterat
         apply_objects(control_plane, cluster_setup_objects(StackConfig(), cloud))
     for pod in deploy_router(control_plane):
         port_forward_to(control_plane, NAMESPACE, pod, 8080, stack.router.port)
-    smi_log(control_plane, tmp_path, SMI_LOG)
+    serve_smi_log(control_plane, tmp_path, SMI_LOG)
     yield str(control_plane.kubeconfig)
     assert check_pods(control_plane) == [], "a GPU check pod was left behind"
     reset_llmctl_objects(control_plane)
@@ -597,7 +517,7 @@ def test_gpu_check_runs_the_pod_prints_its_log_and_deletes_it(
 def test_gpu_check_failure_exits_1_and_deletes_the_pod(
     stack: Stack, cluster: str, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    smi_log(
+    serve_smi_log(
         control_plane,
         tmp_path,
         "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n",

@@ -6,14 +6,13 @@ import json
 import re
 import shlex
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli.main import app
+from tests.support.cli import python_on_src
 from tests.support.gguf_models import TINY, write_llama_gguf
 from tests.support.range_server import range_server
 
@@ -174,13 +173,8 @@ def test_cli_startup_does_not_import_gguf_or_numpy() -> None:
         "import sys, llmctl.cli.main; "
         "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(DOCS.parents[1] / "src")},
-    )
+    out = python_on_src(code)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner
@@ -16,8 +17,13 @@ from tests.support.cli import run_llmctl
 runner = CliRunner()
 
 
+def render(*args: str, **env: str) -> Any:
+    """`llmctl render ARGS` with only these environment variables."""
+    return runner.invoke(app, ["render", *args], env=env)
+
+
 def test_render_writes_every_tree(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
+    result = render("--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "42 file(s) written" in result.output
     for cloud in ("aws", "azure", "gcp"):
@@ -25,12 +31,12 @@ def test_render_writes_every_tree(tmp_path: Path) -> None:
         assert (tmp_path / "clusters" / cloud / "overlays" / "gpu" / "kustomization.yaml").is_file()
         for tier in ("cpu", "gpu"):
             assert (tmp_path / "charts" / "llm-router" / f"values-{cloud}-{tier}.yaml").is_file()
-    again = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
+    again = render("--out", str(tmp_path))
     assert "0 file(s) written, 42 unchanged" in again.output
 
 
 def test_render_one_cloud(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["render", "--cloud", "gcp", "--out", str(tmp_path)], env={})
+    result = render("--cloud", "gcp", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "clusters").iterdir()) == ["components", "gcp"]
     values = sorted(p.name for p in (tmp_path / "charts" / "llm-router").glob("values-*-*.yaml"))
@@ -50,7 +56,7 @@ def test_render_in_the_checkout_leaves_the_chart_alone(repo: Path) -> None:
 
 
 def test_stdout_prints_the_gpu_overlay_objects() -> None:
-    result = runner.invoke(app, ["render", "--cloud", "aws", "--gpu", "--stdout"], env={})
+    result = render("--cloud", "aws", "--gpu", "--stdout")
     assert result.exit_code == 0, result.output
     assert list(yaml.safe_load_all(result.stdout)) == built_objects(
         Stack(), CloudName.AWS, gpu=True
@@ -58,22 +64,20 @@ def test_stdout_prints_the_gpu_overlay_objects() -> None:
 
 
 def test_gpu_enabled_env_picks_the_overlay_for_stdout() -> None:
-    on = runner.invoke(app, ["render", "--cloud", "azure", "--stdout"], env={"GPU_ENABLED": "true"})
-    off = runner.invoke(
-        app, ["render", "--cloud", "azure", "--stdout"], env={"GPU_ENABLED": "false"}
-    )
+    on = render("--cloud", "azure", "--stdout", GPU_ENABLED="true")
+    off = render("--cloud", "azure", "--stdout", GPU_ENABLED="false")
     assert "gpu-llm-server" in on.output and "gpu-llm-server" not in off.output
 
 
 def test_unknown_cloud_exits_2_with_the_allowed_values() -> None:
-    result = runner.invoke(app, ["render", "--cloud", "oracle", "--stdout"], env={})
+    result = render("--cloud", "oracle", "--stdout")
     assert result.exit_code == 2
     assert "oracle" in result.output and "aws, azure, gcp, all" in result.output
     assert "Traceback" not in result.output
 
 
 def test_stdout_needs_one_cloud() -> None:
-    result = runner.invoke(app, ["render", "--stdout"], env={})
+    result = render("--stdout")
     assert result.exit_code == 2 and "--cloud" in result.output
 
 
@@ -81,9 +85,7 @@ def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
     config = tmp_path / "llmctl.yaml"
     config.write_text("gpu:\n  maxReplicas: lots\n")
     # Wide enough that the error panel does not cut pytest's long temporary path.
-    result = runner.invoke(
-        app, ["render", "--config", str(config), "--out", str(tmp_path)], env={"COLUMNS": "300"}
-    )
+    result = render("--config", str(config), "--out", str(tmp_path), COLUMNS="300")
     assert result.exit_code == 2
     assert f"{config}:2" in result.output and "gpu.maxReplicas" in result.output
     assert "Traceback" not in result.output
@@ -123,18 +125,13 @@ def test_python_dash_m_works() -> None:
 
 
 def test_render_refuses_a_gpu_tier_that_does_not_fit_and_writes_nothing(tmp_path: Path) -> None:
-    result = runner.invoke(
-        app,
-        [
-            "render",
-            "--out",
-            str(tmp_path),
-            "--set",
-            "gpu.llamacpp.parallel=10",
-            "--set",
-            "gpu.llamacpp.ctx_per_request=4096",
-        ],
-        env={},
+    result = render(
+        "--out",
+        str(tmp_path),
+        "--set",
+        "gpu.llamacpp.parallel=10",
+        "--set",
+        "gpu.llamacpp.ctx_per_request=4096",
     )
     assert result.exit_code == 2
     flat = " ".join(result.output.replace("│", " ").split())
@@ -143,11 +140,7 @@ def test_render_refuses_a_gpu_tier_that_does_not_fit_and_writes_nothing(tmp_path
 
 
 def test_render_warns_when_the_gpu_model_cannot_be_checked(tmp_path: Path) -> None:
-    result = runner.invoke(
-        app,
-        ["render", "--cloud", "aws", "--gpu", "--stdout", "--set", "gpu.model.name=my-model"],
-        env={},
-    )
+    result = render("--cloud", "aws", "--gpu", "--stdout", "--set", "gpu.model.name=my-model")
     assert result.exit_code == 0
     assert "warning: model 'my-model' is not in llmctl's catalog" in result.stderr
     assert "warning:" not in result.stdout  # the YAML on stdout stays clean
@@ -155,47 +148,26 @@ def test_render_warns_when_the_gpu_model_cannot_be_checked(tmp_path: Path) -> No
 
 
 def test_render_warns_on_stderr_while_the_router_image_is_the_unpublished_default() -> None:
-    result = runner.invoke(app, ["render", "--cloud", "aws", "--stdout"], env={})
+    result = render("--cloud", "aws", "--stdout")
     assert result.exit_code == 0
     assert "warning: images.router is still the default ghcr.io/llmctl/llm-router" in (
         result.stderr
     )
     assert "warning:" not in result.stdout
-    own = runner.invoke(
-        app,
-        [
-            "render",
-            "--cloud",
-            "aws",
-            "--stdout",
-            "--set",
-            "images.router=123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-router:0.1.0",
-        ],
-        env={},
-    )
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-router:0.1.0"
+    own = render("--cloud", "aws", "--stdout", "--set", f"images.router={image}")
     assert own.exit_code == 0
     assert "images.router" not in own.stderr
 
 
 def test_render_warns_about_eks_model_volumes_without_a_storage_class(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["render", "--out", str(tmp_path)], env={})
+    result = render("--out", str(tmp_path))
     assert result.exit_code == 0
     flat = " ".join(result.stderr.split())
     assert "cpu.model.storageClassName and gpu.model.storageClassName unset" in flat
     assert "EKS clusters created at 1.30 or later have none" in flat
-    gcp = runner.invoke(app, ["render", "--cloud", "gcp", "--stdout"], env={})
+    gcp = render("--cloud", "gcp", "--stdout")
     assert "storageClassName" not in gcp.stderr  # GKE and AKS have a default class
-    classed = runner.invoke(
-        app,
-        [
-            "render",
-            "--cloud",
-            "aws",
-            "--stdout",
-            "--set",
-            "cpu.model.storageClassName=gp3",
-        ],
-        env={},
-    )
+    classed = render("--cloud", "aws", "--stdout", "--set", "cpu.model.storageClassName=gp3")
     assert "storageClassName" not in classed.stderr  # the base has no GPU tier
     assert "storageClassName: gp3" in classed.stdout

@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
 from llmctl.clouds.aws import AwsCloud, create_nodegroup_params, update_nodegroup_params
 from llmctl.clouds.base import PoolDiffersError, PoolOptions, PoolSpec
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
-from tests.support.fake_eks import EksUpdates, eks_cluster
+from tests.support.fake_eks import EksUpdates, answer, eks_cluster
 
 REGION = "us-east-1"
 CLUSTER = "llm-aws"
@@ -103,65 +102,6 @@ def test_no_node_group_to_copy_from() -> None:
         assert "--subnet" in (info.value.hint or "")
 
 
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.data
-
-
-def answer(
-    cloud: AwsCloud,
-    spec: PoolSpec,
-    operation: str,
-    status: int,
-    error_type: str | None,
-    body: dict[str, Any],
-) -> None:
-    """Make the real client receive this HTTP answer to one EKS operation (AWS's wire format)."""
-    headers = {"Content-Type": "application/json"}
-    if error_type:
-        headers["x-amzn-ErrorType"] = error_type
-
-    def send(request: Any, **_: Any) -> AWSResponse:
-        return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
-
-    cloud._eks(spec).meta.events.register(f"before-send.eks.{operation}", send)
-
-
-def test_permission_denied_for_pass_role(eks: Any) -> None:
-    cloud, spec = spec_for()
-    answer(
-        cloud,
-        spec,
-        "CreateNodegroup",
-        403,
-        "AccessDeniedException",
-        {
-            "message": "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
-            "iam:PassRole on resource: arn:aws:iam::123456789012:role/eks-node"
-        },
-    )
-    with pytest.raises(LlmctlError, match="may not call iam:PassRole"):
-        cloud.ensure_gpu_pool(spec)
-
-
-def test_quota_exceeded_says_what_to_try(eks: Any) -> None:
-    cloud, spec = spec_for()
-    answer(
-        cloud,
-        spec,
-        "CreateNodegroup",
-        400,
-        "ResourceLimitExceededException",
-        {"message": "Nodegroups per cluster quota exceeded", "clusterName": CLUSTER},
-    )
-    with pytest.raises(LlmctlError, match="quota exceeded") as info:
-        cloud.ensure_gpu_pool(spec)
-    assert "--on-demand" in (info.value.hint or "") and "--instance-type" in (info.value.hint or "")
-
-
 def test_no_spot_capacity_fails_the_waiter_with_advice(eks: Any) -> None:
     cloud, spec = spec_for()
     failed = {
@@ -184,13 +124,13 @@ def test_no_spot_capacity_fails_the_waiter_with_advice(eks: Any) -> None:
             },
         }
     }
-    answer(cloud, spec, "DescribeNodegroup", 200, None, failed)
+    answer(cloud._eks(spec), "DescribeNodegroup", 200, failed)
     # The first describe (does the pool exist?) must say "no": moto answers that one.
     cloud._eks(spec).meta.events.unregister("before-send.eks.DescribeNodegroup")
     original = cloud.create_pool
 
     def create_then_fail(s: PoolSpec, progress: Any) -> None:
-        answer(cloud, s, "DescribeNodegroup", 200, None, failed)
+        answer(cloud._eks(s), "DescribeNodegroup", 200, failed)
         original(s, progress)
 
     cloud.create_pool = create_then_fail  # type: ignore[method-assign]
@@ -294,7 +234,7 @@ def test_degraded_group_ends_the_wait_at_once(eks: Any) -> None:
     degraded["health"] = {
         "issues": [{"code": "AsgInstanceLaunchFailures", "message": "InsufficientInstanceCapacity"}]
     }
-    answer(cloud, spec, "DescribeNodegroup", 200, None, {"nodegroup": degraded})
+    answer(cloud._eks(spec), "DescribeNodegroup", 200, {"nodegroup": degraded})
     calls: list[str] = []
     cloud._eks(spec).meta.events.register(
         "before-send.eks.DescribeNodegroup", lambda **_: calls.append("x")

@@ -5,114 +5,36 @@ fake_aks.py. What differs between clouds stays in test_aws.py, test_gcp.py and t
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from azure.core.credentials import AccessToken
-from google.auth.credentials import AnonymousCredentials
-from moto import mock_aws
 
 from llmctl.catalog import CloudName
 from llmctl.clouds.aws import AwsCloud
 from llmctl.clouds.azure import AzureCloud
-from llmctl.clouds.base import Cloud, PoolOptions, PoolSpec
+from llmctl.clouds.base import Cloud, PoolDiffersError, PoolOptions
 from llmctl.clouds.gcp import GcpCloud
 from llmctl.config import Stack
 from llmctl.errors import LlmctlError
-from tests.support import fake_aks
-from tests.support.fake_aks import FakeAks
-from tests.support.fake_eks import eks_cluster, wire
-from tests.support.fake_gke import FakeGke
-from tests.support.http_fake import serve
+from tests.clouds.harness import HARNESSES, SUBSCRIPTION, Harness
+from tests.support.fake_aks import arm_error
+from tests.support.fake_eks import answer
+from tests.support.fake_gke import google_error
 
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-
-
-class StaticToken:
-    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
-        return AccessToken(fake_aks.TOKEN, int(time.time()) + 3600)
-
-
-@dataclass
-class Harness:
-    """One cloud's adapter wired to its stand-in, and the few ways its stand-in is steered."""
-
-    cloud: Cloud
-    defaults: dict[str, Any]
-    writes: Callable[[], int]  # how many changing calls the stand-in has received
-    deny_writes: Callable[[], None]  # the cloud refuses changes for lack of a permission
-    denied: str  # what llmctl's error names then
-
-    def spec(self, **options: Any) -> PoolSpec:
-        return self.cloud.node_pool_spec(Stack(), PoolOptions(**{**self.defaults, **options}))
-
-
-def _aws() -> Iterator[Harness]:
-    with mock_aws():
-        eks_cluster()
-        cloud = AwsCloud(poll_delay=0, max_attempts=5)
-        eks = cloud._eks(cloud.node_pool_spec(Stack(), PoolOptions()))
-        writes: list[str] = []
-
-        def count(event_name: str, **_: Any) -> None:
-            if not event_name.split(".")[-1].startswith(("Describe", "List")):
-                writes.append(event_name)
-
-        def deny() -> None:
-            def refuse(request: Any, **_: Any) -> Any:
-                message = (
-                    "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: "
-                    "eks:CreateNodegroup on resource: arn:aws:eks:us-east-1:123456789012:"
-                    "cluster/llm-aws"
-                )
-                return wire(request, 403, {"message": message}, "AccessDeniedException")
-
-            eks.meta.events.register("before-send.eks.CreateNodegroup", refuse)
-
-        eks.meta.events.register("before-send.eks", count)
-        yield Harness(cloud, {}, lambda: len(writes), deny, "may not call eks:CreateNodegroup")
-
-
-def _gcp() -> Iterator[Harness]:
-    gke = FakeGke()
-    with serve(gke.route) as server:
-        cloud = GcpCloud(endpoint=server.url, credentials=AnonymousCredentials(), poll_delay=0)
-
-        def writes() -> int:
-            return sum(1 for r in server.requests if r.method != "GET")
-
-        def deny() -> None:
-            gke.forbidden = "container.clusters.update"
-
-        yield Harness(
-            cloud, {"project": "proj"}, writes, deny, "GKE requires container.clusters.update"
-        )
-
-
-def _azure() -> Iterator[Harness]:
-    aks = FakeAks()
-    with serve(aks.route) as server:
-        cloud = AzureCloud(endpoint=server.url, credential=StaticToken(), poll_delay=0)
-
-        def writes() -> int:
-            return sum(1 for r in server.requests if r.method not in ("GET",))
-
-        def deny() -> None:
-            aks.forbidden_action = "Microsoft.ContainerService/managedClusters/agentPools/write"
-
-        yield Harness(
-            cloud,
-            {"subscription": SUBSCRIPTION},
-            writes,
-            deny,
-            "Azure requires Microsoft.ContainerService/managedClusters/agentPools/write",
-        )
-
-
-HARNESSES = {CloudName.AWS: _aws, CloudName.GCP: _gcp, CloudName.AZURE: _azure}
+# What a new, empty pool reads as: its instance type (the default for a T4), its current nodes
+# (None where the pool API does not count them: GKE) and its status; then another T4 type.
+NEW_POOL = {
+    CloudName.AWS: ("g4dn.xlarge", 0, "ACTIVE"),
+    CloudName.GCP: ("n1-standard-4", None, "RUNNING"),
+    CloudName.AZURE: ("Standard_NC4as_T4_v3", 0, "Succeeded"),
+}
+OTHER_T4 = {
+    CloudName.AWS: "g4dn.2xlarge",
+    CloudName.GCP: "n1-standard-8",
+    CloudName.AZURE: "Standard_NC8as_T4_v3",
+}
 
 
 @pytest.fixture(params=list(HARNESSES), ids=lambda c: c.value)
@@ -134,12 +56,16 @@ def test_status_reads_the_pool(harness: Harness) -> None:
     harness.cloud.ensure_gpu_pool(spec)
     state = harness.cloud.read_pool(spec)
     assert state is not None
-    assert (state.instance_type, state.capacity, state.min_nodes, state.max_nodes) == (
-        spec.instance_type,
-        "spot",
-        0,
-        2,
-    )
+    instance_type, current_nodes, status = NEW_POOL[spec.cloud]
+    assert spec.instance_type == instance_type
+    assert (
+        state.instance_type,
+        state.capacity,
+        state.min_nodes,
+        state.current_nodes,
+        state.max_nodes,
+        state.status,
+    ) == (instance_type, "spot", 0, current_nodes, 2, status)
     assert harness.cloud.pool_blockers(spec, state) == []
 
 
@@ -151,6 +77,25 @@ def test_scaling_difference_is_updated_in_place(harness: Harness) -> None:
     assert [(d.field, d.have, d.want) for d in result.differences] == [("max nodes", "2", "3")]
     state = harness.cloud.read_pool(bigger)
     assert state is not None and (state.min_nodes, state.max_nodes) == (0, 3)
+    assert harness.stored_max() == 3  # what the stand-in keeps, not only what llmctl reads
+
+
+@pytest.mark.parametrize(
+    ("on_demand", "fields"),
+    [(False, {"instance type"}), (True, {"instance type", "capacity type"})],
+    ids=["instance-type", "and-capacity"],
+)
+def test_instance_type_difference_is_refused(
+    harness: Harness, on_demand: bool, fields: set[str]
+) -> None:
+    spec = harness.spec()
+    harness.cloud.ensure_gpu_pool(spec)
+    other_type = OTHER_T4[spec.cloud]
+    other = harness.spec(instance_type=other_type, on_demand=on_demand)
+    with pytest.raises(PoolDiffersError, match=f"instance type: wants {other_type}") as info:
+        harness.cloud.ensure_gpu_pool(other)
+    assert {d.field for d in info.value.differences} == fields
+    assert harness.stored_max() == 2  # untouched
 
 
 def test_other_differences_are_refused_and_nothing_changes(harness: Harness) -> None:
@@ -239,3 +184,141 @@ def test_dry_run_requests_are_json_and_call_nothing(harness: Harness) -> None:
     for request in harness.cloud.create_requests(spec):
         json.dumps(request.as_dict())
     assert harness.writes() == before
+
+
+Steer = Callable[[Harness], None]
+
+
+def _set(attribute: str, value: Any) -> Steer:
+    """Give the stand-in an answer to refuse with."""
+    return lambda harness: setattr(harness.fake, attribute, value)
+
+
+def _eks_answers(status: int, error: str, **body: str) -> Steer:
+    return lambda harness: answer(harness.fake, "CreateNodegroup", status, body, error)
+
+
+_PASS_ROLE = (
+    "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: iam:PassRole on "
+    "resource: arn:aws:iam::123456789012:role/eks-node"
+)
+_AZURE_QUOTA = (
+    "Insufficient regional vcpu quota left for location eastus. left regional vcpu quota 0, "
+    "requested quota 4."
+)
+_AZURE_SKU = (
+    "The requested VM size Standard_NC4as_T4_v3 is currently not available in location "
+    "'eastus'. Please try another size or deploy to a different location."
+)
+_AZURE_FAILED = {
+    "code": "ReconcileVMSSAgentPoolFailed",
+    "message": 'Code="OverconstrainedAllocationRequest" Message="Allocation failed."',
+}
+_GKE_QUOTA = (
+    'Insufficient regional quota to satisfy request: resource "NVIDIA_T4_GPUS": request '
+    "requires '1.0' and is short '1.0'. project has a quota of '0.0' with '0.0' available."
+)
+_GKE_STOCKOUT = (
+    "The zone 'projects/proj/zones/us-central1-a' does not have enough resources available to "
+    "fulfill the request. Try a different zone, or try again later."
+)
+_GKE_ALL_REGIONS = {"code": 8, "message": "Quota 'GPUS_ALL_REGIONS' exceeded. Limit: 0.0"}
+_GKE_BUSY = "Cluster is running incompatible operation operation-1234."
+
+# id: the cloud, how its stand-in refuses, the options, llmctl's one sentence, its hint's words.
+REFUSALS: dict[str, tuple[CloudName, Steer, dict[str, Any], str, tuple[str, ...]]] = {
+    "aws-permission-denied-for-pass-role": (
+        CloudName.AWS,
+        _eks_answers(403, "AccessDeniedException", message=_PASS_ROLE),
+        {},
+        "may not call iam:PassRole",
+        (),
+    ),
+    "aws-quota-exceeded": (
+        CloudName.AWS,
+        _eks_answers(
+            400,
+            "ResourceLimitExceededException",
+            message="Nodegroups per cluster quota exceeded",
+            clusterName="llm-aws",
+        ),
+        {},
+        "quota exceeded",
+        ("--on-demand", "--instance-type"),
+    ),
+    "azure-quota-exceeded": (
+        CloudName.AZURE,
+        _set("put_error", arm_error(400, "ErrCode_InsufficientVCPUQuota", _AZURE_QUOTA)),
+        {},
+        "Azure quota exceeded",
+        ("--on-demand",),
+    ),
+    "azure-no-spot-capacity": (
+        CloudName.AZURE,
+        _set("put_error", arm_error(400, "SkuNotAvailable", _AZURE_SKU)),
+        {},
+        "no capacity for Standard_NC4as_T4_v3",
+        ("--instance-type",),
+    ),
+    "azure-failed-operation-after-acceptance": (
+        CloudName.AZURE,
+        _set("operation_error", _AZURE_FAILED),
+        {},
+        "no capacity for Standard_NC4as_T4_v3",
+        (),
+    ),
+    "gcp-quota-error-from-the-operation": (
+        CloudName.GCP,
+        _set("create_error", {"code": 8, "message": _GKE_QUOTA}),
+        {},
+        "GPU quota exceeded.*NVIDIA_T4_GPUS",
+        ("--on-demand",),
+    ),
+    "gcp-stockout-from-the-api": (
+        CloudName.GCP,
+        _set("create_http_error", google_error(503, "UNAVAILABLE", _GKE_STOCKOUT)),
+        {},
+        "no capacity for n1-standard-4",
+        ("another region or zone",),
+    ),
+    # the quota hint names the quota the capacity uses
+    "gcp-quota-hint-spot": (
+        CloudName.GCP,
+        _set("create_error", _GKE_ALL_REGIONS),
+        {},
+        "GPU quota exceeded",
+        ("PREEMPTIBLE_NVIDIA_T4_GPUS",),
+    ),
+    "gcp-quota-hint-on-demand": (
+        CloudName.GCP,
+        _set("create_error", _GKE_ALL_REGIONS),
+        {"on_demand": True},
+        "GPU quota exceeded",
+        ("NVIDIA_T4_GPUS and GPUS_ALL",),
+    ),
+    "gcp-concurrent-operation-says-wait-and-retry": (
+        CloudName.GCP,
+        _set("create_http_error", google_error(400, "FAILED_PRECONDITION", _GKE_BUSY)),
+        {},
+        "incompatible operation",
+        ("run the same command again",),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("cloud", "steer", "options", "message", "hints"), REFUSALS.values(), ids=list(REFUSALS)
+)
+def test_refusal_is_one_sentence_and_a_hint(
+    cloud: CloudName,
+    steer: Steer,
+    options: dict[str, Any],
+    message: str,
+    hints: tuple[str, ...],
+) -> None:
+    with contextmanager(HARNESSES[cloud])() as harness:
+        steer(harness)
+        with pytest.raises(LlmctlError, match=message) as info:
+            harness.cloud.ensure_gpu_pool(harness.spec(**options))
+    for words in hints:
+        assert words in (info.value.hint or "")

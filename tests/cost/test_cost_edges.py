@@ -30,13 +30,10 @@ from llmctl.cost.model import (
 )
 from llmctl.cost.prices import Capacity, PriceCatalog, parse_catalog
 from llmctl.errors import ConfigError
+from tests.cost.known import SOURCE, catalog_yaml, per_day
 
-D = 'source: test, date: "2026-01-01"'
-CATALOG = f"""
-version: 1
-currency: USD
-checked: "2026-01-01"
-clouds:
+D = SOURCE
+CATALOG = catalog_yaml(f"""
   aws:
     control_plane:
       standard: {{usd_per_hour: 0.10, {D}}}
@@ -90,10 +87,7 @@ clouds:
             on_demand: {{usd_per_hour: 0.40, {D}}}
             spot: {{usd_per_hour: 0.10, {D}}}
         disk: {{kind: pd-balanced, usd_per_gb_month: 0.10, {D}}}
-throughput:
-  - {{gpu: t4, model: llama-2-7b-chat, tokens_per_second: 50, {D}}}
-  - {{gpu: null, model: tinyllama-1.1b-chat, tokens_per_second: 10, {D}}}
-"""
+""")
 
 AWS = CloudPlan(CloudName.AWS, "us-east-1", "t3.small", "g4dn.xlarge")
 AZURE = CloudPlan(CloudName.AZURE, "eastus", "Standard_B2s", "Standard_NC4as_T4_v3")
@@ -186,12 +180,7 @@ def test_capacity_warning_text(prices: PriceCatalog) -> None:
 
 
 def test_throughput_flags_replace_the_table(prices: PriceCatalog) -> None:
-    workload = Workload(
-        gpu_requests_per_day=865,
-        avg_output_tokens=1000,
-        cpu_tokens_per_second=20,
-        gpu_tokens_per_second=5,
-    )
+    workload = per_day(865, 1000, cpu_tokens_per_second=20, gpu_tokens_per_second=5)
     warnings = estimate(prices, EstimateRequest(clouds=(AWS,), workload=workload)).warnings
     assert len(warnings) == 1 and "one GPU replica gives about 5 per" in warnings[0]
 
@@ -426,12 +415,7 @@ def test_workload_accepts_its_boundaries(kw: dict[str, float]) -> None:
 
 
 def test_assumption_lines_say_what_was_priced(prices: PriceCatalog) -> None:
-    workload = Workload(
-        gpu_requests_per_day=240,
-        avg_output_tokens=500,
-        active_hours_per_day=12,
-        gpu_tokens_per_second=40,
-    )
+    workload = per_day(240, 500, active_hours_per_day=12, gpu_tokens_per_second=40)
     request = EstimateRequest(
         clouds=(AWS, AZURE),
         workload=workload,

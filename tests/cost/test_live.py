@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from llmctl.catalog import CloudName
 from llmctl.cli.main import app
 from llmctl.cost.live import PricedItems, PriceEndpoints, refresh
 from llmctl.cost.prices import Capacity, load_catalog
+from tests.support.http_fake import serve_handler
 
 AWS_ON_DEMAND = {"g4dn.xlarge": "0.5260000000", "t3.small": "0.0208000000"}
 AWS_SPOT = {  # two zones: the estimate takes the latest price per zone, then their mean
@@ -317,12 +317,8 @@ class PriceApis(BaseHTTPRequestHandler):
 @pytest.fixture
 def apis() -> Iterator[str]:
     PriceApis.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), PriceApis)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_handler(PriceApis) as url:
+        yield url
 
 
 @pytest.fixture

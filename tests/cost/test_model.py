@@ -14,15 +14,12 @@ from llmctl.cost import model
 from llmctl.cost.model import CloudPlan, EstimateRequest, Mode, Workload, estimate, gpu_node_hours
 from llmctl.cost.prices import Capacity, PriceCatalog, load_catalog, parse_catalog
 from llmctl.errors import ConfigError
+from tests.cost.known import catalog_yaml, per_day
 
 REPO = Path(__file__).resolve().parents[2]
 
 # A small catalog with round numbers, so the expected table can be worked out by hand.
-KNOWN = """
-version: 1
-currency: USD
-checked: "2026-01-01"
-clouds:
+KNOWN = catalog_yaml("""
   aws:
     control_plane:
       standard: {usd_per_hour: 0.10, source: test, date: "2026-01-01"}
@@ -53,10 +50,7 @@ clouds:
             on_demand: {usd_per_hour: 0.40, source: test, date: "2026-01-01"}
             spot: {usd_per_hour: 0.10, source: test, date: "2026-01-01"}
         disk: {kind: pd-balanced, usd_per_gb_month: 0.10, source: test, date: "2026-01-01"}
-throughput:
-  - {gpu: t4, model: llama-2-7b-chat, tokens_per_second: 50, source: test, date: "2026-01-01"}
-  - {gpu: null, model: tinyllama-1.1b-chat, tokens_per_second: 10, source: test, date: "2026-01-01"}
-"""
+""")
 
 AWS = CloudPlan(CloudName.AWS, "us-east-1", "t3.small", "g4dn.xlarge")
 GCP = CloudPlan(CloudName.GCP, "us-central1", "e2-standard-2", "n1-standard-4")
@@ -73,13 +67,7 @@ def _row(result: model.Estimate, cloud: str, mode: Mode) -> model.ScenarioCost:
 
 def test_table_for_known_inputs(known: PriceCatalog) -> None:
     # 720 h, spot, 10 GB disks, 240 requests/day x 500 tokens at 50 tok/s, no idle tail.
-    workload = Workload(
-        gpu_requests_per_day=240,
-        avg_output_tokens=500,
-        idle_timeout_s=0,
-        scale_down_delay_s=0,
-        cold_start_s=0,
-    )
+    workload = per_day(240, 500, idle_timeout_s=0, scale_down_delay_s=0, cold_start_s=0)
     request = EstimateRequest(
         clouds=(AWS, GCP),
         hours_per_month=720,
@@ -128,13 +116,7 @@ def test_on_demand_uses_on_demand_prices(known: PriceCatalog) -> None:
 
 
 def test_idle_tail_and_cold_start_add_hours(known: PriceCatalog) -> None:
-    workload = Workload(
-        gpu_requests_per_day=24,
-        avg_output_tokens=0,
-        idle_timeout_s=600,
-        scale_down_delay_s=0,
-        cold_start_s=300,
-    )
+    workload = per_day(24, 0, idle_timeout_s=600, scale_down_delay_s=0, cold_start_s=300)
     # One request an hour: u = 1 - 1/(e^(1 x 1/6) + 1 x 1/12).
     u = 1 - 1 / (math.exp(1 / 6) + 1 / 12)
     assert gpu_node_hours(workload, 730, 50) == pytest.approx(730 * u)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from llmctl.plan.vram import (
     plan,
 )
 from tests.plan.test_gguf import SMOLLM2
+from tests.support.cli import python_on_src
 from tests.support.gguf_headers import write_q4_k_m_header
 from tests.support.gguf_models import LLAMA2_7B, TINY, LlamaShape, write_llama_gguf
 from tests.support.tools import require_tool
@@ -323,12 +323,6 @@ def test_render_check_stays_light() -> None:
         "assert check_gpu_fit(Stack(), CloudName.AWS).level == 'ok'\n"
         "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))\n"
     )
-    src = Path(__file__).resolve().parents[2] / "src"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(src)},
-    )
+    out = python_on_src(code)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -5,6 +5,7 @@ By-hand figures only: `benchmarks/mutation.py --core vram` reruns these against 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -532,17 +533,22 @@ def test_searches_keep_llama_cpp_default_split() -> None:
 # --- check_gpu_fit reads the Stack -----------------------------------------------------------
 
 
-def stack_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *sets: str) -> Stack:
+StackWith = Callable[..., Stack]
+
+
+@pytest.fixture
+def stack_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StackWith:
+    """`stack_with("key=value", ...)`: the Stack those --set flags give, with no config file."""
     monkeypatch.chdir(tmp_path)  # no ./llmctl.yaml
-    return load_stack(env={}, flags=parse_set_flags(list(sets))).stack
+
+    def load(*sets: str) -> Stack:
+        return load_stack(env={}, flags=parse_set_flags(list(sets))).stack
+
+    return load
 
 
-def test_check_gpu_fit_passes_every_llama_cpp_setting(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_check_gpu_fit_passes_every_llama_cpp_setting(stack_with: StackWith) -> None:
     stack = stack_with(
-        monkeypatch,
-        tmp_path,
         "gpu.model.name=llama-2-7b",  # an alias of llama-2-7b-chat
         "gpu.llamacpp.ngl=20",
         "gpu.llamacpp.flash_attn=false",
@@ -570,12 +576,8 @@ def test_check_gpu_fit_passes_every_llama_cpp_setting(
     )
 
 
-def test_check_gpu_fit_refusal_names_the_config_keys(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_check_gpu_fit_refusal_names_the_config_keys(stack_with: StackWith) -> None:
     stack = stack_with(
-        monkeypatch,
-        tmp_path,
         "gpu.model.name=llama-2-13b-chat",
         "gpu.llamacpp.ctx_per_request=4096",
         "gpu.llamacpp.parallel=8",
@@ -587,10 +589,8 @@ def test_check_gpu_fit_refusal_names_the_config_keys(
     assert f"lower gpu.llamacpp.ctx_per_request to {p.max_ctx_per_request}, " in report.message
 
 
-def test_check_gpu_fit_unknown_model_names_its_uri(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    stack = stack_with(monkeypatch, tmp_path, "gpu.model.name=my-own-model")
+def test_check_gpu_fit_unknown_model_names_its_uri(stack_with: StackWith) -> None:
+    stack = stack_with("gpu.model.name=my-own-model")
     report = vram.check_gpu_fit(stack, CloudName.GCP)
     assert report.message == (
         "model 'my-own-model' is not in llmctl's catalog, so its GPU memory was not checked: "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from llmctl.errors import ConfigError
 from llmctl.probe import client
 from llmctl.probe.client import Target
+from tests.support.http_fake import serve_handler
 
 
 @pytest.mark.parametrize(
@@ -97,13 +98,8 @@ Scripted.scripts = {
 
 @pytest.fixture(scope="module")
 def scripted() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve_handler(Scripted) as url:
+        yield url
 
 
 def send(url: str) -> client.Result:

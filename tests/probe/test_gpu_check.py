@@ -12,7 +12,7 @@ import pytest
 
 from llmctl import catalog, kube
 from llmctl.catalog import CloudName
-from llmctl.config import NAMESPACE, Stack
+from llmctl.config import Stack
 from llmctl.errors import LlmctlError
 from llmctl.manifests import cluster_setup_objects
 from llmctl.manifests.render import gpu_node_selector, gpu_tolerations
@@ -21,29 +21,18 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kit import (
     apply_objects,
     cpu_node,
-    cri_log,
     ensure_namespace,
     ensure_nodes_ready,
-    get_json,
     gpu_node,
     only_these_gpu_nodes,
 )
+from tests.support.gpu_check_pod import SMI_LOG, check_pods, serve_smi_log
 from tests.support.kube_schema import validate_strict
 
-SMI_LOG = (
-    "+-----------------------------------------------------------------------------+\n"
-    "| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\n"
-    "|   0  Tesla T4            On   | 00000000:00:1E.0 Off |                    0 |\n"
-)
 NO_DRIVER = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
     "Make sure that the latest NVIDIA driver is installed and running.\n"
 )
-
-
-def check_pods(plane: ControlPlane) -> list[str]:
-    pods = get_json(plane, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=gpu-check")
-    return [p["metadata"]["name"] for p in pods["items"]]
 
 
 def gpu_check_cluster(
@@ -59,16 +48,7 @@ def gpu_check_cluster(
     if log is None:
         plane.kubectl("delete", "clusterlogs", "nvidia-smi", "--ignore-not-found")
         return
-    (tmp_path / "nvidia-smi.log").write_text(cri_log(log))
-    apply_objects(plane, [{
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "ClusterLogs",
-        "metadata": {"name": "nvidia-smi"},
-        "spec": {
-            "selector": {"matchNamespaces": [NAMESPACE]},
-            "logs": [{"containers": ["nvidia-smi"], "logsFile": str(tmp_path / "nvidia-smi.log")}],
-        },
-    }])  # fmt: skip
+    serve_smi_log(plane, tmp_path, log)
 
 
 @pytest.mark.parametrize("cloud", list(CloudName))

@@ -6,10 +6,9 @@ which relays to a real server on loopback."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from tests.cluster.kit import (
     router_objects,
     router_pod,
 )
+from tests.support.http_fake import serve_handler
 from tests.support.llama import free_port
 
 
@@ -64,13 +64,8 @@ class Hello(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hello() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve_handler(Hello) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @pytest.fixture

@@ -8,25 +8,15 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-REPLY = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "stub",
-    "choices": [
-        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "fine"}}
-    ],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
+from tests.router.stubs import REPLY, LoopbackServer, StubHandler, sse_event
 
 
-class StubServer:
+class StubServer(LoopbackServer):
     """A threaded HTTP server on a free loopback port; `mode` picks what a POST gets:
     "ok", "sleep:<s>" (answers after s seconds), "hold" (answers once `release` is set),
     "stream-break" (two SSE events, then the connection dies), "hang" (never answers),
@@ -41,19 +31,7 @@ class StubServer:
         self.release = threading.Event()
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(StubHandler):
             def do_GET(self) -> None:
                 if self.path == "/readyz":
                     if not stub.ready:
@@ -93,23 +71,10 @@ class StubServer:
                     self.connection.close()
                     return
                 if mode == "stream-break":  # two events, then the connection dies
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("transfer-encoding", "chunked")
-                    self.send_header("x-llm-tier", "gpu")
-                    self.send_header("x-llm-backend", "flaky/gpu")
-                    self.end_headers()
+                    self._start_events({"x-llm-tier": "gpu", "x-llm-backend": "flaky/gpu"})
                     for i in range(2):
-                        chunk = {
-                            "object": "chat.completion.chunk",
-                            "model": stub.model,
-                            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}}],
-                        }
-                        data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
-                        self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
-                        self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                        self._send_event(sse_event(f"tok{i} ", model=stub.model))
+                    self._die()
                     return
                 if mode == "500":
                     self._send(500, b'{"error":{"message":"boom","type":"server_error"}}')
@@ -120,16 +85,11 @@ class StubServer:
                     time.sleep(float(mode.split(":")[1]))
                 self._send(200, json.dumps(REPLY | {"model": stub.model}).encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -10,6 +10,9 @@ shapes; the last user message is the command:
     500:MESSAGE        a 500 with llama-server's error shape
     long:N:D           N tokens D seconds apart: as SSE (with a usage event) when the body
                        says `stream: true`, else one JSON answer at the end
+
+It also holds what the stubs built on the standard library's HTTP server share (fedstubs.py,
+test_router_reliability.py): the reply and event shapes, `StubHandler` and `LoopbackServer`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 REPLY = {
@@ -33,13 +37,68 @@ REPLY = {
 }
 
 
-def sse_event(text: str) -> bytes:
+def sse_event(text: str, model: str = "stub") -> bytes:
     chunk = {
         "object": "chat.completion.chunk",
-        "model": "stub",
+        "model": model,
         "choices": [{"index": 0, "delta": {"content": text}}],
     }
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def chunked(data: bytes) -> bytes:
+    """`data` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class StubHandler(BaseHTTPRequestHandler):
+    """The base of the standard-library stubs: HTTP/1.1 keep-alive, no request log, JSON
+    answers with a length, SSE answers in chunks, and a death in the middle of one."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _start_events(self, headers: dict[str, str] | None = None) -> None:
+        """A 200 `text/event-stream` answer with a chunked body, and `headers`."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _send_event(self, data: bytes) -> None:
+        self.wfile.write(chunked(data))
+        self.wfile.flush()
+
+    def _die(self) -> None:
+        """The backend dies: the connection ends where the answer stands, unfinished."""
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class LoopbackServer:
+    """A threaded standard-library HTTP server on a free loopback port."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
@@ -171,11 +230,9 @@ class StubBackend:
                 b"transfer-encoding: chunked\r\n\r\n"
             )
             for i in range(int(count)):
-                data = sse_event(f"tok{i} ")
-                client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+                client.sendall(chunked(sse_event(f"tok{i} ")))
                 time.sleep(float(delay))
-            done = b"data: [DONE]\n\n"
-            client.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(done), done))
+            client.sendall(chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
             return True
         client.sendall(_response(200, json.dumps(REPLY).encode()))
         return True
@@ -203,8 +260,7 @@ def _long_answer(
             else:
                 choice["text"] = f"tok{i} "
             event = {"id": "cmpl-1", "created": 7, "model": "stub", "choices": [choice]}
-            data = b"data: " + json.dumps(event).encode() + b"\n\n"
-            client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+            client.sendall(chunked(b"data: " + json.dumps(event).encode() + b"\n\n"))
             time.sleep(float(delay))
         usage = {
             "id": "cmpl-1",
@@ -212,7 +268,7 @@ def _long_answer(
             "usage": {"prompt_tokens": 3, "completion_tokens": int(count)},
         }
         for data in (b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"):
-            client.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+            client.sendall(chunked(data))
         client.sendall(b"0\r\n\r\n")
     except OSError:
         self.cancelled.set()

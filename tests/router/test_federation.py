@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from llmctl.router import federation, policy
 from llmctl.router.federation import PeerChoice, PeerView, TierCapacity
 from llmctl.router.policy import Refusal, Route, Served
-from llmctl.router.table import ModelRoute, Policy, Tier
+from llmctl.router.table import ModelRoute, Tier
+from tests.router.fakes import BIG, POLICY, TINY, FakeBackend
+from tests.router.fakes import cpu as local_cpu
+from tests.router.fakes import gpu as local_gpu
 
-POLICY = Policy(fallbackModel="tinyllama-1.1b-chat")
-TINY = ModelRoute(name="tinyllama-1.1b-chat", parameters=1_100_000_000, aliases=("tinyllama",))
-BIG = ModelRoute(name="llama-2-7b-chat", parameters=6_740_000_000)
 MODELS = frozenset({TINY.name, BIG.name})
-
-
-@dataclass
-class FakeBackend:
-    name: str
-    tier: Tier
-    model: str
-    ready: bool = True
-    slots: int = 2
-    cost_weight: float = 1.0
-    load: int = 0
-
-
-def local_cpu(**kw: object) -> FakeBackend:
-    return FakeBackend("aws/cpu", Tier.CPU, TINY.name, **kw)  # type: ignore[arg-type]
-
-
-def local_gpu(**kw: object) -> FakeBackend:
-    return FakeBackend("aws/gpu", Tier.GPU, BIG.name, **kw)  # type: ignore[arg-type]
 
 
 def peer(
@@ -106,58 +85,49 @@ def test_score_unmeasured_latency_counts_as_zero() -> None:
 # --- rank_peers ----------------------------------------------------------------------------
 
 
-def test_rank_more_free_slots_first_with_equal_slots() -> None:
-    peers = [peer("azure", gpu=(4, 1)), peer("gcp", gpu=(4, 3))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
+# Peers, and the order rank_peers tries them in for the GPU tier and BIG; each case is named for
+# the rule it shows.
+GPU_RANKS: dict[str, tuple[list[PeerView], str]] = {
+    "more free first": ([peer("azure", gpu=(4, 1)), peer("gcp", gpu=(4, 3))], "gcp azure"),
+    # Unequal slots rank by utilisation, not by free count. azure: 3 free of 16 (14/16 busy
+    # after this one); gcp: 2 free of 2 (1/2 after); and the other way round: 15 free of 16
+    # beats 1 free of 2.
+    "utilisation": ([peer("azure", gpu=(16, 3)), peer("gcp", gpu=(2, 2))], "gcp azure"),
+    "utilisation too": ([peer("gcp", gpu=(2, 1)), peer("azure", gpu=(16, 15))], "azure gcp"),
+    # A weight below one makes a busier peer win: gcp 3/4 busy after this request at weight
+    # 0.5 = 0.375; azure 1/4 at weight 2 = 0.5. At equal weights the idle one wins.
+    "weight": (
+        [peer("azure", gpu=(4, 4), weight=2.0), peer("gcp", gpu=(4, 2), weight=0.5)],
+        "gcp azure",
+    ),
+    "equal weights": ([peer("azure", gpu=(4, 4)), peer("gcp", gpu=(4, 2))], "azure gcp"),
+    # A full peer comes after any free one, whatever its weight.
+    "full last": (
+        [peer("azure", gpu=(4, 0), weight=0.1), peer("gcp", gpu=(4, 1), weight=5.0)],
+        "gcp azure",
+    ),
+    # Latency breaks a tie of load and weight, but does not beat load.
+    "latency tie": ([peer("azure", ttfb=0.080), peer("gcp", ttfb=0.020)], "gcp azure"),
+    "load over latency": (
+        [peer("azure", gpu=(4, 1), ttfb=0.001), peer("gcp", gpu=(4, 4), ttfb=5.0)],
+        "gcp azure",
+    ),
+    # Full ties keep the configured order, either way round.
+    "full tie": ([peer("gcp", ttfb=0.05), peer("azure", ttfb=0.05)], "gcp azure"),
+    "full tie reversed": ([peer("azure", ttfb=0.05), peer("gcp", ttfb=0.05)], "azure gcp"),
+    # An unmeasured peer is tried before a slow one.
+    "unmeasured": ([peer("azure", ttfb=0.3), peer("gcp", ttfb=None)], "gcp azure"),
+    # Left out: peers not ready, a tier with no slots, a peer that does not know the model.
+    "not ready": ([peer("azure", ready=False), peer("gcp")], "gcp"),
+    "no slots": ([peer("azure", gpu=(0, 0)), peer("gcp", gpu=(1, 1))], "gcp"),
+    "unknown model": ([peer("azure", models=frozenset({TINY.name})), peer("gcp")], "gcp"),
+}
 
 
-def test_rank_unequal_slots_by_utilisation_not_by_free_count() -> None:
-    # azure: 3 free of 16 (14/16 busy after this one); gcp: 2 free of 2 (1/2 after)
-    peers = [peer("azure", gpu=(16, 3)), peer("gcp", gpu=(2, 2))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-    # and the other way round: 15 free of 16 beats 1 free of 2
-    peers = [peer("gcp", gpu=(2, 1)), peer("azure", gpu=(16, 15))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["azure", "gcp"]
-
-
-def test_rank_weight_below_one_makes_a_busier_peer_win() -> None:
-    # gcp 3/4 busy after this request at weight 0.5 = 0.375; azure 1/4 at weight 2 = 0.5
-    peers = [peer("azure", gpu=(4, 4), weight=2.0), peer("gcp", gpu=(4, 2), weight=0.5)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-    # at equal weights the idle one wins
-    peers = [peer("azure", gpu=(4, 4)), peer("gcp", gpu=(4, 2))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["azure", "gcp"]
-
-
-def test_rank_a_full_peer_comes_after_any_free_one() -> None:
-    peers = [peer("azure", gpu=(4, 0), weight=0.1), peer("gcp", gpu=(4, 1), weight=5.0)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_latency_breaks_a_tie_of_load_and_weight() -> None:
-    peers = [peer("azure", ttfb=0.080), peer("gcp", ttfb=0.020)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_latency_does_not_beat_load() -> None:
-    peers = [peer("azure", gpu=(4, 1), ttfb=0.001), peer("gcp", gpu=(4, 4), ttfb=5.0)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_full_ties_keep_the_configured_order() -> None:
-    peers = [peer("gcp", ttfb=0.05), peer("azure", ttfb=0.05)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-    assert names(federation.rank_peers(peers[::-1], Tier.GPU, BIG.name)) == ["azure", "gcp"]
-
-
-def test_rank_unmeasured_peer_is_tried_before_a_slow_one() -> None:
-    peers = [peer("azure", ttfb=0.3), peer("gcp", ttfb=None)]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp", "azure"]
-
-
-def test_rank_leaves_out_peers_not_ready() -> None:
-    peers = [peer("azure", ready=False), peer("gcp")]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
+@pytest.mark.parametrize("case", list(GPU_RANKS))
+def test_rank_gpu_peers(case: str) -> None:
+    peers, order = GPU_RANKS[case]
+    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == order.split()
 
 
 def test_rank_all_not_ready_is_empty() -> None:
@@ -169,16 +139,6 @@ def test_rank_leaves_out_a_peer_without_the_tier() -> None:
     peers = [peer("azure", gpu=None), peer("gcp")]
     assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
     assert names(federation.rank_peers(peers, Tier.CPU, TINY.name)) == ["azure", "gcp"]
-
-
-def test_rank_leaves_out_a_tier_with_no_slots() -> None:
-    peers = [peer("azure", gpu=(0, 0)), peer("gcp", gpu=(1, 1))]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
-
-
-def test_rank_leaves_out_a_peer_that_does_not_know_the_model() -> None:
-    peers = [peer("azure", models=frozenset({TINY.name})), peer("gcp")]
-    assert names(federation.rank_peers(peers, Tier.GPU, BIG.name)) == ["gcp"]
 
 
 def test_rank_free_only_drops_full_peers() -> None:

@@ -16,26 +16,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from llmctl.cost import egress
 from tests.router.fedstubs import StubServer, metrics, sample, wait_for
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer, free_port
-from tests.support.router import RouterProcess, router_config
+from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
 
 pytestmark = pytest.mark.e2e
 
-CPU_MODEL = "tinyllama-1.1b-chat"
-GPU_MODEL = "llama-2-7b-chat"
 CLIENT_KEY = "sk-client-key"
 PEER_KEY = "peer-key-shared-by-the-three-clouds"
 CLOUDS = ("aws", "azure", "gcp")
-MODELS = [
-    {"name": CPU_MODEL, "parameters": 1_100_000_000, "aliases": ["tinyllama"]},
-    {"name": GPU_MODEL, "parameters": 6_740_000_000},
-]
+MODELS = two_models(["tinyllama"])
 FIRST_BYTE_TIMEOUT = 3.0  # to peers; generous for a tiny model on a loaded 2-core machine
 
 
@@ -247,17 +241,8 @@ def test_stream_passes_intact_through_the_hop(fed: Federation) -> None:
 
 
 def test_stream_with_the_openai_client_through_the_hop(fed: Federation) -> None:
-    client = openai.OpenAI(
-        base_url=fed.routers["aws"].url + "/v1", api_key=CLIENT_KEY, max_retries=0
-    )
-    with client.chat.completions.with_streaming_response.create(
-        model=GPU_MODEL,
-        messages=[{"role": "user", "content": "Tell me a story"}],
-        max_tokens=12,
-        stream=True,
-    ) as raw:
-        assert raw.headers["x-llm-peer"] == "gcp"
-        chunks = list(raw.parse())
+    headers, chunks = fed.routers["aws"].stream_with_openai(CLIENT_KEY, GPU_MODEL, 12)
+    assert headers["x-llm-peer"] == "gcp"
     assert chunks and all(c.model == GPU_MODEL for c in chunks)
 
 

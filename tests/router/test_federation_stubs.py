@@ -10,8 +10,9 @@ import asyncio
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,12 @@ import pytest
 
 from tests.router.fedstubs import StubServer, metrics, sample, wait_for
 from tests.support.llama import free_port
-from tests.support.router import RouterProcess, router_config
+from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
-CPU_MODEL = "tinyllama-1.1b-chat"
-GPU_MODEL = "llama-2-7b-chat"
-MODELS = [
-    {"name": CPU_MODEL, "parameters": 1_100_000_000},
-    {"name": GPU_MODEL, "parameters": 6_740_000_000},
-]
+MODELS = two_models()
 CLIENT_KEY = "ck"
 PEER_KEY = "pk"
 ENV = {"CLIENT_KEYS": CLIENT_KEY, "PEER_KEYS": PEER_KEY, "WRONG_PEER_KEYS": "not-pk"}
@@ -89,6 +85,36 @@ def post(router: RouterProcess, model: str = GPU_MODEL) -> httpx.Response:
 
 def peer_ready(router: RouterProcess, peer: str) -> bool:
     return sample(metrics(router.url), "llm_router_peer_ready", peer=peer) == 1
+
+
+@contextmanager
+def peered_with_gcp(
+    tmp_path: Path,
+    cloud: str,
+    gcp_url: Callable[[RouterProcess], str] | None = None,
+    **extra: Any,
+) -> Iterator[tuple[RouterProcess, RouterProcess, StubServer]]:
+    """gcp, a router with a CPU and a GPU stub, and a router for `cloud` whose own GPU is down
+    and whose one peer is gcp (at `gcp_url(gcp)`, else gcp's own URL; `extra` goes to its
+    federation config). Yields both routers, started, once `cloud` sees gcp ready, and gcp's
+    GPU stub."""
+    cpu, gpu = StubServer(CPU_MODEL), StubServer(GPU_MODEL)
+    gcp = RouterProcess({"cloud": "gcp"}, tmp_path, env=ENV)
+    router = RouterProcess({"cloud": cloud}, tmp_path, env=ENV)
+    configure(gcp, "gcp", cpu.url, gpu.url, [])
+    peer = ("gcp", gcp_url(gcp)) if gcp_url else gcp
+    down = f"http://127.0.0.1:{free_port()}"
+    configure(router, cloud, cpu.url, down, [peer], **extra)
+    try:
+        gcp.start()
+        router.start()
+        wait_for(lambda: peer_ready(router, "gcp"), what=f"{cloud} to see gcp")
+        yield router, gcp, gpu
+    finally:
+        router.stop()
+        gcp.stop()
+        cpu.close()
+        gpu.close()
 
 
 # --- two routers listing each other, each with a stale report of the other -------------------
@@ -156,16 +182,7 @@ def test_two_routers_listing_each_other_never_loop(
 def test_a_peer_with_the_wrong_key_is_refused_and_the_request_served_at_home(
     tmp_path: Path,
 ) -> None:
-    cpu, gpu = StubServer(CPU_MODEL), StubServer(GPU_MODEL)
-    gcp = RouterProcess({"cloud": "gcp"}, tmp_path, env=ENV)
-    azure = RouterProcess({"cloud": "azure"}, tmp_path, env=ENV)
-    configure(gcp, "gcp", cpu.url, gpu.url, [])
-    down = f"http://127.0.0.1:{free_port()}"
-    configure(azure, "azure", cpu.url, down, [gcp], peer_key_env="WRONG_PEER_KEYS")
-    try:
-        gcp.start()
-        azure.start()
-        wait_for(lambda: peer_ready(azure, "gcp"), what="azure to see gcp")
+    with peered_with_gcp(tmp_path, "azure", peer_key_env="WRONG_PEER_KEYS") as (azure, _, gpu):
         response = post(azure)
         assert response.status_code == 200, response.text
         assert response.headers["x-llm-tier"] == "cpu-fallback"
@@ -175,11 +192,6 @@ def test_a_peer_with_the_wrong_key_is_refused_and_the_request_served_at_home(
             metrics(azure.url), "llm_router_peer_requests_total", peer="gcp", outcome="unauthorized"
         )
         assert outcome == 1
-    finally:
-        azure.stop()
-        gcp.stop()
-        cpu.close()
-        gpu.close()
 
 
 # --- a peer over TLS --------------------------------------------------------------------------
@@ -232,30 +244,16 @@ def test_a_peer_over_https(tmp_path: Path) -> None:
          "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
         check=True, capture_output=True,
     )  # fmt: skip
-    cpu, gpu = StubServer(CPU_MODEL), StubServer(GPU_MODEL)
-    gcp = RouterProcess({"cloud": "gcp"}, tmp_path, env=ENV)
-    aws = RouterProcess({"cloud": "aws"}, tmp_path, env=ENV)
-    configure(gcp, "gcp", cpu.url, gpu.url, [])
-    proxy = TlsProxy(gcp.port, cert, key)
-    down = f"http://127.0.0.1:{free_port()}"
-    configure(
-        aws, "aws", cpu.url, down, [("gcp", f"https://127.0.0.1:{proxy.port}")],
-        caFile=str(cert),
-    )  # fmt: skip
-    try:
-        gcp.start()
-        aws.start()
-        wait_for(lambda: peer_ready(aws, "gcp"), what="aws to see gcp over TLS")
+
+    def through_tls(gcp: RouterProcess) -> str:
+        return f"https://127.0.0.1:{TlsProxy(gcp.port, cert, key).port}"
+
+    with peered_with_gcp(tmp_path, "aws", through_tls, caFile=str(cert)) as (aws, _, _):
         for _ in range(3):  # the keep-alive TLS connection is reused
             response = post(aws)
             assert response.status_code == 200, response.text
             assert response.headers["x-llm-peer"] == "gcp"
             assert response.headers["x-llm-backend"] == "gcp/gpu"
-    finally:
-        aws.stop()
-        gcp.stop()
-        cpu.close()
-        gpu.close()
 
 
 # --- the demand signal ----------------------------------------------------------------------
@@ -265,17 +263,8 @@ def test_a_peer_over_https(tmp_path: Path) -> None:
 def test_peer_served_gpu_requests_count_in_local_demand_unless_configured_not_to(
     tmp_path: Path, count: bool
 ) -> None:
-    cpu, gpu = StubServer(CPU_MODEL), StubServer(GPU_MODEL)
-    gcp = RouterProcess({"cloud": "gcp"}, tmp_path, env=ENV)
-    aws = RouterProcess({"cloud": "aws"}, tmp_path, env=ENV)
-    configure(gcp, "gcp", cpu.url, gpu.url, [])
-    down = f"http://127.0.0.1:{free_port()}"
-    configure(aws, "aws", cpu.url, down, [gcp], countPeerServedDemand=count)
     gpu_requests = ("llm_router_tier_requests_total", {"tier": "gpu", "cloud": "aws"})
-    try:
-        gcp.start()
-        aws.start()
-        wait_for(lambda: peer_ready(aws, "gcp"), what="aws to see gcp")
+    with peered_with_gcp(tmp_path, "aws", countPeerServedDemand=count) as (aws, gcp, gpu):
         response = post(aws)
         assert response.headers["x-llm-peer"] == "gcp"
         assert sample(metrics(aws.url), gpu_requests[0], **gpu_requests[1]) == (1 if count else 0)
@@ -288,8 +277,3 @@ def test_peer_served_gpu_requests_count_in_local_demand_unless_configured_not_to
         assert response.headers["x-llm-tier"] == "cpu-fallback"
         assert sample(metrics(aws.url), gpu_requests[0], **gpu_requests[1]) == (2 if count else 1)
         assert sample(metrics(aws.url), "llm_router_tier_demand", tier="gpu", cloud="aws") == 0
-    finally:
-        aws.stop()
-        gcp.stop()
-        cpu.close()
-        gpu.close()

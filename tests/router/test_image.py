@@ -39,39 +39,15 @@ def test_dockerfile_uses_the_pinned_llama_cpp_images(repo: Path) -> None:
     assert "USER 10001" in text
 
 
+# What the entrypoint runs for the router, with LLMCTL_ROUTER_CONFIG and PORT set as below.
+ROUTER = "llmctl router serve --config /cfg/router.yaml --host 0.0.0.0 --port 9000".split()
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (
-            [],
-            [
-                "llmctl",
-                "router",
-                "serve",
-                "--config",
-                "/cfg/router.yaml",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                "9000",
-            ],
-        ),
-        (
-            ["router", "--log-level", "debug"],
-            [
-                "llmctl",
-                "router",
-                "serve",
-                "--config",
-                "/cfg/router.yaml",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                "9000",
-                "--log-level",
-                "debug",
-            ],
-        ),
+        ([], ROUTER),
+        (["router", "--log-level", "debug"], [*ROUTER, "--log-level", "debug"]),
     ],
 )
 def test_entrypoint_runs_the_router(

@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from llmctl.router import policy
 from llmctl.router.policy import Refusal, Route, Served
 from llmctl.router.table import ModelRoute, Policy, RouterConfig, Tier
+from tests.router.fakes import BIG, POLICY, TINY, FakeBackend, cpu, gpu
 
-POLICY = Policy(fallbackModel="tinyllama-1.1b-chat")
-TINY = ModelRoute(name="tinyllama-1.1b-chat", parameters=1_100_000_000, aliases=("tinyllama",))
-BIG = ModelRoute(name="llama-2-7b-chat", parameters=6_740_000_000)
 EXACTLY_3B = ModelRoute(name="three-b", parameters=3_000_000_000)
-
-
-@dataclass
-class FakeBackend:
-    name: str
-    tier: Tier
-    model: str
-    ready: bool = True
-    slots: int = 2
-    cost_weight: float = 1.0
-    load: int = 0
-
-
-def cpu(name: str = "aws/cpu", **kw: object) -> FakeBackend:
-    return FakeBackend(name, Tier.CPU, TINY.name, **kw)  # type: ignore[arg-type]
-
-
-def gpu(name: str = "aws/gpu", **kw: object) -> FakeBackend:
-    return FakeBackend(name, Tier.GPU, BIG.name, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

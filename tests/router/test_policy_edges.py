@@ -33,6 +33,16 @@ def names(backends: object) -> list[str]:
     return [b.name for b in backends]  # type: ignore[attr-defined]
 
 
+def assert_route(
+    route: Route | Refusal, wanted: Tier, served: Served, reason: str | None, backends: list[str]
+) -> None:
+    """`route` is a Route that wanted `wanted`, is served by `served` for `reason`, and tries
+    `backends` in that order."""
+    assert isinstance(route, Route)
+    assert (route.wanted, route.served, route.fallback_reason) == (wanted, served, reason)
+    assert names(route.backends) == backends
+
+
 # --- prompt_text ---------------------------------------------------------------------------
 
 
@@ -202,30 +212,22 @@ def test_retry_candidates_rerank_by_current_load() -> None:
 # --- degradation ---------------------------------------------------------------------------
 
 
-def test_small_chat_with_nothing_ready_is_a_cpu_refusal() -> None:
+@pytest.mark.parametrize(
+    ("model", "wanted"), [(TINY, Tier.CPU), (BIG, Tier.GPU)], ids=["small", "big"]
+)
+def test_chat_with_nothing_ready_is_a_refusal_for_the_tier_it_wanted(
+    model: ModelRoute, wanted: Tier
+) -> None:
     refusal = policy.plan_route(
-        TINY,
+        model,
         "chat",
         False,
         [B("c", ready=False), B("g", Tier.GPU, BIG.name, ready=False)],
         POLICY,
     )
     assert isinstance(refusal, Refusal)
-    assert (refusal.wanted, refusal.code) == (Tier.CPU, "no_backend")
-    assert TINY.name in refusal.message
-
-
-def test_big_chat_with_nothing_ready_is_a_gpu_refusal() -> None:
-    refusal = policy.plan_route(
-        BIG,
-        "chat",
-        False,
-        [B("c", ready=False), B("g", Tier.GPU, BIG.name, ready=False)],
-        POLICY,
-    )
-    assert isinstance(refusal, Refusal)
-    assert (refusal.wanted, refusal.code) == (Tier.GPU, "no_backend")
-    assert BIG.name in refusal.message
+    assert (refusal.wanted, refusal.code) == (wanted, "no_backend")
+    assert model.name in refusal.message
 
 
 def test_any_cpu_backend_is_the_fallback_when_none_serves_the_fallback_model() -> None:
@@ -233,13 +235,7 @@ def test_any_cpu_backend_is_the_fallback_when_none_serves_the_fallback_model() -
     route = policy.plan_route(
         BIG, "chat", False, [other, B("g", Tier.GPU, BIG.name, ready=False)], POLICY
     )
-    assert isinstance(route, Route)
-    assert (route.wanted, route.served, route.fallback_reason) == (
-        Tier.GPU,
-        Served.CPU_FALLBACK,
-        "no_ready_gpu",
-    )
-    assert names(route.backends) == ["c"]
+    assert_route(route, Tier.GPU, Served.CPU_FALLBACK, "no_ready_gpu", ["c"])
 
 
 def test_the_fallback_never_uses_a_gpu_backend() -> None:
@@ -262,30 +258,20 @@ def test_cpu_request_falls_back_to_the_gpu_backend_serving_its_model_first() -> 
     own = B("g-own", Tier.GPU, TINY.name, load=1)
     other = B("g-big", Tier.GPU, BIG.name)
     route = policy.plan_route(TINY, "chat", False, [B("c", ready=False), other, own], POLICY)
-    assert isinstance(route, Route)
-    assert (route.wanted, route.served, route.fallback_reason) == (
-        Tier.CPU,
-        Served.GPU,
-        "no_ready_cpu",
-    )
-    assert names(route.backends) == ["g-own"]
+    assert_route(route, Tier.CPU, Served.GPU, "no_ready_cpu", ["g-own"])
 
 
 def test_a_route_lists_every_ready_backend_of_the_tier_best_first() -> None:
     a, b = B("a", load=1), B("b")
     route = policy.plan_route(TINY, "chat", False, [a, b, B("g", Tier.GPU, BIG.name)], POLICY)
-    assert isinstance(route, Route)
-    assert (route.wanted, route.served, route.fallback_reason) == (Tier.CPU, Served.CPU, None)
-    assert names(route.backends) == ["b", "a"]
+    assert_route(route, Tier.CPU, Served.CPU, None, ["b", "a"])
 
 
 def test_gpu_route_has_no_fallback_reason() -> None:
     route = policy.plan_route(
         TINY, "reasoning", False, [B("c"), B("g", Tier.GPU, BIG.name)], POLICY
     )
-    assert isinstance(route, Route)
-    assert (route.wanted, route.served, route.fallback_reason) == (Tier.GPU, Served.GPU, None)
-    assert names(route.backends) == ["g"]
+    assert_route(route, Tier.GPU, Served.GPU, None, ["g"])
 
 
 def test_require_gpu_refusal_message_says_why() -> None:

@@ -21,17 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer
-from tests.support.router import RouterProcess, router_config
+from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
 
 pytestmark = pytest.mark.e2e
 
-CPU_MODEL = "tinyllama-1.1b-chat"
-GPU_MODEL = "llama-2-7b-chat"
 API_KEY = "sk-test-router-key"
-MODELS = [
-    {"name": CPU_MODEL, "parameters": 1_100_000_000, "aliases": ["tinyllama"]},
-    {"name": GPU_MODEL, "parameters": 6_740_000_000, "aliases": ["llama2-7b"]},
-]
+MODELS = two_models(["tinyllama"], ["llama2-7b"])
 
 
 class Cluster:
@@ -248,16 +243,9 @@ def test_health_and_readiness(cluster: Cluster) -> None:
 
 
 def test_streaming_with_the_openai_client(cluster: Cluster) -> None:
-    client = openai.OpenAI(base_url=cluster.router.url + "/v1", api_key=API_KEY, max_retries=0)
-    with client.chat.completions.with_streaming_response.create(
-        model=CPU_MODEL,
-        messages=[{"role": "user", "content": "Tell me a story"}],
-        max_tokens=16,
-        stream=True,
-    ) as raw:
-        assert raw.headers["x-llm-tier"] == "cpu"
-        assert raw.headers["content-type"].startswith("text/event-stream")
-        chunks = list(raw.parse())
+    headers, chunks = cluster.router.stream_with_openai(API_KEY, CPU_MODEL, max_tokens=16)
+    assert headers["x-llm-tier"] == "cpu"
+    assert headers["content-type"].startswith("text/event-stream")
     assert len(chunks) >= 3
     assert all(c.object == "chat.completion.chunk" and c.model == CPU_MODEL for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "length"

@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,36 @@ def start_router(
     return RouterProcess(config, tmp, env=env).start()
 
 
+@contextmanager
+def routed(
+    tmp: Path, backends: dict[str, dict[str, Any]], env: dict[str, str] | None = None, **extra: Any
+) -> Iterator[tuple[RouterProcess, list[StubBackend]]]:
+    """A stub for each backend (name: its `backend()` options), a router in front of them, in
+    that order; all stopped at the end."""
+    stubs = [StubBackend() for _ in backends]
+    try:
+        named = zip(backends.items(), stubs, strict=True)
+        specs = [backend(name, stub, **opts) for (name, opts), stub in named]
+        router = start_router(tmp, specs, env=env, **extra)
+        try:
+            yield router, stubs
+        finally:
+            router.stop()
+    finally:
+        for stub in stubs:
+            stub.close()
+
+
 def chat(text: str, model: str = "small", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def post(
+    router: RouterProcess, text: str, model: str = "small", timeout: float = 30
+) -> httpx.Response:
+    return httpx.post(
+        router.url + "/v1/chat/completions", json=chat(text, model=model), timeout=timeout
+    )
 
 
 def raw(port: int, data: bytes, timeout: float = 10.0, wait_close: bool = True) -> bytes:
@@ -111,6 +140,15 @@ def closed_within(sock: socket.socket, timeout: float) -> bytes | None:
     except ConnectionResetError:
         pass
     return out
+
+
+@contextmanager
+def closing_all(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def rss_kib(pid: int) -> int:
@@ -150,53 +188,40 @@ def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RouterProcess, StubBackend]]:
     """One router in front of one well-behaved backend, for the tests that harm no backend."""
-    stub = StubBackend()
-    router = start_router(tmp_path_factory.mktemp("hardening"), [backend("aws/cpu", stub)])
-    try:
+    with routed(tmp_path_factory.mktemp("hardening"), {"aws/cpu": {}}) as (router, (stub,)):
         yield router, stub
-    finally:
-        router.stop()
-        stub.close()
 
 
 # --- finding 1: timeouts and the connection cap ------------------------------------------------
 
 
-def test_slow_headers_get_408_and_the_connection_closes(
-    shared: tuple[RouterProcess, StubBackend],
+# (what the client sends, then leaves hanging; the status of the router's answer before it closes)
+STALLED_CONNECTIONS = {
+    # #1: a header sent 1 byte/s kept its connection open for 150 s.
+    "slow headers": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a", b"408"),
+    # #1, review 3.1: `Content-Length: 100` with 10 bytes waited forever.
+    "slow body": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 10,
+        b"408",
+    ),
+    # #1: a connection that sent nothing (after its one request) was still open after 150 s.
+    "idle keep-alive": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+}
+
+
+@pytest.mark.parametrize("case", list(STALLED_CONNECTIONS))
+def test_a_slow_or_idle_connection_is_answered_and_closed(
+    shared: tuple[RouterProcess, StubBackend], case: str
 ) -> None:
-    """#1: a header sent 1 byte/s kept its connection open for 150 s."""
+    """#1: slow headers and slow bodies get a 408, an idle keep-alive connection its answer;
+    then the router closes each."""
+    sent, status = STALLED_CONNECTIONS[case]
     router, _ = shared
     with socket.create_connection(("127.0.0.1", router.port)) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        sock.sendall(sent)
         answer = closed_within(sock, 15)
-    assert answer is not None, "the router kept a slow-header connection open"
-    assert answer.startswith(b"HTTP/1.1 408 ")
-
-
-def test_slow_body_gets_408_and_the_connection_closes(
-    shared: tuple[RouterProcess, StubBackend],
-) -> None:
-    """#1, review 3.1: `Content-Length: 100` with 10 bytes waited forever."""
-    router, _ = shared
-    with socket.create_connection(("127.0.0.1", router.port)) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
-            + b"{" * 10
-        )
-        answer = closed_within(sock, 15)
-    assert answer is not None, "the router kept a slow-body connection open"
-    assert answer.startswith(b"HTTP/1.1 408 ")
-
-
-def test_idle_keep_alive_connection_is_closed(shared: tuple[RouterProcess, StubBackend]) -> None:
-    """#1: a connection that sent nothing was still open after 150 s."""
-    router, _ = shared
-    with socket.create_connection(("127.0.0.1", router.port)) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = closed_within(sock, 15)
-    assert answer is not None, "an idle keep-alive connection stayed open"
-    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer is not None, f"the router kept a {case} connection open"
+    assert answer.startswith(b"HTTP/1.1 " + status + b" ")
 
 
 def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_a_fast_503(
@@ -204,14 +229,15 @@ def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_a_fast_503(
 ) -> None:
     """#1, review 3.3: connections up to the fd limit made the router refuse every new client,
     with nothing logged."""
-    stub = StubBackend()
-    router = start_router(
-        tmp_path,
-        [backend("aws/cpu", stub)],
-        limits={"maxConnections": 8, "keepAliveTimeoutSeconds": 60, "headerTimeoutSeconds": 60},
-    )
     socks: list[socket.socket] = []
-    try:
+    with (
+        routed(
+            tmp_path,
+            {"aws/cpu": {}},
+            limits={"maxConnections": 8, "keepAliveTimeoutSeconds": 60, "headerTimeoutSeconds": 60},
+        ) as (router, _),
+        closing_all(socks),
+    ):
         # 8 idle connections (one request answered on each): a new client still gets in.
         for _ in range(8):
             sock = socket.create_connection(("127.0.0.1", router.port), timeout=10)
@@ -239,11 +265,6 @@ def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_a_fast_503(
         assert b"too_many_connections" in answer
         assert time.monotonic() - started < 5
         assert wait_for(lambda: "maxConnections" in router.log_path.read_text(), 10)
-    finally:
-        for sock in socks:
-            sock.close()
-        router.stop()
-        stub.close()
 
 
 # --- finding 3: bounded buffering ----------------------------------------------------------------
@@ -281,9 +302,7 @@ def test_a_long_url_is_refused_with_414_and_not_echoed(
 
 def test_pipelined_requests_behind_a_slow_one_are_not_all_buffered(tmp_path: Path) -> None:
     """#3: 300 pipelined 1 MB POSTs behind one slow request: +288 MB of router memory."""
-    stub = StubBackend()
-    router = start_router(tmp_path, [backend("aws/cpu", stub)], limits={"maxBodyBytes": 1_048_576})
-    try:
+    with routed(tmp_path, {"aws/cpu": {}}, limits={"maxBodyBytes": 1_048_576}) as (router, _):
         assert router.proc is not None
         before = rss_kib(router.proc.pid)
         slow = json.dumps(chat("sleep:4")).encode()
@@ -298,9 +317,6 @@ def test_pipelined_requests_behind_a_slow_one_are_not_all_buffered(tmp_path: Pat
                 pass  # the router stopped reading: the socket buffers are full
             grown = rss_kib(router.proc.pid) - before
         assert grown < 32 * 1024, f"router RSS grew by {grown} KiB"
-    finally:
-        router.stop()
-        stub.close()
 
 
 def test_unread_pipelined_responses_are_bounded(shared: tuple[RouterProcess, StubBackend]) -> None:
@@ -412,14 +428,12 @@ def test_http_versions_other_than_1_x_are_refused(
 
 def test_non_ascii_api_keys_match_when_sent_in_utf8(tmp_path: Path) -> None:
     """#14: a key `clé-ünïcode` matched only when sent latin-1 encoded."""
-    stub = StubBackend()
-    router = start_router(
+    with routed(
         tmp_path,
-        [backend("aws/cpu", stub)],
+        {"aws/cpu": {}},
         env={"ROUTER_KEYS": "clé-ünïcode,ascii-key"},
         apiKeys={"env": "ROUTER_KEYS"},
-    )
-    try:
+    ) as (router, _):
 
         def models(key: bytes) -> bytes:
             return raw(
@@ -432,24 +446,19 @@ def test_non_ascii_api_keys_match_when_sent_in_utf8(tmp_path: Path) -> None:
         assert models("clé-ünïcode".encode()).startswith(b"HTTP/1.1 200 ")
         assert models("clé-ünïcode".encode("latin-1")).startswith(b"HTTP/1.1 401 ")
         assert models(b"ascii-key").startswith(b"HTTP/1.1 200 ")
-    finally:
-        router.stop()
-        stub.close()
 
 
 # --- finding 4: containment -----------------------------------------------------------------------
+
+# Two CPU backends; aws/cpu, the cheaper, is tried first.
+TWO_CPUS: dict[str, dict[str, Any]] = {"aws/cpu": {"costWeight": 0.5}, "gcp/cpu": {}}
 
 
 def test_a_request_that_crashes_its_backend_is_not_sent_to_another(tmp_path: Path) -> None:
     """#4, review 3.6: one poison request killed aws/cpu, was retried on gcp/cpu (killed it),
     and the next went to the GPU: three requests, three dead backends."""
-    first, second = StubBackend(), StubBackend()
-    router = start_router(
-        tmp_path,
-        [backend("aws/cpu", first, costWeight=0.5), backend("gcp/cpu", second)],
-    )
-    try:
-        response = httpx.post(router.url + "/v1/chat/completions", json=chat("crash"), timeout=30)
+    with routed(tmp_path, TWO_CPUS) as (router, (first, second)):
+        response = post(router, "crash")
         assert response.status_code == 502, response.text
         error = response.json()["error"]
         assert error["code"] == "backend_crashed"
@@ -457,23 +466,14 @@ def test_a_request_that_crashes_its_backend_is_not_sent_to_another(tmp_path: Pat
         assert (first.hits, second.hits) == (1, 0)
         assert second.alive
         # The other backend serves what comes next.
-        ok = httpx.post(router.url + "/v1/chat/completions", json=chat("hello"), timeout=30)
+        ok = post(router, "hello")
         assert ok.status_code == 200 and ok.headers["x-llm-backend"] == "gcp/cpu"
-    finally:
-        router.stop()
-        first.close()
-        second.close()
 
 
 def test_a_reset_from_a_live_backend_is_retried_once(tmp_path: Path) -> None:
     """#4: a reset before any byte from a backend that is still alive is safe to retry."""
-    first, second = StubBackend(), StubBackend()
-    router = start_router(
-        tmp_path,
-        [backend("aws/cpu", first, costWeight=0.5), backend("gcp/cpu", second)],
-    )
-    try:
-        response = httpx.post(router.url + "/v1/chat/completions", json=chat("reset"), timeout=30)
+    with routed(tmp_path, TWO_CPUS) as (router, (first, second)):
+        response = post(router, "reset")
         # The retry (on gcp/cpu, or on a fresh connection to aws/cpu when the first went out
         # on a pooled one) resets too, as the command says: that answer reaches the client,
         # and nothing is tried a third time.
@@ -481,12 +481,8 @@ def test_a_reset_from_a_live_backend_is_retried_once(tmp_path: Path) -> None:
         assert response.json()["error"]["code"] == "backend_unavailable"
         assert first.hits + second.hits == 2
         assert first.alive and second.alive
-        ok = httpx.post(router.url + "/v1/chat/completions", json=chat("hello"), timeout=30)
+        ok = post(router, "hello")
         assert ok.status_code == 200
-    finally:
-        router.stop()
-        first.close()
-        second.close()
 
 
 # --- finding 5: health-check backoff ----------------------------------------------------------
@@ -498,126 +494,85 @@ def test_a_burst_of_failures_costs_one_check_and_recovery_is_seen_in_seconds(
     """#5, review 5.1: the requests queued on a backend failed one after the other when it
     broke, each failure a health check and a backoff step (6 checks in 2 ms): healthy again,
     the backend waited 40-60 s to be used."""
-    stub = StubBackend()
-    router = start_router(
+    with routed(
         tmp_path,
-        [backend("aws/cpu", stub, slots=1)],
+        {"aws/cpu": {"slots": 1}},
         healthCheck={"intervalSeconds": 1, "maxBackoffSeconds": 60},
-    )
+    ) as (router, (stub,)):
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                holder = pool.submit(post, router, "sleep:2", timeout=60)
+                assert wait_for(lambda: stub.hits == 1, 10)
+                queued = [pool.submit(post, router, "hello", timeout=60) for _ in range(6)]
+                time.sleep(0.5)  # the six wait for the only slot
+                checks_before = stub.health_hits
+                stub.reset_everything = True  # it breaks: accepts, then resets everything
+                answers = [holder.result()] + [q.result() for q in queued]
+                checks = stub.health_hits - checks_before
+            assert all(a.status_code in (200, 502, 503) for a in answers)
+            stub.reset_everything = False
+            started = time.monotonic()
 
-    def post(text: str) -> httpx.Response:
-        return httpx.post(router.url + "/v1/chat/completions", json=chat(text), timeout=60)
+            def ready() -> bool:
+                return bool(httpx.get(router.url + "/readyz", timeout=10).status_code == 200)
 
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            holder = pool.submit(post, "sleep:2")
-            assert wait_for(lambda: stub.hits == 1, 10)
-            queued = [pool.submit(post, "hello") for _ in range(6)]
-            time.sleep(0.5)  # the six wait for the only slot
-            checks_before = stub.health_hits
-            stub.reset_everything = True  # it breaks: accepts, then resets everything
-            answers = [holder.result()] + [q.result() for q in queued]
-            checks = stub.health_hits - checks_before
-        assert all(a.status_code in (200, 502, 503) for a in answers)
-        stub.reset_everything = False
-        started = time.monotonic()
-
-        def ready() -> bool:
-            return bool(httpx.get(router.url + "/readyz", timeout=10).status_code == 200)
-
-        assert wait_for(ready, 40)
-        recovered = time.monotonic() - started
-        # The queued requests were re-planned (nowhere to go: 503) instead of failing one by
-        # one on the broken backend, each a check and a backoff step: one re-check for the
-        # failure, plus the loop's own 1 s schedule while the holder sleeps (the exact count
-        # is tests/router/test_backends.py's, in-process).
-        assert checks <= 5, checks
-        assert recovered < 10, f"used again after {recovered:.1f} s"
-    finally:
-        stub.reset_everything = False
-        router.stop()
-        stub.close()
+            assert wait_for(ready, 40)
+            recovered = time.monotonic() - started
+            # The queued requests were re-planned (nowhere to go: 503) instead of failing one
+            # by one on the broken backend, each a check and a backoff step: one re-check for
+            # the failure, plus the loop's own 1 s schedule while the holder sleeps (the exact
+            # count is tests/router/test_backends.py's, in-process).
+            assert checks <= 5, checks
+            assert recovered < 10, f"used again after {recovered:.1f} s"
+        finally:
+            stub.reset_everything = False
 
 
 # --- finding 7: re-routing ----------------------------------------------------------------------
+
+# A GPU backend with one slot, and the CPU fallback.
+GPU_AND_CPU: dict[str, dict[str, Any]] = {"aws/gpu": {"tier": "gpu", "slots": 1}, "aws/cpu": {}}
 
 
 def test_a_request_queued_on_a_hung_gpu_moves_to_the_cpu_fallback(tmp_path: Path) -> None:
     """#7, review 5.2/5.3: requests queued on a backend that stopped answering waited for
     their queue timeout (429 after 30 s) or got 502, though the CPU fallback was free."""
-    gpu, cpu = StubBackend(), StubBackend()
-    router = start_router(
-        tmp_path,
-        [backend("aws/gpu", gpu, tier="gpu", slots=1), backend("aws/cpu", cpu)],
-        healthCheck={"intervalSeconds": 1, "maxBackoffSeconds": 2},
-    )
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            holder = pool.submit(
-                httpx.post,
-                router.url + "/v1/chat/completions",
-                json=chat("sleep:12", model="big"),
-                timeout=60,
-            )
-            assert wait_for(lambda: gpu.hits == 1, 10)
-            started = time.monotonic()
-            queued = pool.submit(
-                httpx.post,
-                router.url + "/v1/chat/completions",
-                json=chat("hello", model="big"),
-                timeout=60,
-            )
-            time.sleep(0.5)  # it waits for the GPU's only slot
-            gpu.hang_health = True  # the process freezes: its health check times out
-            answer = queued.result()
-            waited = time.monotonic() - started
+    with routed(
+        tmp_path, GPU_AND_CPU, healthCheck={"intervalSeconds": 1, "maxBackoffSeconds": 2}
+    ) as (router, (gpu, _)):
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                holder = pool.submit(post, router, "sleep:12", model="big", timeout=60)
+                assert wait_for(lambda: gpu.hits == 1, 10)
+                started = time.monotonic()
+                queued = pool.submit(post, router, "hello", model="big", timeout=60)
+                time.sleep(0.5)  # it waits for the GPU's only slot
+                gpu.hang_health = True  # the process freezes: its health check times out
+                answer = queued.result()
+                waited = time.monotonic() - started
+                gpu.hang_health = False
+                holder.result()
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-llm-tier"] == "cpu-fallback"
+            assert waited < 10, f"answered after {waited:.1f} s"
+            assert gpu.hits == 1
+        finally:
             gpu.hang_health = False
-            holder.result()
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["x-llm-tier"] == "cpu-fallback"
-        assert waited < 10, f"answered after {waited:.1f} s"
-        assert gpu.hits == 1
-    finally:
-        gpu.hang_health = False
-        router.stop()
-        gpu.close()
-        cpu.close()
 
 
 def test_a_gpu_crash_sends_its_queued_requests_to_the_cpu_fallback(tmp_path: Path) -> None:
     """#7, review 5.3: a GPU kill gave 16 of 400 requests 502 instead of the CPU fallback."""
-    gpu, cpu = StubBackend(), StubBackend()
-    router = start_router(
-        tmp_path, [backend("aws/gpu", gpu, tier="gpu", slots=1), backend("aws/cpu", cpu)]
-    )
-    try:
+    with routed(tmp_path, GPU_AND_CPU) as (router, (gpu, _)):
         with ThreadPoolExecutor(4) as pool:
-            holder = pool.submit(
-                httpx.post,
-                router.url + "/v1/chat/completions",
-                json=chat("sleep:2", model="big"),
-                timeout=60,
-            )
+            holder = pool.submit(post, router, "sleep:2", model="big", timeout=60)
             assert wait_for(lambda: gpu.hits == 1, 10)
-            queued = [
-                pool.submit(
-                    httpx.post,
-                    router.url + "/v1/chat/completions",
-                    json=chat("hello", model="big"),
-                    timeout=60,
-                )
-                for _ in range(3)
-            ]
+            queued = [pool.submit(post, router, "hello", model="big", timeout=60) for _ in range(3)]
             time.sleep(0.5)
             gpu.crash()
             answers = [q.result() for q in queued]
             holder.result()
         assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
         assert {a.headers["x-llm-tier"] for a in answers} == {"cpu-fallback"}
-    finally:
-        router.stop()
-        gpu.close()
-        cpu.close()
 
 
 # --- finding 6: graceful drain ------------------------------------------------------------------
@@ -633,17 +588,20 @@ def _stream(router: RouterProcess, text: str) -> tuple[int, str]:
         return response.status_code, "".join(response.iter_text())
 
 
+def draining(
+    tmp: Path, slots: int, window: float, deadline: float
+) -> AbstractContextManager[tuple[RouterProcess, list[StubBackend]]]:
+    """One CPU backend with `slots`; SIGTERM serves `window` seconds, then drains until
+    `deadline`."""
+    limits = {"drainWindowSeconds": window, "drainDeadlineSeconds": deadline}
+    return routed(tmp, {"aws/cpu": {"slots": slots}}, limits=limits)
+
+
 def test_sigterm_drains_16_streams_to_done_and_serves_the_window(tmp_path: Path) -> None:
     """#6, review part 5: SIGTERM exited in 0.14 s; 16/16 streams lost, 4 cut with neither
     [DONE] nor an error event."""
-    stub = StubBackend()
-    router = start_router(
-        tmp_path,
-        [backend("aws/cpu", stub, slots=32)],
-        limits={"drainWindowSeconds": 2, "drainDeadlineSeconds": 40},
-    )
-    assert router.proc is not None
-    try:
+    with draining(tmp_path, slots=32, window=2, deadline=40) as (router, (stub,)):
+        assert router.proc is not None
         with ThreadPoolExecutor(16) as pool:
             streams = [pool.submit(_stream, router, "stream:30:0.1") for _ in range(16)]
             assert wait_for(lambda: stub.hits == 16, 20)
@@ -652,7 +610,7 @@ def test_sigterm_drains_16_streams_to_done_and_serves_the_window(tmp_path: Path)
                 lambda: httpx.get(router.url + "/readyz", timeout=10).status_code == 503, 10
             )
             # In the window a new client is still served (its connection then closes).
-            late = httpx.post(router.url + "/v1/chat/completions", json=chat("hi"), timeout=30)
+            late = post(router, "hi")
             assert late.status_code == 200
             assert late.headers["connection"] == "close"
             results = [s.result() for s in streams]
@@ -664,28 +622,17 @@ def test_sigterm_drains_16_streams_to_done_and_serves_the_window(tmp_path: Path)
         # After the window, the listening socket is closed.
         with pytest.raises(httpx.ConnectError):
             httpx.get(router.url + "/healthz", timeout=5)
-    finally:
-        router.stop()
-        stub.close()
 
 
 def test_what_is_left_at_the_drain_deadline_ends_with_an_error_event(tmp_path: Path) -> None:
     """#6: a stream still running at the deadline ends with an error event, never silently;
     a request still queued gets a 503; the process exits 0."""
-    stub = StubBackend()
-    router = start_router(
-        tmp_path,
-        [backend("aws/cpu", stub, slots=1)],
-        limits={"drainWindowSeconds": 0.2, "drainDeadlineSeconds": 1.5},
-    )
-    assert router.proc is not None
-    try:
+    with draining(tmp_path, slots=1, window=0.2, deadline=1.5) as (router, (stub,)):
+        assert router.proc is not None
         with ThreadPoolExecutor(2) as pool:
             long = pool.submit(_stream, router, "stream:300:0.1")
             assert wait_for(lambda: stub.hits == 1, 20)
-            queued = pool.submit(
-                httpx.post, router.url + "/v1/chat/completions", json=chat("hi"), timeout=30
-            )
+            queued = pool.submit(post, router, "hi")
             time.sleep(0.3)
             router.proc.send_signal(signal.SIGTERM)
             status, text = long.result()
@@ -696,9 +643,6 @@ def test_what_is_left_at_the_drain_deadline_ends_with_an_error_event(tmp_path: P
         assert json.loads(last.removeprefix("data: "))["error"]["code"] == "shutting_down"
         assert cut.status_code == 503 and cut.json()["error"]["code"] == "shutting_down"
         assert router.proc.wait(timeout=30) == 0
-    finally:
-        router.stop()
-        stub.close()
 
 
 # --- findings 8, 9: client mistakes are 4xx, never retried ---------------------------------------
@@ -753,18 +697,10 @@ def test_client_mistakes_are_400_and_never_reach_a_backend(
 def bad_input_router(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[RouterProcess, StubBackend]]:
-    stub, other = StubBackend(), StubBackend()
-    router = start_router(
-        tmp_path_factory.mktemp("bad-input"),
-        [backend("aws/cpu", stub, costWeight=0.5), backend("gcp/cpu", other)],
-        limits={"maxBodyBytes": 4_194_304},
-    )
-    try:
+    with routed(
+        tmp_path_factory.mktemp("bad-input"), TWO_CPUS, limits={"maxBodyBytes": 4_194_304}
+    ) as (router, (stub, _)):
         yield router, stub
-    finally:
-        router.stop()
-        stub.close()
-        other.close()
 
 
 @pytest.mark.parametrize(

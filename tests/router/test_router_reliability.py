@@ -7,26 +7,24 @@ shapes; the router is the real `llmctl router serve` process.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.router.stubs import REPLY
-from tests.router.stubs import sse_event as event
+from tests.router.stubs import REPLY, LoopbackServer, StubHandler, sse_event
 from tests.support.router import RouterProcess, router_config
 
 pytestmark = pytest.mark.e2e
 
 
-class Stub:
+class Stub(LoopbackServer):
     """One fake backend. `always_500` makes every POST fail before any body byte (with
     `fail_status`, 500 unless changed)."""
 
@@ -37,19 +35,7 @@ class Stub:
         self.client_gone = threading.Event()
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(StubHandler):
             def do_GET(self) -> None:
                 self._send(200, b'{"status":"ok"}')
 
@@ -66,35 +52,22 @@ class Stub:
                     time.sleep(float(command.split(":")[1]))
                     self._send(200, json.dumps(REPLY).encode())
                 elif command in ("stream-break", "stream-slow"):
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("transfer-encoding", "chunked")
-                    self.end_headers()
+                    self._start_events()
                     count = 2 if command == "stream-break" else 100
                     try:
                         for i in range(count):
-                            data = event(f"tok{i} ")
-                            self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
-                            self.wfile.flush()
+                            self._send_event(sse_event(f"tok{i} "))
                             if command == "stream-slow":
                                 time.sleep(0.05)
                     except OSError:
                         stub.client_gone.set()
                         return
                     # stream-break: the backend dies without finishing the chunked body.
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self._die()
                 else:
                     self._send(200, json.dumps(REPLY).encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +127,23 @@ def setup(
             stub.close()
 
 
+def chat(model: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
 def post(router: RouterProcess, model: str, text: str, **extra: Any) -> httpx.Response:
     return httpx.post(
+        router.url + "/v1/chat/completions", timeout=30, json=chat(model, text, **extra)
+    )
+
+
+def stream(router: RouterProcess, text: str) -> AbstractContextManager[httpx.Response]:
+    """A streamed chat request to m-single, whose backend reads `text` as its command."""
+    return httpx.stream(
+        "POST",
         router.url + "/v1/chat/completions",
         timeout=30,
-        json={"model": model, "messages": [{"role": "user", "content": text}], **extra},
+        json=chat("m-single", text, stream=True),
     )
 
 
@@ -207,16 +192,7 @@ def test_stream_broken_midway_ends_with_an_error_event_and_no_retry(
 ) -> None:
     router, stubs = setup
     before = stubs["single"].hits
-    with httpx.stream(
-        "POST",
-        router.url + "/v1/chat/completions",
-        timeout=30,
-        json={
-            "model": "m-single",
-            "stream": True,
-            "messages": [{"role": "user", "content": "stream-break"}],
-        },
-    ) as response:
+    with stream(router, "stream-break") as response:
         assert response.status_code == 200
         text = "".join(response.iter_text())
     events = [e for e in text.split("\n\n") if e.strip()]
@@ -259,16 +235,7 @@ def test_client_disconnect_cancels_the_backend_request(
 ) -> None:
     router, stubs = setup
     stubs["single"].client_gone.clear()
-    with httpx.stream(
-        "POST",
-        router.url + "/v1/chat/completions",
-        timeout=30,
-        json={
-            "model": "m-single",
-            "stream": True,
-            "messages": [{"role": "user", "content": "stream-slow"}],
-        },
-    ) as response:
+    with stream(router, "stream-slow") as response:
         for _ in response.iter_bytes():
             break  # the first chunk arrived: hang up
     # The stub streams for 5 s; it sees its connection closed long before that.

@@ -33,3 +33,15 @@ def run_llmctl(
         input=input,
         timeout=120,
     )
+
+
+def python_on_src(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter that imports llmctl from this source tree and nothing from
+    the test process's environment: what an import pulls in shows in its `sys.modules`."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )

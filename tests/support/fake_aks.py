@@ -39,11 +39,10 @@ It is as strict as AKS on every point llmctl depends on; each behaviour names it
 from __future__ import annotations
 
 import copy
-import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tests.support.http_fake import Request, Response
+from tests.support.http_fake import PoolApi, Request, Response
 
 TOKEN = "aks-test-token"
 PROVIDER = "Microsoft.ContainerService"
@@ -125,17 +124,13 @@ def validate_agent_pool(body: Any) -> str | None:
 
 
 @dataclass
-class FakeAks:
+class FakeAks(PoolApi):
+    CLUSTER = "llm-azure"
     subscription: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "llm-rg"
-    clusters: set[str] = field(default_factory=lambda: {"llm-azure"})
-    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
-    forbidden_action: str | None = None
     put_error: Response | None = None
     # An error the next PUT's async operation ends with (accepted first, then Failed).
     operation_error: dict[str, str] | None = None
-    async_ops: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     # ---- what tests use to make the stand-in look like a pool that has lived a while ----------
 
@@ -191,7 +186,7 @@ class FakeAks:
         name = parts[9]
         action = {"GET": "read", "PUT": "write", "DELETE": "delete"}[request.method]
         wanted = f"{PROVIDER}/managedClusters/agentPools/{action}"
-        if self.forbidden_action == wanted:
+        if self.forbidden == wanted:
             return arm_error(
                 403,
                 "AuthorizationFailed",
@@ -324,7 +319,7 @@ class FakeAks:
     def _accepted(self, request: Request, status: int, body: Any, name: str, kind: str) -> Response:
         op = f"op-{next(self._ids)}"
         error, self.operation_error = self.operation_error, None
-        self.async_ops[op] = {"polls": ["InProgress"], "pool": name, "kind": kind, "error": error}
+        self.operations[op] = {"polls": ["InProgress"], "pool": name, "kind": kind, "error": error}
         url = (
             f"http://{request.headers['host']}/subscriptions/{self.subscription}/providers/"
             f"{PROVIDER}/locations/eastus/operations/{op}?api-version={request.query['api-version']}"
@@ -332,7 +327,7 @@ class FakeAks:
         return Response(status, copy.deepcopy(body), {"Azure-AsyncOperation": url})
 
     def _operation(self, op: str) -> Response:
-        state = self.async_ops.get(op)
+        state = self.operations.get(op)
         if state is None:
             return arm_error(404, "NotFound", f"operation {op}")
         if state["polls"]:

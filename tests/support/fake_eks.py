@@ -45,6 +45,18 @@ def wire(request: Any, status: int, body: dict[str, Any], error: str | None = No
     return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
 
 
+def answer(
+    client: Any, operation: str, status: int, body: dict[str, Any], error: str | None = None
+) -> None:
+    """Make the real boto3 EKS client receive this HTTP answer to `operation` (AWS's wire
+    format: botocore parses it as it parses AWS's answers)."""
+
+    def send(request: Any, **_: Any) -> AWSResponse:
+        return wire(request, status, body, error)
+
+    client.meta.events.register(f"before-send.eks.{operation}", send)
+
+
 def eks_cluster(
     name: str = "llm-aws",
     region: str = "us-east-1",

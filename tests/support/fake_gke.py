@@ -38,12 +38,11 @@ It is as strict as GKE on every point llmctl depends on; each behaviour names it
 from __future__ import annotations
 
 import copy
-import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tests.support.http_fake import Request, Response
+from tests.support.http_fake import PoolApi, Request, Response
 
 # Enum numbers from the v1 API reference.
 OP_RUNNING, OP_DONE = 2, 3
@@ -114,19 +113,15 @@ class Operation:
 
 
 @dataclass
-class FakeGke:
+class FakeGke(PoolApi):
+    CLUSTER = "llm-gcp"
     project: str = "proj"
     location: str = "us-central1"
-    clusters: set[str] = field(default_factory=lambda: {"llm-gcp"})
-    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
-    operations: dict[str, Operation] = field(default_factory=dict)
-    forbidden: str | None = None  # the permission GKE says is missing
     compute_forbidden: bool = False
     create_error: dict[str, Any] | None = None  # an Operation error for create
     create_http_error: Response | None = None
     # Whether the cluster has pools without GPUs (then GKE adds its own GPU taint).
     has_cpu_pools: bool = True
-    _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
     def prefix(self) -> str:

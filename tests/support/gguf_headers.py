@@ -8,7 +8,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tests.support.gguf_models import LlamaShape
+from tests.support.gguf_models import LlamaShape, llama_tensors, llama_writer
 
 
 def _more_bits(i: int, n: int) -> bool:
@@ -23,42 +23,25 @@ def write_q4_k_m_header(path: Path, shape: LlamaShape, n_vocab: int = 32000) -> 
         gguf.GGMLQuantizationType.Q6_K,
         gguf.GGMLQuantizationType.F32,
     )
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("header-only")
-    writer.add_context_length(shape.ctx_train)
-    writer.add_embedding_length(shape.n_embd)
-    writer.add_block_count(shape.n_layers)
-    writer.add_feed_forward_length(shape.n_ff)
-    writer.add_head_count(shape.n_heads)
-    writer.add_head_count_kv(shape.n_kv_heads)
-    writer.add_rope_dimension_count(shape.head_dim)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
-    writer.add_tokenizer_model("llama")
+    writer = llama_writer(path, shape, "header-only", gguf.LlamaFileType.MOSTLY_Q4_K_M)
     writer.add_token_list([f"t{i}" for i in range(n_vocab)])
-
-    def info(name: str, rows: int, cols: int, qtype: gguf.GGMLQuantizationType) -> None:
+    for name, rows, cols, layer in llama_tensors(shape, n_vocab):
+        if rows == 1:
+            qtype = f32
+        elif name == "output.weight":
+            qtype = q6
+        elif layer is not None and name.endswith(("attn_v.weight", "ffn_down.weight")):
+            qtype = q6 if _more_bits(layer, shape.n_layers) else q4
+        else:
+            qtype = q4
         block, size = gguf.GGML_QUANT_SIZES[qtype]
-        shape_ = (rows, cols) if rows > 1 else (cols,)
         writer.add_tensor_info(
-            name, shape_, np.dtype(np.float32), rows * cols // block * size, raw_dtype=qtype
+            name,
+            (rows, cols) if rows > 1 else (cols,),
+            np.dtype(np.float32),
+            rows * cols // block * size,
+            raw_dtype=qtype,
         )
-
-    kv = shape.head_dim * shape.n_kv_heads
-    info("token_embd.weight", n_vocab, shape.n_embd, q4)
-    info("output_norm.weight", 1, shape.n_embd, f32)
-    info("output.weight", n_vocab, shape.n_embd, q6)
-    for i in range(shape.n_layers):
-        p = f"blk.{i}."
-        big = q6 if _more_bits(i, shape.n_layers) else q4
-        info(p + "attn_norm.weight", 1, shape.n_embd, f32)
-        info(p + "attn_q.weight", shape.n_embd, shape.n_embd, q4)
-        info(p + "attn_k.weight", kv, shape.n_embd, q4)
-        info(p + "attn_v.weight", kv, shape.n_embd, big)
-        info(p + "attn_output.weight", shape.n_embd, shape.n_embd, q4)
-        info(p + "ffn_norm.weight", 1, shape.n_embd, f32)
-        info(p + "ffn_gate.weight", shape.n_ff, shape.n_embd, q4)
-        info(p + "ffn_up.weight", shape.n_ff, shape.n_embd, q4)
-        info(p + "ffn_down.weight", shape.n_embd, shape.n_ff, big)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()

@@ -29,25 +29,19 @@ class LlamaShape:
         return self.n_embd // self.n_heads
 
 
+LLAMA_VOCAB = 32000  # Llama's (and TinyLlama's) vocabulary: 3 special, 256 byte tokens, pieces
+
+
+def _real(layers: int, embd: int, heads: int, kv_heads: int, ff: int, ctx: int) -> LlamaShape:
+    """A real model's shape in its config.json's terms (num_hidden_layers, hidden_size,
+    num_attention_heads, num_key_value_heads, intermediate_size, max_position_embeddings),
+    with Llama's vocabulary."""
+    return LlamaShape(layers, embd, heads, kv_heads, ff, ctx, extra_pieces=LLAMA_VOCAB - 259)
+
+
 TINY = LlamaShape()
-TINYLLAMA_1B = LlamaShape(
-    n_layers=22,
-    n_embd=2048,
-    n_heads=32,
-    n_kv_heads=4,
-    n_ff=5632,
-    ctx_train=2048,
-    extra_pieces=31741,
-)
-LLAMA2_7B = LlamaShape(
-    n_layers=32,
-    n_embd=4096,
-    n_heads=32,
-    n_kv_heads=32,
-    n_ff=11008,
-    ctx_train=4096,
-    extra_pieces=31741,
-)
+TINYLLAMA_1B = _real(22, 2048, 32, 4, 5632, 2048)
+LLAMA2_7B = _real(32, 4096, 32, 32, 11008, 4096)
 
 
 def _vocab(extra: int) -> tuple[list[str], list[float], list[int]]:
@@ -71,6 +65,51 @@ def _vocab(extra: int) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
+def llama_writer(
+    path: Path, shape: LlamaShape, name: str, file_type: int, rms_eps: float | None = None
+) -> gguf.GGUFWriter:
+    """A GGUF writer for a llama model of this shape, its architecture keys written."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_context_length(shape.ctx_train)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layers)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_heads)
+    writer.add_head_count_kv(shape.n_kv_heads)
+    writer.add_rope_dimension_count(shape.head_dim)
+    if rms_eps is not None:
+        writer.add_layer_norm_rms_eps(rms_eps)
+    writer.add_file_type(file_type)
+    writer.add_tokenizer_model("llama")
+    return writer
+
+
+def llama_tensors(shape: LlamaShape, n_vocab: int) -> list[tuple[str, int, int, int | None]]:
+    """Every tensor of a llama model, in llama.cpp's order: its name, rows (1 for a norm vector),
+    columns, and its block (None outside the blocks)."""
+    embd, ff, kv = shape.n_embd, shape.n_ff, shape.head_dim * shape.n_kv_heads
+    tensors: list[tuple[str, int, int, int | None]] = [
+        ("token_embd.weight", n_vocab, embd, None),
+        ("output_norm.weight", 1, embd, None),
+        ("output.weight", n_vocab, embd, None),
+    ]
+    block = [
+        ("attn_norm", 1, embd),
+        ("attn_q", embd, embd),
+        ("attn_k", kv, embd),
+        ("attn_v", kv, embd),
+        ("attn_output", embd, embd),
+        ("ffn_norm", 1, embd),
+        ("ffn_gate", ff, embd),
+        ("ffn_up", ff, embd),
+        ("ffn_down", embd, ff),
+    ]
+    for i in range(shape.n_layers):
+        tensors += [(f"blk.{i}.{name}.weight", rows, cols, i) for name, rows, cols in block]
+    return tensors
+
+
 def write_llama_gguf(
     path: Path,
     shape: LlamaShape = TINY,
@@ -87,21 +126,7 @@ def write_llama_gguf(
     rng = np.random.default_rng(seed)
     block = (rng.standard_normal(tile) * 0.02).astype(np.float16) if tile else None
     tokens, scores, types = _vocab(shape.extra_pieces)
-    n_vocab = len(tokens)
-    kv_dim = shape.head_dim * shape.n_kv_heads
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(name)
-    writer.add_context_length(shape.ctx_train)
-    writer.add_embedding_length(shape.n_embd)
-    writer.add_block_count(shape.n_layers)
-    writer.add_feed_forward_length(shape.n_ff)
-    writer.add_head_count(shape.n_heads)
-    writer.add_head_count_kv(shape.n_kv_heads)
-    writer.add_rope_dimension_count(shape.head_dim)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_tokenizer_model("llama")
+    writer = llama_writer(path, shape, name, gguf.LlamaFileType.MOSTLY_F16, rms_eps=1e-5)
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
@@ -114,23 +139,11 @@ def write_llama_gguf(
             return np.resize(block, (rows, cols))
         return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
 
-    def norm(n: int) -> np.ndarray:
-        return np.ones(n, dtype=np.float32)
-
-    writer.add_tensor("token_embd.weight", matrix(n_vocab, shape.n_embd))
-    writer.add_tensor("output_norm.weight", norm(shape.n_embd))
-    writer.add_tensor("output.weight", matrix(n_vocab, shape.n_embd))
-    for i in range(shape.n_layers):
-        p = f"blk.{i}."
-        writer.add_tensor(p + "attn_norm.weight", norm(shape.n_embd))
-        writer.add_tensor(p + "attn_q.weight", matrix(shape.n_embd, shape.n_embd))
-        writer.add_tensor(p + "attn_k.weight", matrix(kv_dim, shape.n_embd))
-        writer.add_tensor(p + "attn_v.weight", matrix(kv_dim, shape.n_embd))
-        writer.add_tensor(p + "attn_output.weight", matrix(shape.n_embd, shape.n_embd))
-        writer.add_tensor(p + "ffn_norm.weight", norm(shape.n_embd))
-        writer.add_tensor(p + "ffn_gate.weight", matrix(shape.n_ff, shape.n_embd))
-        writer.add_tensor(p + "ffn_up.weight", matrix(shape.n_ff, shape.n_embd))
-        writer.add_tensor(p + "ffn_down.weight", matrix(shape.n_embd, shape.n_ff))
+    for tensor, rows, cols, _ in llama_tensors(shape, len(tokens)):
+        # norms are float32 ones; matrices (numpy shape rows = out, cols = in) F16 random
+        writer.add_tensor(
+            tensor, np.ones(cols, dtype=np.float32) if rows == 1 else matrix(rows, cols)
+        )
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

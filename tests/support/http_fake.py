@@ -6,13 +6,14 @@ tests can assert on what the real SDK clients sent.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -43,6 +44,25 @@ class Response:
 
 
 Route = Callable[[Request], Response]
+
+
+@dataclass
+class PoolApi:
+    """What the GKE and AKS stand-ins both keep: the clusters that exist (at first the one
+    llmctl's defaults name, `CLUSTER`), each node pool as the API returns it (by pool name), the
+    long-running operations (by id), the permission the caller is refused (None: all granted)
+    and the counter operation ids and eTags come from."""
+
+    CLUSTER: ClassVar[str]
+
+    clusters: set[str] = field(default_factory=set)
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, Any] = field(default_factory=dict)
+    forbidden: str | None = None
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.clusters = self.clusters or {self.CLUSTER}
 
 
 @dataclass
@@ -94,11 +114,18 @@ def serve(route: Route) -> Iterator[FakeServer]:
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serve_handler(Handler) as url:
+        yield FakeServer(url, requests)
+
+
+@contextmanager
+def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded server on a free loopback port answering with `handler`; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield FakeServer(f"http://127.0.0.1:{server.server_address[1]}", requests)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -15,8 +15,29 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.tools import require_tool
+
+# The two models the end-to-end tests route, as the catalog names and sizes them: the CPU
+# tier's default and the GPU tier's.
+CPU_MODEL = "tinyllama-1.1b-chat"
+GPU_MODEL = "llama-2-7b-chat"
+
+
+def routed_models(
+    cpu_aliases: tuple[str, ...] = (), gpu_aliases: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The router config's `models` for the two, with the aliases a test asks for."""
+    models: list[dict[str, Any]] = []
+    for name, parameters, aliases in (
+        (CPU_MODEL, 1_100_000_000, cpu_aliases),
+        (GPU_MODEL, 6_740_000_000, gpu_aliases),
+    ):
+        models.append({"name": name, "parameters": parameters})
+        if aliases:
+            models[-1]["aliases"] = list(aliases)
+    return models
 
 
 def free_port() -> int:

@@ -19,6 +19,25 @@ from tests.support.llama import free_port
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
+# The two models the end-to-end tests route between: the small one for the CPU tier, the 7B one
+# for the GPU tier (catalog names; the servers load whatever GGUF a test writes).
+CPU_MODEL = "tinyllama-1.1b-chat"
+GPU_MODEL = "llama-2-7b-chat"
+
+
+def two_models(
+    cpu_aliases: list[str] | None = None, gpu_aliases: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The router config's `models:` for CPU_MODEL and GPU_MODEL, with these aliases."""
+    models: list[dict[str, Any]] = [
+        {"name": CPU_MODEL, "parameters": 1_100_000_000},
+        {"name": GPU_MODEL, "parameters": 6_740_000_000},
+    ]
+    for model, aliases in zip(models, (cpu_aliases, gpu_aliases), strict=True):
+        if aliases:
+            model["aliases"] = aliases
+    return models
+
 
 def router_config(
     backends: list[dict[str, Any]], models: list[dict[str, Any]], fallback_model: str, **extra: Any
@@ -35,19 +54,60 @@ def router_config(
     return config
 
 
-class RouterProcess:
-    def __init__(
-        self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.config, self.workdir = config, workdir
+class LoopbackProcess:
+    """A server a test runs as a process on a free loopback port (the router here, Prometheus in
+    tests/cluster/prometheus.py): its URL, the wait until it answers, its stop."""
+
+    def __init__(self) -> None:
         self.port = free_port()
-        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / f"router-{self.port}.log"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def _wait_until_it_answers(
+        self, path: str, timeout: float, what: str, log: Path, step: float
+    ) -> None:
+        """Until GET `path` answers; a RuntimeError with the end of `log` if the process exits,
+        one that says so after `timeout` seconds."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{what} exited with {self.proc.returncode}: {log.read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(step)
+        raise RuntimeError(f"{what} did not answer {path} within {timeout:.0f} s")
+
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Terminate, wait up to 10 s, then kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._terminate(self.proc)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class RouterProcess(LoopbackProcess):
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__()
+        self.config, self.workdir = config, workdir
+        self.env = env or {}
+        self.log_path = workdir / f"router-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> RouterProcess:
         path = self.workdir / f"router-{self.port}.yaml"
@@ -73,33 +133,31 @@ class RouterProcess:
             env=env,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the router exited with {self.proc.returncode}: "
-                    f"{self.log_path.read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
-                    return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError(f"the router did not answer /healthz within {timeout} s")
+        self._wait_until_it_answers("/healthz", timeout, "the router", self.log_path, step=0.1)
+        return self
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            # The first SIGTERM starts the graceful drain, a second one skips its waiting.
-            self.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.05)
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+    def stream_with_openai(
+        self, api_key: str, model: str, max_tokens: int
+    ) -> tuple[Any, list[Any]]:
+        """ "Tell me a story", streamed through the official OpenAI client: the response's
+        headers and its parsed chunks."""
+        import openai
+
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
+        with client.chat.completions.with_streaming_response.create(
+            model=model,
+            messages=[{"role": "user", "content": "Tell me a story"}],
+            max_tokens=max_tokens,
+            stream=True,
+        ) as raw:
+            return raw.headers, list(raw.parse())
+
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        # The first SIGTERM starts the graceful drain, a second one skips its waiting.
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
 
     def __enter__(self) -> RouterProcess:
         return self.start()
