@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import ssl
@@ -27,11 +26,11 @@ from llmctl.router.federation import (
     TierCapacity,
     parse_capacity,
 )
-from llmctl.router.keys import read_keys
+from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import TTFT_BUCKETS, Counter, Gauge, Histogram, RouterMetrics
 from llmctl.router.peer_config import Federation, Peer, PeerKey
 from llmctl.router.table import Tier
-from llmctl.router.upstream import Pool, Response, UpstreamError, _Connection
+from llmctl.router.upstream import Pool, Response, UpstreamError, error_event, stop_loops
 
 log = logging.getLogger("llmctl.router")
 
@@ -79,7 +78,8 @@ def load_peer_keys(settings: PeerKey) -> list[bytes]:
 
 
 class PeerPool(Pool):
-    """The backend connection pool, with TLS for https:// peers (public Ingress/Gateway URLs)."""
+    """The backend connection pool, with TLS for https:// peers (public Ingress/Gateway URLs):
+    Pool connects through `ssl_context` once it is set."""
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None) -> None:
         parts = urlsplit(url)
@@ -88,34 +88,6 @@ class PeerPool(Pool):
         if self.tls:
             self.port = parts.port or 443
             self.ssl_context = ssl_context or ssl.create_default_context()
-
-    async def _connect(self, timeout: float) -> _Connection:
-        if not self.tls:
-            return await super()._connect(timeout)
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    _Connection,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl_context,
-                    server_hostname=self.host,
-                    ssl_handshake_timeout=timeout,
-                )
-        except TimeoutError:
-            raise UpstreamError(
-                f"connect to {self.host}:{self.port} timed out after {timeout:g} s",
-                kind="connect",
-                before_response=True,
-            ) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(
-                f"cannot connect to {self.host}:{self.port}: {exc}",
-                kind="connect",
-                before_response=True,
-            ) from None
-        return conn
 
 
 class PeerMetrics:
@@ -190,14 +162,7 @@ class PeerState:
     async def check(self, timeout: float) -> bool:
         """GET /readyz (200 or 503: both carry the tiers); one failure marks it not ready."""
         try:
-            response = await self.pool.request(
-                b"GET",
-                b"/readyz",
-                b"",
-                connect_timeout=timeout,
-                first_byte_timeout=timeout,
-                idle_timeout=timeout,
-            )
+            response = await self.pool.get(b"/readyz", timeout)
             body = await response.read()
             if response.status not in (200, 503):
                 raise ValueError(f"/readyz answered {response.status}")
@@ -238,13 +203,7 @@ class Peers:
         self._tasks = [loop.create_task(self._poll(p)) for p in self.peers]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for peer in self.peers:
-            peer.pool.close()
+        await stop_loops(self._tasks, (p.pool for p in self.peers))
 
     async def _check(self, peer: PeerState, timeout: float) -> None:
         ok = await peer.check(timeout)
@@ -269,11 +228,7 @@ class Peers:
     # --- the peer key ----------------------------------------------------------------------
     def authorize(self, headers: dict[str, str]) -> bool:
         """A hop-marked request must carry a peer key (never a client key)."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
-        matched = False
-        for key in self.keys:  # every key, every time: constant time
-            matched |= hmac.compare_digest(given, key)
+        matched = bearer_matches(headers, self.keys)
         if matched:
             self.metrics.received.inc((headers.get(HOP_HEADER, "")[:32] or "unknown",))
         return matched
@@ -393,17 +348,11 @@ class Peers:
                         await conn.write_chunk(chunk)
                 except UpstreamError as exc:
                     outcome = STREAM_BROKEN
-                    event = json.dumps(
-                        {
-                            "error": {
-                                "message": f"the peer {peer.name} failed mid-stream: {exc}",
-                                "type": "upstream_error",
-                                "code": "stream_broken",
-                            }
-                        }
+                    await conn.write_chunk(
+                        error_event(
+                            tail, f"the peer {peer.name} failed mid-stream: {exc}", "stream_broken"
+                        )
                     )
-                    sep = b"" if tail == b"\n\n" else b"\n\n"
-                    await conn.write_chunk(sep + b"data: " + event.encode() + b"\n\n")
                 conn.end_stream()
                 return True
             try:
