@@ -24,7 +24,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,12 +32,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from llmctl.router.upstream import Pool  # noqa: E402
 from router_overhead import (  # noqa: E402
+    Tally,
     burst,
     cpu_seconds,
-    figures,
     free_port,
     interleaved,
     load_parser,
+    post_chat,
     serve_router,
     stop,
     ttfb_p50_ms,
@@ -85,14 +85,7 @@ async def check_route(port: int, peer: str | None) -> None:
     from router_overhead import CHAT_BODY
 
     for _ in range(100):  # until aws has read gcp's /readyz
-        response = await pool.request(
-            b"POST",
-            b"/v1/chat/completions",
-            CHAT_BODY,
-            connect_timeout=5,
-            first_byte_timeout=30,
-            idle_timeout=30,
-        )
+        response = await post_chat(pool, CHAT_BODY)
         await response.read()
         if response.header(b"x-llm-peer") == (peer.encode() if peer else None):
             assert response.header(b"x-llm-tier") == b"gpu", response.headers
@@ -114,30 +107,18 @@ async def measure(
         await burst(pool, 8, 0.3)
     results: dict[str, object] = {}
     for level in levels:
-        lat: dict[str, list[float]] = {n: [] for n in pools}
-        counts, walls, errs = (
-            dict.fromkeys(pools, 0),
-            dict.fromkeys(pools, 0.0),
-            dict.fromkeys(pools, 0),
-        )
+        tally = Tally(pools)
         cpu = {(t, r): 0.0 for t in ("single", "hop") for r in pids}
         for r in range(rounds):
             for name in interleaved(list(pools), r):
                 before = {p: cpu_seconds(pid) for p, pid in pids.items()}
-                t0 = time.perf_counter()
-                values, errors = await burst(pools[name], level, seconds)
-                walls[name] += time.perf_counter() - t0
+                await tally.burst(name, pools[name], level, seconds)
                 if name in ("single", "hop"):
                     for p, pid in pids.items():
                         cpu[(name, p)] += cpu_seconds(pid) - before[p]
-                lat[name] += values
-                counts[name] += len(values)
-                errs[name] += errors
-        row: dict[str, object] = {
-            name: figures(lat[name], counts[name], walls[name], errs[name]) for name in pools
-        }
+        row = tally.row()
         row["cpu_ms_per_request"] = {
-            f"{t}/{p}": cpu[(t, p)] / max(counts[t], 1) * 1000 for (t, p) in cpu
+            f"{t}/{p}": cpu[(t, p)] / max(tally.counts[t], 1) * 1000 for (t, p) in cpu
         }
         results[str(level)] = row
     results["ttfb_p50_ms"] = await ttfb_p50_ms(pools, rounds)

@@ -30,13 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from llmctl.router.upstream import Pool  # noqa: E402
+from llmctl.router.upstream import Pool, Response  # noqa: E402
 
 CHAT_BODY = json.dumps(
     {
@@ -269,6 +270,18 @@ def cpu_seconds(pid: int) -> float:
 # --- the load --------------------------------------------------------------------------------
 
 
+async def post_chat(pool: Pool, body: bytes) -> Response:
+    """POST a chat completion: 5 s to connect, 30 s to the first byte and between chunks."""
+    return await pool.request(
+        b"POST",
+        b"/v1/chat/completions",
+        body,
+        connect_timeout=5,
+        first_byte_timeout=30,
+        idle_timeout=30,
+    )
+
+
 async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[float], int]:
     """`concurrency` workers send requests back to back for `seconds`; latencies in seconds."""
     latencies: list[float] = []
@@ -280,14 +293,7 @@ async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[floa
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             try:
-                response = await pool.request(
-                    b"POST",
-                    b"/v1/chat/completions",
-                    CHAT_BODY,
-                    connect_timeout=5,
-                    first_byte_timeout=30,
-                    idle_timeout=30,
-                )
+                response = await post_chat(pool, CHAT_BODY)
                 await response.read()
                 if response.status != 200:
                     errors += 1
@@ -305,14 +311,7 @@ async def first_bytes(pool: Pool, n: int) -> list[float]:
     out: list[float] = []
     for _ in range(n):
         t0 = time.perf_counter()
-        response = await pool.request(
-            b"POST",
-            b"/v1/chat/completions",
-            STREAM_BODY,
-            connect_timeout=5,
-            first_byte_timeout=30,
-            idle_timeout=30,
-        )
+        response = await post_chat(pool, STREAM_BODY)
         await response.next_chunk()
         out.append(time.perf_counter() - t0)
         await response.read()
@@ -329,15 +328,35 @@ def interleaved(names: list[str], r: int) -> list[str]:
     return names if r % 2 == 0 else names[::-1]
 
 
-def figures(latencies: list[float], count: int, wall: float, errors: int) -> dict[str, float]:
-    """One target's figures at one concurrency level."""
-    return {
-        "rps": count / wall,
-        "p50_ms": pct(latencies, 0.5) * 1000,
-        "p99_ms": pct(latencies, 0.99) * 1000,
-        "errors": errors,
-        "requests": count,
-    }
+class Tally:
+    """What the bursts at one concurrency level measured, per target."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.latencies: dict[str, list[float]] = {name: [] for name in names}
+        self.counts = dict.fromkeys(self.latencies, 0)
+        self.walls = dict.fromkeys(self.latencies, 0.0)
+        self.errors = dict.fromkeys(self.latencies, 0)
+
+    async def burst(self, name: str, pool: Pool, concurrency: int, seconds: float) -> None:
+        t0 = time.perf_counter()
+        values, errors = await burst(pool, concurrency, seconds)
+        self.walls[name] += time.perf_counter() - t0
+        self.latencies[name] += values
+        self.counts[name] += len(values)
+        self.errors[name] += errors
+
+    def row(self) -> dict[str, object]:
+        """Each target's requests/s, p50 and p99 latency in ms, errors and request count."""
+        return {
+            name: {
+                "rps": self.counts[name] / self.walls[name],
+                "p50_ms": pct(values, 0.5) * 1000,
+                "p99_ms": pct(values, 0.99) * 1000,
+                "errors": self.errors[name],
+                "requests": self.counts[name],
+            }
+            for name, values in self.latencies.items()
+        }
 
 
 async def ttfb_p50_ms(pools: dict[str, Pool], rounds: int) -> dict[str, float]:
@@ -357,25 +376,16 @@ async def measure(
         await burst(pool, 32, 0.3)
     results: dict[str, object] = {}
     for level in levels:
-        lat: dict[str, list[float]] = {name: [] for name in pools}
-        counts = dict.fromkeys(pools, 0)
-        walls = dict.fromkeys(pools, 0.0)
-        errs = dict.fromkeys(pools, 0)
+        tally = Tally(pools)
         proxy_cpu = dict.fromkeys(pids, 0.0)
         for r in range(rounds):
             for name in interleaved(list(pools), r):
                 cpu0 = cpu_seconds(pids[name]) if name in pids else 0.0
-                t0 = time.perf_counter()
-                values, errors = await burst(pools[name], level, seconds)
-                walls[name] += time.perf_counter() - t0
+                await tally.burst(name, pools[name], level, seconds)
                 if name in pids:
                     proxy_cpu[name] += cpu_seconds(pids[name]) - cpu0
-                lat[name] += values
-                counts[name] += len(values)
-                errs[name] += errors
-        row: dict[str, object] = {
-            name: figures(lat[name], counts[name], walls[name], errs[name]) for name in pools
-        }
+        row = tally.row()
+        counts = tally.counts
         row["router_cpu_ms_per_request"] = proxy_cpu["router"] / max(counts["router"], 1) * 1000
         if "base" in pids:
             row["base_cpu_ms_per_request"] = proxy_cpu["base"] / max(counts["base"], 1) * 1000
