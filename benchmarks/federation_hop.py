@@ -20,15 +20,10 @@ Everything listens on 127.0.0.1 only. State the machine's load beside the figure
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,11 +32,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from llmctl.router.upstream import Pool  # noqa: E402
 from router_overhead import (  # noqa: E402
+    Tally,
     burst,
     cpu_seconds,
-    first_bytes,
     free_port,
-    pct,
+    interleaved,
+    load_parser,
+    post_chat,
+    serve_router,
+    stop,
+    ttfb_p50_ms,
     wait_port,
 )
 
@@ -70,13 +70,14 @@ def router_config(cloud: str, gpu_url: str, cpu_url: str, peers: list[dict[str, 
 
 
 def start_router(tmp: Path, name: str, config: dict, port: int) -> subprocess.Popen[bytes]:
-    path = tmp / f"{name}.yaml"
-    path.write_text(json.dumps(config))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), BENCH_PEER_KEY=PEER_KEY)
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "router", "serve", "--config", str(path),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
-    )  # fmt: skip
+    return serve_router(
+        tmp / f"{name}.yaml",
+        config,
+        port,
+        "--log-level",
+        "warning",
+        env={"BENCH_PEER_KEY": PEER_KEY},
+    )
 
 
 async def check_route(port: int, peer: str | None) -> None:
@@ -84,14 +85,7 @@ async def check_route(port: int, peer: str | None) -> None:
     from router_overhead import CHAT_BODY
 
     for _ in range(100):  # until aws has read gcp's /readyz
-        response = await pool.request(
-            b"POST",
-            b"/v1/chat/completions",
-            CHAT_BODY,
-            connect_timeout=5,
-            first_byte_timeout=30,
-            idle_timeout=30,
-        )
+        response = await post_chat(pool, CHAT_BODY)
         await response.read()
         if response.header(b"x-llm-peer") == (peer.encode() if peer else None):
             assert response.header(b"x-llm-tier") == b"gpu", response.headers
@@ -113,40 +107,21 @@ async def measure(
         await burst(pool, 8, 0.3)
     results: dict[str, object] = {}
     for level in levels:
-        lat: dict[str, list[float]] = {n: [] for n in pools}
-        counts, walls, errs = (
-            dict.fromkeys(pools, 0),
-            dict.fromkeys(pools, 0.0),
-            dict.fromkeys(pools, 0),
-        )
+        tally = Tally(pools)
         cpu = {(t, r): 0.0 for t in ("single", "hop") for r in pids}
         for r in range(rounds):
-            for name in list(pools) if r % 2 == 0 else list(reversed(pools)):
+            for name in interleaved(list(pools), r):
                 before = {p: cpu_seconds(pid) for p, pid in pids.items()}
-                t0 = time.perf_counter()
-                values, errors = await burst(pools[name], level, seconds)
-                walls[name] += time.perf_counter() - t0
+                await tally.burst(name, pools[name], level, seconds)
                 if name in ("single", "hop"):
                     for p, pid in pids.items():
                         cpu[(name, p)] += cpu_seconds(pid) - before[p]
-                lat[name] += values
-                counts[name] += len(values)
-                errs[name] += errors
-        row: dict[str, object] = {
-            name: {"rps": counts[name] / walls[name], "p50_ms": pct(lat[name], 0.5) * 1000,
-                   "p99_ms": pct(lat[name], 0.99) * 1000, "errors": errs[name],
-                   "requests": counts[name]}
-            for name in pools
-        }  # fmt: skip
+        row = tally.row()
         row["cpu_ms_per_request"] = {
-            f"{t}/{p}": cpu[(t, p)] / max(counts[t], 1) * 1000 for (t, p) in cpu
+            f"{t}/{p}": cpu[(t, p)] / max(tally.counts[t], 1) * 1000 for (t, p) in cpu
         }
         results[str(level)] = row
-    ttfb: dict[str, list[float]] = {n: [] for n in pools}
-    for r in range(rounds * 3):
-        for name in list(pools) if r % 2 == 0 else list(reversed(pools)):
-            ttfb[name] += await first_bytes(pools[name], 100)
-    results["ttfb_p50_ms"] = {n: statistics.median(v) * 1000 for n, v in ttfb.items()}
+    results["ttfb_p50_ms"] = await ttfb_p50_ms(pools, rounds)
     for pool in pools.values():
         pool.close()
     return results
@@ -185,11 +160,7 @@ def report(results: dict[str, object]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of one burst")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
-    parser.add_argument("--levels", default="1,8", help="concurrency levels")
-    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser = load_parser(__doc__, levels="1,8")
     args = parser.parse_args()
     backend, gcp_port, aws_port = free_port(), free_port(), free_port()
     down = f"http://127.0.0.1:{free_port()}"
@@ -217,13 +188,7 @@ def main() -> None:
                 {"aws": aws.pid, "gcp": gcp.pid}, args.seconds, args.rounds,
                 [int(x) for x in args.levels.split(",")]))  # fmt: skip
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
     results["loadavg"] = loadavg
     if args.json:
         print(json.dumps(results, indent=2))

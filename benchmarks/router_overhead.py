@@ -30,12 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from llmctl.router.upstream import Pool  # noqa: E402
+from llmctl.router.upstream import Pool, Response  # noqa: E402
 
 CHAT_BODY = json.dumps(
     {
@@ -160,10 +162,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def start_router(
-    tmp: Path, backend_port: int, port: int, src: Path = REPO / "src"
-) -> subprocess.Popen[bytes]:
-    config = {
+def bench_config(backend_port: int, slots: int) -> dict[str, Any]:
+    """One model served by one CPU backend: the router config of the single-router benchmarks."""
+    return {
         "cloud": "aws",
         "models": [{"name": "bench-model", "parameters": 1_100_000_000}],
         "backends": [
@@ -173,33 +174,54 @@ def start_router(
                 "tier": "cpu",
                 "cloud": "aws",
                 "model": "bench-model",
-                "slots": 512,
+                "slots": slots,
             }
         ],
         "policy": {"fallbackModel": "bench-model"},
-        "healthCheck": {"intervalSeconds": 5},
     }
-    path = tmp / f"router-{port}.yaml"
+
+
+def serve_router(
+    path: Path,
+    config: dict[str, Any],
+    port: int,
+    *options: str,
+    src: Path = REPO / "src",
+    env: dict[str, str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """`llmctl router serve` (the code under `src`) on 127.0.0.1:`port`, with `config` written
+    to `path`; `options` go on its command line, `popen` to subprocess.Popen."""
     path.write_text(json.dumps(config))
-    env = dict(os.environ, PYTHONPATH=str(src))
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmctl",
-            "router",
-            "serve",
-            "--config",
-            str(path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
+    argv = [sys.executable, "-m", "llmctl", "router", "serve", "--config", str(path)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), *options]
+    return subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=str(src), **(env or {})), **popen)
+
+
+def start_router(
+    tmp: Path, backend_port: int, port: int, src: Path = REPO / "src"
+) -> subprocess.Popen[bytes]:
+    config = bench_config(backend_port, slots=512) | {"healthCheck": {"intervalSeconds": 5}}
+    return serve_router(
+        tmp / f"router-{port}.yaml", config, port, "--log-level", "warning", src=src
     )
+
+
+def stop(procs: list[subprocess.Popen[bytes]], again_after: float | None = None) -> None:
+    """SIGTERM every process (and again `again_after` s later to those still running: a router
+    then skips its drain window), then wait up to 10 s for each before killing it."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    if again_after is not None:
+        time.sleep(again_after)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 NGINX_CONF = """
@@ -248,6 +270,18 @@ def cpu_seconds(pid: int) -> float:
 # --- the load --------------------------------------------------------------------------------
 
 
+async def post_chat(pool: Pool, body: bytes) -> Response:
+    """POST a chat completion: 5 s to connect, 30 s to the first byte and between chunks."""
+    return await pool.request(
+        b"POST",
+        b"/v1/chat/completions",
+        body,
+        connect_timeout=5,
+        first_byte_timeout=30,
+        idle_timeout=30,
+    )
+
+
 async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[float], int]:
     """`concurrency` workers send requests back to back for `seconds`; latencies in seconds."""
     latencies: list[float] = []
@@ -259,14 +293,7 @@ async def burst(pool: Pool, concurrency: int, seconds: float) -> tuple[list[floa
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             try:
-                response = await pool.request(
-                    b"POST",
-                    b"/v1/chat/completions",
-                    CHAT_BODY,
-                    connect_timeout=5,
-                    first_byte_timeout=30,
-                    idle_timeout=30,
-                )
+                response = await post_chat(pool, CHAT_BODY)
                 await response.read()
                 if response.status != 200:
                     errors += 1
@@ -284,14 +311,7 @@ async def first_bytes(pool: Pool, n: int) -> list[float]:
     out: list[float] = []
     for _ in range(n):
         t0 = time.perf_counter()
-        response = await pool.request(
-            b"POST",
-            b"/v1/chat/completions",
-            STREAM_BODY,
-            connect_timeout=5,
-            first_byte_timeout=30,
-            idle_timeout=30,
-        )
+        response = await post_chat(pool, STREAM_BODY)
         await response.next_chunk()
         out.append(time.perf_counter() - t0)
         await response.read()
@@ -303,6 +323,51 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def interleaved(names: list[str], r: int) -> list[str]:
+    """Round r's order of the targets: forwards, then backwards, so drift falls on every one."""
+    return names if r % 2 == 0 else names[::-1]
+
+
+class Tally:
+    """What the bursts at one concurrency level measured, per target."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.latencies: dict[str, list[float]] = {name: [] for name in names}
+        self.counts = dict.fromkeys(self.latencies, 0)
+        self.walls = dict.fromkeys(self.latencies, 0.0)
+        self.errors = dict.fromkeys(self.latencies, 0)
+
+    async def burst(self, name: str, pool: Pool, concurrency: int, seconds: float) -> None:
+        t0 = time.perf_counter()
+        values, errors = await burst(pool, concurrency, seconds)
+        self.walls[name] += time.perf_counter() - t0
+        self.latencies[name] += values
+        self.counts[name] += len(values)
+        self.errors[name] += errors
+
+    def row(self) -> dict[str, object]:
+        """Each target's requests/s, p50 and p99 latency in ms, errors and request count."""
+        return {
+            name: {
+                "rps": self.counts[name] / self.walls[name],
+                "p50_ms": pct(values, 0.5) * 1000,
+                "p99_ms": pct(values, 0.99) * 1000,
+                "errors": self.errors[name],
+                "requests": self.counts[name],
+            }
+            for name, values in self.latencies.items()
+        }
+
+
+async def ttfb_p50_ms(pools: dict[str, Pool], rounds: int) -> dict[str, float]:
+    """Each target's median time to first byte, streaming at concurrency 1, interleaved."""
+    ttfb: dict[str, list[float]] = {name: [] for name in pools}
+    for r in range(rounds * 3):
+        for name in interleaved(list(pools), r):
+            ttfb[name] += await first_bytes(pools[name], 100)
+    return {name: statistics.median(v) * 1000 for name, v in ttfb.items()}
+
+
 async def measure(
     ports: dict[str, int], pids: dict[str, int], seconds: float, rounds: int, levels: list[int]
 ) -> dict[str, object]:
@@ -311,41 +376,21 @@ async def measure(
         await burst(pool, 32, 0.3)
     results: dict[str, object] = {}
     for level in levels:
-        lat: dict[str, list[float]] = {name: [] for name in pools}
-        counts = dict.fromkeys(pools, 0)
-        walls = dict.fromkeys(pools, 0.0)
-        errs = dict.fromkeys(pools, 0)
+        tally = Tally(pools)
         proxy_cpu = dict.fromkeys(pids, 0.0)
         for r in range(rounds):
-            order = list(pools) if r % 2 == 0 else list(reversed(pools))
-            for name in order:
+            for name in interleaved(list(pools), r):
                 cpu0 = cpu_seconds(pids[name]) if name in pids else 0.0
-                t0 = time.perf_counter()
-                values, errors = await burst(pools[name], level, seconds)
-                walls[name] += time.perf_counter() - t0
+                await tally.burst(name, pools[name], level, seconds)
                 if name in pids:
                     proxy_cpu[name] += cpu_seconds(pids[name]) - cpu0
-                lat[name] += values
-                counts[name] += len(values)
-                errs[name] += errors
-        row: dict[str, object] = {}
-        for name in pools:
-            row[name] = {
-                "rps": counts[name] / walls[name],
-                "p50_ms": pct(lat[name], 0.5) * 1000,
-                "p99_ms": pct(lat[name], 0.99) * 1000,
-                "errors": errs[name],
-                "requests": counts[name],
-            }
+        row = tally.row()
+        counts = tally.counts
         row["router_cpu_ms_per_request"] = proxy_cpu["router"] / max(counts["router"], 1) * 1000
         if "base" in pids:
             row["base_cpu_ms_per_request"] = proxy_cpu["base"] / max(counts["base"], 1) * 1000
         results[str(level)] = row
-    ttfb: dict[str, list[float]] = {name: [] for name in pools}
-    for r in range(rounds * 3):
-        for name in list(pools) if r % 2 == 0 else list(reversed(pools)):
-            ttfb[name] += await first_bytes(pools[name], 100)
-    results["ttfb_p50_ms"] = {name: statistics.median(v) * 1000 for name, v in ttfb.items()}
+    results["ttfb_p50_ms"] = await ttfb_p50_ms(pools, rounds)
     for pool in pools.values():
         pool.close()
     return results
@@ -381,12 +426,18 @@ def report(results: dict[str, object]) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def load_parser(doc: str | None, levels: str) -> argparse.ArgumentParser:
+    """The options of a latency benchmark: burst length, rounds, concurrency levels, --json."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one burst")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
-    parser.add_argument("--levels", default="1,32,128", help="concurrency levels")
+    parser.add_argument("--levels", default=levels, help="concurrency levels")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    return parser
+
+
+def main() -> None:
+    parser = load_parser(__doc__, levels="1,32,128")
     parser.add_argument(
         "--baseline-src", type=Path, help="src/ of another checkout: its router runs beside"
     )
@@ -431,17 +482,7 @@ def main() -> None:
                 )
             )
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            time.sleep(0.1)
-            for proc in procs:  # a second SIGTERM: the router skips its drain window
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs, again_after=0.1)
     if args.json:
         print(json.dumps(results, indent=2))
     report(results)

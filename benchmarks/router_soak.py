@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from router_overhead import cpu_seconds, free_port, wait_port  # noqa: E402
+from router_overhead import (  # noqa: E402
+    bench_config,
+    cpu_seconds,
+    free_port,
+    serve_router,
+    stop,
+    wait_port,
+)
 
 PROMPTS = {
     "digits": "1" * 4000,  # the review's quadratic case
@@ -194,20 +200,7 @@ def main() -> None:
     backend_port, port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="router-soak-") as tmp_name:
         tmp = Path(tmp_name)
-        config = {
-            "cloud": "aws",
-            "models": [{"name": "bench-model", "parameters": 1_100_000_000}],
-            "backends": [
-                {
-                    "name": "aws/cpu",
-                    "url": f"http://127.0.0.1:{backend_port}",
-                    "tier": "cpu",
-                    "cloud": "aws",
-                    "model": "bench-model",
-                    "slots": 64,
-                }
-            ],
-            "policy": {"fallbackModel": "bench-model"},
+        config = bench_config(backend_port, slots=64) | {
             "limits": {
                 "maxConnections": args.max_connections,
                 "headerTimeoutSeconds": args.header_timeout,
@@ -217,8 +210,6 @@ def main() -> None:
                 "drainWindowSeconds": 0,
             },
         }
-        (tmp / "router.yaml").write_text(json.dumps(config))
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         backend = subprocess.Popen(
             [
                 sys.executable,
@@ -228,23 +219,8 @@ def main() -> None:
             ]
         )
         log = (tmp / "router.log").open("wb")
-        router = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llmctl",
-                "router",
-                "serve",
-                "--config",
-                str(tmp / "router.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        router = serve_router(
+            tmp / "router.yaml", config, port, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             wait_port(backend_port)
@@ -258,13 +234,7 @@ def main() -> None:
             cpu = cpu_seconds(router.pid) - cpu0
             rss = rss_mb(router.pid)
         finally:
-            for proc in (router, backend):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (router, backend):
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop([router, backend])
         refusals = (tmp / "router.log").read_text().count("maxConnections")
     ms = [v * 1000 for v in latencies]
     print(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from llmctl.cli import options
 
 if TYPE_CHECKING:
-    from llmctl.cost.model import Estimate, EstimateRequest
+    from llmctl.cost.model import Estimate, EstimateRequest, Workload
 
 app = typer.Typer(help="Estimate what serving costs on each cloud.", no_args_is_help=True)
 
@@ -42,8 +42,57 @@ class AksTierChoice(StrEnum):
     STANDARD = "standard"
 
 
+# One option per field of cost.model.Workload, under the field's own name, in --help's order.
+WORKLOAD_OPTIONS: dict[str, Any] = {
+    "gpu_requests_per_day": typer.Option(
+        100.0, "--gpu-requests-per-day", help="GPU requests per day, per cluster."
+    ),
+    "avg_output_tokens": typer.Option(
+        300.0, "--avg-output-tokens", help="Average output tokens per request."
+    ),
+    "gpu_tokens_per_second": typer.Option(
+        None,
+        "--tokens-per-second",
+        help="Output tokens/s of one GPU replica (default: the catalog's throughput table).",
+    ),
+    "cpu_tokens_per_second": typer.Option(
+        None,
+        "--cpu-tokens-per-second",
+        help="Output tokens/s of one CPU replica (default: the catalog's throughput table).",
+    ),
+    "idle_timeout_s": typer.Option(
+        300.0, "--idle-timeout", help="KEDA cooldown in seconds before the GPU pod goes away."
+    ),
+    "scale_down_delay_s": typer.Option(
+        600.0,
+        "--scale-down-delay",
+        help="Seconds the cluster autoscaler keeps the empty GPU node afterwards "
+        "(scale-down-unneeded-time; 10 min by default on EKS, GKE and AKS).",
+    ),
+    "cold_start_s": typer.Option(
+        240.0, "--cold-start", help="Seconds from first request to a serving GPU node."
+    ),
+    "active_hours_per_day": typer.Option(
+        24.0, "--active-hours", help="Hours of each day in which requests arrive."
+    ),
+}
+# Workload's field types (cost.model itself is imported only when the command runs).
+WORKLOAD_TYPES: dict[str, Any] = dict.fromkeys(WORKLOAD_OPTIONS, float) | {
+    "gpu_tokens_per_second": float | None,
+    "cpu_tokens_per_second": float | None,
+}
+
+
+def _workload(**given: Any) -> Workload:
+    from llmctl.cost.model import Workload
+
+    return Workload(**given)
+
+
 @app.command("estimate")
+@options.option_group("workload", _workload, WORKLOAD_OPTIONS, WORKLOAD_TYPES)
 def estimate(
+    *,
     cloud: CloudChoice = typer.Option(CloudChoice.ALL, "--cloud", help="aws, azure, gcp or all."),
     mode: ModeChoice = typer.Option(
         ModeChoice.ALL, "--mode", help="cpu, gpu, scale-to-zero or all."
@@ -64,37 +113,7 @@ def estimate(
         "the GPU tier's, others the CPU tier's, in the cloud they belong to).",
     ),
     hours_per_month: float = typer.Option(730.0, "--hours-per-month", help="Hours in a month."),
-    gpu_requests_per_day: float = typer.Option(
-        100.0, "--gpu-requests-per-day", help="GPU requests per day, per cluster."
-    ),
-    avg_output_tokens: float = typer.Option(
-        300.0, "--avg-output-tokens", help="Average output tokens per request."
-    ),
-    tokens_per_second: float | None = typer.Option(
-        None,
-        "--tokens-per-second",
-        help="Output tokens/s of one GPU replica (default: the catalog's throughput table).",
-    ),
-    cpu_tokens_per_second: float | None = typer.Option(
-        None,
-        "--cpu-tokens-per-second",
-        help="Output tokens/s of one CPU replica (default: the catalog's throughput table).",
-    ),
-    idle_timeout: float = typer.Option(
-        300.0, "--idle-timeout", help="KEDA cooldown in seconds before the GPU pod goes away."
-    ),
-    scale_down_delay: float = typer.Option(
-        600.0,
-        "--scale-down-delay",
-        help="Seconds the cluster autoscaler keeps the empty GPU node afterwards "
-        "(scale-down-unneeded-time; 10 min by default on EKS, GKE and AKS).",
-    ),
-    cold_start: float = typer.Option(
-        240.0, "--cold-start", help="Seconds from first request to a serving GPU node."
-    ),
-    active_hours: float = typer.Option(
-        24.0, "--active-hours", help="Hours of each day in which requests arrive."
-    ),
+    workload: Workload,
     aks_tier: AksTierChoice = typer.Option(
         AksTierChoice.FREE, "--aks-tier", help="AKS cluster-management tier: free or standard."
     ),
@@ -123,16 +142,6 @@ def estimate(
     loaded = options.load(config, sets)
     stack = loaded.stack
     prices = load_catalog()
-    workload = model.Workload(
-        gpu_requests_per_day=gpu_requests_per_day,
-        avg_output_tokens=avg_output_tokens,
-        gpu_tokens_per_second=tokens_per_second,
-        cpu_tokens_per_second=cpu_tokens_per_second,
-        idle_timeout_s=idle_timeout,
-        scale_down_delay_s=scale_down_delay,
-        cold_start_s=cold_start,
-        active_hours_per_day=active_hours,
-    )
     workload.validate()
     plans = report.plans_for(
         stack,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -72,31 +70,8 @@ TARGET_OPTIONS: dict[str, Any] = {
 TARGET_TYPES: dict[str, Any] = {f.name: f.type for f in fields(Target)}
 
 
-def target_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the shared options: it declares `target: Target` and gets them in one."""
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "target"]
-    shared = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=option,
-            annotation=TARGET_TYPES[name],
-        )
-        for name, option in TARGET_OPTIONS.items()
-    ]
-
-    @functools.wraps(command)
-    def with_target(**given: Any) -> None:
-        target = Target(**{name: given.pop(name) for name in TARGET_OPTIONS})
-        command(target=target, **given)
-
-    parameters = shared + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    with_target.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    with_target.__annotations__ = {
-        **{p.name: p.annotation for p in own},
-        **{p.name: p.annotation for p in shared},
-    }
-    return with_target
+# Every `llmctl gpu` command declares `target: Target` and gets these options in one.
+target_options = options.option_group("target", Target, TARGET_OPTIONS, TARGET_TYPES)
 
 
 KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG).")

@@ -222,16 +222,12 @@ def _gpu_check(
             raise typer.Exit(130) from None
 
 
+# The GPU check's fields in `--output json`, in this order.
+_CHECK_FIELDS = ("pod", "phase", "node", "ok", "deleted", "elapsed_s", "log")
+
+
 def _check_dict(result: CheckResult) -> dict[str, Any]:
-    return {
-        "pod": result.pod,
-        "phase": result.phase,
-        "node": result.node,
-        "ok": result.ok,
-        "deleted": result.deleted,
-        "elapsed_s": result.elapsed_s,
-        "log": result.log,
-    }
+    return {field: getattr(result, field) for field in _CHECK_FIELDS}
 
 
 def test_inference(

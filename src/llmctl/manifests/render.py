@@ -16,7 +16,7 @@ from yaml import safe_load as yaml_load
 from llmctl import catalog
 from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
-from llmctl.config import NAMESPACE, ModelSpec, Resources, Stack
+from llmctl.config import NAMESPACE, CpuTier, GpuTier, ModelSpec, Resources, Stack
 from llmctl.manifests import llamacpp
 from llmctl.manifests.routing import (
     CPU_SERVER,
@@ -179,15 +179,13 @@ def model_volume(name: str, model: ModelSpec, labels_: dict[str, str]) -> dict[s
 
 
 def _tier(
-    name: str,
-    component: str,
-    model: ModelSpec,
-    image: str,
-    replicas: int | None,
-    args: list[str],
-    resources: dict[str, Any],
-    gpu: bool,
+    name: str, component: str, spec: CpuTier | GpuTier, image: str, replicas: int | None
 ) -> dict[str, Any]:
+    gpu = isinstance(spec, GpuTier)
+    model = spec.model
+    args = llamacpp.server_args(model, spec.llamacpp)
+    gpu_limits = {spec.resource_name: spec.count} if isinstance(spec, GpuTier) else None
+    resources = _resources(spec.resources, gpu_limits)
     tier_labels = labels(name, component)
     tier_selector = selector(name, component)
     models_dir = str(PurePosixPath(model.path).parent)
@@ -384,32 +382,12 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
 
 
 def cpu_tier(stack: Stack) -> dict[str, Any]:
-    cpu = stack.cpu
-    return _tier(
-        CPU_SERVER,
-        "llama-cpu",
-        cpu.model,
-        stack.images.llama_server,
-        cpu.replicas,
-        llamacpp.server_args(cpu.model, cpu.llamacpp),
-        _resources(cpu.resources),
-        gpu=False,
-    )
+    return _tier(CPU_SERVER, "llama-cpu", stack.cpu, stack.images.llama_server, stack.cpu.replicas)
 
 
 def gpu_tier(stack: Stack) -> dict[str, Any]:
-    gpu = stack.gpu
     # Scale to zero: KEDA, not the manifest, decides how many GPU pods run (no `replicas`).
-    return _tier(
-        GPU_SERVER,
-        "llama-gpu",
-        gpu.model,
-        stack.images.llama_server_cuda,
-        None,
-        llamacpp.server_args(gpu.model, gpu.llamacpp),
-        _resources(gpu.resources, {gpu.resource_name: gpu.count}),
-        gpu=True,
-    )
+    return _tier(GPU_SERVER, "llama-gpu", stack.gpu, stack.images.llama_server_cuda, None)
 
 
 @dataclass(frozen=True)

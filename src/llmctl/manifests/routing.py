@@ -40,35 +40,27 @@ def hourly_cost_usd(stack: Stack, cloud: CloudName, instance_type: str) -> float
     return round(price, 4)
 
 
+def _backend(stack: Stack, cloud: CloudName, tier: Tier, instance_type: str) -> Backend:
+    """The tier's llama.cpp Service in this cloud, priced by its node's instance type."""
+    spec = stack.gpu if tier is Tier.GPU else stack.cpu
+    return Backend(
+        name=f"{cloud.value}/{tier.value}",
+        url=service_url(GPU_SERVER if tier is Tier.GPU else CPU_SERVER),
+        tier=tier,
+        cloud=cloud.value,
+        model=spec.model.name,
+        slots=spec.llamacpp.parallel,
+        hourly_cost_usd=hourly_cost_usd(stack, cloud, instance_type),
+    )
+
+
 def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
     models = [_route(stack.cpu.model)]
-    backends = [
-        Backend(
-            name=f"{cloud.value}/cpu",
-            url=service_url(CPU_SERVER),
-            tier=Tier.CPU,
-            cloud=cloud.value,
-            model=stack.cpu.model.name,
-            slots=stack.cpu.llamacpp.parallel,
-            hourly_cost_usd=hourly_cost_usd(
-                stack, cloud, catalog.DEFAULT_CPU_INSTANCE_TYPES[cloud]
-            ),
-        )
-    ]
+    backends = [_backend(stack, cloud, Tier.CPU, catalog.DEFAULT_CPU_INSTANCE_TYPES[cloud])]
     if gpu:
         if stack.gpu.model.name != stack.cpu.model.name:
             models.append(_route(stack.gpu.model))
-        backends.append(
-            Backend(
-                name=f"{cloud.value}/gpu",
-                url=service_url(GPU_SERVER),
-                tier=Tier.GPU,
-                cloud=cloud.value,
-                model=stack.gpu.model.name,
-                slots=stack.gpu.llamacpp.parallel,
-                hourly_cost_usd=hourly_cost_usd(stack, cloud, stack.gpu.instance_types.of(cloud)),
-            )
-        )
+        backends.append(_backend(stack, cloud, Tier.GPU, stack.gpu.instance_types.of(cloud)))
     return RouterConfig(
         cloud=cloud.value,
         models=tuple(models),

@@ -134,9 +134,6 @@ class ModelShape:
         n_layers = number("block_count")
         n_embd = number("embedding_length")
         n_heads = number("attention.head_count")
-        n_kv_heads = number("attention.head_count_kv", n_heads)
-        head_dim_k = number("attention.key_length", n_embd // n_heads)
-        head_dim_v = number("attention.value_length", n_embd // n_heads)
         layer_bytes = [0] * n_layers
         input_bytes = output_bytes = 0
         has_output = False  # pragma: no mutate: None is as false here (None or x is x)
@@ -171,9 +168,10 @@ class ModelShape:
             n_layers=n_layers,
             n_embd=n_embd,
             n_heads=n_heads,
-            n_kv_heads=n_kv_heads,
-            head_dim_k=head_dim_k,
-            head_dim_v=head_dim_v,
+            # Read where they are used, as n_ff and ctx_train are: nothing above needs them.
+            n_kv_heads=number("attention.head_count_kv", n_heads),
+            head_dim_k=number("attention.key_length", n_embd // n_heads),
+            head_dim_v=number("attention.value_length", n_embd // n_heads),
             n_ff=number("feed_forward_length", 4 * n_embd),
             n_vocab=n_vocab,
             ctx_train=number("context_length", 0),

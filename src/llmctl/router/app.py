@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
@@ -21,12 +20,12 @@ from typing import NamedTuple
 from llmctl.router import federation, policy
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout, health_loop
 from llmctl.router.httpserver import Connection, Request, Server, serve
-from llmctl.router.keys import read_keys
+from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
 from llmctl.router.table import ApiKeys, Limits, ModelRoute, RouterConfig, Tier
-from llmctl.router.upstream import Response, UpstreamError
+from llmctl.router.upstream import Response, UpstreamError, error_event, stop_loops
 
 log = logging.getLogger("llmctl.router")
 
@@ -301,13 +300,7 @@ class RouterApp:
             await self.peers.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for backend in self.backends:
-            backend.pool.close()
+        await stop_loops(self._tasks, (b.pool for b in self.backends))
         if self.peers is not None:  # federation (issue 16)
             await self.peers.stop()
 
@@ -374,32 +367,16 @@ class RouterApp:
         self.metrics.requests.inc(("none", self.config.cloud, "unknown", str(status)))
 
     def _authorize(self, request: Request) -> None:
-        if not self.api_keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        # Header bytes were decoded as latin-1: encoding back gives the bytes the client sent,
-        # so a key with non-ASCII characters matches when sent in UTF-8 (as clients do).
-        given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
-        # Compare with every key, always: the time taken says nothing about which one matched.
-        matched = False
-        for key in self.api_keys:
-            matched |= hmac.compare_digest(given, key)
-        if not matched:
-            raise ApiError(
-                401,
-                "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                "authentication_error",
-                "invalid_api_key",
+        if self.api_keys and not bearer_matches(request.headers, self.api_keys):
+            raise _unauthorized(
+                "missing or invalid API key: send 'Authorization: Bearer <key>'", "invalid_api_key"
             )
 
     def _authorize_peer(self, request: Request) -> None:
         """federation (issue 16): a hop-marked request authenticates with the peer key only."""
         if self.peers is None or not self.peers.authorize(request.headers):
-            raise ApiError(
-                401,
+            raise _unauthorized(
                 "a request forwarded by a peer router needs this router's peer key",
-                "authentication_error",
                 "invalid_peer_key",
             )
 
@@ -780,12 +757,7 @@ class RouterApp:
                             texts.append(part.get("text") or "")
                         finish = part.get("finish_reason") or finish
         except UpstreamError as exc:
-            raise ApiError(
-                502 if exc.kind != "timeout" else 504,
-                f"{backend.name}: {exc}",
-                "upstream_error",
-                "backend_error",
-            ) from None
+            raise _broken_body(backend, exc) from None
         except (ValueError, AttributeError, TypeError) as exc:
             raise ApiError(
                 502, f"{backend.name}: unreadable event: {exc}", "upstream_error", "backend_error"
@@ -815,12 +787,7 @@ class RouterApp:
         try:
             return await response.read()
         except UpstreamError as exc:
-            raise ApiError(
-                502 if exc.kind != "timeout" else 504,
-                f"{backend.name}: {exc}",
-                "upstream_error",
-                "backend_error",
-            ) from None
+            raise _broken_body(backend, exc) from None
 
     async def _relay_stream(
         self,
@@ -847,12 +814,12 @@ class RouterApp:
                 await conn.write_chunk(chunk)
         except UpstreamError as exc:
             await conn.write_chunk(
-                _error_event(tail, f"the backend failed mid-stream: {exc}", "stream_broken")
+                error_event(tail, f"the backend failed mid-stream: {exc}", "stream_broken")
             )
         except asyncio.CancelledError:
             if conn.shutting_down:
                 conn.write_chunk_now(
-                    _error_event(
+                    error_event(
                         tail,
                         "the router shut down before this stream ended (drain deadline)",
                         "shutting_down",
@@ -913,10 +880,18 @@ def _as_streamed(raw: bytes) -> bytes:
     return raw.rstrip()[:-1] + b',"stream":true,"stream_options":{"include_usage":true}}'
 
 
-def _error_event(tail: bytes, message: str, code: str) -> bytes:
-    event = json.dumps({"error": {"message": message, "type": "upstream_error", "code": code}})
-    sep = b"" if tail == b"\n\n" else b"\n\n"
-    return sep + b"data: " + event.encode() + b"\n\n"
+def _broken_body(backend: BackendState, exc: UpstreamError) -> ApiError:
+    """A backend's answer broke off before the client saw any of it."""
+    return ApiError(
+        502 if exc.kind != "timeout" else 504,
+        f"{backend.name}: {exc}",
+        "upstream_error",
+        "backend_error",
+    )
+
+
+def _unauthorized(message: str, code: str) -> ApiError:
+    return ApiError(401, message, "authentication_error", code)
 
 
 def _not_allowed(method: str, path: str, allow: bytes) -> ApiError:

@@ -133,14 +133,7 @@ class BackendState:
 
     async def _check_once(self, timeout: float) -> bool:
         try:
-            response = await self.pool.request(
-                b"GET",
-                b"/health",
-                b"",
-                connect_timeout=timeout,
-                first_byte_timeout=timeout,
-                idle_timeout=timeout,
-            )
+            response = await self.pool.get(b"/health", timeout)
             body = await response.read()
         except UpstreamError as exc:
             self._set_ready(False, str(exc))
@@ -150,14 +143,7 @@ class BackendState:
             return False
         self._set_ready(True, "")
         with contextlib.suppress(UpstreamError):
-            metrics = await self.pool.request(
-                b"GET",
-                b"/metrics",
-                b"",
-                connect_timeout=timeout,
-                first_byte_timeout=timeout,
-                idle_timeout=timeout,
-            )
+            metrics = await self.pool.get(b"/metrics", timeout)
             text = await metrics.read()
             if metrics.status == 200:
                 busy = 0.0

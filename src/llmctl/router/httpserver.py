@@ -388,18 +388,19 @@ class Connection(asyncio.Protocol):
     def _feed(self, data: bytes | memoryview) -> None:
         try:
             self.parser.feed_data(data)
-        except _Reject as exc:
-            self._reject(exc.status, exc.message, exc.code)
-        except httptools.HttpParserUpgrade:
+        except (_Reject, httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
+
+    def _parse_failed(self, exc: Exception) -> None:
+        """Answer what feeding the parser raised: a callback's _Reject (raised directly, or
+        wrapped by httptools in a callback error), an upgrade, or a malformed request."""
+        cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+        if isinstance(cause, _Reject):
+            self._reject(cause.status, cause.message, cause.code)
+        elif isinstance(exc, httptools.HttpParserUpgrade):
             self._reject(400, "protocol upgrades are not supported", "bad_http")
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Reject):
-                self._reject(cause.status, cause.message, cause.code)
-            elif not isinstance(cause, _StopParsing):
-                self._reject(400, f"malformed HTTP request: {cause or exc}", "bad_http")
-        except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}", "bad_http")
+        elif not isinstance(cause, _StopParsing):
+            self._reject(400, f"malformed HTTP request: {cause or exc}", "bad_http")
 
     def _feed_sliced(self, data: bytes) -> None:
         """Feed a piece at a time, so that the head never exceeds its limit in the parser."""
@@ -429,20 +430,8 @@ class Connection(asyncio.Protocol):
                 self.parser.feed_data(piece)
                 if self._stop_parsing or self.closed:
                     return
-        except _Reject as exc:
-            self._reject(exc.status, exc.message, exc.code)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrades are not supported", "bad_http")
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Reject):
-                self._reject(cause.status, cause.message, cause.code)
-            elif isinstance(cause, _StopParsing):
-                return
-            else:
-                self._reject(400, f"malformed HTTP request: {cause or exc}", "bad_http")
-        except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}", "bad_http")
+        except (_Reject, httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

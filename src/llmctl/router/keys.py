@@ -6,7 +6,9 @@ so the error when none is found, differ.
 
 from __future__ import annotations
 
+import hmac
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 
@@ -24,3 +26,16 @@ def read_keys(file: str | None, env: str | None, setting: str) -> list[str]:
     if env:
         keys += [k.strip() for k in os.environ.get(env, "").split(",") if k.strip()]
     return keys
+
+
+def bearer_matches(headers: Mapping[str, str], keys: Iterable[bytes]) -> bool:
+    """Whether the request's `Authorization: Bearer <token>` is one of `keys`."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    # Header bytes were decoded as latin-1: encoding back gives the bytes the client sent,
+    # so a key with non-ASCII characters matches when sent in UTF-8 (as clients do).
+    given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
+    # Compare with every key, always: the time taken says nothing about which one matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key)
+    return matched

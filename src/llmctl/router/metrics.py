@@ -15,25 +15,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = tuple[str, ...]
 
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-)
-TTFT_BUCKETS: tuple[float, ...] = (
-    0.001,
+# The ladder both histograms share: request durations go on to minutes, the time to first token
+# starts a step lower.
+_BUCKET_LADDER: tuple[float, ...] = (
     0.005,
     0.01,
     0.025,
@@ -47,6 +31,8 @@ TTFT_BUCKETS: tuple[float, ...] = (
     10.0,
     30.0,
 )
+DURATION_BUCKETS: tuple[float, ...] = (*_BUCKET_LADDER, 60.0, 120.0, 300.0)
+TTFT_BUCKETS: tuple[float, ...] = (0.001, *_BUCKET_LADDER)
 
 
 def _escape(value: str) -> str:

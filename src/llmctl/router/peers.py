@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import ssl
@@ -27,11 +26,11 @@ from llmctl.router.federation import (
     TierCapacity,
     parse_capacity,
 )
-from llmctl.router.keys import read_keys
+from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import TTFT_BUCKETS, Counter, Gauge, Histogram, RouterMetrics
 from llmctl.router.peer_config import Federation, Peer, PeerKey
 from llmctl.router.table import Tier
-from llmctl.router.upstream import Pool, Response, UpstreamError, _Connection
+from llmctl.router.upstream import Pool, Response, UpstreamError, error_event, stop_loops
 
 log = logging.getLogger("llmctl.router")
 
@@ -79,7 +78,8 @@ def load_peer_keys(settings: PeerKey) -> list[bytes]:
 
 
 class PeerPool(Pool):
-    """The backend connection pool, with TLS for https:// peers (public Ingress/Gateway URLs)."""
+    """The backend connection pool, with TLS for https:// peers (public Ingress/Gateway URLs):
+    Pool connects through `ssl_context` once it is set."""
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None) -> None:
         parts = urlsplit(url)
@@ -88,34 +88,6 @@ class PeerPool(Pool):
         if self.tls:
             self.port = parts.port or 443
             self.ssl_context = ssl_context or ssl.create_default_context()
-
-    async def _connect(self, timeout: float) -> _Connection:
-        if not self.tls:
-            return await super()._connect(timeout)
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    _Connection,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl_context,
-                    server_hostname=self.host,
-                    ssl_handshake_timeout=timeout,
-                )
-        except TimeoutError:
-            raise UpstreamError(
-                f"connect to {self.host}:{self.port} timed out after {timeout:g} s",
-                kind="connect",
-                before_response=True,
-            ) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(
-                f"cannot connect to {self.host}:{self.port}: {exc}",
-                kind="connect",
-                before_response=True,
-            ) from None
-        return conn
 
 
 class PeerMetrics:
@@ -190,14 +162,7 @@ class PeerState:
     async def check(self, timeout: float) -> bool:
         """GET /readyz (200 or 503: both carry the tiers); one failure marks it not ready."""
         try:
-            response = await self.pool.request(
-                b"GET",
-                b"/readyz",
-                b"",
-                connect_timeout=timeout,
-                first_byte_timeout=timeout,
-                idle_timeout=timeout,
-            )
+            response = await self.pool.get(b"/readyz", timeout)
             body = await response.read()
             if response.status not in (200, 503):
                 raise ValueError(f"/readyz answered {response.status}")
@@ -238,13 +203,7 @@ class Peers:
         self._tasks = [loop.create_task(self._poll(p)) for p in self.peers]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for peer in self.peers:
-            peer.pool.close()
+        await stop_loops(self._tasks, (p.pool for p in self.peers))
 
     async def _check(self, peer: PeerState, timeout: float) -> None:
         ok = await peer.check(timeout)
@@ -269,11 +228,7 @@ class Peers:
     # --- the peer key ----------------------------------------------------------------------
     def authorize(self, headers: dict[str, str]) -> bool:
         """A hop-marked request must carry a peer key (never a client key)."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        given = token.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
-        matched = False
-        for key in self.keys:  # every key, every time: constant time
-            matched |= hmac.compare_digest(given, key)
+        matched = bearer_matches(headers, self.keys)
         if matched:
             self.metrics.received.inc((headers.get(HOP_HEADER, "")[:32] or "unknown",))
         return matched
@@ -308,121 +263,107 @@ class Peers:
         reached, hangs past the connect or first-byte timeout, resets, or answers 5xx, 429, 503,
         401 or 403 is passed over for the next choice. Nothing is retried once a response has
         started going to the client. False: none answered, the caller serves locally."""
-        by_name = {p.name: p for p in self.peers}
-        for choice in choices:
-            peer = by_name[choice.peer.name]
-            if await self._forward_one(
-                peer, choice.tier, request, conn, model, stream, started, app_metrics, idle_timeout
-            ):
-                return True
-        return False
 
-    async def _forward_one(
-        self,
-        peer: PeerState,
-        tier: Tier,
-        request: PeerRequest,
-        conn: Sink,
-        model: str,
-        stream: bool,
-        started: float,
-        app_metrics: RouterMetrics,
-        idle_timeout: float,
-    ) -> bool:
-        outcome = CLIENT_GONE
-        code = "499"
-        response: Response | None = None
-        sent = time.perf_counter()
-        peer.in_flight += 1
-        try:
+        async def attempt(peer: PeerState, tier: Tier) -> bool:
+            """One peer: True once it has answered the client, False to try the next."""
+            outcome = CLIENT_GONE
+            code = "499"
+            response: Response | None = None
+            sent = time.perf_counter()
+            peer.in_flight += 1
             try:
-                response = await peer.pool.request(
-                    b"POST",
-                    request.path.encode(),
-                    request.body,
-                    extra_headers=self._head(request, tier),
-                    connect_timeout=self.config.connect_timeout_seconds,
-                    first_byte_timeout=self.first_byte_timeout,
-                    idle_timeout=idle_timeout,
-                )
-            except UpstreamError as exc:
-                outcome = {"connect": CONNECT, "timeout": TIMEOUT}.get(exc.kind, RESET)
-                peer.mark_failed(str(exc))
-                log.warning("peer %s failed, trying the next choice: %s", peer.name, exc)
-                return False
-            ttfb = time.perf_counter() - sent
-            status = response.status
-            if status >= 500 or status in (401, 403, 429):
-                outcome = (
-                    REFUSED
-                    if status in (401, 403)
-                    else BUSY
-                    if status in (429, 503)
-                    else SERVER_ERROR
-                )
-                if status in (401, 403):
-                    log.error(
-                        "peer %s refused our peer key (%d): check both Secrets", peer.name, status
+                try:
+                    response = await peer.pool.request(
+                        b"POST",
+                        request.path.encode(),
+                        request.body,
+                        extra_headers=self._head(request, tier),
+                        connect_timeout=self.config.connect_timeout_seconds,
+                        first_byte_timeout=self.first_byte_timeout,
+                        idle_timeout=idle_timeout,
                     )
-                else:
-                    peer.wake.set()  # read its capacity again now
-                log.warning("peer %s answered %d, trying the next choice", peer.name, status)
-                return False
-            peer.observe_ttfb(ttfb)
-            self.metrics.latency.observe((peer.name,), ttfb)
-            headers = [
-                (b"content-type", response.header(b"content-type") or b"application/json"),
-                (b"x-llm-tier", response.header(b"x-llm-tier") or tier.value.encode()),
-                (b"x-llm-backend", response.header(b"x-llm-backend") or peer.name.encode()),
-                (b"x-llm-model", response.header(b"x-llm-model") or b""),
-                (PEER_HEADER.encode(), peer.name.encode()),
-            ]
-            served = tier.value
-            if stream and headers[0][1].startswith(b"text/event-stream"):
-                conn.start_stream(status, headers)
+                except UpstreamError as exc:
+                    outcome = {"connect": CONNECT, "timeout": TIMEOUT}.get(exc.kind, RESET)
+                    peer.mark_failed(str(exc))
+                    log.warning("peer %s failed, trying the next choice: %s", peer.name, exc)
+                    return False
+                ttfb = time.perf_counter() - sent
+                status = response.status
+                if status >= 500 or status in (401, 403, 429):
+                    outcome = (
+                        REFUSED
+                        if status in (401, 403)
+                        else BUSY
+                        if status in (429, 503)
+                        else SERVER_ERROR
+                    )
+                    if status in (401, 403):
+                        log.error(
+                            "peer %s refused our peer key (%d): check both Secrets",
+                            peer.name,
+                            status,
+                        )
+                    else:
+                        peer.wake.set()  # read its capacity again now
+                    log.warning("peer %s answered %d, trying the next choice", peer.name, status)
+                    return False
+                peer.observe_ttfb(ttfb)
+                self.metrics.latency.observe((peer.name,), ttfb)
+                headers = [
+                    (b"content-type", response.header(b"content-type") or b"application/json"),
+                    (b"x-llm-tier", response.header(b"x-llm-tier") or tier.value.encode()),
+                    (b"x-llm-backend", response.header(b"x-llm-backend") or peer.name.encode()),
+                    (b"x-llm-model", response.header(b"x-llm-model") or b""),
+                    (PEER_HEADER.encode(), peer.name.encode()),
+                ]
+                served = tier.value
+                if stream and headers[0][1].startswith(b"text/event-stream"):
+                    conn.start_stream(status, headers)
+                    code = str(status)
+                    outcome = OK
+                    try:
+                        first = True
+                        tail = b"\n\n"
+                        while (chunk := await response.next_chunk()) is not None:
+                            if first:
+                                app_metrics.ttft.observe((served,), time.perf_counter() - started)
+                                first = False
+                            tail = chunk[-2:]
+                            await conn.write_chunk(chunk)
+                    except UpstreamError as exc:
+                        outcome = STREAM_BROKEN
+                        await conn.write_chunk(
+                            error_event(
+                                tail,
+                                f"the peer {peer.name} failed mid-stream: {exc}",
+                                "stream_broken",
+                            )
+                        )
+                    conn.end_stream()
+                    return True
+                try:
+                    payload = await response.read()
+                except UpstreamError as exc:
+                    # Nothing has gone to the client yet: the next choice may still answer.
+                    outcome = TIMEOUT if exc.kind == "timeout" else RESET
+                    peer.mark_failed(str(exc))
+                    return False
+                app_metrics.ttft.observe((served,), time.perf_counter() - started)
                 code = str(status)
                 outcome = OK
-                try:
-                    first = True
-                    tail = b"\n\n"
-                    while (chunk := await response.next_chunk()) is not None:
-                        if first:
-                            app_metrics.ttft.observe((served,), time.perf_counter() - started)
-                            first = False
-                        tail = chunk[-2:]
-                        await conn.write_chunk(chunk)
-                except UpstreamError as exc:
-                    outcome = STREAM_BROKEN
-                    event = json.dumps(
-                        {
-                            "error": {
-                                "message": f"the peer {peer.name} failed mid-stream: {exc}",
-                                "type": "upstream_error",
-                                "code": "stream_broken",
-                            }
-                        }
-                    )
-                    sep = b"" if tail == b"\n\n" else b"\n\n"
-                    await conn.write_chunk(sep + b"data: " + event.encode() + b"\n\n")
-                conn.end_stream()
+                conn.send(status, headers, payload)
                 return True
-            try:
-                payload = await response.read()
-            except UpstreamError as exc:
-                # Nothing has gone to the client yet: the next choice may still answer.
-                outcome = TIMEOUT if exc.kind == "timeout" else RESET
-                peer.mark_failed(str(exc))
-                return False
-            app_metrics.ttft.observe((served,), time.perf_counter() - started)
-            code = str(status)
-            outcome = OK
-            conn.send(status, headers, payload)
-            return True
-        finally:
-            peer.in_flight -= 1
-            if response is not None:
-                response.close()
-            self.metrics.requests.inc((peer.name, outcome))
-            if outcome in (OK, STREAM_BROKEN, CLIENT_GONE):
-                app_metrics.requests.inc((tier.value, peer.cloud, model, code))
-                app_metrics.duration.observe((tier.value,), time.perf_counter() - started)
+            finally:
+                peer.in_flight -= 1
+                if response is not None:
+                    response.close()
+                self.metrics.requests.inc((peer.name, outcome))
+                if outcome in (OK, STREAM_BROKEN, CLIENT_GONE):
+                    app_metrics.requests.inc((tier.value, peer.cloud, model, code))
+                    app_metrics.duration.observe((tier.value,), time.perf_counter() - started)
+
+        by_name = {p.name: p for p in self.peers}
+        for choice in choices:
+            if await attempt(by_name[choice.peer.name], choice.tier):
+                return True
+        return False

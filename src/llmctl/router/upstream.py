@@ -10,8 +10,12 @@ timeouts for connect, first byte and idle time, and closing the socket to cancel
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import ssl
 from collections import deque
-from typing import cast
+from collections.abc import Iterable
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -197,6 +201,8 @@ class Pool:
         self.host_header = parts.netloc.encode()
         self.max_idle = max_idle
         self.idle: list[_Connection] = []
+        # Set by a pool that speaks TLS (peers.PeerPool, for https:// peer routers).
+        self.ssl_context: ssl.SSLContext | None = None
 
     def put_back(self, conn: _Connection) -> None:
         if len(self.idle) < self.max_idle:
@@ -211,18 +217,27 @@ class Pool:
 
     async def _connect(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            tls = {
+                "ssl": self.ssl_context,
+                "server_hostname": self.host,
+                "ssl_handshake_timeout": timeout,
+            }
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(_Connection, self.host, self.port)
+                _, conn = await loop.create_connection(_Connection, self.host, self.port, **tls)
         except TimeoutError:
             raise UpstreamError(
                 f"connect to {self.host}:{self.port} timed out after {timeout:g} s",
                 kind="connect",
                 before_response=True,
             ) from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            # A TLS failure says what went wrong in its whole text, not in strerror.
+            reason = exc if self.ssl_context is not None else (exc.strerror or exc)
             raise UpstreamError(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}",
+                f"cannot connect to {self.host}:{self.port}: {reason}",
                 kind="connect",
                 before_response=True,
             ) from None
@@ -310,3 +325,35 @@ class Pool:
                 raise
             return Response(self, conn, idle_timeout)
         raise AssertionError("unreachable")
+
+    async def get(self, path: bytes, timeout: float) -> Response:
+        """A bodiless GET (health and readiness reads), every phase bounded by `timeout`."""
+        return await self.request(
+            b"GET",
+            path,
+            b"",
+            connect_timeout=timeout,
+            first_byte_timeout=timeout,
+            idle_timeout=timeout,
+        )
+
+
+def error_event(tail: bytes, message: str, code: str) -> bytes:
+    """The SSE event that ends a stream an upstream broke, after a blank line if `tail` (the
+    stream's last two bytes) does not already end one."""
+    event = json.dumps({"error": {"message": message, "type": "upstream_error", "code": code}})
+    sep = b"" if tail == b"\n\n" else b"\n\n"
+    return sep + b"data: " + event.encode() + b"\n\n"
+
+
+async def stop_loops(tasks: Iterable[asyncio.Task[None]], pools: Iterable[Pool]) -> None:
+    """Cancel background loops and wait for each to end, then drop the pools' idle connections
+    (the app's backends and the federation's peers stop alike)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for pool in pools:
+        pool.close()
