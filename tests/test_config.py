@@ -166,3 +166,15 @@ def test_a_config_file_that_sets_nothing_gives_the_defaults(tmp_path: Path, text
     config = tmp_path / "llmctl.yaml"
     config.write_text(text)
     assert load_stack(config, env={}).stack == Stack()
+
+
+def test_numeric_quantities_read_as_kubernetes_reads_them(tmp_path: Path) -> None:
+    """`cpu: 2` in YAML, or `--set ...cpu=2`, is a number to the parser and a valid Kubernetes
+    quantity: it is kept as its text, not refused for not being a string."""
+    path = _write(tmp_path, "cpu:\n  resources:\n    requests: {cpu: 2, memory: 1Gi}\n")
+    path_stack = load_stack(path, env={}).stack
+    assert path_stack.cpu.resources.requests.cpu == "2"
+    flags = parse_set_flags(["router.resources.requests.cpu=0.5"])
+    assert load_stack(None, env={}, flags=flags).stack.router.resources.requests.cpu == "0.5"
+    with pytest.raises(ConfigError, match="cpu.resources.requests.cpu"):
+        load_stack(None, env={}, flags=parse_set_flags(["cpu.resources.requests.cpu=true"]))
