@@ -95,7 +95,8 @@ def test_env_gpu_instance_type_and_region_flag_apply(run) -> None:  # type: igno
     assert out.exit_code == 0, out.output
     row = json.loads(out.stdout)["rows"][0]
     assert row["region"] == "westeurope"
-    assert row["nodes"] == "Standard_B2s + Standard_NC4as_T4_v3"
+    assert row["nodes"] == "2 x Standard_B2s + Standard_NC4as_T4_v3"
+    assert row["cpuNodes"] == 2
 
 
 def test_on_demand_costs_more_than_spot(run) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +104,7 @@ def test_on_demand_costs_more_than_spot(run) -> None:  # type: ignore[no-untyped
         out = run("--cloud", "aws", "--mode", "gpu", "-o", "json", flag)
         return float(json.loads(out.stdout)["rows"][0]["computeUsd"])
 
-    assert gpu("--on-demand") == pytest.approx((0.0208 + 0.526) * 730)
+    assert gpu("--on-demand") == pytest.approx((2 * 0.0208 + 0.526) * 730)
     assert gpu("--spot") < gpu("--on-demand")
 
 

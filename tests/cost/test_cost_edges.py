@@ -171,7 +171,7 @@ def test_capacity_warning_text(prices: PriceCatalog) -> None:
     warnings = estimate(prices, EstimateRequest(clouds=(AWS,), workload=workload)).warnings
     # 1e5 x 2000 / 86,400 = 2314.8 tokens/s
     assert warnings == [
-        "aws: the workload needs 2314.8 output tokens/s on average; one CPU node gives about "
+        "aws: the workload needs 2314.8 output tokens/s on average; one CPU replica gives about "
         "10, so CPU-only cannot keep up (its per-token figures assume it could)",
         "aws: the workload needs 2314.8 output tokens/s on average; one GPU replica gives about "
         "50 per request stream, so one GPU node is saturated: add replicas (gpu.maxReplicas) "
@@ -260,21 +260,23 @@ def test_aks_tiers(prices: PriceCatalog) -> None:
 
 def test_cpu_and_gpu_rows_by_hand(prices: PriceCatalog) -> None:
     # 730 h, spot: CPU 0.01/h, GPU 0.20/h, disks 30 GB CPU and 100 GB GPU at 0.10/GB-month,
-    # EKS 0.10/h; 100 requests/day x 300 tokens
+    # EKS 0.10/h; 100 requests/day x 300 tokens. The default CPU tier and routers need two
+    # t3.small nodes (cost/fit.py), each with its disk.
     result = estimate(prices, EstimateRequest(clouds=(AWS,), modes=(Mode.CPU, Mode.GPU)))
     cpu = row(result, "aws", Mode.CPU)
-    assert (cpu.nodes, cpu.region, cpu.gpu_node_hours) == ("t3.small", "us-east-1", 0.0)
-    assert cpu.compute_usd == pytest.approx(7.30)
-    assert cpu.disk_usd == pytest.approx(3.0)
-    assert cpu.total_usd == pytest.approx(7.30 + 3.0 + 73.0)
+    assert (cpu.nodes, cpu.region, cpu.gpu_node_hours) == ("2 x t3.small", "us-east-1", 0.0)
+    assert cpu.cpu_nodes == 2
+    assert cpu.compute_usd == pytest.approx(2 * 7.30)
+    assert cpu.disk_usd == pytest.approx(2 * 3.0)
+    assert cpu.total_usd == pytest.approx(2 * 7.30 + 2 * 3.0 + 73.0)
     assert cpu.requests == pytest.approx(100 * 730 / 24)
     assert cpu.output_tokens == pytest.approx(300 * 100 * 730 / 24)
     assert cpu.usd_per_million_tokens == pytest.approx(cpu.total_usd / cpu.output_tokens * 1e6)
     assert cpu.usd_per_request == pytest.approx(cpu.total_usd / cpu.requests)
     gpu = row(result, "aws", Mode.GPU)
-    assert (gpu.nodes, gpu.gpu_node_hours) == ("t3.small + g4dn.xlarge", 730)
-    assert gpu.compute_usd == pytest.approx(7.30 + 0.20 * 730)
-    assert gpu.disk_usd == pytest.approx(3.0 + 10.0)
+    assert (gpu.nodes, gpu.gpu_node_hours) == ("2 x t3.small + g4dn.xlarge", 730)
+    assert gpu.compute_usd == pytest.approx(2 * 7.30 + 0.20 * 730)
+    assert gpu.disk_usd == pytest.approx(2 * 3.0 + 10.0)
     assert gpu.total_usd == pytest.approx(gpu.compute_usd + gpu.disk_usd + 73.0)
     assert [r.mode for r in result.rows] == [Mode.CPU, Mode.GPU]  # one cloud: no total rows
 
@@ -283,7 +285,7 @@ def test_half_a_month_halves_the_disks(prices: PriceCatalog) -> None:
     result = estimate(
         prices, EstimateRequest(clouds=(AWS,), modes=(Mode.GPU,), hours_per_month=365)
     )
-    assert row(result, "aws", Mode.GPU).disk_usd == pytest.approx((3.0 + 10.0) / 2)
+    assert row(result, "aws", Mode.GPU).disk_usd == pytest.approx((2 * 3.0 + 10.0) / 2)
 
 
 def test_totals_row_sums_the_clouds(prices: PriceCatalog) -> None:
@@ -427,8 +429,11 @@ def test_assumption_lines_say_what_was_priced(prices: PriceCatalog) -> None:
     lines = estimate(prices, request).assumptions
     assert lines[0] == "720 hours per month; on-demand capacity where the cloud sells it"
     for expected in (
-        "one node per tier per cluster: CPU-only = 1 CPU node; GPU 24/7 = 1 CPU node + 1 GPU "
-        "node; scale-to-zero = 1 CPU node 24/7 + 1 GPU node only while it is up",
+        "CPU nodes per cluster, in every scenario: aws 2 x t3.small, azure 2 x Standard_B2s, "
+        "the fewest that hold the CPU tier's and the routers' pod requests within each node's "
+        "allocatable (less the cloud's kubelet and eviction reserve; its own DaemonSets and "
+        "add-ons not counted, so at least this many); GPU 24/7 adds 1 GPU node; scale-to-zero "
+        "adds 1 GPU node only while it is up",
         "workload per cluster: 240 GPU requests/day x 500 output tokens, arriving at random "
         "over 12 h of each day",
         "throughput, output tokens/s per replica, one request at a time: aws GPU 40 / CPU 10, "
@@ -464,8 +469,10 @@ def test_a_gpu_without_a_spot_price_is_warned_about(prices: PriceCatalog) -> Non
 
 def test_gcp_prices_each_attached_gpu(prices: PriceCatalog) -> None:
     result = estimate(prices, EstimateRequest(clouds=(GCP,), modes=(Mode.GPU,)))
-    # spot: CPU node 0.02/h, GPU machine 0.20/h plus two T4s at 0.10/h
-    assert row(result, "gcp", Mode.GPU).compute_usd == pytest.approx((0.02 + 0.20 + 2 * 0.10) * 730)
+    # spot: two CPU nodes at 0.02/h, GPU machine 0.20/h plus two T4s at 0.10/h
+    assert row(result, "gcp", Mode.GPU).compute_usd == pytest.approx(
+        (2 * 0.02 + 0.20 + 2 * 0.10) * 730
+    )
     t4 = next(p for p in result.prices if p.item == "nvidia-tesla-t4 x2")
     assert (t4.capacity, t4.price) == ("spot", 0.10)
 
@@ -498,7 +505,8 @@ GCP_ZONAL = CloudPlan(
             GCP,
             None,
             "GKE fee $0.10/h: us-central1 is a regional cluster, which the free tier "
-            "never covers (a regional pool also runs its nodes in each zone; one is counted)",
+            "never covers (a regional pool runs that many nodes in each of its zones; not "
+            "counted)",
         ),
     ],
 )

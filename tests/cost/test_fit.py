@@ -100,7 +100,38 @@ def test_a_pod_larger_than_an_empty_node_is_refused() -> None:
     node = fit.allocatable(CloudName.AWS, "t3.small")
     big = PodRequest("cpu-llm-server", 2000, 1024 * MIB)
     with pytest.raises(fit.DoesNotFit, match="requests 2000m CPU and 1024Mi memory") as info:
-        fit.nodes_needed([big], node)
-    assert "1930m, 1572Mi allocatable" in str(info.value)
+        fit.nodes_needed([big], node, "t3.small")
+    assert "than an empty t3.small offers (1930m CPU and 1572Mi memory allocatable)" in str(
+        info.value
+    )
     with pytest.raises(fit.DoesNotFit):
         fit.nodes_needed([PodRequest("p", 1, 2048 * MIB)], node)
+
+
+@pytest.mark.parametrize("cloud", list(CloudName))
+def test_every_catalog_instance_type_has_an_allocatable(cloud: CloudName) -> None:
+    """`--instance-type` accepts any type the catalog lists: each must have a pod limit and
+    leave room for pods."""
+    from llmctl.catalog import INSTANCE_TYPES
+
+    for name, instance in INSTANCE_TYPES[cloud].items():
+        node = fit.allocatable(cloud, name)
+        assert 0 < node.millicores < instance.vcpus * 1000, name
+        assert 0 < node.memory_bytes < instance.memory_gib * 1024 * MIB, name
+        assert node.pods >= 11, name
+
+
+def test_a_cpu_tier_too_large_for_the_node_is_a_config_error() -> None:
+    from llmctl.cost.model import EstimateRequest, estimate
+    from llmctl.cost.prices import load_catalog
+    from llmctl.errors import ConfigError
+    from tests.cost.test_model import AWS
+
+    resources = {"requests": {"cpu": "2"}, "limits": {"memory": "1536Mi"}}
+    stack = Stack.model_validate({"cpu": {"resources": resources}})
+    request = EstimateRequest(clouds=(AWS,), cpu_pods=tuple(fit.cpu_tier_pods(stack)))
+    with pytest.raises(ConfigError, match="aws: a cpu-llm-server pod requests 2000m CPU") as info:
+        estimate(load_catalog(), request)
+    assert "empty t3.small offers" in info.value.message
+    assert info.value.message.endswith("so it would never be scheduled")
+    assert info.value.hint is not None and "--instance-type" in info.value.hint

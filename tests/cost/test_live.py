@@ -400,7 +400,8 @@ def test_cli_live_uses_the_apis(
     assert sources[("aws", "g4dn.xlarge")].startswith("live: AWS")
     assert sources[("gcp", "nvidia-tesla-t4 x1")].startswith("live: Cloud Billing")
     gcp = next(r for r in data["rows"] if r["cloud"] == "gcp")
-    expected = (2 * 0.00654 + 8 * 0.000877 + 4 * 0.0066 + 15 * 0.00088 + 0.0875) * 730
+    # two e2-standard-2 CPU nodes (2 vCPU, 8 GB each) + n1-standard-4 (4 vCPU, 15 GB) + a T4
+    expected = (2 * (2 * 0.00654 + 8 * 0.000877) + 4 * 0.0066 + 15 * 0.00088 + 0.0875) * 730
     assert gcp["computeUsd"] == pytest.approx(expected, rel=1e-4)
 
 

@@ -137,6 +137,7 @@ def estimate(
 ) -> None:
     """Monthly cost of CPU-only, GPU 24/7 and scale-to-zero serving, per cloud and in total."""
     from llmctl.cost import model, report
+    from llmctl.cost.fit import cpu_tier_pods
     from llmctl.cost.prices import Capacity, load_catalog
 
     loaded = options.load(config, sets)
@@ -162,6 +163,7 @@ def estimate(
         aks_tier=model.AksTier(aks_tier.value),
         gke_free_tier=gke_free_tier,
         include_control_plane=control_plane,
+        cpu_pods=tuple(cpu_tier_pods(stack)),
     )
     warnings: list[str] = []
     if live:

@@ -139,22 +139,23 @@ def cpu_tier_pods(stack: Stack) -> list[PodRequest]:
 class DoesNotFit(ValueError):
     """A pod asks for more than one empty node offers: it would stay Pending."""
 
-    def __init__(self, pod: PodRequest, node: Allocatable) -> None:
+    def __init__(self, pod: PodRequest, node: Allocatable, node_name: str) -> None:
         self.pod, self.node = pod, node
         super().__init__(
             f"a {pod.name} pod requests {pod.millicores}m CPU and "
-            f"{math.ceil(pod.memory_bytes / MIB)}Mi memory, more than one node offers "
-            f"({node.millicores}m, {node.memory_bytes // MIB}Mi allocatable)"
+            f"{math.ceil(pod.memory_bytes / MIB)}Mi memory, more than an empty {node_name} "
+            f"offers ({node.millicores}m CPU and {node.memory_bytes // MIB}Mi memory "
+            "allocatable), so it would never be scheduled"
         )
 
 
-def nodes_needed(pods: list[PodRequest], node: Allocatable) -> int:
+def nodes_needed(pods: list[PodRequest], node: Allocatable, node_name: str = "node") -> int:
     """The nodes first-fit decreasing packs `pods` onto: largest first, each on the first node
     with room. For the tier's few pods of two sizes that is the fewest nodes that hold them."""
     free: list[list[int]] = []  # per node: millicores, bytes, pod slots left
     for pod in sorted(pods, key=lambda p: (p.millicores, p.memory_bytes), reverse=True):
         if pod.millicores > node.millicores or pod.memory_bytes > node.memory_bytes:
-            raise DoesNotFit(pod, node)
+            raise DoesNotFit(pod, node, node_name)
         for left in free:
             if left[0] >= pod.millicores and left[1] >= pod.memory_bytes and left[2] >= 1:
                 break

@@ -30,7 +30,8 @@ from enum import StrEnum
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
-from llmctl.cost import egress
+from llmctl.config import Stack
+from llmctl.cost import egress, fit
 from llmctl.cost.prices import Capacity, HourlyPrice, PriceCatalog, Sourced
 from llmctl.errors import ConfigError
 
@@ -154,6 +155,11 @@ class EstimateRequest:
     include_control_plane: bool = True
     cpu_disk_gb: float = DEFAULT_CPU_DISK_GB
     gpu_disk_gb: float = DEFAULT_GPU_DISK_GB
+    # The pods that run on CPU nodes in every scenario (the CPU tier and the routers): they
+    # decide how many CPU nodes each cluster pays for.
+    cpu_pods: tuple[fit.PodRequest, ...] = field(
+        default_factory=lambda: tuple(fit.cpu_tier_pods(Stack()))
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ class ScenarioCost:
     mode: Mode
     region: str
     nodes: str
+    cpu_nodes: int
     gpu_node_hours: float
     compute_usd: float
     control_plane_usd: float
@@ -240,6 +247,7 @@ def gpu_node_hours(workload: Workload, hours: float, tokens_per_second: float) -
 @dataclass
 class _CloudCosts:
     plan: CloudPlan
+    cpu_nodes: int
     cpu_hourly: float
     gpu_hourly: float
     control_plane: float
@@ -366,6 +374,7 @@ def _cloud_costs(
     )
     return _CloudCosts(
         plan=plan,
+        cpu_nodes=_cpu_nodes(request, plan),
         cpu_hourly=cpu_hourly,
         gpu_hourly=gpu_hourly,
         control_plane=_control_plane_hourly(prices, request, plan, used),
@@ -373,6 +382,18 @@ def _cloud_costs(
         gpu_tps=gpu_tps,
         cpu_tps=cpu_tps,
     )
+
+
+def _cpu_nodes(request: EstimateRequest, plan: CloudPlan) -> int:
+    node = fit.allocatable(plan.cloud, plan.cpu_instance)
+    try:
+        return fit.nodes_needed(list(request.cpu_pods), node, plan.cpu_instance)
+    except fit.DoesNotFit as exc:
+        raise ConfigError(
+            f"{plan.cloud.value}: {exc}",
+            hint="lower cpu.resources.requests or router.resources.requests, or price a larger "
+            "CPU instance type with --instance-type",
+        ) from None
 
 
 def _per_unit(total: float, amount: float, scale: float = 1.0) -> float | None:
@@ -383,8 +404,8 @@ def _scenario(request: EstimateRequest, costs: _CloudCosts, mode: Mode) -> Scena
     hours = request.hours_per_month
     months = hours / HOURS_PER_MONTH
     workload = request.workload
-    cpu_compute = costs.cpu_hourly * hours
-    cpu_disk = request.cpu_disk_gb * costs.disk_per_gb_month * months
+    cpu_compute = costs.cpu_hourly * hours * costs.cpu_nodes
+    cpu_disk = request.cpu_disk_gb * costs.disk_per_gb_month * months * costs.cpu_nodes
     gpu_hours = {
         Mode.CPU: 0.0,
         Mode.GPU: hours,
@@ -397,12 +418,14 @@ def _scenario(request: EstimateRequest, costs: _CloudCosts, mode: Mode) -> Scena
     requests = workload.gpu_requests_per_day * hours / 24.0
     tokens = requests * workload.avg_output_tokens
     plan = costs.plan
-    nodes = plan.cpu_instance if mode is Mode.CPU else f"{plan.cpu_instance} + {plan.gpu_instance}"
+    cpu_nodes = f"{costs.cpu_nodes} x {plan.cpu_instance}"
+    nodes = cpu_nodes if mode is Mode.CPU else f"{cpu_nodes} + {plan.gpu_instance}"
     return ScenarioCost(
         cloud=plan.cloud.value,
         mode=mode,
         region=plan.region,
         nodes=nodes,
+        cpu_nodes=costs.cpu_nodes,
         gpu_node_hours=gpu_hours,
         compute_usd=compute,
         control_plane_usd=control_plane,
@@ -425,6 +448,7 @@ def _total(rows: list[ScenarioCost], mode: Mode) -> ScenarioCost:
         mode=mode,
         region="-",
         nodes=f"{len(mine)} clusters",
+        cpu_nodes=sum(r.cpu_nodes for r in mine),
         gpu_node_hours=sum(r.gpu_node_hours for r in mine),
         compute_usd=sum(r.compute_usd for r in mine),
         control_plane_usd=sum(r.control_plane_usd for r in mine),
@@ -445,7 +469,7 @@ def _capacity_warnings(request: EstimateRequest, costs: _CloudCosts) -> list[str
     needed = workload.gpu_requests_per_day * workload.avg_output_tokens / active_seconds_per_day
     if needed > costs.cpu_tps:
         warnings.append(
-            f"{cloud}: the workload needs {needed:.1f} output tokens/s on average; one CPU node "
+            f"{cloud}: the workload needs {needed:.1f} output tokens/s on average; one CPU replica "
             f"gives about {costs.cpu_tps:g}, so CPU-only cannot keep up (its per-token figures "
             "assume it could)"
         )
@@ -460,6 +484,7 @@ def _capacity_warnings(request: EstimateRequest, costs: _CloudCosts) -> list[str
 
 def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str]:
     w = request.workload
+    nodes = ", ".join(f"{c.plan.cloud.value} {c.cpu_nodes} x {c.plan.cpu_instance}" for c in costs)
     tps = ", ".join(f"{c.plan.cloud.value} GPU {c.gpu_tps:g} / CPU {c.cpu_tps:g}" for c in costs)
     control = []
     if not request.include_control_plane:
@@ -481,13 +506,16 @@ def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str
             else:
                 control.append(
                     f"GKE fee $0.10/h: {where} is a regional cluster, which the free tier never "
-                    "covers (a regional pool also runs its nodes in each zone; one is counted)"
+                    "covers (a regional pool runs that many nodes in each of its zones; not "
+                    "counted)"
                 )
     return [
         f"{request.hours_per_month:g} hours per month; {request.capacity.value} capacity where "
         "the cloud sells it",
-        "one node per tier per cluster: CPU-only = 1 CPU node; GPU 24/7 = 1 CPU node + 1 GPU "
-        "node; scale-to-zero = 1 CPU node 24/7 + 1 GPU node only while it is up",
+        f"CPU nodes per cluster, in every scenario: {nodes}, the fewest that hold the CPU "
+        "tier's and the routers' pod requests within each node's allocatable (less the cloud's "
+        "kubelet and eviction reserve; its own DaemonSets and add-ons not counted, so at least "
+        "this many); GPU 24/7 adds 1 GPU node; scale-to-zero adds 1 GPU node only while it is up",
         f"workload per cluster: {w.gpu_requests_per_day:g} GPU requests/day x "
         f"{w.avg_output_tokens:g} output tokens, arriving at random over "
         f"{w.active_hours_per_day:g} h of each day",
