@@ -135,6 +135,8 @@ def test_prometheus_rule_carries_every_alert_with_annotations(
         "LLMHighQueueWait",
         "LLMRequestsFallingBackToCPU",
         "LlamaCppDown",
+        "LLMPeerRouterUnreachable",
+        "LLMPeerRequestsFailing",
     }
     assert "DCGM_FI_DEV_GPU_UTIL" in alerts["GPUHighUtilization"]["expr"]
     assert (
@@ -158,7 +160,7 @@ def test_promtool_checks_and_unit_tests_the_rules(
     check = subprocess.run(
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True
     )
-    assert check.returncode == 0 and "SUCCESS: 9 rules found" in check.stdout, (
+    assert check.returncode == 0 and "SUCCESS: 11 rules found" in check.stdout, (
         check.stdout + check.stderr
     )
     tests = yaml.safe_load((DATA / "alerts-test.yaml").read_text())
@@ -225,6 +227,10 @@ def test_dashboard_panels_each_have_a_datasource_and_a_query(
         "Cost per inference",
         "Cost per day",
         "GPU replicas against demand",
+        "Peer routers ready",
+        "Requests forwarded to peers",
+        "Peer time to first byte p95",
+        "Requests received from peers",
     ):
         assert wanted in titles
     for panel in board["panels"]:
