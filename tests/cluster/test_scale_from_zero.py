@@ -33,6 +33,7 @@ from tests.cluster.kit import (
     ensure_nodes_ready,
     get_json,
     gpu_node,
+    only_these_gpu_nodes,
     provide_volumes,
     reset_llmctl_objects,
     wait_for,
@@ -127,16 +128,18 @@ def workdir(tmp_path: Path, control_plane: ControlPlane) -> Iterator[Path]:
         control_plane.kubectl("delete", "pv", *volumes, "--ignore-not-found")
 
 
+@pytest.mark.parametrize("cloud", list(CloudName))
 def test_gpu_tier_scales_from_zero_and_back(
-    control_plane: ControlPlane, workdir: Path, repo: Path
+    cloud: CloudName, control_plane: ControlPlane, workdir: Path, repo: Path
 ) -> None:
-    cloud = CloudName.AWS
+    """Each cloud's overlay with that cloud's GPU node: its own node selector, tolerations
+    (AKS's spot taint among them) and demand query must bring the pod up there."""
     reset_llmctl_objects(control_plane)
     steps = Steps()
     gpu_name = f"gpu-{cloud.value}-1"
-    ensure_nodes_ready(
-        control_plane, [cpu_node("cpu-1"), cpu_node("cpu-2"), gpu_node(cloud, gpu_name)]
-    )
+    ensure_nodes_ready(control_plane, [cpu_node("cpu-1"), cpu_node("cpu-2")])
+    # Only this cloud's GPU node: a cluster holds one cloud's nodes.
+    only_these_gpu_nodes(control_plane, [gpu_node(cloud, gpu_name)])
     steps.mark("kwok nodes Ready (2 CPU, 1 GPU as `gpu enable` makes it)")
 
     objects = rendered_overlay(control_plane, repo, cloud)
@@ -232,7 +235,7 @@ def test_gpu_tier_scales_from_zero_and_back(
         steps.mark(f"no demand for 1 min + {COOLDOWN_S}s cooldown: KEDA scaled 1 -> 0")
         wait_for("the GPU pod to be gone", lambda: not gpu_pods(control_plane), 60)
         steps.mark("GPU pod deleted")
-        print("[scale-from-zero] steps:\n" + steps.report())
+        print(f"[scale-from-zero {cloud.value}] steps:\n" + steps.report())
 
         assert reapplied == "applied" and after_reapply == 1 and survivors == [uid], (
             f"re-applying the overlay while KEDA held the GPU tier at 1: {reapplied}; "
