@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from llmctl.catalog import CloudName
 from llmctl.cli.main import app
 
 
@@ -179,3 +180,34 @@ def test_gke_fee_follows_the_cluster_location(run) -> None:  # type: ignore[no-u
     assert fee("--set", "clouds.gcp.region=us-central1-a") == 0.0
     assert fee("--region", "us-central1-a") == 0.0
     assert fee("--region", "us-central1-a", "--no-gke-free-tier") == pytest.approx(73.0)
+
+
+def test_a_piped_table_keeps_every_figure_whole(run) -> None:  # type: ignore[no-untyped-def]
+    """Piped or redirected, Rich would fit the table to 80 columns and cut "$118.13" to
+    "$118.…"; the table keeps its natural width instead."""
+    table = run(env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    assert "…" not in table.stdout
+    data = json.loads(run("-o", "json").stdout)
+    for row in [*data["rows"], *data["totals"]]:
+        assert f"${row['totalUsd']:,.2f}" in table.stdout, row
+        assert f"${row['computeUsd']:,.2f}" in table.stdout, row
+
+
+def test_a_narrow_terminal_is_told_the_table_is_cut() -> None:
+    from rich.console import Console
+
+    from llmctl.cost import model, report
+    from llmctl.cost.prices import load_catalog
+
+    request = model.EstimateRequest(
+        clouds=(model.CloudPlan(CloudName.AWS, "us-east-1", "t3.small", "g4dn.xlarge"),)
+    )
+    result = model.estimate(load_catalog(), request)
+    narrow = Console(force_terminal=True, width=100, record=True)
+    report.print_table(result, request, narrow)
+    said = " ".join(narrow.export_text().split())
+    assert "some figures are cut; widen the window, or use -o csv or -o json" in said
+    wide = Console(force_terminal=True, width=250, record=True)
+    report.print_table(result, request, wide)
+    assert "figures are cut" not in wide.export_text()

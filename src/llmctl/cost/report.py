@@ -34,6 +34,7 @@ from llmctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from llmctl.config import Stack
 
@@ -227,7 +228,7 @@ def print_remote(result: Estimate, request: EstimateRequest, console: Console) -
             if row.tokens_per_wake is None
             else f"{row.tokens_per_wake / 1e6:,.2f}M ({row.cheapest_other})",
         )
-    console.print(table)
+    print_whole(table, console)
     w = request.workload
     console.print(
         f"  Egress is the serving cloud's published internet rate (first paid tier), for about "
@@ -268,6 +269,30 @@ def to_csv(result: Estimate, warnings: list[str]) -> str:
 
 def _money(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"${value:,.{digits}f}"
+
+
+def print_whole(table: Table, console: Console) -> None:
+    """Print `table` without cutting a figure. Rich fits a table to the console, 80 columns when
+    the output is a file or a pipe, and squeezes what does not fit into "$118.…": there the table
+    gets its natural width instead. A terminal keeps its own width, with a note when the table
+    needs more."""
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if needed <= console.width:
+        console.print(table)
+    elif not console.is_terminal:
+        width = console.width
+        console.width = needed
+        try:
+            console.print(table)
+        finally:
+            console.width = width
+    else:
+        console.print(table)
+        console.print(
+            f"[dim](the table needs {needed} columns and this terminal has {console.width}: some "
+            "figures are cut; widen the window, or use -o csv or -o json)[/dim]",
+            highlight=False,
+        )
 
 
 def print_table(result: Estimate, request: EstimateRequest, console: Console) -> None:
@@ -315,7 +340,7 @@ def print_table(result: Estimate, request: EstimateRequest, console: Console) ->
             _money(row.usd_per_request, 4),
             style=style,
         )
-    console.print(table)
+    print_whole(table, console)
     console.print("[bold]Assumptions[/bold]")
     for line in result.assumptions:
         console.print(f"  - {line}", highlight=False, soft_wrap=True)
