@@ -306,10 +306,12 @@ def test_totals_row_sums_the_clouds(prices: PriceCatalog) -> None:
         "total_usd",
         "output_tokens",
         "requests",
+        "cpu_nodes",
     ):
         assert getattr(total, name) == pytest.approx(getattr(aws, name) + getattr(azure, name))
+    assert total.cpu_nodes == 4  # two per cluster
     assert total.usd_per_million_tokens == pytest.approx(
-        total.total_usd / total.output_tokens * 1e6
+        total.total_usd / total.output_tokens * 1e6, rel=1e-12
     )
     assert total.usd_per_request == pytest.approx(total.total_usd / total.requests)
 
@@ -578,3 +580,21 @@ def test_remote_rows_price_waking_each_clouds_gpu(prices: PriceCatalog) -> None:
         workload.idle_tail_s,
     )
     assert [r.serving.cloud for r in result.remote] == ["aws", "azure"]
+
+
+def test_a_cpu_pod_larger_than_an_empty_node_is_a_config_error(prices: PriceCatalog) -> None:
+    from llmctl.config import Stack
+    from llmctl.cost import fit
+
+    resources = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}}
+    stack = Stack.model_validate({"cpu": {"resources": resources}})
+    request = EstimateRequest(clouds=(AWS,), cpu_pods=tuple(fit.cpu_tier_pods(stack)))
+    with pytest.raises(ConfigError) as info:
+        estimate(prices, request)
+    assert (info.value.message, info.value.hint) == (
+        "aws: a cpu-llm-server pod requests 2000m CPU and 1024Mi memory, more than an empty "
+        "t3.small offers (1930m CPU and 1572Mi memory allocatable), so it would never be "
+        "scheduled",
+        "lower cpu.resources.requests or router.resources.requests, or price a larger CPU "
+        "instance type with --instance-type",
+    )

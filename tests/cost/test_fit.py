@@ -119,19 +119,3 @@ def test_every_catalog_instance_type_has_an_allocatable(cloud: CloudName) -> Non
         assert 0 < node.millicores < instance.vcpus * 1000, name
         assert 0 < node.memory_bytes < instance.memory_gib * 1024 * MIB, name
         assert node.pods >= 11, name
-
-
-def test_a_cpu_tier_too_large_for_the_node_is_a_config_error() -> None:
-    from llmctl.cost.model import EstimateRequest, estimate
-    from llmctl.cost.prices import load_catalog
-    from llmctl.errors import ConfigError
-    from tests.cost.test_model import AWS
-
-    resources = {"requests": {"cpu": "2"}, "limits": {"memory": "1536Mi"}}
-    stack = Stack.model_validate({"cpu": {"resources": resources}})
-    request = EstimateRequest(clouds=(AWS,), cpu_pods=tuple(fit.cpu_tier_pods(stack)))
-    with pytest.raises(ConfigError, match="aws: a cpu-llm-server pod requests 2000m CPU") as info:
-        estimate(load_catalog(), request)
-    assert "empty t3.small offers" in info.value.message
-    assert info.value.message.endswith("so it would never be scheduled")
-    assert info.value.hint is not None and "--instance-type" in info.value.hint
