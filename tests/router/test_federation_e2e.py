@@ -121,17 +121,29 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
                 cloud=cloud,
                 apiKeys={"env": "CLIENT_KEYS"},
                 limits={"queueTimeoutSeconds": 30, "firstByteTimeoutSeconds": 60},
+                # Each health check's timeout is its interval: 0.2 s (the helper's) can take a
+                # busy llama-server out for a moment, and gcp's /readyz with it.
+                healthCheck={"intervalSeconds": 1.0, "maxBackoffSeconds": 1.0},
                 federation={
                     "peers": peers,
                     "peerKey": {"env": "PEER_KEYS"},
-                    "readinessIntervalSeconds": 0.3,
+                    # The read's timeout is the interval (at most 2 s): at 0.3 s one slow
+                    # /readyz on a loaded 2-core machine marked a healthy peer out, and a
+                    # required-GPU request got a 503 (CI, 2026-12-02). 1 s keeps tests quick.
+                    "readinessIntervalSeconds": 1.0,
                     "firstByteTimeoutSeconds": FIRST_BYTE_TIMEOUT,
                 },
             )
         for router in routers.values():
             router.start()
         federation = Federation(routers, cpu, gcp_gpu, flaky)
-        wait_for(lambda: federation.peer_ready("aws", "gcp") == 1, what="aws to see gcp ready")
+        for cloud in CLOUDS:  # every router sees every other one, not only aws sees gcp
+            for other in CLOUDS:
+                if other != cloud:
+                    wait_for(
+                        lambda c=cloud, o=other: federation.peer_ready(c, o) == 1,
+                        what=f"{cloud} to see {other} ready",
+                    )
         yield federation
     finally:
         for router in routers.values():
@@ -435,7 +447,7 @@ def test_a_partitioned_peer_is_out_after_one_failed_check_and_back_on_recovery(
     gcp = fed.routers["gcp"]
     gcp.stop()
     try:
-        # One read of /readyz at most (0.3 s apart) after gcp is gone.
+        # One read of /readyz at most (1 s apart) after gcp is gone.
         wait_for(lambda: fed.peer_ready("aws", "gcp") == 0, timeout=5, what="gcp marked out")
         with fed.client("aws") as client:
             response = client.post("/v1/chat/completions", json=chat(GPU_MODEL, "hi", 2))
