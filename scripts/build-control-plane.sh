@@ -2,14 +2,15 @@
 # Builds the real Kubernetes control plane the tests run, from Go modules, once per version:
 # kube-apiserver, kube-controller-manager, kube-scheduler and etcd (tools/kube), kwok, and the
 # KEDA operator (tools/keda); copies the CRDs (KEDA's, kwok's, prometheus-operator's) from the
-# modules that ship them. Everything lands in ~/.cache/llmctl/<name>-<version>/ and is reused.
+# modules that ship them. Everything lands in $LLMCTL_CACHE/<name>-<version>/ (default
+# ~/.cache/llmctl, as for llama-server and the test model) and is reused.
 # stdout: NAME=PATH lines (sourceable); stderr: progress and the time each build took.
 # Needs Go >= 1.26 (every module here says `go 1.26.0`) and the Go module proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=../tools/versions.env
 source tools/versions.env
-CACHE="${LLMCTL_CACHE_DIR:-$HOME/.cache/llmctl}"
+CACHE="${LLMCTL_CACHE:-$HOME/.cache/llmctl}"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
 
 log() { echo "build-control-plane: $*" >&2; }

@@ -39,7 +39,7 @@ def require_tool(name: str, env_var: str | None = None) -> str:
     found = shutil.which(name)
     if found:
         return found
-    default_cache = Path.home() / ".cache" / "llmctl"
+    default_cache = Path(os.environ.get("LLMCTL_CACHE") or Path.home() / ".cache" / "llmctl")
     if name in ("llama-server", "llama-quantize"):
         for path in sorted(default_cache.glob(f"llama-server-*/bin/{name}")):
             return str(path)
