@@ -57,23 +57,13 @@ spec:
       {{- . | nindent 6 }}
       {{- end }}
       initContainers:
-        # Downloads the model into the pod's own volume (empty at every pod start), resuming a
-        # partial download across restarts (-C -), checks its sha256 when one is configured, and
-        # only renames a complete, checked file into place.
+        # Downloads the model into the pod's own volume (files/fetch-model.sh says how).
         - name: fetch-model
-          image: {{ $root.Values.images.modelFetcher | toJson }}
+          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
           command:
             - sh
             - -c
-            - |
-              set -eu
-              if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi
-              echo "downloading $MODEL_URI"
-              curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"
-              if [ -n "${MODEL_SHA256:-}" ]; then
-                echo "$MODEL_SHA256  $MODEL_PATH.part" | sha256sum -c - || { rm -f "$MODEL_PATH.part"; exit 1; }
-              fi
-              mv "$MODEL_PATH.part" "$MODEL_PATH"
+            - {{ $root.Files.Get "files/fetch-model.sh" | toJson }}
           env:
             - name: MODEL_URI
               value: {{ .model.uri | toJson }}
@@ -83,6 +73,12 @@ spec:
             - name: MODEL_SHA256
               value: {{ . | toJson }}
             {{- end }}
+            - name: HF_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $root.Values.modelDownload.tokenSecret | toJson }}
+                  key: {{ $root.Values.modelDownload.tokenKey | toJson }}
+                  optional: true
           resources:
             requests: {cpu: 100m, memory: 64Mi}
             limits: {memory: 256Mi}

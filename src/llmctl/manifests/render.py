@@ -16,7 +16,15 @@ from yaml import safe_load as yaml_load
 from llmctl import catalog
 from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
-from llmctl.config import NAMESPACE, CpuTier, GpuTier, ModelSpec, Resources, Stack
+from llmctl.config import (
+    NAMESPACE,
+    CpuTier,
+    GpuTier,
+    ModelDownload,
+    ModelSpec,
+    Resources,
+    Stack,
+)
 from llmctl.manifests import llamacpp
 from llmctl.manifests.routing import (
     CPU_SERVER,
@@ -53,20 +61,10 @@ FETCHER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
 }
-# Downloads into the pod's own volume (empty at every pod start), resuming a partial download
-# across init-container restarts (-C -), checks the sha256 when one is configured, and only
-# renames a complete, checked file into place.
-FETCH_SCRIPT = (
-    "set -eu\n"
-    'if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi\n'
-    'echo "downloading $MODEL_URI"\n'
-    'curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"\n'
-    'if [ -n "${MODEL_SHA256:-}" ]; then\n'
-    '  echo "$MODEL_SHA256  $MODEL_PATH.part" | sha256sum -c - '
-    '|| { rm -f "$MODEL_PATH.part"; exit 1; }\n'
-    "fi\n"
-    'mv "$MODEL_PATH.part" "$MODEL_PATH"\n'
-)
+# The model download: one script, charts/llm-router/files/fetch-model.sh, which the chart
+# reads too (see `fetch_script`).
+FETCH_SCRIPT_FILE = "fetch-model.sh"
+HF_TOKEN_ENV = "HF_TOKEN"
 
 # Pod-side shutdown, in one place (docs/deploy.md, "Rollouts, drains and scale-in").
 # The router: a preStop sleep lets kube-proxy and load balancers drop the pod's endpoint before
@@ -179,7 +177,12 @@ def model_volume(name: str, model: ModelSpec, labels_: dict[str, str]) -> dict[s
 
 
 def _tier(
-    name: str, component: str, spec: CpuTier | GpuTier, image: str, replicas: int | None
+    name: str,
+    component: str,
+    spec: CpuTier | GpuTier,
+    image: str,
+    replicas: int | None,
+    download: ModelDownload,
 ) -> dict[str, Any]:
     gpu = isinstance(spec, GpuTier)
     model = spec.model
@@ -189,12 +192,6 @@ def _tier(
     tier_labels = labels(name, component)
     tier_selector = selector(name, component)
     models_dir = str(PurePosixPath(model.path).parent)
-    fetch_env = [
-        {"name": "MODEL_URI", "value": model.uri},
-        {"name": "MODEL_PATH", "value": model.path},
-    ]
-    if model.sha256 is not None:
-        fetch_env.append({"name": "MODEL_SHA256", "value": model.sha256})
     mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": models_dir, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -216,7 +213,7 @@ def _tier(
         "labels": tier_labels,
         "selector": tier_selector,
         "model": {"uri": model.uri, "path": model.path},
-        "fetch_env": fetch_env,
+        "fetch_env": fetch_env(model, download),
         "models_dir": models_dir,
         "image": image,
         "replicas": replicas,
@@ -302,6 +299,25 @@ def _router(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     }
 
 
+def fetch_script() -> str:
+    """What the `fetch-model` init container runs with `sh -c`."""
+    return observability_file(FETCH_SCRIPT_FILE)
+
+
+def fetch_env(model: ModelSpec, download: ModelDownload) -> list[dict[str, Any]]:
+    """The init container's environment: what to fetch, where to, its digest, and the Hub
+    token from an optional Secret (absent, the pod starts without it)."""
+    env: list[dict[str, Any]] = [
+        {"name": "MODEL_URI", "value": model.uri},
+        {"name": "MODEL_PATH", "value": model.path},
+    ]
+    if model.sha256 is not None:
+        env.append({"name": "MODEL_SHA256", "value": model.sha256})
+    secret = {"name": download.token_secret, "key": download.token_key, "optional": True}
+    env.append({"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": secret}})
+    return env
+
+
 def observability_file(name: str) -> str:
     """Alert rules and the dashboard live in the Helm chart's files/: one source for both paths."""
     return (asset_dir("charts") / "llm-router" / "files" / name).read_text(encoding="utf-8")
@@ -340,7 +356,8 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
         "pod_security": POD_SECURITY,
         "container_security": CONTAINER_SECURITY,
         "fetcher_resources": FETCHER_RESOURCES,
-        "fetch_script": FETCH_SCRIPT,
+        "fetch_script": fetch_script(),
+        "model_fetcher_image": stack.images.model_fetcher or stack.images.router,
         "drain_script": DRAIN_SCRIPT.format(
             wait=LLAMA_GRACE_SECONDS - LLAMA_DRAIN_MARGIN_SECONDS - 5, port=llamacpp.LLAMA_PORT
         ),
@@ -382,12 +399,26 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
 
 
 def cpu_tier(stack: Stack) -> dict[str, Any]:
-    return _tier(CPU_SERVER, "llama-cpu", stack.cpu, stack.images.llama_server, stack.cpu.replicas)
+    return _tier(
+        CPU_SERVER,
+        "llama-cpu",
+        stack.cpu,
+        stack.images.llama_server,
+        stack.cpu.replicas,
+        stack.model_download,
+    )
 
 
 def gpu_tier(stack: Stack) -> dict[str, Any]:
     # Scale to zero: KEDA, not the manifest, decides how many GPU pods run (no `replicas`).
-    return _tier(GPU_SERVER, "llama-gpu", stack.gpu, stack.images.llama_server_cuda, None)
+    return _tier(
+        GPU_SERVER,
+        "llama-gpu",
+        stack.gpu,
+        stack.images.llama_server_cuda,
+        None,
+        stack.model_download,
+    )
 
 
 @dataclass(frozen=True)
