@@ -99,3 +99,19 @@ def test_the_kubeconfig_hint_of_test_inference_is_a_sentence_about_its_own_flags
     hint = flat(result.stderr).split("Hint: ", 1)[1]
     assert hint.startswith("point $KUBECONFIG"), hint
     assert "--skip-cluster-setup" not in hint
+
+
+def test_router_serve_given_the_rendered_manifest_says_where_the_config_is(repo: Path) -> None:
+    # N5: "router config ... is not valid YAML: expected a single document in the stream".
+    manifest = repo / "clusters" / "aws" / "base" / "router.yaml"
+    result = run_llmctl("router", "serve", "--config", str(manifest))
+    assert result.returncode == 2, result.stderr
+    said = flat(result.stderr)
+    assert "is a Kubernetes manifest" in said and "data.router.yaml" in said, said
+    assert "docs/router.md" in said
+
+
+def test_router_serve_with_a_config_that_is_not_text(not_text: Path) -> None:
+    result = run_llmctl("router", "serve", "--config", str(not_text))
+    assert result.returncode == 2, result.stderr
+    assert "is not UTF-8 text" in flat(result.stderr) and BUG not in result.stderr
