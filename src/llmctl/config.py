@@ -26,10 +26,10 @@ from pydantic import (
 )
 
 from llmctl import catalog
-from llmctl.catalog import CloudName
+from llmctl.catalog import NAMESPACE, CloudName
 from llmctl.errors import ConfigError
 
-NAMESPACE = "llm-server"
+__all__ = ["NAMESPACE"]  # kept here too: the config's modules and tests import it from config
 CONFIG_ENV_VAR = "LLMCTL_CONFIG"
 DEFAULT_CONFIG_FILE = "llmctl.yaml"
 
@@ -458,6 +458,12 @@ def _file_layer(path: Path) -> Layer:
             f"cannot read config file {path}: {exc.strerror or exc}",
             hint=f"pass an existing file with --config, or unset ${CONFIG_ENV_VAR}",
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+            hint="the config is a YAML file such as llmctl.yaml; check that --config (or "
+            f"${CONFIG_ENV_VAR}) names the right file",
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
