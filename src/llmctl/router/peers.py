@@ -47,16 +47,18 @@ CLIENT_GONE = "client_gone"
 
 
 class Sink(Protocol):
-    """What forwarding needs of the client connection (httpserver.Connection provides it)."""
+    """What forwarding needs of the client connection (asgi.Reply provides it)."""
 
-    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
-    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+    async def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        ...
+
+    async def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
     async def write_chunk(self, data: bytes) -> None: ...
-    def end_stream(self) -> None: ...
+    async def end_stream(self) -> None: ...
 
 
 class PeerRequest(Protocol):
-    """What forwarding needs of the client request (httpserver.Request provides it)."""
+    """What forwarding needs of the client request (asgi.Request provides it)."""
 
     @property
     def path(self) -> str: ...
@@ -318,7 +320,7 @@ class Peers:
                 ]
                 served = tier.value
                 if stream and headers[0][1].startswith(b"text/event-stream"):
-                    conn.start_stream(status, headers)
+                    await conn.start_stream(status, headers)
                     code = str(status)
                     outcome = OK
                     try:
@@ -339,7 +341,7 @@ class Peers:
                                 "stream_broken",
                             )
                         )
-                    conn.end_stream()
+                    await conn.end_stream()
                     return True
                 try:
                     payload = await response.read()
@@ -351,7 +353,7 @@ class Peers:
                 app_metrics.ttft.observe((served,), time.perf_counter() - started)
                 code = str(status)
                 outcome = OK
-                conn.send(status, headers, payload)
+                await conn.send(status, headers, payload)
                 return True
             finally:
                 peer.in_flight -= 1
