@@ -157,7 +157,7 @@ def run_fake_backend(port: int) -> None:
 # --- the targets ------------------------------------------------------------------------------
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:

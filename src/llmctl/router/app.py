@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from llmctl.router import federation, policy
 from llmctl.router.asgi import Reply, Request, RouterAsgi
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout, health_loop
+from llmctl.router.containment import Quarantine, body_hash
 from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
@@ -267,8 +268,15 @@ class RouterApp:
         self.api_keys = api_keys or []
         self.retry_after = max(1, int(config.health_check.interval_seconds + 0.999))
         # federation (issue 16): other clouds' routers; None keeps the single-cloud behaviour.
+        # Bodies that crashed a backend lately (review 2026-12-06 N1), shared with the peers.
+        self.quarantine = Quarantine()
         self.peers = (
-            Peers(config.cloud, config.federation, config.limits.first_byte_timeout_seconds)
+            Peers(
+                config.cloud,
+                config.federation,
+                config.limits.first_byte_timeout_seconds,
+                self.quarantine,
+            )
             if config.federation is not None
             else None
         )
@@ -403,6 +411,8 @@ class RouterApp:
                 "backends": {b.name: b.ready for b in self.backends},
                 # federation (issue 16): what peers read, per tier and model, with free slots.
                 "tiers": federation.local_capacity(self.backends),
+                # Bodies that crashed a backend: peers refuse them too (containment.py).
+                "quarantine": self.quarantine.report(),
             }
         ).encode()
         await conn.send(200 if ok else 503, [JSON], body)
@@ -411,6 +421,14 @@ class RouterApp:
     async def _proxy(self, request: Request, conn: Reply, chat: bool) -> None:
         started = time.perf_counter()
         body = validate_body(request.body, chat)
+        if self.quarantine.holds(request.body):
+            raise ApiError(
+                422,
+                "this request crashed a backend a short while ago; it is not sent to another "
+                f"one for {self.quarantine.seconds:g} s after that",
+                "invalid_request_error",
+                "request_quarantined",
+            )
         name = body["model"]
         assert isinstance(name, str)
         model = self.models.get(name)
@@ -579,6 +597,7 @@ class RouterApp:
                         backend.mark_failed(str(exc))
                     elif not await backend.recheck(self.limits.connect_timeout_seconds, sent_at):
                         backend.mark_failed(f"it stopped answering after a reset: {exc}")
+                        self.quarantine.hold(body_hash(request.body))
                         code = "502"
                         log.warning(
                             "%s crashed or went away while processing a request; the request "

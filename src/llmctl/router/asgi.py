@@ -85,6 +85,13 @@ class Reply:
             return
         self.responded = True
         headers = [*self._headers(headers), (b"content-length", str(len(body)).encode())]
+        # uvicorn under router/server.py (server.OneWriteCycle.answer): head and body in one
+        # write, without the two messages.
+        cycle: Any = getattr(self._send, "__self__", None)
+        whole = getattr(cycle, "answer", None)
+        if whole is not None and not cycle.flow.write_paused:
+            whole(status, headers, body)
+            return
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
 
@@ -103,6 +110,8 @@ class Reply:
                 "headers": [*self._headers(headers), _NO_CACHE],
             }
         )
+        # The head goes out now, not with the first event (which may be seconds away).
+        await self._send({"type": "http.response.body", "body": b"", "more_body": True})
 
     async def write_chunk(self, data: bytes) -> None:
         if not data:

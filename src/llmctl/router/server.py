@@ -32,6 +32,7 @@ import logging
 import re
 import resource
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from http import HTTPStatus
@@ -39,7 +40,11 @@ from typing import Any, cast
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from llmctl.router.asgi import RouterAsgi, error_body
@@ -205,6 +210,94 @@ class Guard:
         self.stop()
         for conn in list(self.live):
             conn.close()
+
+
+class OneWriteCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, writing an answer's head together with its first body
+    part: one send on the socket for a whole answer instead of two (on loopback a send costs
+    about as much as the rest of the router's work for a request)."""
+
+    _head: bytes = b""
+
+    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole answer at once (asgi.Reply.send's fast path): what `send` does for a start
+        message and one body message, without the two messages."""
+        if self.disconnected or self.response_started:
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        head = self._start(status, headers)
+        self.transport.write(head if self.scope["method"] == "HEAD" else head + body)
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {message['type']}")
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            self._head = self._start(message["status"], message.get("headers", ()))
+            return
+        if self.response_complete:
+            raise RuntimeError(f"{message['type']} after the response was complete")
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        head, self._head = self._head, b""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            data = head
+        elif self.chunked_encoding:
+            data = head + (b"%x\r\n%b\r\n" % (len(body), body) if body else b"")
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            if len(body) > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+            data = head + body if head else body
+        if data:
+            self.transport.write(data)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    def _start(self, status: int, headers: Any) -> bytes:
+        """The status line and headers (as uvicorn writes them: the app's headers are the
+        router's own or come from llhttp-parsed responses, never raw client bytes)."""
+        content = [STATUS_LINE[status]]
+        closing = False
+        for name, value in headers:
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value)
+                self.chunked_encoding = False
+            elif name == b"connection" and b"close" in value.lower():
+                self.keep_alive = False
+                closing = True
+            content += (name, b": ", value, b"\r\n")
+        if not self.keep_alive and not closing:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        return b"".join(content)
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -499,7 +592,38 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._disarm()
         else:
             self._arm("body", self.guard.limits.body_timeout_seconds)
-        super().on_headers_complete()
+        # uvicorn's on_headers_complete, less what the router has no use for (upgrades,
+        # limit_concurrency: the cap is Guard's), with the cycle that writes an answer's head
+        # and body in one go.
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        if version != "1.1":
+            scope["http_version"] = version
+        parsed = httptools.parse_url(url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        scope["path"] = urllib.parse.unquote(path) if "%" in path else path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = parsed.query or b""
+        existing = self.cycle
+        self.cycle = OneWriteCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:
+            self.flow.pause_reading()  # pipelined: queued until the answers before it are out
+            self.pipeline.appendleft((self.cycle, self.app))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
