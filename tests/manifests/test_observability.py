@@ -43,15 +43,25 @@ def test_scaled_object_scales_gpu_tier_from_zero_on_this_clouds_demand(
     }
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 2)
     assert scaled["cooldownPeriod"] == 300  # a warm GPU stays 5 minutes
-    demand, utilization = scaled["triggers"]
-    assert demand["type"] == utilization["type"] == "prometheus"
-    labels = f'tier="gpu", cloud="{cloud.value}"'
-    assert demand["metadata"]["query"] == (
-        f"sum(llm_router_tier_demand{{{labels}}}) + "
-        f"clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
-    )
+    # One trigger, queueing: GPU utilisation buys a second node for one busy stream (issue 28).
+    (demand,) = scaled["triggers"]
+    assert demand["type"] == "prometheus"
+    labels = f'namespace="llm-server", tier="gpu", cloud="{cloud.value}"'
+    in_flight = f"sum(llm_router_tier_demand{{{labels}}})"
+    arrived = f"clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
+    assert demand["metadata"]["query"] == f"{in_flight} + clamp_min({arrived} - {in_flight}, 0)"
     assert demand["metadata"]["activationThreshold"] == "0"  # one waiting request wakes it
-    assert "DCGM_FI_DEV_GPU_UTIL" in utilization["metadata"]["query"]
+    assert demand["metadata"]["threshold"] == "4"  # llama-server's --parallel
+    # Fails closed: a fallback of 0 replicas whose threshold is never reached (issue 27).
+    assert scaled["fallback"] == {"failureThreshold": 2**31 - 1, "replicas": 0}
+
+
+def test_a_metrics_failure_bound_is_keda_fallback_after_three_polls() -> None:
+    stack = Stack.model_validate({"gpu": {"metricsFailureReplicas": 1}})
+    scaled = _find(built_objects(stack, CloudName.AWS, gpu=True), "ScaledObject", "gpu-llm-server")
+    assert scaled["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 1}
+    with pytest.raises(ValueError, match="metricsFailureReplicas 3 is above maxReplicas 2"):
+        Stack.model_validate({"gpu": {"metricsFailureReplicas": 3}})
 
 
 def test_scaling_settings_follow_the_config() -> None:
