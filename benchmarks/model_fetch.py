@@ -56,8 +56,9 @@ from tests.support.object_stores import (  # noqa: E402
 )
 
 from llmctl.modelstore import access, fetch  # noqa: E402
-from llmctl.modelstore.locations import model_location  # noqa: E402
+from llmctl.modelstore.locations import StoreLocation, model_location  # noqa: E402
 from llmctl.modelstore.push import PushRequest, push_model  # noqa: E402
+from llmctl.modelstore.stores import S3Store, Store, open_store  # noqa: E402
 
 MIB = 1024 * 1024
 BUCKET = "llmctl-bench"
@@ -215,6 +216,16 @@ def bench_store(
     location = model_location(server.scheme, BUCKET, "bench", model.name, account=account)
     saved = {k: os.environ.get(k) for k in server.push_env}
     os.environ.update(server.push_env)
+
+    def open_(loc: StoreLocation, region: str, project: str | None) -> Store:
+        store = open_store(loc, region, project, os.environ)
+        if isinstance(store, S3Store):
+            # gofakes3 loses multipart uploads (NoSuchUpload on complete): one PUT instead.
+            from boto3.s3.transfer import TransferConfig
+
+            store.transfer = TransferConfig(multipart_threshold=5 * 1024**3)
+        return store
+
     try:
         push_model(
             PushRequest(
@@ -222,6 +233,7 @@ def bench_store(
                 create_bucket=True,
             ),
             env=os.environ,
+            open_=open_,
         )  # fmt: skip
     finally:
         for key, value in saved.items():

@@ -137,14 +137,22 @@ class GcsStore:
     def __init__(self, bucket: str, region: str, project: str | None) -> None:
         try:
             from google.api_core import exceptions
+            from google.auth.exceptions import GoogleAuthError
             from google.cloud import storage
+            from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
         except ImportError as exc:
             raise missing_extra(
                 "cloud", exc.name or "google-cloud-storage", "GCS model stores"
             ) from None
         self.bucket_name, self.region = bucket, region
         self.not_found = exceptions.NotFound
-        self.errors: tuple[type[Exception], ...] = (exceptions.GoogleAPIError,)
+        # Uploads and downloads raise the media layer's own errors, not GoogleAPIError.
+        self.errors: tuple[type[Exception], ...] = (
+            exceptions.GoogleAPIError,
+            GoogleAuthError,
+            InvalidResponse,
+            DataCorruption,
+        )
         try:
             self.client = storage.Client(project=project)
         except Exception as exc:  # google.auth's DefaultCredentialsError and friends
@@ -191,13 +199,11 @@ class GcsStore:
         return None if blob is None else int(blob.size)
 
     def upload_file(self, path: Path, key: str) -> None:
+        # A resumable upload in 64 MiB chunks: it survives a dropped connection, and the
+        # emulators speak it (the XML multipart API of parallel uploads is GCS's alone).
         try:
-            from google.cloud.storage import transfer_manager
-
-            blob = self.bucket.blob(key)
-            transfer_manager.upload_chunks_concurrently(
-                str(path), blob, chunk_size=PART_BYTES, max_workers=UPLOAD_CONCURRENCY
-            )
+            blob = self.bucket.blob(key, chunk_size=PART_BYTES)
+            blob.upload_from_filename(str(path), content_type="application/octet-stream")
         except self.errors as exc:
             raise self._fail(f"upload of {key}", exc) from None
 
