@@ -222,11 +222,13 @@ def busy_hours(workload: Workload, hours: float, tokens_per_second: float) -> fl
 def down_share_of_idle_time(
     rate_per_hour: float, idle_timeout_h: float, cold_start_h: float
 ) -> float:
-    """1 - u = 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is down."""
-    if rate_per_hour <= 0:  # pragma: no mutate: "< 0" is the same, rate 0 gives 1/(e^0 + 0) = 1
-        return 1.0
-    exponent = min(rate_per_hour * idle_timeout_h, 700.0)  # e^700 is near float's limit
-    return 1.0 / (math.exp(exponent) + rate_per_hour * cold_start_h)
+    """1 - u = 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is down.
+
+    No traffic (λ = 0) gives 1/(e^0 + 0) = 1: the node is always down, with no special case.
+    """
+    rate = max(rate_per_hour, 0.0)  # a negative rate is no traffic
+    exponent = min(rate * idle_timeout_h, 700.0)  # e^700 is near float's limit
+    return 1.0 / (math.exp(exponent) + rate * cold_start_h)
 
 
 def gpu_node_hours(workload: Workload, hours: float, tokens_per_second: float) -> float:
