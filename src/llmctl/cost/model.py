@@ -31,7 +31,7 @@ from enum import StrEnum
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import Stack
-from llmctl.cost import egress, fit
+from llmctl.cost import egress, fit, model_store
 from llmctl.cost.prices import Capacity, HourlyPrice, PriceCatalog, Sourced
 from llmctl.errors import ConfigError
 
@@ -205,6 +205,8 @@ class Estimate:
     # Serving a GPU request from another cloud (issue 16): egress per 1M tokens beside the
     # price of waking the local GPU, per cloud.
     remote: list[egress.RemoteRow] = field(default_factory=list)
+    # The GPU model in each cloud's object store (issue 30): storage a month, each wake's fetch.
+    model_store: list[model_store.StoreRow] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,6 +570,15 @@ def estimate(
         # The billed node stays up for the whole idle tail: cooldown + scale-down delay.
         request.workload.idle_tail_s,
     )
+    # A custom GPU model has no size in the catalog: its store row is left out.
+    gpu_model = catalog.MODELS.get(request.gpu_model)
+    store = (
+        model_store.store_rows(
+            model_store.load_storage(), tuple(c.plan.cloud for c in costs), gpu_model.file_bytes
+        )
+        if gpu_model is not None
+        else []
+    )
     return Estimate(
         rows=rows,
         totals=totals,
@@ -575,4 +586,5 @@ def estimate(
         warnings=warnings,
         prices=used,
         remote=remote,
+        model_store=store,
     )
