@@ -26,10 +26,10 @@ from pydantic import (
 )
 
 from llmctl import catalog
-from llmctl.catalog import CloudName
+from llmctl.catalog import NAMESPACE, CloudName
 from llmctl.errors import ConfigError
 
-NAMESPACE = "llm-server"
+__all__ = ["NAMESPACE"]  # kept here too: the config's modules and tests import it from config
 CONFIG_ENV_VAR = "LLMCTL_CONFIG"
 DEFAULT_CONFIG_FILE = "llmctl.yaml"
 
@@ -95,6 +95,7 @@ class ModelSpec(StrictModel):
             uri=info.uri,
             path=f"/models/{info.filename}",
             storage_size=storage_size,
+            sha256=info.sha256,
             parameters=info.parameters,
             aliases=info.aliases,
         )
@@ -363,6 +364,58 @@ class Observability(StrictModel):
 DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$")]
 
 
+BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")]
+
+
+class AwsModelStore(StrictModel):
+    """An S3 bucket in clouds.aws.region. The llama pods read it through EKS Pod Identity (an
+    association for their service account) or IRSA (roleArn)."""
+
+    bucket: BucketName
+    role_arn: str | None = Field(
+        None, alias="roleArn", pattern=r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[\w+=,.@/\-]+$"
+    )
+
+
+class GcpModelStore(StrictModel):
+    """A GCS bucket in clouds.gcp.region, read through GKE Workload Identity: either the
+    pods' Kubernetes service account is granted on the bucket itself (no setting), or it acts
+    as a Google service account (serviceAccount)."""
+
+    bucket: BucketName
+    service_account: str | None = Field(
+        None,
+        alias="serviceAccount",
+        pattern=r"^[a-z0-9\-]+@[a-z0-9\-]+\.iam\.gserviceaccount\.com$",
+    )
+
+
+class AzureModelStore(StrictModel):
+    """A Blob container in a storage account of clouds.azure.region, read through AKS Workload
+    Identity as the managed identity (or app) whose client ID is clientId."""
+
+    account: str = Field(pattern=r"^[a-z0-9]{3,24}$")
+    container: str = Field(pattern=r"^[a-z0-9](-?[a-z0-9])+$", min_length=3, max_length=63)
+    client_id: str | None = Field(
+        None,
+        alias="clientId",
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    )
+
+
+class ModelStore(StrictModel):
+    """Issue 30: where each cloud keeps its copy of the models (`llmctl model push`). Unset for
+    a cloud, its llama pods download from the model's uri (the Hugging Face Hub)."""
+
+    aws: AwsModelStore | None = None
+    azure: AzureModelStore | None = None
+    gcp: GcpModelStore | None = None
+
+    def of(self, cloud: CloudName) -> AwsModelStore | AzureModelStore | GcpModelStore | None:
+        store: AwsModelStore | AzureModelStore | GcpModelStore | None = getattr(self, cloud.value)
+        return store
+
+
 class Stack(StrictModel):
     clouds: Clouds = Clouds()
     images: Images = Images()
@@ -373,6 +426,7 @@ class Stack(StrictModel):
     gpu: GpuTier = GpuTier()
     observability: Observability = Observability()
     federation: Federation = Federation()
+    model_store: ModelStore = Field(ModelStore(), alias="modelStore")
 
     @model_validator(mode="after")
     def _federation_has_what_it_needs(self) -> Self:
@@ -469,6 +523,12 @@ def _file_layer(path: Path) -> Layer:
             f"cannot read config file {path}: {exc.strerror or exc}",
             hint=f"pass an existing file with --config, or unset ${CONFIG_ENV_VAR}",
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+            hint="the config is a YAML file such as llmctl.yaml; check that --config (or "
+            f"${CONFIG_ENV_VAR}) names the right file",
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
