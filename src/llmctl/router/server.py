@@ -219,11 +219,22 @@ class OneWriteCycle(RequestResponseCycle):
 
     _head: bytes = b""
 
-    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def whole_body(self) -> bytes | None:
+        """The request's body if it has all arrived (asgi.RouterAsgi's fast path: what
+        `receive` returns then, without the message), else None."""
+        if self.more_body or self.disconnected or self.waiting_for_100_continue:
+            return None
+        body = bytes(self.body)
+        self.body = bytearray()
+        return body
+
+    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
         """A whole answer at once (asgi.Reply.send's fast path): what `send` does for a start
-        message and one body message, without the two messages."""
+        message and one body message, without the two messages. False: use `send`."""
+        if self.flow.write_paused:
+            return False
         if self.disconnected or self.response_started:
-            return
+            return True
         self.response_started = True
         self.waiting_for_100_continue = False
         head = self._start(status, headers)
@@ -233,6 +244,7 @@ class OneWriteCycle(RequestResponseCycle):
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
+        return True
 
     async def send(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:
@@ -533,7 +545,20 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     # --- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's on_message_begin, less the lifespan state the router does not use.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": self.headers,
+        }
         self.in_message = True
         self.headers_done = False
         self.hosts = 0
