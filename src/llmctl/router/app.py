@@ -31,7 +31,7 @@ from llmctl.router.upstream import stop_loops
 from llmctl.router.validation import validate_body
 
 if TYPE_CHECKING:
-    from llmctl.router.server import Guard
+    from llmctl.router.guard import Guard
 
 log = logging.getLogger("llmctl.router")
 
@@ -358,7 +358,8 @@ async def run_router(
     4. what is left then gets a last SSE error event (streams) or a 503, and the process
        exits 0. A second signal skips the waiting.
     """
-    from llmctl.router.server import Guard, run_listener
+    from llmctl.router.guard import Guard
+    from llmctl.router.server import run_listener
 
     app = RouterApp(config, load_api_keys(config.api_keys))
     await app.start()
