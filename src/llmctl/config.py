@@ -26,10 +26,10 @@ from pydantic import (
 )
 
 from llmctl import catalog
-from llmctl.catalog import CloudName
+from llmctl.catalog import NAMESPACE, CloudName
 from llmctl.errors import ConfigError
 
-NAMESPACE = "llm-server"
+__all__ = ["NAMESPACE"]  # kept here too: the config's modules and tests import it from config
 CONFIG_ENV_VAR = "LLMCTL_CONFIG"
 DEFAULT_CONFIG_FILE = "llmctl.yaml"
 
@@ -218,16 +218,27 @@ class GpuTier(StrictModel):
         limits=ResourceList(memory="12Gi"),
     )
 
-    # KEDA: how long an idle GPU stays warm before the tier scales to zero, and the summed GPU
-    # utilisation per replica above which it adds replicas.
+    # KEDA: how long an idle GPU stays warm before the tier scales to zero. Replicas follow
+    # queueing only (requests in flight or waiting, `llamacpp.parallel` per replica): GPU
+    # utilisation is not a trigger, since one decoding stream keeps a T4 near 100% busy
+    # (docs/deploy.md, "Scaling").
     idle_timeout_seconds: int = Field(300, alias="idleTimeoutSeconds", ge=0, le=86_400)
-    utilization_target: int = Field(80, alias="utilizationTarget", ge=1, le=100)
+    # The GPU replicas while KEDA cannot read its metric (Prometheus unreachable, a wrong URL).
+    # 0 fails closed: the tier goes to zero after the cooldown and stays there. N > 0 is KEDA's
+    # fallback: after 3 failed polls the tier runs N replicas (woken from zero) until the metric
+    # is back, availability over cost.
+    metrics_failure_replicas: int = Field(0, alias="metricsFailureReplicas", ge=0, le=100)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}"
+            )
+        if self.metrics_failure_replicas > self.max_replicas:
+            raise ValueError(
+                f"metricsFailureReplicas {self.metrics_failure_replicas} is above maxReplicas "
+                f"{self.max_replicas}"
             )
         return self
 
@@ -512,6 +523,12 @@ def _file_layer(path: Path) -> Layer:
             f"cannot read config file {path}: {exc.strerror or exc}",
             hint=f"pass an existing file with --config, or unset ${CONFIG_ENV_VAR}",
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+            hint="the config is a YAML file such as llmctl.yaml; check that --config (or "
+            f"${CONFIG_ENV_VAR}) names the right file",
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

@@ -109,7 +109,6 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     # gives the GPU overlay's router table.
     table = router_config(stack, cloud, gpu=True)
     backends = {b.tier: b for b in table.backends}
-    facts = catalog.CLOUD_FACTS[cloud]
     images = stack.images
     return {
         "cloud": cloud.value,
@@ -150,18 +149,18 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "replicas": stack.gpu.min_replicas,
             "maxReplicas": stack.gpu.max_replicas,
             "idleTimeoutSeconds": stack.gpu.idle_timeout_seconds,
-            "utilizationTarget": stack.gpu.utilization_target,
+            "metricsFailureReplicas": stack.gpu.metrics_failure_replicas,
             "accelerator": stack.gpu.gpu_of(cloud).label,
             "nodeSelector": {},
             "tolerations": [],
             "resources": _resources(stack.gpu.resources),
             "backend": _backend(backends[Tier.GPU]),
             # Node agents live in kube-system on both paths (one per cluster, no restricted PSS).
-            "devicePlugin": {
-                "enabled": facts.needs_device_plugin,
-                "namespace": NODE_AGENT_NAMESPACE,
-            },
-            "runtimeClass": {"enabled": True},
+            # null: the chart deploys the plugin where the cloud needs one unless `gpu enable`'s
+            # (kube-system/nvidia-device-plugin) runs, and its RuntimeClass unless `nvidia`
+            # exists, so the README's flow (`gpu enable`, then `helm install`) runs one of each.
+            "devicePlugin": {"enabled": None, "namespace": NODE_AGENT_NAMESPACE},
+            "runtimeClass": {"enabled": None},
         },
         "observability": {
             "enabled": True,

@@ -390,18 +390,36 @@ def alert_rules() -> dict[str, Any]:
     return rules
 
 
-def demand_query(cloud: CloudName) -> str:
-    """GPU requests in flight or waiting, plus 1 if any arrived in the last minute: the gauge
-    alone is sampled at scrape time and can miss a short request served from CPU, which must
-    still wake the tier."""
-    labels = f'tier="gpu", cloud="{cloud.value}"'
-    return (
-        f"sum(llm_router_tier_demand{{{labels}}})"
-        f" + clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
-    )
+def demand_query(cloud: CloudName, namespace: str = NAMESPACE) -> str:
+    """GPU requests in flight or waiting in this namespace's routers, or 1 if none is but one
+    arrived in the last minute: the gauge is sampled at scrape time and can miss a short request
+    served from CPU, which must still wake the tier. The larger of the two, not their sum, so
+    four streams on one replica's four slots ask for one replica, not two. Scoped to the
+    namespace (the label the Prometheus Operator gives every scraped target), so two installs
+    sharing one Prometheus never wake each other's GPUs."""
+    labels = f'namespace="{namespace}", tier="gpu", cloud="{cloud.value}"'
+    in_flight = f"sum(llm_router_tier_demand{{{labels}}})"
+    arrived = f"clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
+    return f"{in_flight} + clamp_min({arrived} - {in_flight}, 0)"
 
 
-UTILIZATION_QUERY = f'sum(DCGM_FI_DEV_GPU_UTIL{{namespace="{NAMESPACE}", pod=~"{GPU_SERVER}-.*"}})'
+# KEDA v2.21's fallback (pkg/fallback/fallback.go, pkg/scaling/executor/scale_scaledobjects.go):
+# once a trigger has failed more than failureThreshold polls in a row, KEDA serves the HPA
+# `replicas` as a stand-in metric AND counts the trigger as active, which wakes a tier at zero
+# (to minReplicaCount or 1), whatever `replicas` says. Before that, a failing ScaledObject with a
+# fallback whose replicas is 0 is scaled to zero after its cooldown, and one without a fallback
+# is left where it is (1 on a first apply: the API server's default). So failing closed is a
+# fallback of 0 replicas whose threshold is never reached; a bound above 0 is KEDA's own
+# fallback after three failed polls.
+FAIL_CLOSED_THRESHOLD = 2**31 - 1  # int32, the CRD field's type: 32,000 years of 15 s polls
+FALLBACK_FAILURE_THRESHOLD = 3
+
+
+def scaler_fallback(replicas: int) -> dict[str, int]:
+    """The ScaledObject's `fallback`: what the GPU tier does while KEDA cannot read demand."""
+    if replicas == 0:
+        return {"failureThreshold": FAIL_CLOSED_THRESHOLD, "replicas": 0}
+    return {"failureThreshold": FALLBACK_FAILURE_THRESHOLD, "replicas": replicas}
 
 
 def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]:
@@ -454,7 +472,7 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
             "gpu_node_selector": gpu_node_selector(stack, cloud),
             "gpu_tolerations": gpu_tolerations(cloud),
             "demand_query": demand_query(cloud),
-            "utilization_query": UTILIZATION_QUERY,
+            "scaler_fallback": scaler_fallback(stack.gpu.metrics_failure_replicas),
         }
     return context
 
