@@ -79,3 +79,36 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("render", "config"):
         assert command in result.stdout
+
+
+# What `--help` needs is typer and rich; the pydantic Stack model alone took ~150 ms of a 317 ms
+# `llmctl --help` in review 2026-12-06 (N14), and no help text needs it, nor YAML or Jinja.
+# (A subcommand's --help does load pydantic: typer 0.29 itself builds its parameter types with
+# pydantic TypeAdapters, in typer/_adapters.py, so only llmctl's own modules are checked there.)
+NOT_FOR_HELP = ("yaml", "jinja2", "llmctl.config", "llmctl.manifests", "llmctl.cost")
+
+
+@pytest.mark.parametrize(
+    ("args", "banned"),
+    [
+        (["--help"], ("pydantic", *NOT_FOR_HELP)),
+        (["test-inference", "--help"], NOT_FOR_HELP),
+        (["gpu", "--help"], NOT_FOR_HELP),
+    ],
+)
+def test_help_loads_no_config_model_yaml_or_jinja(args: list[str], banned: tuple[str, ...]) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.cli import llmctl_env
+
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=llmctl_env(),
+        timeout=60,
+    )
+    modules = json.loads(result.stdout.rsplit("MODULES=", 1)[1])
+    loaded = [m for m in modules if any(m == n or m.startswith(n + ".") for n in banned)]
+    assert loaded == [], f"`llmctl {' '.join(args)}` imported {loaded[:5]}"

@@ -1,3 +1,3 @@
-from llmctl.cli.main import main
+from llmctl.cli.entry import main
 
 main()

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from llmctl import catalog
 from llmctl.errors import LlmctlError
 from llmctl.extras import install_hint
@@ -119,13 +121,28 @@ def api_client(
         return new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, context=context
         )
-    except (ConfigException, OSError) as exc:
+    except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
+        # ValueError: UnicodeDecodeError from a file that is not text; YAMLError: not YAML.
         raise LlmctlError(
-            f"no usable kubeconfig: {exc}",
-            hint=(f"run `{hint}`, " if hint else "")
-            + "or point $KUBECONFIG (or --kubeconfig) at the cluster's kubeconfig"
-            + (f"; {skip_flag} skips this step" if skip_flag else ""),
+            f"no usable kubeconfig: {_kubeconfig_problem(exc, kubeconfig)}",
+            hint=_kubeconfig_hint(hint, skip_flag),
         ) from None
+
+
+def _kubeconfig_problem(exc: Exception, kubeconfig: str | None) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        import os
+
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        return f"{where} is not UTF-8 text"
+    return str(exc)
+
+
+def _kubeconfig_hint(command: str, skip_flag: str) -> str:
+    """`run <command>, or point ...; <flag> skips this step`, each part only when there is one."""
+    point = "point $KUBECONFIG (or --kubeconfig) at the cluster's kubeconfig"
+    text = f"run `{command}`, or {point}" if command else point
+    return text + (f"; {skip_flag} skips this step" if skip_flag else "")
 
 
 # What `llmctl gpu enable/status` needs; other callers name their own rights.

@@ -148,7 +148,7 @@ def test_the_distribution_name_is_ours() -> None:
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == extras.DISTRIBUTION
-    assert project["scripts"] == {"llmctl": "llmctl.cli.main:main"}
+    assert project["scripts"] == {"llmctl": "llmctl.cli.entry:main"}
     readme = (REPO / "README.md").read_text()
     assert "'llmctl[" not in readme and "pip install llmctl-k8s" not in readme
 

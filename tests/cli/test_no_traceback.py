@@ -50,7 +50,7 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Block())
 sys.argv = ["llmctl", *sys.argv[2:]]
-from llmctl.cli.main import main
+from llmctl.cli.entry import main
 main()
 """
 

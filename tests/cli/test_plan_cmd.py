@@ -187,6 +187,23 @@ def documented_examples() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("command", "expected"), documented_examples())
 def test_documented_example_output_is_real(runner: CliRunner, command: str, expected: str) -> None:
     result = runner.invoke(app, shlex.split(command)[1:], env=ENV)
-    assert result.exit_code == 0, result.output
+    # A plan that does not fit exits 1 (docs/plan.md, "Exit codes"), after printing in full.
+    assert result.exit_code == (1 if "\nrefuse: " in expected else 0), result.output
     got = "\n".join(line.rstrip() for line in result.output.rstrip("\n").split("\n"))
     assert got == expected.rstrip("\n"), f"docs/plan.md is stale for `{command}`"
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_a_plan_that_does_not_fit_exits_1_so_ci_can_gate_on_it(
+    runner: CliRunner, output: str
+) -> None:
+    # Review 2026-12-06, N6: this printed "refuse: ..." and exited 0.
+    args = ["plan", "--model", "llama-2-13b-chat", "--gpu", "t4", "--ctx-per-request", "2048"]
+    result = runner.invoke(app, [*args, "--parallel", "8", "-o", output], env=ENV)
+    assert result.exit_code == 1, result.output
+    if output == "json":
+        assert json.loads(result.output)["plans"][0]["fits"] is False
+    else:
+        assert "refuse: " in result.output
+    fits = runner.invoke(app, [*args, "--parallel", "4", "-o", output], env=ENV)
+    assert fits.exit_code == 0, fits.output

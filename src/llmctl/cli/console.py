@@ -26,7 +26,8 @@ def status_spinner(
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not show,
+        # Only on a terminal: piped or captured stderr gets no spinner frames or blank lines.
+        disable=not (show and console.is_terminal),
     ) as bar:
         task = bar.add_task(description)
         try:

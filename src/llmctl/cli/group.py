@@ -27,6 +27,8 @@ from llmctl.errors import LlmctlError
 
 DEBUG_ENV = "LLMCTL_DEBUG"
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+# Write errors that say the destination is full, not that llmctl is wrong.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _show_help(ctx: Context) -> None:
@@ -44,6 +46,12 @@ def translate(exc: BaseException) -> ClickException | None:
             return extras.missing_extra(extra, str(exc.name).split(".", 1)[0])
     if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
         return None  # typer quietens a closed pipe (`llmctl ... | head`) itself
+    if isinstance(exc, OSError) and exc.errno in _FULL and not exc.filename:
+        # stdout on a full disk (`llmctl plan > /dev/full`): where the output goes is the problem.
+        return LlmctlError(
+            f"cannot write the output: {exc.strerror or exc}",
+            hint="free some space, or send the output somewhere else",
+        )
     if isinstance(exc, OSError) and exc.filename and not os.environ.get(DEBUG_ENV):
         # A path the user named that cannot be read or written: their problem to fix, not a bug.
         return LlmctlError(

@@ -15,11 +15,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from llmctl import catalog
-from llmctl.catalog import CloudName
+from llmctl.catalog import NAMESPACE, CloudName
 from llmctl.cli import options
 from llmctl.cli.console import err_console, status_spinner
 from llmctl.cli.output import to_json
-from llmctl.config import NAMESPACE
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
@@ -206,7 +205,8 @@ def _gpu_check(
     from llmctl.probe import gpu_check
 
     stack = options.load(config, sets).stack
-    pod = gpu_check.check_pod(stack, cloud, namespace=namespace)
+    runtime_class = gpu_check.runtime_class_in(api, cloud) or gpu_check.NVIDIA_HANDLER
+    pod = gpu_check.check_pod(stack, cloud, namespace=namespace, runtime_class=runtime_class)
     name = pod["metadata"]["name"]
     console = _err()
     with status_spinner(console, f"GPU check pod {name}: creating", show) as describe:
@@ -313,7 +313,7 @@ def test_inference(
     if cloud is not None and (gpu_check or url is None):
         from llmctl import kube
 
-        api = kube.api_client(kubeconfig, context)
+        api = kube.api_client(kubeconfig, context, skip_flag="")
 
     check = None
     if gpu_check:

@@ -66,8 +66,12 @@ def plan(
     config: Path | None = options.ConfigOption,
     sets: list[str] | None = options.SetOption,
 ) -> None:
-    """Check whether a model, context and parallelism fit the GPU, and the most that fits."""
-    from llmctl.plan.vram import fit_report
+    """Check whether a model, context and parallelism fit the GPU, and the most that fits.
+
+    Exits 1 when it does not fit (any GPU's verdict is refuse), after printing the full plan, so
+    a CI step can gate on it; 2 for bad input.
+    """
+    from llmctl.plan.vram import FitLevel, fit_report
 
     def report(p: Plan) -> FitReport:
         return fit_report(p, ctx_name="--ctx-per-request", par_name="--parallel")
@@ -83,8 +87,10 @@ def plan(
         err_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
     if output is PlanFormat.JSON:
         typer.echo(json.dumps(_as_json(plans, report), indent=2))
-        return
-    _print_table(plans, report)
+    else:
+        _print_table(plans, report)
+    if any(report(p).level is FitLevel.REFUSE for p, _ in plans):
+        raise typer.Exit(1)
 
 
 def _plans(

@@ -31,6 +31,11 @@ def render(
     gpu: bool | None = typer.Option(
         None, "--gpu/--no-gpu", help="Turn the GPU tier on or off (default: gpu.enabled)."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Overwrite files changed since render wrote them (render refuses by default).",
+    ),
     config: Path | None = options.ConfigOption,
     sets: list[str] | None = options.SetOption,
 ) -> None:
@@ -40,6 +45,10 @@ def render(
     and the Helm chart's charts/llm-router/values-<cloud>-{cpu,gpu}.yaml from the same config.
     With --stdout, prints what `kubectl kustomize` gives for one cloud, ready for
     `kubectl apply -f -`: the GPU overlay when the GPU tier is on, else the base.
+
+    Inside an llmctl checkout it reads the checkout's templates/ and charts/ and leaves the chart
+    alone; elsewhere it copies the chart beside its values files. It never overwrites a file
+    changed since it wrote it, unless --force.
     """
     from llmctl.errors import ConfigError
     from llmctl.manifests.rendering import parse_clouds, render_to_disk, render_to_text
@@ -59,7 +68,7 @@ def render(
         _warn(warnings)
         typer.echo(text, nl=False)
         return
-    report = render_to_disk(loaded.stack, clouds, out)
+    report = render_to_disk(loaded.stack, clouds, out, force=force)
     _warn(report.warnings)
     written, unchanged = len(report.result.written), len(report.result.unchanged)
     typer.echo(
@@ -69,11 +78,17 @@ def render(
     )
     for path in report.result.written:
         typer.echo(f"  wrote {path}")
+    helm = (
+        f"helm install <release> {report.chart_dir} -f {report.chart_dir}/values-<cloud>-gpu.yaml"
+    )
     if report.chart is not None:
         typer.echo(
             f"Helm chart in {report.chart_dir}/: {len(report.chart.written)} file(s) written, "
-            f"{len(report.chart.unchanged)} unchanged (helm install <release> {report.chart_dir} "
-            f"-f {report.chart_dir}/values-<cloud>-gpu.yaml)."
+            f"{len(report.chart.unchanged)} unchanged ({helm})."
+        )
+    else:
+        typer.echo(
+            f"Helm chart in {report.chart_dir}/: this checkout's own, left as it is ({helm})."
         )
 
 

@@ -42,6 +42,7 @@ def serve(
             f"--log-level {log_level!r} is not a log level",
             hint=f"allowed values: {', '.join(LOG_LEVELS)}",
         )
+    _refuse_a_manifest(config)
     # The server's modules load here, so `llmctl --help` never imports them; without the
     # router extra the import fails and cli/group.py names the extra to install.
     from llmctl.router.serve import ServeError, serve_router
@@ -52,6 +53,41 @@ def serve(
         raise ConfigError(str(exc), hint=exc.hint) from None
     except OSError as exc:
         raise _listen_error(exc, host, port) from None
+
+
+def _refuse_a_manifest(config: Path) -> None:
+    """The file a newcomer finds first, clusters/<cloud>/base/router.yaml, is the Kubernetes
+    manifest that carries the router config in a ConfigMap, not the config itself (review
+    2026-12-06, N5): say so, and where the config is, instead of a YAML parser's complaint."""
+    import yaml
+
+    try:
+        text = config.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"router config {config} is not UTF-8 text",
+            hint="pass the router's YAML config (docs/router.md, 'Config file')",
+        ) from None
+    except OSError:
+        return  # the router reports a missing or unreadable file itself
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError:
+        return  # the router reports where the YAML is broken
+    kinds = [d.get("kind") for d in documents if isinstance(d, dict) and "apiVersion" in d]
+    if not kinds:
+        return
+    holds = any(
+        d.get("kind") == "ConfigMap" and "router.yaml" in (d.get("data") or {})
+        for d in documents
+        if isinstance(d, dict)
+    )
+    raise ConfigError(
+        f"{config} is a Kubernetes manifest ({', '.join(map(str, kinds))}), not a router config"
+        + (": its ConfigMap carries the config under data.router.yaml" if holds else ""),
+        hint="in a cluster the router reads that ConfigMap; to run it here, write a router.yaml "
+        "with your own backends as in docs/router.md, 'Config file'",
+    )
 
 
 def _listen_error(exc: OSError, host: str, port: int) -> Exception:

@@ -259,6 +259,7 @@ class HttpRangeSource:
 def open_source(location: str | Path) -> ByteSource:
     text = str(location)
     if text.startswith(("http://", "https://")):
+        _check_url(text)
         return HttpRangeSource(text)
     if re.match(r"^[a-z][a-z0-9+.-]*://", text):
         scheme = text.split("://", 1)[0]
@@ -267,6 +268,25 @@ def open_source(location: str | Path) -> ByteSource:
             hint="pass an http(s) URL or a local path (download the file first)",
         )
     return FileSource(Path(text).expanduser())
+
+
+def _check_url(url: str) -> None:
+    """A malformed URL is the user's typo (exit 2), not a network failure or a bug."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed lazily: raises for a port out of range or not a number
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ConfigError(
+            f"--model {url!r} is not a valid URL: {exc}",
+            hint="pass the model's http(s) URL, e.g. a Hugging Face .../resolve/main/x.gguf",
+        ) from None
+    if not parts.hostname:
+        raise ConfigError(
+            f"--model {url!r} has no host",
+            hint="pass the model's http(s) URL, e.g. a Hugging Face .../resolve/main/x.gguf",
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,19 +3,21 @@ in one sentence what went wrong when something did.
 
 Standard library only (http.client on threads): the command works with llmctl's base install,
 and each request owns its connection, so a slow stream never holds up another. Concurrency is a
-bounded thread pool; every socket operation has a timeout, so every request ends by itself.
+bounded set of daemon threads; every socket operation has a timeout, so every request ends by
+itself, and Ctrl-C ends them all at once.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import queue
 import socket
 import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -115,12 +117,14 @@ class Result:
 
 def normalize_url(url: str) -> str:
     """`http://host:port`, `http://host:port/` and `http://host:port/v1` all mean the router."""
-    parts = urlsplit(url.strip())
+    hint = "give the router's base URL, e.g. --url http://127.0.0.1:8080"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - parsed lazily: raises for a port out of range or not a number
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ConfigError(f"--url {url!r} is not a valid URL: {exc}", hint=hint) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"--url {url!r} is not an http(s) URL",
-            hint="give the router's base URL, e.g. --url http://127.0.0.1:8080",
-        )
+        raise ConfigError(f"--url {url!r} is not an http(s) URL", hint=hint)
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
@@ -345,21 +349,49 @@ def run(
         raise ConfigError("--concurrency must be at least 1")
     outcome = Run(target, requests, concurrency)
     started = time.perf_counter()
-    pool = ThreadPoolExecutor(
-        max_workers=min(concurrency, requests), thread_name_prefix="test-inference"
-    )
-    try:
-        futures = [pool.submit(send_one, target) for _ in range(requests)]
-        for future in as_completed(futures):
-            result = future.result()
-            outcome.results.append(result)
-            if on_result is not None:
-                on_result(result)
-    finally:
-        # On Ctrl-C: drop the queued requests; those in flight end within their timeout.
-        pool.shutdown(wait=False, cancel_futures=True)
+    for result in _send_all(target, requests, concurrency):
+        outcome.results.append(result)
+        if on_result is not None:
+            on_result(result)
     outcome.wall_s = time.perf_counter() - started
     return outcome
+
+
+def _send_all(target: Target, requests: int, concurrency: int) -> Iterator[Result]:
+    """The results of `requests` completions as they finish, `concurrency` at a time.
+
+    The senders are daemon threads, not a ThreadPoolExecutor: Python joins an executor's
+    workers at exit, so after Ctrl-C llmctl would wait out every request in flight (up to
+    --timeout, 120 s by default). A daemon thread is abandoned when the process ends, and the
+    server sees its connection close. The main thread waits on a queue, which Ctrl-C interrupts.
+    """
+    jobs: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(requests):
+        jobs.put(None)
+    done: queue.SimpleQueue[Result | BaseException] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def sender() -> None:
+        while not stop.is_set():
+            try:
+                jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put(send_one(target))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                done.put(exc)
+
+    for i in range(min(concurrency, requests)):
+        threading.Thread(target=sender, name=f"test-inference-{i}", daemon=True).start()
+    try:
+        for _ in range(requests):
+            item = done.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # on Ctrl-C: no new requests; those in flight die with the process
 
 
 def percentile(values: list[float], pct: float) -> float | None:
