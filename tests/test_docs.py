@@ -184,6 +184,9 @@ def _env(tmp: Path) -> dict[str, str]:
         NO_GCE_CHECK="true",
         GCE_METADATA_HOST="127.0.0.1:9",
         AZURE_CONFIG_DIR=str(tmp / "azure"),
+        # DefaultAzureCredential without managed identity, which would ask 169.254.169.254
+        # (`gpu enable --dry-run` reads the quota).
+        AZURE_TOKEN_CREDENTIALS="dev",
         COLUMNS="100",
         NO_COLOR="1",
         TERM="dumb",

@@ -315,6 +315,10 @@ def _env(tmp: Path) -> dict[str, str]:
         GCE_METADATA_IP="127.0.0.1:9",
         CLOUDSDK_CONFIG=str(tmp / "gcloud"),
         AZURE_CONFIG_DIR=str(tmp / "azure"),
+        # DefaultAzureCredential tries only the developer credentials (files, `az`), not managed
+        # identity, which would ask the IMDS address 169.254.169.254: no traffic leaves the
+        # machine (`gpu enable --dry-run` reads the quota with it).
+        AZURE_TOKEN_CREDENTIALS="dev",
         COLUMNS="200",
     )
     return env
