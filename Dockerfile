@@ -9,8 +9,11 @@
 # so the interpreter it links to is the one the final image has.
 ARG LLAMA_CPP_RELEASE=b11312
 ARG LLAMA_VARIANT=server
+# The release workflow's CUDA variant starts from its own build of the same llama.cpp release
+# with real sm_75 (T4) code, not PTX (.github/workflows/release.yml, job llama-server-cuda).
+ARG LLAMA_IMAGE=
 
-FROM ghcr.io/ggml-org/llama.cpp:${LLAMA_VARIANT}-${LLAMA_CPP_RELEASE} AS base
+FROM ${LLAMA_IMAGE:-ghcr.io/ggml-org/llama.cpp:${LLAMA_VARIANT}-${LLAMA_CPP_RELEASE}} AS base
 # The llama.cpp images are Ubuntu based; the router needs Python >= 3.11 (Ubuntu 24.04: 3.12).
 # Ubuntu's package versions are not pinned: the release tag above pins the base instead.
 # hadolint ignore=DL3008

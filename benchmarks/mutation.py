@@ -16,7 +16,13 @@ build/mutation/survivors.txt, and the figures to build/mutation/summary.json.
 
 Equivalent mutants (no test can tell them apart from the original) are marked in the source
 with `# pragma: no mutate` and a one-line reason: mutmut then never generates them, so they are
-left out of the score. `grep -rn "pragma: no mutate" src/` lists them.
+left out of the score. A pragma covers its whole line, so every mutant of that line is left out:
+the table prints how many (`excluded`) and summary.json names each one.
+
+mutmut never mutates a decorated function, and so no `@property`. In the scratch copy each
+property of a class is written as a plain method and wrapped after the class
+(`Cls.name = property(Cls.name)`), which behaves the same, so its mutants are generated, run
+and scored like any other.
 
 --sample N picks N mutants per core at random with a fixed seed (the bounded run that
 scripts/test.sh does); without it every mutant runs (the benchmark). --fail-under P exits 1
@@ -29,6 +35,7 @@ mutmut's own generator gives for the file, so it matches what `mutmut run` creat
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -93,6 +100,7 @@ class Result:
     core: str
     source: str
     generated: int
+    excluded: list[str] = field(default_factory=list)  # by `# pragma: no mutate`
     tried: int = 0
     killed: int = 0
     timeout: int = 0
@@ -117,13 +125,51 @@ def module_name(source: str) -> str:
     return source.removeprefix("src/").removesuffix(".py").replace("/", ".")
 
 
-def mutant_names(core: Core) -> list[str]:
-    """Every mutant mutmut generates for the core's file, by its full name."""
+def with_properties_unwrapped(code: str) -> str:
+    """The same module with each class's `@property` methods wrapped after the class instead.
+
+    The decorator line becomes blank (so line numbers hold) and `Cls.name = property(Cls.name)`
+    follows the class: the same attribute, but a method mutmut is willing to mutate.
+    """
+    lines = code.splitlines(keepends=True)
+    after: dict[int, list[str]] = {}  # the class's last line -> the lines to add after it
+    for node in ast.parse(code).body:
+        if not isinstance(node, ast.ClassDef) or node.end_lineno is None:
+            continue
+        for item in node.body:
+            if not isinstance(item, ast.FunctionDef):
+                continue
+            decorators = item.decorator_list
+            if len(decorators) == 1 and isinstance(decorators[0], ast.Name):
+                if decorators[0].id == "property":
+                    lines[decorators[0].lineno - 1] = "\n"
+                    after.setdefault(node.end_lineno, []).append(
+                        f"{node.name}.{item.name} = property({node.name}.{item.name})\n"
+                    )
+    out: list[str] = []
+    for number, line in enumerate(lines, 1):
+        out.append(line)
+        out.extend(after.get(number, []))
+    return "".join(out)
+
+
+def _names(core: Core, code: str) -> set[str]:
     from mutmut.mutation.file_mutation import mutate_file_contents
 
-    code = (REPO / core.source).read_text()
     local = mutate_file_contents(core.source, code).mutant_names
-    return sorted(f"{module_name(core.source)}.{name}" for name in local)
+    return {f"{module_name(core.source)}.{name}" for name in local}
+
+
+def mutant_names(core: Core) -> list[str]:
+    """Every mutant mutmut generates for the core's file (properties unwrapped), by name."""
+    return sorted(_names(core, with_properties_unwrapped((REPO / core.source).read_text())))
+
+
+def excluded_mutants(core: Core) -> list[str]:
+    """The mutants that `# pragma: no mutate` lines keep mutmut from generating."""
+    code = with_properties_unwrapped((REPO / core.source).read_text())
+    bare = re.sub(r"#\s*pragma:\s*no mutate.*$", "", code, flags=re.MULTILINE)
+    return sorted(_names(core, bare) - _names(core, code))
 
 
 def pyproject_for(core: Core, work: Path) -> str:
@@ -177,6 +223,8 @@ def prepare(core: Core, work: Path) -> None:
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / name)
     (work / "pyproject.toml").write_text(pyproject_for(core, work))
+    source = work / core.source
+    source.write_text(with_properties_unwrapped(source.read_text()))
 
 
 def source_line(core: Core, diff: str) -> str:
@@ -222,7 +270,7 @@ def run_core(
     core: Core, work: Path, sample: int | None, seed: int, children: int, log: Path
 ) -> Result:
     names = mutant_names(core)
-    result = Result(core.name, core.source, generated=len(names))
+    result = Result(core.name, core.source, generated=len(names), excluded=excluded_mutants(core))
     chosen = names
     if sample is not None and sample < len(names):
         chosen = sorted(random.Random(seed).sample(names, sample))
@@ -344,13 +392,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nmutmut {version('mutmut')}, {mode}, {date.today().isoformat()}")
     print(
-        f"{'core':<28} {'generated':>9} {'tried':>6} {'killed':>6} {'timeout':>7} "
-        f"{'survived':>8} {'score':>7} {'time':>6}"
+        f"{'core':<28} {'generated':>9} {'excluded':>8} {'tried':>6} {'killed':>6} "
+        f"{'timeout':>7} {'survived':>8} {'score':>7} {'time':>6}"
     )
     for r in results:
         print(
-            f"{r.source.removeprefix('src/llmctl/'):<28} {r.generated:>9} {r.tried:>6} "
-            f"{r.killed:>6} {r.timeout:>7} {r.survived:>8} {r.score:>6.1f}% {r.seconds:>5.0f}s"
+            f"{r.source.removeprefix('src/llmctl/'):<28} {r.generated:>9} {len(r.excluded):>8} "
+            f"{r.tried:>6} {r.killed:>6} {r.timeout:>7} {r.survived:>8} {r.score:>6.1f}% "
+            f"{r.seconds:>5.0f}s"
         )
     print(f"survivors: {args.out / 'survivors.txt'}")
     if failed:

@@ -13,6 +13,11 @@ With `--baseline-src DIR` (the src/ of another checkout, e.g. a worktree of main
 router runs that code in the same interleaved rounds, as `base`: a change's cost measured side
 by side rather than against figures taken on another day.
 
+With `--granian` the router's ASGI app (`llmctl.router.asgi:app_from_env`, the same app and
+upstream client) also runs under granian (one worker, uvloop), as `granian`: how the chosen
+server (uvicorn's httptools protocol) compares with the other maintained candidate (issue 25).
+granian is not a dependency: `pip install granian` first.
+
 Needs nginx on PATH (Debian: apt-get install nginx). Everything listens on 127.0.0.1 only.
 """
 
@@ -152,7 +157,7 @@ def run_fake_backend(port: int) -> None:
 # --- the targets ------------------------------------------------------------------------------
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -263,8 +268,27 @@ def start_nginx(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[byt
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process and its children (granian serves from a worker process)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
+
+
+def start_granian(tmp: Path, backend_port: int, port: int) -> subprocess.Popen[bytes]:
+    """The router's ASGI app under granian: one worker, one runtime thread, uvloop."""
+    config = bench_config(backend_port, slots=512) | {"healthCheck": {"intervalSeconds": 5}}
+    path = tmp / f"router-{port}.yaml"
+    path.write_text(json.dumps(config))
+    granian = Path(sys.executable).parent / "granian"
+    argv = [str(granian), "--interface", "asgi", "--http", "1", "--loop", "uvloop"]
+    argv += ["--workers", "1", "--runtime-mode", "st", "--no-access-log", "--log-level", "warning"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--factory"]
+    argv += ["llmctl.router.asgi:app_from_env"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), LLMCTL_ROUTER_CONFIG=str(path))
+    return subprocess.Popen(argv, env=env)
 
 
 # --- the load --------------------------------------------------------------------------------
@@ -387,8 +411,11 @@ async def measure(
         row = tally.row()
         counts = tally.counts
         row["router_cpu_ms_per_request"] = proxy_cpu["router"] / max(counts["router"], 1) * 1000
-        if "base" in pids:
-            row["base_cpu_ms_per_request"] = proxy_cpu["base"] / max(counts["base"], 1) * 1000
+        for other in ("base", "granian"):
+            if other in pids:
+                row[f"{other}_cpu_ms_per_request"] = (
+                    proxy_cpu[other] / max(counts[other], 1) * 1000
+                )
         results[str(level)] = row
     results["ttfb_p50_ms"] = await ttfb_p50_ms(pools, rounds)
     for pool in pools.values():
@@ -406,17 +433,21 @@ def report(results: dict[str, object]) -> None:
             continue
         assert isinstance(row, dict)
         direct = row["direct"]
-        for name in [n for n in ("direct", "router", "base", "nginx") if n in row]:
+        for name in [n for n in ("direct", "router", "base", "granian", "nginx") if n in row]:
             r = row[name]
             print(
                 f"{level:>5} {name:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
                 f"{r['p50_ms'] - direct['p50_ms']:>+8.3f} {r['p99_ms'] - direct['p99_ms']:>+8.3f}"
                 f" {100 * r['rps'] / direct['rps']:>8.0f}% {r['errors']:>6}"
             )
-        base = row.get("base_cpu_ms_per_request")
+        others = "".join(
+            f", {name} {row[f'{name}_cpu_ms_per_request']:.3f} ms"
+            for name in ("base", "granian")
+            if f"{name}_cpu_ms_per_request" in row
+        )
         print(
-            f"{level:>5} router CPU per proxied request: {row['router_cpu_ms_per_request']:.3f} ms"
-            + (f" (base {base:.3f} ms)" if isinstance(base, float) else "")
+            f"{level:>5} CPU per proxied request: router {row['router_cpu_ms_per_request']:.3f} ms"
+            + others
         )
     ttfb = results["ttfb_p50_ms"]
     assert isinstance(ttfb, dict)
@@ -442,6 +473,9 @@ def main() -> None:
         "--baseline-src", type=Path, help="src/ of another checkout: its router runs beside"
     )
     parser.add_argument("--no-nginx", action="store_true", help="leave nginx out")
+    parser.add_argument(
+        "--granian", action="store_true", help="also the router's ASGI app under granian"
+    )
     parser.add_argument("--fake-backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_backend:
@@ -465,6 +499,11 @@ def main() -> None:
                 base = start_router(tmp, backend_port, base_port, args.baseline_src.resolve())
                 procs.append(base)
                 ports["base"], pids["base"] = base_port, base.pid
+            if args.granian:
+                granian_port = free_port()
+                granian = start_granian(tmp, backend_port, granian_port)
+                procs.append(granian)
+                ports["granian"], pids["granian"] = granian_port, granian.pid
             if not args.no_nginx:
                 procs.append(start_nginx(tmp, backend_port, nginx_port))
                 ports["nginx"] = nginx_port

@@ -6,12 +6,22 @@
 # its models with it, benchmarks/gpu/) shares every library with llama-server, so building both
 # in one go costs one more small executable; a cache that has only llama-server gets llama-quantize
 # added. Prints llama-server's path on stdout; llama-quantize lies beside it.
+#
+# The llama.cpp release those sources are: llama-cpp-python's CHANGELOG names the commit it
+# vendors ("update llama.cpp to ggml-org/llama.cpp@0c1e57098" for 0.3.36), and llama.cpp's
+# release b11312 is that commit. The Dockerfile and config.py's Images pin the same release
+# (tests/router/test_image.py); a cold build checks the CHANGELOG still says so. The cache
+# records it in llama-cpp-release ("RELEASE COMMIT"), which scripts/build-image.sh reads.
+# (The sdist has no git metadata, so `llama-server --version` says "version: 0 (unknown)".)
 set -euo pipefail
 
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+release="${LLAMA_CPP_RELEASE:-b11312}"
+commit="${LLAMA_CPP_COMMIT:-0c1e57098}"
 cache="${LLMCTL_CACHE:-$HOME/.cache/llmctl}/llama-server-${version}"
 bin="$cache/bin/llama-server"
 quantize="$cache/bin/llama-quantize"
+release_file="$cache/llama-cpp-release"
 
 # llama-server answers --version; llama-quantize has no such flag and prints its usage (exit 1).
 # (No pipe here: under pipefail the usage's exit code 1 would fail it.)
@@ -27,6 +37,7 @@ targets=()
 works "$bin" || targets+=(llama-server)
 works "$quantize" || targets+=(llama-quantize)
 if [ ${#targets[@]} -eq 0 ]; then
+  [ -s "$release_file" ] || echo "$release $commit" > "$release_file"
   echo "$bin"
   exit 0
 fi
@@ -40,6 +51,15 @@ trap 'rm -rf "$work"' EXIT
 python3 -m pip download --quiet --no-deps --no-binary :all: -d "$work" "llama-cpp-python==${version}" >&2
 tar -xzf "$work"/llama_cpp_python-"${version}".tar.gz -C "$work"
 src="$work/llama_cpp_python-${version}/vendor/llama.cpp"
+changelog="$work/llama_cpp_python-${version}/CHANGELOG.md"
+# The first llama.cpp update under this version's heading is the commit it vendors.
+vendored="$(awk -v v="## [${version}]" '$0 == v {on = 1; next} on && /^## / {exit}
+  on && match($0, /llama\.cpp@[0-9a-f]+/) {print substr($0, RSTART + 10, RLENGTH - 10); exit}' "$changelog")"
+if [ "$vendored" != "$commit" ]; then
+  echo "llama-cpp-python ${version} vendors llama.cpp@${vendored:-?}, not ${commit} (${release}):" \
+    "set LLAMA_CPP_RELEASE and LLAMA_CPP_COMMIT to the release it vendors" >&2
+  exit 1
+fi
 
 cmake -S "$src" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
@@ -52,4 +72,5 @@ for target in "${targets[@]}"; do
   mv "$cache/bin/$target.tmp" "$cache/bin/$target"
 done
 "$bin" --help > "$cache/llama-server-help.txt" 2>/dev/null || true
+echo "$release $commit" > "$release_file"
 echo "$bin"

@@ -57,6 +57,7 @@ RULES = (
             "llmctl.router.peer_config",  # router.yaml's federation section: pure data too
             "llmctl.plan",
             "llmctl.cost.prices",
+            "llmctl.modelstore.locations",  # store URIs: pure, standard library only
         ),
         True,
         "rendering is pure: config in, files out",
@@ -73,6 +74,14 @@ RULES = (
         True,
         "the cost model is pure; only its live-price adapter talks to the price APIs",
         adapters=("llmctl.cost.live",),
+    ),
+    Rule(
+        "llmctl.modelstore",
+        (*LEAVES, "llmctl.modelstore"),
+        True,
+        "the pod's model fetcher runs in the router image, which has no cloud SDK: only the "
+        "push side's store adapters use the SDKs",
+        adapters=("llmctl.modelstore.stores",),
     ),
     Rule("llmctl.config", ("llmctl.catalog", "llmctl.errors"), True, "config is a leaf"),
     Rule("llmctl.catalog", ("llmctl.errors",), True, "the catalog is a leaf"),

@@ -47,9 +47,10 @@ def test_it_runs_on_version_tags_only() -> None:
 
 
 def test_every_action_is_pinned_by_commit() -> None:
-    for step in _job()["steps"]:
-        if "uses" in step:
-            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    for job in _workflow()["jobs"].values():
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
 
 
 def test_it_builds_both_variants_from_the_pinned_llama_cpp_images() -> None:
@@ -67,7 +68,12 @@ def test_it_builds_both_variants_from_the_pinned_llama_cpp_images() -> None:
     assert variants["cuda"]["platforms"] == "linux/amd64"
     build = _step("docker/build-push-action@")["with"]
     assert build["push"] is True
-    assert build["build-args"].strip() == "LLAMA_VARIANT=${{ matrix.llama_variant }}"
+    assert build["build-args"].strip().splitlines() == [
+        "LLAMA_VARIANT=${{ matrix.llama_variant }}",
+        "LLAMA_IMAGE=${{ matrix.llama_image == 'sm75' && needs.llama-server-cuda.outputs.image "
+        "|| '' }}",
+    ]
+    assert variants["cpu"]["llama_image"] == "" and variants["cuda"]["llama_image"] == "sm75"
     assert build["platforms"] == "${{ matrix.platforms }}"
 
 
@@ -89,3 +95,46 @@ def test_a_tag_that_is_not_the_package_version_fails_the_release() -> None:
 
     assert run(f"v{_version()}") == 0
     assert run("v9.9.9") == 1
+
+
+def test_the_cuda_images_carry_real_t4_code(tmp_path: Path) -> None:
+    """Issue 28: llama.cpp's official server-cuda image has sm_75 only as PTX (75-virtual in its
+    ggml-cuda CMakeLists), JIT-compiled in every new pod. The release builds the pinned
+    release's own .devops/cuda.Dockerfile with real code for the T4 and the other GPUs it names,
+    and the router's CUDA variant starts from that image."""
+    job = _workflow()["jobs"]["llama-server-cuda"]
+    archs = job["env"]["CUDA_ARCHITECTURES"].split(";")
+    assert "75-real" in archs and "75-virtual" not in archs
+    assert {"80-real", "86-real", "89-real", "90-real"} <= set(archs)
+    build = next(s for s in job["steps"] if s.get("uses", "").startswith("docker/build-push"))
+    assert build["with"]["context"] == (
+        "https://github.com/ggml-org/llama.cpp.git#${{ steps.image.outputs.release }}"
+    )
+    assert build["with"]["file"] == ".devops/cuda.Dockerfile"
+    assert build["with"]["target"] == "server"
+    assert build["with"]["build-args"].strip() == "CUDA_DOCKER_ARCH=${{ env.CUDA_ARCHITECTURES }}"
+    assert build["with"]["push"] is True
+    assert _job()["needs"] == "llama-server-cuda"
+
+    # The step that names the release and the image, run for real.
+    step = next(s for s in job["steps"] if s.get("id") == "image")
+    out = Path(subprocess.run(["mktemp"], capture_output=True, text=True).stdout.strip())
+    env = {
+        "PATH": os.environ["PATH"],
+        "GITHUB_OUTPUT": str(out),
+        "GITHUB_REPOSITORY_OWNER": "LlmCtl",
+    }
+    subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=REPO, env=env, check=True)
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    release = Images().llama_server_cuda.rsplit("-", 1)[1]
+    assert outputs == {
+        "release": release,
+        "image": f"ghcr.io/llmctl/llama.cpp:server-cuda-{release}-sm75",
+    }
+
+
+def test_the_dockerfile_builds_from_the_official_image_unless_told() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG LLAMA_IMAGE=\n" in dockerfile
+    official = "ghcr.io/ggml-org/llama.cpp:${LLAMA_VARIANT}-${LLAMA_CPP_RELEASE}"
+    assert f"FROM ${{LLAMA_IMAGE:-{official}}} AS base" in dockerfile

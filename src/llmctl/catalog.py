@@ -42,6 +42,10 @@ class ModelInfo:
     # For `llmctl plan`'s compute-buffer estimate (llama.cpp sizes it by these): from the headers.
     n_ff: int = 0
     n_vocab: int = 32000
+    # The Hub commit the uri is pinned to and the file's sha256 at that commit: the pods check
+    # the download against it (issue 28). Empty where no digest could be confirmed yet.
+    revision: str = ""
+    sha256: str | None = None
 
     @property
     def head_dim(self) -> int:
@@ -68,7 +72,8 @@ MODELS: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             name="llama-2-7b-chat",
-            uri="https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/main/llama-2-7b-chat.Q4_K_M.gguf",
+            # Pinned: the Hub's commit 191239b and the file's sha256 at it (4,081,004,224 bytes).
+            uri="https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/191239b3e26b2882fb562ffccdd1cf0f65402adb/llama-2-7b-chat.Q4_K_M.gguf",
             filename="llama-2-7b-chat.Q4_K_M.gguf",
             parameters=6_738_415_616,
             file_bytes=4_081_004_224,
@@ -79,6 +84,8 @@ MODELS: dict[str, ModelInfo] = {
             ctx_train=4096,
             aliases=("llama-2-7b",),
             n_ff=11008,
+            revision="191239b3e26b2882fb562ffccdd1cf0f65402adb",
+            sha256="08a5566d61d7cb6b420c3e4387a39e0078e1f2fe5f055f3a03887385304d4bfa",
         ),
         ModelInfo(
             name="llama-2-13b-chat",
@@ -96,6 +103,15 @@ MODELS: dict[str, ModelInfo] = {
         ),
     )
 }
+
+
+def resolve_model_name(name: str) -> str | None:
+    """A catalog model's name from its name or one of its aliases; None when unknown."""
+    for info in MODELS.values():
+        if name == info.name or name in info.aliases:
+            return info.name
+    return None
+
 
 CPU_DEFAULT_MODEL = "tinyllama-1.1b-chat"
 GPU_DEFAULT_MODEL = "llama-2-7b-chat"

@@ -95,6 +95,7 @@ class ModelSpec(StrictModel):
             uri=info.uri,
             path=f"/models/{info.filename}",
             storage_size=storage_size,
+            sha256=info.sha256,
             parameters=info.parameters,
             aliases=info.aliases,
         )
@@ -217,16 +218,27 @@ class GpuTier(StrictModel):
         limits=ResourceList(memory="12Gi"),
     )
 
-    # KEDA: how long an idle GPU stays warm before the tier scales to zero, and the summed GPU
-    # utilisation per replica above which it adds replicas.
+    # KEDA: how long an idle GPU stays warm before the tier scales to zero. Replicas follow
+    # queueing only (requests in flight or waiting, `llamacpp.parallel` per replica): GPU
+    # utilisation is not a trigger, since one decoding stream keeps a T4 near 100% busy
+    # (docs/deploy.md, "Scaling").
     idle_timeout_seconds: int = Field(300, alias="idleTimeoutSeconds", ge=0, le=86_400)
-    utilization_target: int = Field(80, alias="utilizationTarget", ge=1, le=100)
+    # The GPU replicas while KEDA cannot read its metric (Prometheus unreachable, a wrong URL).
+    # 0 fails closed: the tier goes to zero after the cooldown and stays there. N > 0 is KEDA's
+    # fallback: after 3 failed polls the tier runs N replicas (woken from zero) until the metric
+    # is back, availability over cost.
+    metrics_failure_replicas: int = Field(0, alias="metricsFailureReplicas", ge=0, le=100)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}"
+            )
+        if self.metrics_failure_replicas > self.max_replicas:
+            raise ValueError(
+                f"metricsFailureReplicas {self.metrics_failure_replicas} is above maxReplicas "
+                f"{self.max_replicas}"
             )
         return self
 
@@ -352,6 +364,58 @@ class Observability(StrictModel):
 DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$")]
 
 
+BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")]
+
+
+class AwsModelStore(StrictModel):
+    """An S3 bucket in clouds.aws.region. The llama pods read it through EKS Pod Identity (an
+    association for their service account) or IRSA (roleArn)."""
+
+    bucket: BucketName
+    role_arn: str | None = Field(
+        None, alias="roleArn", pattern=r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[\w+=,.@/\-]+$"
+    )
+
+
+class GcpModelStore(StrictModel):
+    """A GCS bucket in clouds.gcp.region, read through GKE Workload Identity: either the
+    pods' Kubernetes service account is granted on the bucket itself (no setting), or it acts
+    as a Google service account (serviceAccount)."""
+
+    bucket: BucketName
+    service_account: str | None = Field(
+        None,
+        alias="serviceAccount",
+        pattern=r"^[a-z0-9\-]+@[a-z0-9\-]+\.iam\.gserviceaccount\.com$",
+    )
+
+
+class AzureModelStore(StrictModel):
+    """A Blob container in a storage account of clouds.azure.region, read through AKS Workload
+    Identity as the managed identity (or app) whose client ID is clientId."""
+
+    account: str = Field(pattern=r"^[a-z0-9]{3,24}$")
+    container: str = Field(pattern=r"^[a-z0-9](-?[a-z0-9])+$", min_length=3, max_length=63)
+    client_id: str | None = Field(
+        None,
+        alias="clientId",
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    )
+
+
+class ModelStore(StrictModel):
+    """Issue 30: where each cloud keeps its copy of the models (`llmctl model push`). Unset for
+    a cloud, its llama pods download from the model's uri (the Hugging Face Hub)."""
+
+    aws: AwsModelStore | None = None
+    azure: AzureModelStore | None = None
+    gcp: GcpModelStore | None = None
+
+    def of(self, cloud: CloudName) -> AwsModelStore | AzureModelStore | GcpModelStore | None:
+        store: AwsModelStore | AzureModelStore | GcpModelStore | None = getattr(self, cloud.value)
+        return store
+
+
 class Stack(StrictModel):
     clouds: Clouds = Clouds()
     images: Images = Images()
@@ -362,6 +426,7 @@ class Stack(StrictModel):
     gpu: GpuTier = GpuTier()
     observability: Observability = Observability()
     federation: Federation = Federation()
+    model_store: ModelStore = Field(ModelStore(), alias="modelStore")
 
     @model_validator(mode="after")
     def _federation_has_what_it_needs(self) -> Self:

@@ -33,6 +33,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "azure": "cloud",
     "kubernetes": "cloud",
     "httptools": "router",
+    "uvicorn": "router",
     "uvloop": "router",
     "gguf": "plan",
     "numpy": "plan",

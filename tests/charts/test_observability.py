@@ -36,17 +36,26 @@ def test_scaling_values_reach_the_scaled_object() -> None:
     spec = objects[("ScaledObject", "demo-gpu-llm-server")]["spec"]
     assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (0, 3, 600)
     assert spec["scaleTargetRef"]["name"] == "demo-gpu-llm-server"
-    demand, utilization = spec["triggers"]
-    assert demand["metadata"]["query"] == (
-        'sum(llm_router_tier_demand{tier="gpu", cloud="gcp"}) + '
-        'clamp_max(sum(increase(llm_router_tier_requests_total{tier="gpu", cloud="gcp"}[1m])), 1)'
-    )
-    assert 'pod=~"demo-gpu-llm-server-.*"' in utilization["metadata"]["query"]
+    (demand,) = spec["triggers"]
+    labels = 'namespace="llm-server", tier="gpu", cloud="gcp"'
+    in_flight = f"sum(llm_router_tier_demand{{{labels}}})"
+    arrived = f"clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
+    assert demand["metadata"]["query"] == f"{in_flight} + clamp_min({arrived} - {in_flight}, 0)"
+    assert spec["fallback"] == {"failureThreshold": 2147483647, "replicas": 0}
+    bounded = by_name(
+        template("-f", values_file("gcp", "gpu"), "--set", "gpu.metricsFailureReplicas=2")
+    )[("ScaledObject", "demo-gpu-llm-server")]["spec"]
+    assert bounded["fallback"] == {"failureThreshold": 3, "replicas": 2}
 
 
 def test_observability_can_be_turned_off_and_needs_the_gpu_tier() -> None:
     off = template("-f", values_file("aws", "gpu"), "--set", "observability.enabled=false")
     assert not {o["kind"] for o in off} & OBSERVABILITY
+    # Without KEDA the Deployment states gpu.replicas (0), not the API server's default of 1.
+    gpu = by_name(off)[("Deployment", "demo-gpu-llm-server")]
+    assert gpu["spec"]["replicas"] == 0
+    with_keda = by_name(template("-f", values_file("aws", "gpu")))
+    assert "replicas" not in with_keda[("Deployment", "demo-gpu-llm-server")]["spec"]
     cpu = template("-f", values_file("aws", "cpu"))
     assert not {o["kind"] for o in cpu} & OBSERVABILITY
 

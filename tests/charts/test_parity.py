@@ -137,9 +137,12 @@ def normalise(objects: Objects, prefix: str) -> dict[tuple[str, str], dict[str, 
         obj = copy.deepcopy(original)
         kind = obj["kind"]
         meta = obj["metadata"]
-        # Labels and namespace may differ; everything else in metadata must not exist.
-        assert set(meta) <= {"name", "namespace", "labels"}, meta
+        # Labels and namespace may differ; annotations (the model reader's workload identity)
+        # must be equal; nothing else may exist in metadata.
+        assert set(meta) <= {"name", "namespace", "labels", "annotations"}, meta
         obj["metadata"] = {"name": meta["name"]}
+        if "annotations" in meta:
+            obj["metadata"]["annotations"] = meta["annotations"]
         spec = obj.get("spec", {})
         if kind == "ConfigMap" and "router.yaml" in obj["data"]:
             text = obj["data"]["router.yaml"]
@@ -268,3 +271,41 @@ def test_values_from_any_config_render_what_the_overlay_builds(cloud: str, tmp_p
         chart = normalise(template("-f", str(values)), prefix=f"{RELEASE}-")
         built = normalise(built_objects(stack, CloudName(cloud), gpu), prefix="")
         assert chart == built
+
+
+STORE_SETTINGS = [
+    "modelStore.aws.bucket=acme-llm-models",
+    "modelStore.aws.roleArn=arn:aws:iam::123456789012:role/llm-model-reader",
+    "modelStore.gcp.bucket=acme-llm-models-gcp",
+    "modelStore.azure.account=acmellmmodels",
+    "modelStore.azure.container=models",
+    "modelStore.azure.clientId=0b3f1c52-6f0e-4f7d-9a55-2f3c8f1e9a10",
+]
+
+
+@pytest.mark.parametrize(("cloud", "tier"), CASES, ids=IDS)
+def test_with_a_model_store_the_chart_still_deploys_what_the_overlay_deploys(
+    tmp_path: Path, cloud: str, tier: str
+) -> None:
+    """Issue 30: the store's URI, the fetcher, the reading ServiceAccount and its workload
+    identity reach the pods the same way on both paths."""
+    from llmctl.config import parse_set_flags
+    from llmctl.manifests.render import render_tree
+    from llmctl.manifests.writer import tree_files, values_files_text, write_files
+
+    stack = load_stack(env={}, flags=parse_set_flags(STORE_SETTINGS)).stack
+    write_files(tmp_path / "clusters", tree_files(render_tree(stack)))
+    values = {
+        f"values-{c.value}-{t}.yaml": helm_values(stack, c, t == "gpu")
+        for c in catalog.CLOUDS
+        for t in ("cpu", "gpu")
+    }
+    write_files(tmp_path / "charts", values_files_text(values))
+    chart_objects = template("-f", str(tmp_path / "charts" / f"values-{cloud}-{tier}.yaml"))
+    chart = normalise(chart_objects, prefix=f"{RELEASE}-")
+    kustomize = normalise(_kustomize(tmp_path, cloud, tier), prefix="")
+    assert sorted(chart) == sorted(kustomize)
+    for key in kustomize:
+        assert chart[key] == kustomize[key], f"{key} differs between the chart and kustomize"
+    fetcher = chart[("Deployment", "cpu-llm-server")]["spec"]["template"]["spec"]
+    assert fetcher["initContainers"][0]["command"] == ["llmctl", "model", "fetch"]

@@ -31,11 +31,13 @@ from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
 from tests.support.fake_eks import eks_cluster
 from tests.support.fake_gke import FakeGke
+from tests.support.fake_service_quotas import ec2_quotas
 from tests.support.http_fake import serve
 from tests.support.kube_lists import ClusterObjects, crd, daemon_set, deployment, storage_class
 
 __all__ = ["clean_cloud_env"]
 runner = CliRunner()
+CLUSTER_AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler:v1.34.0"
 pytestmark = pytest.mark.usefixtures("clean_cloud_env")
 
 
@@ -94,6 +96,7 @@ def kubeconfig_file(control_plane: ControlPlane, cluster: ClusterObjects) -> str
 def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    ec2_quotas(monkeypatch)
     with mock_aws():
         client = eks_cluster(node_role="arn:aws:iam::123456789012:role/n")
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
@@ -176,15 +179,19 @@ def test_enable_creates_applies_and_is_idempotent(
     objects = cluster_setup_objects(Stack(), CloudName.AWS)
     assert [stored(control_plane, o) for o in objects] == [None] * len(objects)
     first = run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file)
-    assert first.exit_code == 0, first.output
+    # Review N15: no cluster-autoscaler here, so the pool is made but cannot scale from zero:
+    # exit 1, saying so, so that automation notices.
+    assert first.exit_code == 1, first.output
     assert "Created" in first.stderr
+    said = " ".join(first.stderr.split())
+    assert "is in place, but it cannot scale from zero: no cluster-autoscaler" in said
     group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")["nodegroup"]
     assert group["capacityType"] == "SPOT"
     # Every setup object is on the API server, applied server-side by the field manager llmctl.
     assert all(applied_by_llmctl(control_plane, o) for o in objects)
 
     second = run("gpu", "enable", "--cloud", "aws", "--kubeconfig", kubeconfig_file)
-    assert second.exit_code == 0, second.output  # no prompt: nothing to confirm
+    assert second.exit_code == 1, second.output  # no prompt: nothing to confirm
     assert "nothing to change" in second.stderr
     assert "Created" not in second.stderr
 
@@ -447,6 +454,7 @@ def test_enable_leaves_an_existing_device_plugin_alone(
             "nvcr.io/nvidia/k8s-device-plugin:v0.17.0",
         ),
         crd("clusterpolicies.nvidia.com"),
+        deployment("kube-system", "cluster-autoscaler", CLUSTER_AUTOSCALER_IMAGE),
     )
     result = run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file)
     assert result.exit_code == 0, result.output
@@ -462,7 +470,7 @@ def test_status_says_whether_the_pool_can_scale_from_zero(
     """Issue 14: per cloud, can a GPU node come up from zero now, and why not."""
     assert (
         run("gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file).exit_code
-        == 0
+        == 1  # created, but no cluster-autoscaler (review N15)
     )
     args = ["gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file]
     before = json.loads(run(*args, "--output", "json").stdout)["scaleFromZero"]
@@ -471,11 +479,7 @@ def test_status_says_whether_the_pool_can_scale_from_zero(
     table = run(*args)
     assert "Cannot scale from zero now" in table.stdout
     cluster.add(
-        deployment(
-            "kube-system",
-            "cluster-autoscaler",
-            "registry.k8s.io/autoscaling/cluster-autoscaler:v1.34.0",
-        ),
+        deployment("kube-system", "cluster-autoscaler", CLUSTER_AUTOSCALER_IMAGE),
         storage_class("gp3", True),
     )
     # The device plugin that `enable` applied is on the API server, and the preflight lists it.
@@ -573,3 +577,310 @@ def test_aks_managed_gpu_pool_gets_no_second_device_plugin(
     assert stored(control_plane, plugin) is None
     report = json.loads(run("gpu", "status", *args, "--output", "json").stdout)
     assert not any("device plugin" in r for r in report["scaleFromZero"]["reasons"])
+
+
+# --- issue 26: the first day on a new cloud account ----------------------------------------------
+
+
+def _said(result: Any) -> str:
+    return " ".join(result.output.split())
+
+
+def test_zero_quota_is_named_and_nothing_is_created_aws(
+    eks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new AWS account: "All G and VT Spot Instance Requests" is 0 (here no value is applied
+    and AWS's default is 0, so llmctl reads GetAWSDefaultServiceQuota)."""
+    ec2_quotas(monkeypatch, {}, {"L-3819A6DF": 0})
+    args = ["gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup"]
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    said = _said(result)
+    assert "no All G and VT Spot Instance Requests (L-3819A6DF): limit 0 vCPUs; 8 needed" in said
+    assert (
+        "aws service-quotas request-service-quota-increase --service-code ec2 --quota-code "
+        "L-3819A6DF --desired-value 8 --region us-east-1" in said
+    )
+    assert "nothing was changed" in said
+    assert eks.list_nodegroups(clusterName="llm-aws")["nodegroups"] == ["system"]
+    dry = run("gpu", "enable", "--cloud", "aws", "--dry-run")
+    assert dry.exit_code == 0 and "L-3819A6DF): limit 0" in _said(dry)
+    forced = run(*args, "--ignore-quota")
+    assert forced.exit_code == 0, forced.output
+    assert "gpu-t4" in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
+
+
+def test_on_demand_reads_the_on_demand_quota(eks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ec2_quotas(monkeypatch, {"L-3819A6DF": 0, "L-DB2E81BA": 4})
+    args = ["gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup", "--on-demand"]
+    result = run(*args, "--max-nodes", "1")
+    assert result.exit_code == 0, result.output
+    assert "ok Running On-Demand G and VT instances (L-DB2E81BA): limit 4 vCPUs; 4 needed" in (
+        _said(result)
+    )
+
+
+def test_zero_quota_is_named_and_nothing_is_created_gcp(gke: FakeGke) -> None:
+    gke.region_quotas.update(
+        {"PREEMPTIBLE_NVIDIA_T4_GPUS": (0.0, 0.0), "NVIDIA_T4_GPUS": (0.0, 0.0)}
+    )
+    gke.project_quotas["GPUS_ALL_REGIONS"] = (0.0, 0.0)
+    result = run("gpu", "enable", "--cloud", "gcp", "--project", "proj", "--yes")
+    assert result.exit_code == 1, result.output
+    said = _said(result)
+    assert "no NVIDIA_T4_GPUS in us-central1: limit 0 GPUs, 0 in use; 2 needed" in said
+    assert "no GPUS_ALL_REGIONS: limit 0 GPUs, 0 in use; 2 needed" in said
+    assert "https://console.cloud.google.com/iam-admin/quotas?project=proj" in said
+    assert gke.pools == {}
+
+
+def test_zero_quota_is_named_and_nothing_is_created_azure(aks: FakeAks) -> None:
+    aks.usages["lowPriorityCores"] = ("Total Regional Low-priority vCPUs", 0.0, 0.0)
+    result = run("gpu", "enable", "--cloud", "azure", "--resource-group", "llm-rg", "--yes")
+    assert result.exit_code == 1, result.output
+    said = _said(result)
+    assert "no Total Regional Spot vCPUs (lowPriorityCores): limit 0 vCPUs, 0 in use" in said
+    assert "az quota update --resource-name lowPriorityCores" in said
+    assert aks.pools == {}
+
+
+def test_another_instance_type_never_adds_a_second_pool(eks: Any) -> None:
+    """Issue 27 finding 4: g5.xlarge beside gpu-t4 made gpu-a10g, which disable left behind."""
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    args = ["--cloud", "aws", "--instance-type", "g5.xlarge"]
+    result = run("gpu", "enable", *args, "--yes", "--skip-cluster-setup")
+    assert result.exit_code == 1, result.output
+    said = _said(result)
+    assert "already has llmctl's GPU pool gpu-t4" in said
+    assert "would add a second pool 'gpu-a10g'" in said
+    assert sorted(eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]) == ["gpu-t4", "system"]
+    note = run("gpu", "disable", *args, "--yes")
+    assert note.exit_code == 0
+    assert "llmctl's GPU pool(s) gpu-t4 of another GPU type" in _said(note)
+
+
+def test_disable_leaves_another_teams_pool_alone(eks: Any) -> None:
+    """Review N8: a `gpu-t4` group without llmctl's mark is not llmctl's to delete."""
+    eks.create_nodegroup(
+        clusterName="llm-aws",
+        nodegroupName="gpu-t4",
+        subnets=["subnet-a"],
+        nodeRole="arn:aws:iam::123456789012:role/n",
+        instanceTypes=["g4dn.xlarge"],
+        tags={"team": "ml"},
+    )
+    result = run("gpu", "disable", "--cloud", "aws", "--yes")
+    assert result.exit_code == 1
+    assert "llmctl did not create it" in _said(result) and "--force" in _said(result)
+    assert "gpu-t4" in eks.list_nodegroups(clusterName="llm-aws")["nodegroups"]
+    refused = run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup")
+    assert refused.exit_code == 1
+    assert "owner: wants llmctl" in _said(refused)
+    assert run("gpu", "disable", "--cloud", "aws", "--yes", "--force").exit_code == 0
+    assert eks.list_nodegroups(clusterName="llm-aws")["nodegroups"] == ["system"]
+
+
+def test_enable_exits_1_when_its_preflight_says_the_pool_cannot_scale(
+    eks: Any, control_plane: ControlPlane, cluster: ClusterObjects, kubeconfig_file: str
+) -> None:
+    """Review N15, and N14: a device plugin installed after llmctl's leaves two plugins."""
+    args = ["gpu", "enable", "--cloud", "aws", "--yes", "--kubeconfig", kubeconfig_file]
+    cluster.add(deployment("kube-system", "cluster-autoscaler", CLUSTER_AUTOSCALER_IMAGE))
+    assert run(*args).exit_code == 0
+    cluster.add(
+        daemon_set(
+            "kube-system",
+            "nvidia-device-plugin-daemonset",
+            "nvcr.io/nvidia/k8s-device-plugin:v0.17.1",
+        )
+    )
+    again = run(*args)
+    assert again.exit_code == 1, again.output
+    said = _said(again)
+    assert "two device plugins: kube-system/nvidia-device-plugin-daemonset and llmctl's own" in said
+    plugin = setup_object(CloudName.AWS, "DaemonSet")["metadata"]
+    assert f"kubectl delete daemonset -n {plugin['namespace']} {plugin['name']}" in said
+    status = run("gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file, "-o", "json")
+    reasons = json.loads(status.stdout)["scaleFromZero"]["reasons"]
+    assert any("two device plugins" in r for r in reasons)
+
+
+# What cluster-autoscaler records when a scale-up fails for quota: on GKE the pod event quoted in
+# huggingface/Google-Cloud-Containers#126; the status ConfigMap in CA 1.30+'s YAML shape
+# (clusterstate/api/types.go: nodeGroups[].scaleUp.status Backoff with backoffInfo).
+GKE_QUOTA_EVENT = (
+    "Node scale up in zones us-central1-c associated with this pod failed: GCE quota exceeded. "
+    "Pod is at risk of not being scheduled."
+)
+MIG = "https://www.googleapis.com/compute/v1/projects/proj/zones/us-central1-c/instanceGroups/"
+CA_STATUS = yaml.safe_dump(
+    {
+        "time": "2026-12-07 00:00:00.000000000 +0000 UTC",
+        "autoscalerStatus": "Running",
+        "clusterWide": {"health": {"status": "Healthy"}, "scaleUp": {"status": "Backoff"}},
+        "nodeGroups": [
+            {
+                "name": MIG + "gke-llm-gcp-gpu-t4-1a2b3c4d-grp",
+                "health": {"status": "Healthy", "cloudProviderTarget": 0, "maxSize": 2},
+                "scaleUp": {
+                    "status": "Backoff",
+                    "backoffInfo": {
+                        "errorCode": "QUOTA_EXCEEDED",
+                        "errorMessage": "Instance creation failed: Quota "
+                        "'PREEMPTIBLE_NVIDIA_T4_GPUS' exceeded.  Limit: 0.0 in region "
+                        "us-central1.",
+                    },
+                },
+            },
+            {
+                "name": MIG + "gke-llm-gcp-default-pool-9f8e7d6c-grp",
+                "health": {"status": "Healthy"},
+                "scaleUp": {"status": "NoActivity"},
+            },
+        ],
+    }
+)
+
+
+def _gpu_pod(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": namespace, "name": "llama-gpu-0"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "llama",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        },
+    }
+
+
+def _event(namespace: str, name: str, reason: str, message: str, pod: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": namespace, "name": name},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": pod},
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if reason == "FailedScaleUp" else "Normal",
+        "source": {"component": "cluster-autoscaler"},
+        "firstTimestamp": "2026-12-07T00:00:00Z",
+        "lastTimestamp": "2026-12-07T00:01:00Z",
+        "count": 3,
+    }
+
+
+def test_status_shows_why_the_autoscaler_did_not_grow_the_pool(
+    gke: FakeGke, control_plane: ControlPlane, cluster: ClusterObjects, kubeconfig_file: str
+) -> None:
+    """Review N1 (b): a GPU pod stays pending; the API server holds cluster-autoscaler's events
+    and status ConfigMap, and Karpenter's NodeClaim; status says why, with the quota advice."""
+    args = ["--cloud", "gcp", "--project", "proj", "--kubeconfig", kubeconfig_file]
+    assert run("gpu", "enable", *args, "--yes", "--skip-cluster-setup").exit_code == 0
+    namespace = "gpu-wait"
+    cluster.add(
+        _gpu_pod(namespace),
+        _event(namespace, "llama-gpu-0.quota", "FailedScaleUp", GKE_QUOTA_EVENT, "llama-gpu-0"),
+        _event(
+            namespace,
+            "llama-gpu-0.other",
+            "NotTriggerScaleUp",
+            "pod didn't trigger scale-up: 1 max node group size reached",
+            "llama-gpu-0",
+        ),
+        # An event about a pod that is not pending (or gone) is not this pool's story.
+        _event(namespace, "old.quota", "FailedScaleUp", "an old failure", "old-pod"),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"namespace": "kube-system", "name": "cluster-autoscaler-status"},
+            "data": {"status": CA_STATUS},
+        },
+        crd("nodeclaims.karpenter.sh"),
+    )
+    report = json.loads(run("gpu", "status", *args, "-o", "json").stdout)
+    said = report["kubernetes"]["autoscaler"]
+    messages = [r["message"] for r in said]
+    assert GKE_QUOTA_EVENT in messages
+    assert "pod didn't trigger scale-up: 1 max node group size reached" in messages
+    assert "an old failure" not in messages
+    backoff = next(m for m in messages if "backs off" in m)
+    assert "gke-llm-gcp-gpu-t4-1a2b3c4d-grp backs off scale-up: QUOTA_EXCEEDED" in backoff
+    assert not any("default-pool" in m for m in messages)
+    verdict = report["scaleFromZero"]
+    assert verdict["possible"] is False
+    quota_reason = next(r for r in verdict["reasons"] if "GCE quota exceeded" in r)
+    assert "PREEMPTIBLE_NVIDIA_T4_GPUS" in quota_reason
+    assert "console.cloud.google.com/iam-admin/quotas?project=proj" in quota_reason
+    table = run("gpu", "status", *args)
+    assert "FailedScaleUp on pod gpu-wait/llama-gpu-0: Node scale up" in " ".join(
+        table.stdout.split()
+    )
+
+
+def test_status_reads_karpenter_nodeclaims(
+    eks: Any, control_plane: ControlPlane, cluster: ClusterObjects, kubeconfig_file: str
+) -> None:
+    cluster.add(crd("nodepools.karpenter.sh"), crd("nodeclaims.karpenter.sh"))
+    cluster.add(
+        {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodeClaim",
+            "metadata": {"name": "gpu-x7k2p"},
+            "spec": {
+                "resources": {"requests": {"nvidia.com/gpu": "1", "cpu": "500m"}},
+                "nodeClassRef": {
+                    "group": "karpenter.k8s.aws",
+                    "kind": "EC2NodeClass",
+                    "name": "gpu",
+                },
+            },
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Launched",
+                        "status": "False",
+                        "reason": "LaunchFailed",
+                        "message": "creating instance, MaxSpotInstanceCountExceeded: Max spot "
+                        "instance count exceeded",
+                        "lastTransitionTime": "2026-12-07T00:00:00Z",
+                    }
+                ]
+            },
+        }
+    )
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+    args = ["gpu", "status", "--cloud", "aws", "--kubeconfig", kubeconfig_file, "-o", "json"]
+    report = json.loads(run(*args).stdout)
+    claim = report["kubernetes"]["autoscaler"][0]
+    assert claim["source"] == "Karpenter NodeClaim gpu-x7k2p"
+    assert (
+        "Launched LaunchFailed: creating instance, MaxSpotInstanceCountExceeded" in claim["message"]
+    )
+    assert any("L-3819A6DF" in r for r in report["scaleFromZero"]["reasons"])
+
+
+def test_status_reads_the_quota_for_the_pools_own_size(
+    eks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ec2_quotas(monkeypatch, {"L-3819A6DF": 4})
+    args = ["--cloud", "aws", "--skip-cluster-setup", "--yes", "--max-nodes", "1"]
+    assert run("gpu", "enable", *args).exit_code == 0
+    report = json.loads(
+        run("gpu", "status", "--cloud", "aws", "--skip-cluster", "-o", "json").stdout
+    )
+    [quota] = report["quota"]["quotas"]
+    assert (quota["limit"], quota["needed"], quota["enough"]) == (4, 4, True)
+    assert not any("quota" in r for r in report["scaleFromZero"]["reasons"])
+    ec2_quotas(monkeypatch, {"L-3819A6DF": 0})
+    report = json.loads(
+        run("gpu", "status", "--cloud", "aws", "--skip-cluster", "-o", "json").stdout
+    )
+    assert report["scaleFromZero"]["possible"] is False
+    assert any("quota too low: All G and VT" in r for r in report["scaleFromZero"]["reasons"])

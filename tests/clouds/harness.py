@@ -23,8 +23,9 @@ from llmctl.clouds.gcp import GcpCloud
 from llmctl.config import Stack
 from tests.support import fake_aks
 from tests.support.fake_aks import FakeAks
-from tests.support.fake_eks import answer, eks_cluster
+from tests.support.fake_eks import answer, eks_cluster, tag_node_groups
 from tests.support.fake_gke import FakeGke
+from tests.support.fake_service_quotas import ec2_quotas
 from tests.support.http_fake import FakeServer, serve
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -84,13 +85,19 @@ class Harness:
     deny_writes: Callable[[], None]  # the cloud refuses changes for lack of a permission
     denied: str  # what llmctl's error names then
     stored_max: Callable[[], int]  # the pool's maximum as the stand-in keeps it
+    zero_quota: Callable[[], None]  # a new account: no GPU quota at all
+    quota_names: tuple[str, ...]  # what llmctl's message names then (spot, default region)
+    raise_how: str  # and how it says to raise it
+    unmark: Callable[[], None]  # the pool loses llmctl's mark (another team made it)
+    marked: Callable[[], bool]  # whether the stand-in's pool carries llmctl's mark
 
     def spec(self, **options: Any) -> PoolSpec:
         return pool_spec(self.cloud, self.defaults, options)
 
 
 def _aws() -> Iterator[Harness]:
-    with mock_aws():
+    with pytest.MonkeyPatch.context() as patch, mock_aws():
+        ec2_quotas(patch)
         eks_cluster()
         cloud = AwsCloud(poll_delay=0, max_attempts=5)
         eks = cloud._eks(cloud.node_pool_spec(Stack(), PoolOptions()))
@@ -112,9 +119,44 @@ def _aws() -> Iterator[Harness]:
             group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")
             return int(group["nodegroup"]["scalingConfig"]["maxSize"])
 
+        def tags() -> dict[str, str]:
+            group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")
+            return dict(group["nodegroup"].get("tags") or {})
+
+        def unmark() -> None:
+            # The same group, made by another team: without llmctl's tag (moto cannot untag one).
+            group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")
+            group = group["nodegroup"]
+            eks.delete_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")
+            keep = ("scalingConfig", "subnets", "instanceTypes", "amiType", "capacityType")
+            eks.create_nodegroup(
+                clusterName="llm-aws",
+                nodegroupName="gpu-t4",
+                nodeRole=group["nodeRole"],
+                labels=group["labels"],
+                taints=group["taints"],
+                tags={k: v for k, v in group["tags"].items() if k != "llmctl-managed-by"},
+                **{k: group[k] for k in keep},
+            )
+
+        tag_node_groups(eks)
         eks.meta.events.register("before-send.eks", count)
         denied = "may not call eks:CreateNodegroup"
-        yield Harness(cloud, eks, {}, lambda: len(writes), deny, denied, stored_max)
+        yield Harness(
+            cloud,
+            eks,
+            {},
+            lambda: len(writes),
+            deny,
+            denied,
+            stored_max,
+            lambda: ec2_quotas(patch, {}, {}),
+            ("All G and VT Spot Instance Requests (L-3819A6DF)",),
+            "aws service-quotas request-service-quota-increase --service-code ec2 "
+            "--quota-code L-3819A6DF --desired-value 8 --region us-east-1",
+            unmark,
+            lambda: tags().get("llmctl-managed-by") == "llmctl",
+        )
 
 
 def _writes(server: FakeServer) -> Callable[[], int]:
@@ -131,6 +173,15 @@ def _gcp() -> Iterator[Harness]:
         def stored_max() -> int:
             return int(gke.pools["gpu-t4"]["autoscaling"]["totalMaxNodeCount"])
 
+        def zero_quota() -> None:
+            gke.region_quotas.update(
+                {"PREEMPTIBLE_NVIDIA_T4_GPUS": (0.0, 0.0), "NVIDIA_T4_GPUS": (0.0, 0.0)}
+            )
+            gke.project_quotas["GPUS_ALL_REGIONS"] = (0.0, 0.0)
+
+        def resource_labels() -> dict[str, str]:
+            return dict(gke.pools["gpu-t4"]["config"].get("resourceLabels") or {})
+
         denied = "GKE requires container.clusters.update"
         yield Harness(
             gcp_cloud(server.url),
@@ -140,6 +191,11 @@ def _gcp() -> Iterator[Harness]:
             deny,
             denied,
             stored_max,
+            zero_quota,
+            ("NVIDIA_T4_GPUS in us-central1", "GPUS_ALL_REGIONS"),
+            "https://console.cloud.google.com/iam-admin/quotas?project=proj",
+            lambda: gke.pools["gpu-t4"]["config"].pop("resourceLabels", None) and None,
+            lambda: resource_labels().get("llmctl-managed-by") == "llmctl",
         )
 
 
@@ -154,10 +210,30 @@ def _azure() -> Iterator[Harness]:
         def stored_max() -> int:
             return int(aks.pools["gput4"]["properties"]["maxCount"])
 
+        def zero_quota() -> None:
+            shown = aks.usages["lowPriorityCores"][0]
+            aks.usages["lowPriorityCores"] = (shown, 0.0, 0.0)
+
+        def tags() -> dict[str, str]:
+            return dict(aks.pools["gput4"]["properties"].get("tags") or {})
+
         cloud = azure_cloud(server.url)
         defaults = {"subscription": SUBSCRIPTION}
         yield Harness(
-            cloud, aks, defaults, _writes(server), deny, f"Azure requires {action}", stored_max
+            cloud,
+            aks,
+            defaults,
+            _writes(server),
+            deny,
+            f"Azure requires {action}",
+            stored_max,
+            zero_quota,
+            ("Total Regional Spot vCPUs (lowPriorityCores)",),
+            "az quota update --resource-name lowPriorityCores --scope "
+            f"subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/locations/eastus "
+            "--limit-object value=8 --resource-type lowPriority",
+            lambda: aks.pools["gput4"]["properties"].pop("tags", None) and None,
+            lambda: tags().get("llmctl-managed-by") == "llmctl",
         )
 
 

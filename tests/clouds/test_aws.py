@@ -14,7 +14,8 @@ from llmctl.clouds.aws import AwsCloud, create_nodegroup_params, update_nodegrou
 from llmctl.clouds.base import PoolDiffersError, PoolOptions, PoolSpec
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
-from tests.support.fake_eks import EksUpdates, answer, eks_cluster
+from tests.support.fake_eks import EksUpdates, answer, eks_cluster, wire
+from tests.support.fake_service_quotas import ec2_quotas
 
 REGION = "us-east-1"
 CLUSTER = "llm-aws"
@@ -22,7 +23,8 @@ ROLE = "arn:aws:iam::123456789012:role/eks-node"
 
 
 @pytest.fixture
-def eks() -> Iterator[Any]:
+def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    ec2_quotas(monkeypatch)
     with mock_aws():
         yield eks_cluster(CLUSTER, REGION, ("subnet-a", "subnet-b"), ROLE)
 
@@ -60,7 +62,9 @@ def test_create_sets_every_field(eks: Any) -> None:
         f"{prefix}/label/llmctl.dev/accelerator": "nvidia-tesla-t4",
         f"{prefix}/label/k8s.amazonaws.com/accelerator": "nvidia-tesla-t4",
         f"{prefix}/taint/nvidia.com/gpu": "present:NoSchedule",
+        "llmctl-managed-by": "llmctl",  # llmctl's mark: disable acts only on marked pools
     }
+    assert group["diskSize"] == 80  # not EKS's 20 GiB default (review N7)
 
 
 def test_on_demand_and_explicit_network(eks: Any) -> None:
@@ -335,3 +339,63 @@ def test_malformed_region_is_a_config_error(region: str) -> None:
     """Review items 5 and 15: InvalidRegionError was a traceback; '' was silently ignored."""
     with pytest.raises(ConfigError, match="not an AWS region name|is empty"):
         spec_for(location=region)
+
+
+def _degraded(cloud: AwsCloud, spec: PoolSpec, eks: Any, code: str, message: str) -> None:
+    group = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
+    group = json.loads(json.dumps(group, default=str))
+    group["status"] = "DEGRADED"
+    group["health"] = {"issues": [{"code": code, "message": message}]}
+    answer(cloud._eks(spec), "DescribeNodegroup", 200, {"nodegroup": group})
+
+
+def test_degraded_for_quota_names_the_quota(eks: Any) -> None:
+    """Review N1 (c): a zero Spot quota, as EKS reports it once the autoscaler scales up
+    (aws-deepracer-community/deepracer-on-the-spot#55), gets the quota, not "delete the pool,
+    another region or G type", which share the same quota."""
+    cloud, spec = spec_for()
+    cloud.ensure_gpu_pool(spec)
+    _degraded(
+        cloud,
+        spec,
+        eks,
+        "AsgInstanceLaunchFailures",
+        "Could not launch Spot Instances. MaxSpotInstanceCountExceeded - Max spot instance "
+        "count exceeded. Launching EC2 instance failed.",
+    )
+    with pytest.raises(LlmctlError, match="DEGRADED: AsgInstanceLaunchFailures") as info:
+        cloud.ensure_gpu_pool(spec)
+    hint = info.value.hint or ""
+    assert "All G and VT Spot Instance Requests" in hint and "--quota-code L-3819A6DF" in hint
+    assert "disable" not in hint and "--on-demand" not in hint
+    with pytest.raises(LlmctlError) as waited:
+        cloud.wait_until_ready(spec, lambda _: None)
+    assert "L-3819A6DF" in (waited.value.hint or "")
+
+
+def test_throttling_says_wait_and_rerun(eks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review N9: after botocore's retries, a throttled call said only "Rate exceeded"."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's retries are not what is tested
+    cloud, spec = spec_for()
+    client = cloud._eks(spec)
+    answer(client, "DescribeNodegroup", 400, {"message": "Rate exceeded"}, "ThrottlingException")
+    with pytest.raises(LlmctlError, match="throttled \\(ThrottlingException\\)") as info:
+        cloud.read_pool(spec)
+    assert "wait a minute" in (info.value.hint or "")
+
+
+def test_service_quotas_denied_is_not_read_and_stops_nothing(eks: Any) -> None:
+    cloud, spec = spec_for()
+    quotas = cloud._quotas(spec)
+    quotas.meta.events.register(
+        "before-send.service-quotas.GetServiceQuota",
+        lambda request, **_: wire(
+            request,
+            400,
+            {"Message": "User is not authorized to perform: servicequotas:GetServiceQuota"},
+            "AccessDeniedException",
+        ),
+    )
+    report = cloud.read_quotas(spec)
+    assert report.quotas == ()
+    assert "servicequotas:GetServiceQuota" in (report.unread or "")

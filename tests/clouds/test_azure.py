@@ -18,7 +18,7 @@ from tests.clouds.harness import (
     serving,
 )
 from tests.support.fake_aks import SPOT_LABEL, SPOT_TAINT, TOKEN, FakeAks, rest_property_names
-from tests.support.http_fake import FakeServer
+from tests.support.http_fake import FakeServer, Response
 
 
 @pytest.fixture
@@ -54,6 +54,7 @@ def test_create_puts_the_agent_pool_and_follows_the_poller(
             "maxCount": 2,
             "nodeLabels": {"compute": "gpu-enabled", "llmctl.dev/accelerator": "nvidia-tesla-t4"},
             "nodeTaints": ["nvidia.com/gpu=present:NoSchedule"],
+            "tags": {"llmctl-managed-by": "llmctl"},  # llmctl's mark
             "scaleSetPriority": "Spot",
             "scaleSetEvictionPolicy": "Delete",
             "spotMaxPrice": -1,
@@ -133,14 +134,18 @@ def _puts(server: FakeServer) -> list[Any]:
 
 def _live_pool(server: FakeServer, aks: FakeAks) -> tuple[AzureCloud, PoolSpec]:
     """A Spot pool as it looks after a while: AKS's own label and taint, the autoscaler at 2 nodes,
-    a tag and an upgrade setting someone gave it."""
+    a tag and an OS disk size someone gave it. (Not a max surge: AKS refuses one on a Spot pool
+    and shows it null, review N4.)"""
     cloud, spec = cloud_and_spec(server)
     cloud.ensure_gpu_pool(spec)
     props = aks.pools["gput4"]["properties"]
-    props["tags"] = {"team": "ml"}
-    props["upgradeSettings"] = {"maxSurge": "1"}
+    props["tags"] = {**props["tags"], "team": "ml"}
+    props["osDiskSizeGB"] = 256
     aks.autoscale("gput4", 2)
     return cloud, spec
+
+
+MARKED = {"llmctl-managed-by": "llmctl", "team": "ml"}
 
 
 def test_update_keeps_everything_the_pool_has(server: FakeServer, aks: FakeAks) -> None:
@@ -155,12 +160,13 @@ def test_update_keeps_everything_the_pool_has(server: FakeServer, aks: FakeAks) 
     assert (sent["count"], sent["minCount"], sent["maxCount"]) == (2, 0, 3)
     assert sent["nodeLabels"][SPOT_LABEL[0]] == SPOT_LABEL[1]
     assert SPOT_TAINT in sent["nodeTaints"]
-    assert sent["tags"] == {"team": "ml"}
-    assert sent["upgradeSettings"] == {"maxSurge": "1"}
+    assert sent["tags"] == MARKED
+    assert sent["osDiskSizeGB"] == 256
+    assert (sent.get("upgradeSettings") or {}).get("maxSurge") is None
     assert sent["orchestratorVersion"] == "1.33.2" and sent["maxPods"] == 250
     assert "provisioningState" not in sent and "eTag" not in sent  # read-only: not sent back
     kept = aks.pools["gput4"]["properties"]
-    assert (kept["count"], kept["maxCount"], kept["tags"]) == (2, 3, {"team": "ml"})
+    assert (kept["count"], kept["maxCount"], kept["tags"]) == (2, 3, MARKED)
     assert kept["nodeLabels"][SPOT_LABEL[0]] == "spot"
 
 
@@ -170,7 +176,7 @@ def test_scale_to_zero_keeps_everything_else(server: FakeServer, aks: FakeAks) -
     sent = _puts(server)[-1].body["properties"]
     assert (sent["enableAutoScaling"], sent["count"]) == (False, 0)
     assert "minCount" not in sent and "maxCount" not in sent
-    assert sent["tags"] == {"team": "ml"} and sent["nodeLabels"][SPOT_LABEL[0]] == "spot"
+    assert sent["tags"] == MARKED and sent["nodeLabels"][SPOT_LABEL[0]] == "spot"
     again = cloud.ensure_gpu_pool(spec)
     assert again.action == "updated"
     props = aks.pools["gput4"]["properties"]
@@ -335,3 +341,72 @@ def test_reserved_label_is_refused_before_any_call() -> None:
     spec = cloud.node_pool_spec(Stack(), PoolOptions(subscription=SUBSCRIPTION))
     with pytest.raises(ConfigError, match="AKS reserves the node label 'accelerator'"):
         cloud.complete_spec(replace(spec, labels={"accelerator": "nvidia-tesla-t4"}), {})
+
+
+def test_a_pool_without_a_gpu_driver_is_refused(server: FakeServer, aks: FakeAks) -> None:
+    """Review N2: AKS ignored gpuProfile.driver None and called the pool unchanged."""
+    from llmctl.clouds.base import PoolDiffersError
+
+    cloud, spec = cloud_and_spec(server)
+    cloud.ensure_gpu_pool(spec)
+    aks.pools["gput4"]["properties"]["gpuProfile"] = {"driver": "None"}
+    with pytest.raises(PoolDiffersError, match="GPU driver: wants installed by the cloud"):
+        cloud.ensure_gpu_pool(spec)
+
+
+def test_stand_in_refuses_max_surge_on_a_spot_pool(server: FakeServer, aks: FakeAks) -> None:
+    """Review N4: real AKS refuses it and shows maxSurge null for Spot pools."""
+    answer = _put_raw(server, _props(upgradeSettings={"maxSurge": "10%"}))
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == "Spot pools can't set max surge"
+    assert _put_raw(server, _props()).status_code == 201
+    assert aks.pools["gput4"]["properties"]["upgradeSettings"] == {"maxSurge": None}
+
+
+def test_spot_quota_is_the_regional_spot_quota(server: FakeServer, aks: FakeAks) -> None:
+    cloud, spec = cloud_and_spec(server)
+    report = cloud.read_quotas(spec)
+    assert [q.name for q in report.quotas] == ["Total Regional Spot vCPUs (lowPriorityCores)"]
+    cloud, spec = cloud_and_spec(server, on_demand=True, max_nodes=5)
+    aks.usages["standardNCASv3_T4Family"] = ("Standard NCASv3_T4 Family vCPUs", 0.0, 0.0)
+    report = cloud.read_quotas(spec)
+    assert [q.name for q in report.short] == [
+        "Standard NCASv3_T4 Family vCPUs (standardNCASv3_T4Family)"
+    ]
+    assert report.short[0].needed == 20 and "--resource-type dedicated" in report.short[0].raise_how
+
+
+def test_throttling_says_wait_and_rerun(server: FakeServer, aks: FakeAks) -> None:
+    aks.put_error = Response(
+        429,
+        {"error": {"code": "TooManyRequests", "message": "The request is being throttled."}},
+        {"Retry-After": "0"},
+    )
+    cloud, spec = cloud_and_spec(server)
+    with pytest.raises(LlmctlError, match="429") as info:
+        cloud.ensure_gpu_pool(spec)
+    assert "wait a minute" in (info.value.hint or "")
+
+
+def test_credential_failure_keeps_each_credentials_reason() -> None:
+    """Review N12: only the first line of DefaultAzureCredential's message was kept."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from llmctl.clouds.azure import _azure_errors
+
+    _, spec = cloud_and_spec(FakeServer("http://127.0.0.1:9", []))
+    message = (
+        "DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+        "Attempted credentials:\n"
+        "\tEnvironmentCredential: EnvironmentCredential authentication unavailable. "
+        "Environment variables are not fully configured.\n"
+        "\tAzureCliCredential: Please run 'az login' to set up an account\n"
+        "To mitigate this issue, please refer to the troubleshooting guidelines here at "
+        "https://aka.ms/azsdk/python/identity/defaultazurecredential/troubleshoot."
+    )
+    with pytest.raises(LlmctlError) as info:
+        with _azure_errors(spec, "read"):
+            raise ClientAuthenticationError(message=message)
+    text = str(info.value)
+    assert "not fully configured" in text and "Please run 'az login'" in text
+    assert "troubleshooting" not in text

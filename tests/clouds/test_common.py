@@ -251,7 +251,9 @@ REFUSALS: dict[str, tuple[CloudName, Steer, dict[str, Any], str, tuple[str, ...]
         _set("put_error", arm_error(400, "ErrCode_InsufficientVCPUQuota", _AZURE_QUOTA)),
         {},
         "Azure quota exceeded",
-        ("--on-demand",),
+        # The quota Spot VMs use and how to raise it; not "--on-demand": another VM size or
+        # capacity type does not lift a quota of 0 (review N1).
+        ("lowPriorityCores", "az quota update"),
     ),
     "azure-no-spot-capacity": (
         CloudName.AZURE,

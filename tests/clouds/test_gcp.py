@@ -243,7 +243,8 @@ def test_token_transport_failure_is_one_line(server: FakeServer) -> None:
 
     cloud = GcpCloud(endpoint=server.url, credentials=Unreachable())
     spec = cloud.node_pool_spec(Stack(), PoolOptions(project="proj"))
-    with pytest.raises(LlmctlError, match="cannot reach the Google Cloud API: Failed to retrieve"):
+    message = "cannot reach the Google Cloud API: TransportError: Failed to retrieve"
+    with pytest.raises(LlmctlError, match=message):
         cloud.read_pool(spec)
 
 
@@ -258,3 +259,156 @@ def test_missing_sdk_is_named_even_after_it_was_imported(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "google.cloud.container_v1", None)
     with pytest.raises(LlmctlError, match=r"google-cloud-container\) is not installed"):
         GcpCloud(credentials=AnonymousCredentials())._gke()
+
+
+def _existing_pool(gke: FakeGke, server: FakeServer, **config: Any) -> Any:
+    """llmctl's pool, then changed the way another tool or person would have made it."""
+    cloud, spec = cloud_and_spec(server)
+    cloud.ensure_gpu_pool(spec)
+    gke.pools["gpu-t4"]["config"].update(config)
+    return cloud, spec
+
+
+@pytest.mark.parametrize(
+    ("config", "difference"),
+    [
+        ({"accelerators": []}, "GPU: wants nvidia-tesla-t4, has none"),
+        (
+            {"accelerators": [{"acceleratorCount": "1", "acceleratorType": "nvidia-tesla-p4"}]},
+            "GPU: wants nvidia-tesla-t4, has nvidia-tesla-p4",
+        ),
+        (
+            {
+                "accelerators": [
+                    {
+                        "acceleratorCount": "1",
+                        "acceleratorType": "nvidia-tesla-t4",
+                        "gpuDriverInstallationConfig": {
+                            "gpuDriverVersion": "INSTALLATION_DISABLED"
+                        },
+                    }
+                ]
+            },
+            "GPU driver: wants installed by the cloud, has none",
+        ),
+        (
+            {"accelerators": [{"acceleratorCount": "2", "acceleratorType": "nvidia-tesla-t4"}]},
+            "GPUs per node: wants 1, has 2",
+        ),
+    ],
+    ids=["no-gpu", "p4", "no-driver", "two-gpus"],
+)
+def test_a_pool_that_is_not_what_llmctl_makes_is_refused(
+    server: FakeServer, gke: FakeGke, config: dict[str, Any], difference: str
+) -> None:
+    """Review N2: GKE compared only the machine type, so these read as "unchanged"."""
+    cloud, spec = _existing_pool(gke, server, **config)
+    from llmctl.clouds.base import PoolDiffersError
+
+    with pytest.raises(PoolDiffersError) as info:
+        cloud.ensure_gpu_pool(spec)
+    assert difference in str(info.value)
+
+
+def test_the_pool_gets_the_clusters_node_service_account(server: FakeServer, gke: FakeGke) -> None:
+    """Review N3: without serviceAccount GKE uses the project's default Compute Engine account."""
+    from tests.support.fake_gke import CLOUD_PLATFORM, NODE_SERVICE_ACCOUNT
+
+    cloud, spec = cloud_and_spec(server)
+    cloud.ensure_gpu_pool(spec)
+    config = gke.pools["gpu-t4"]["config"]
+    assert config["serviceAccount"] == NODE_SERVICE_ACCOUNT
+    assert config["oauthScopes"] == [CLOUD_PLATFORM]
+
+
+def test_service_account_option_names_the_account(server: FakeServer, gke: FakeGke) -> None:
+    cloud, spec = cloud_and_spec(server, service_account="gpu@proj.iam.gserviceaccount.com")
+    cloud.ensure_gpu_pool(spec)
+    assert gke.pools["gpu-t4"]["config"]["serviceAccount"] == "gpu@proj.iam.gserviceaccount.com"
+
+
+def test_pools_with_different_accounts_ask_for_one(server: FakeServer, gke: FakeGke) -> None:
+    gke.system_pools["batch"] = {
+        "name": "batch",
+        "config": {"serviceAccount": "batch@proj.iam.gserviceaccount.com"},
+    }
+    cloud, spec = cloud_and_spec(server)
+    with pytest.raises(ConfigError, match="different node service accounts") as info:
+        cloud.ensure_gpu_pool(spec)
+    assert "--service-account" in (info.value.hint or "")
+    assert "gpu-t4" not in gke.pools
+
+
+def test_dry_run_shows_where_the_account_comes_from() -> None:
+    from llmctl.clouds.gcp import FROM_CLUSTER_POOLS
+
+    cloud = GcpCloud()
+    spec = cloud.node_pool_spec(Stack(), PoolOptions(project="proj"))
+    body = cloud.create_requests(spec)[0].body["nodePool"]
+    assert body["config"]["serviceAccount"] == FROM_CLUSTER_POOLS
+    assert body["config"]["resourceLabels"] == {"llmctl-managed-by": "llmctl"}
+
+
+def test_service_account_is_gcp_only() -> None:
+    from llmctl.clouds.aws import AwsCloud
+
+    with pytest.raises(ConfigError, match="--service-account is not supported on AWS"):
+        AwsCloud().node_pool_spec(Stack(), PoolOptions(service_account="x@y"))
+
+
+def test_zones_of_the_region_outside_the_clusters_own_are_accepted() -> None:
+    """Review N4/N5: GKE takes any zone of the cluster's region for a pool."""
+    gke = FakeGke(location="us-west1", node_locations=["us-west1-c"])
+    with serve(gke.route) as srv:
+        cloud, spec = cloud_and_spec(srv, location="us-west1")
+        with pytest.raises(LlmctlError, match="none of cluster") as info:
+            cloud.ensure_gpu_pool(spec)  # us-west1-c has no T4
+        assert "--zones" in (info.value.hint or "")
+        cloud, spec = cloud_and_spec(srv, location="us-west1", zones=("us-west1-a",))
+        assert cloud.ensure_gpu_pool(spec).action == "created"
+        assert gke.pools["gpu-t4"]["locations"] == ["us-west1-a"]
+        cloud, spec = cloud_and_spec(srv, location="us-west1", zones=("us-central1-a",))
+        cloud.ensure_gpu_pool(spec)  # the same pool: nothing to create
+    other = FakeGke(location="us-west1", node_locations=["us-west1-c"])
+    with serve(other.route) as srv:
+        cloud, spec = cloud_and_spec(srv, location="us-west1", zones=("us-central1-a",))
+        with pytest.raises(LlmctlError, match="must be in the cluster's region"):
+            cloud.ensure_gpu_pool(spec)
+
+
+def test_preemptible_quota_absent_uses_the_regular_one(server: FakeServer, gke: FakeGke) -> None:
+    """Spot VMs draw on the PREEMPTIBLE_ quota where the project has one, else the regular."""
+    gke.region_quotas.pop("PREEMPTIBLE_NVIDIA_T4_GPUS")
+    gke.region_quotas["NVIDIA_T4_GPUS"] = (1.0, 0.0)
+    cloud, spec = cloud_and_spec(server)
+    report = cloud.read_quotas(spec)
+    short = [q.name for q in report.short]
+    assert short == ["NVIDIA_T4_GPUS in us-central1"]
+    assert report.quotas[0].needed == 2 and report.quotas[0].limit == 1
+
+
+def test_quota_read_permission_missing_is_a_reason_not_an_error(
+    server: FakeServer, gke: FakeGke
+) -> None:
+    gke.compute_forbidden = True
+    cloud, spec = cloud_and_spec(server)
+    report = cloud.read_quotas(spec)
+    assert report.quotas == () and "compute.regions.get" in (report.unread or "")
+
+
+def test_api_rate_limit_is_not_called_a_gpu_quota(server: FakeServer, gke: FakeGke) -> None:
+    """Review N6: a 429 RESOURCE_EXHAUSTED on reads got the GPU-quota advice."""
+    from tests.support.fake_gke import google_error
+
+    gke.create_http_error = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute' "
+        "of service 'container.googleapis.com' for consumer 'project_number:1'.",
+    )
+    cloud, spec = cloud_and_spec(server)
+    with pytest.raises(LlmctlError, match="rate-limited") as info:
+        cloud.ensure_gpu_pool(spec)
+    assert "wait a minute" in (info.value.hint or "")
+    assert "PREEMPTIBLE" not in (info.value.hint or "")
+    assert "http://" not in str(info.value)  # no "POST url:" prefix (review N13)

@@ -138,6 +138,18 @@ def test_the_empty_node_waits_out_the_autoscaler_delay_too() -> None:
         Workload(scale_down_delay_s=-1).validate()
 
 
+def test_arrivals_are_spread_over_the_active_hours_not_the_whole_day() -> None:
+    """The quality review's survivor C10: 24 requests a day in a 12-hour window arrive at
+    2 an hour, not 1. By hand, for a 730-hour month at 45 tok/s and 300 tokens a request:
+    active 365 h; busy 24 x (730/24) x 300 / 45 / 3600 = 1.352 h; idle tail 900 s, cold start
+    240 s; down share 1/(e^(2 x 0.25) + 2 x 240/3600) = 0.5611; hours 365 - 363.65 x 0.5611."""
+    workload = Workload(gpu_requests_per_day=24, active_hours_per_day=12)
+    busy = 24 * (730 / 24) * 300 / 45 / 3600
+    down = 1 / (math.exp(2 * 0.25) + 2 * 240 / 3600)
+    assert gpu_node_hours(workload, 730, 45) == pytest.approx(365 - (365 - busy) * down)
+    assert gpu_node_hours(workload, 730, 45) == pytest.approx(160.94, abs=0.01)
+
+
 def test_aws_scale_to_zero_default_is_the_reviews_figure_plus_the_second_cpu_node() -> None:
     """The newcomer review checked $180.43 by hand with one CPU node; the default CPU tier needs
     two t3.small nodes ($0.007/h spot), each with its 30 GB gp3 disk ($0.08/GB-month)."""

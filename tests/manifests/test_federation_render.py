@@ -155,6 +155,20 @@ def test_httproute_attaches_to_the_gateway(tmp_path: Path) -> None:
     assert table.federation is not None and table.federation.count_peer_served_demand is False
 
 
+def test_only_the_api_and_readyz_are_exposed(tmp_path: Path) -> None:
+    """Review 2026-12-06 N6: `path: /` made /metrics (cost per cloud, token counts, peer names)
+    and /healthz public; peers need /readyz and clients /v1 only."""
+    ingress = objects(stack_of(tmp_path, FEDERATED), "aws")[("Ingress", "llm-router")]
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/v1", "Prefix"), ("/readyz", "Exact")]
+    route = objects(stack_of(tmp_path, HTTPROUTE), "azure")[("HTTPRoute", "llm-router")]
+    matches = [m["path"] for rule in route["spec"]["rules"] for m in rule["matches"]]
+    assert matches == [
+        {"type": "PathPrefix", "value": "/v1"},
+        {"type": "Exact", "value": "/readyz"},
+    ]
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

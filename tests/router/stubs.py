@@ -10,6 +10,9 @@ shapes; the last user message is the command:
     500:MESSAGE        a 500 with llama-server's error shape
     long:N:D           N tokens D seconds apart: as SSE (with a usage event) when the body
                        says `stream: true`, else one JSON answer at the end
+    echo:TEXT          a chat.completion whose content is the command itself
+    double:now|later   the echo, then a second, unsolicited response on the same connection:
+                       in the same write, or 0.2 s later (review 2026-12-06 N2)
 
 It also holds what the stubs built on the standard library's HTTP server share (fedstubs.py,
 test_router_reliability.py): the reply and event shapes, `StubHandler` and `LoopbackServer`.
@@ -118,6 +121,9 @@ class StubBackend:
         self.alive = False
         self.last_stream_flag: object = None  # the `stream` of the last POST body
         self.cancelled = threading.Event()  # a streamed answer found its client gone
+        self.extra_sent = threading.Event()  # a double: command sent its second response
+        self.extra_closed = threading.Event()  # ... and its client then closed the connection
+        self.extra_connection: socket.socket | None = None
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()
         self.start()
@@ -196,6 +202,8 @@ class StubBackend:
         except OSError:
             return
         finally:
+            if client is self.extra_connection:
+                self.extra_closed.set()
             with self._lock:
                 self._clients.discard(client)
             try:
@@ -220,6 +228,21 @@ class StubBackend:
         if command.startswith("500:"):
             error = {"error": {"code": 500, "message": command[4:], "type": "server_error"}}
             client.sendall(_response(500, json.dumps(error).encode(), "Internal Server Error"))
+            return True
+        if command.startswith(("echo:", "double:")):
+            reply = dict(REPLY, choices=[{"index": 0, "message": {"content": command}}])
+            answer = _response(200, json.dumps(reply).encode())
+            if not command.startswith("double:"):
+                client.sendall(answer)
+                return True
+            extra = dict(REPLY, choices=[{"index": 0, "message": {"content": "EXTRA"}}])
+            if command == "double:later":
+                client.sendall(answer)
+                answer = b""
+                time.sleep(0.2)
+            client.sendall(answer + _response(200, json.dumps(extra).encode()))
+            self.extra_connection = client
+            self.extra_sent.set()
             return True
         if command.startswith("sleep:"):
             time.sleep(float(command.split(":")[1]))

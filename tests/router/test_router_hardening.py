@@ -345,7 +345,9 @@ def test_modest_pipelining_still_answers_in_order(
     requests = b"".join(
         b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % path for path in [b"healthz", b"nope"] * 5
     )
-    answer = raw(router.port, requests + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    answer = raw(
+        router.port, requests + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
     assert statuses == [b"200", b"404"] * 5 + [b"200"]
 
@@ -438,7 +440,8 @@ def test_non_ascii_api_keys_match_when_sent_in_utf8(tmp_path: Path) -> None:
         def models(key: bytes) -> bytes:
             return raw(
                 router.port,
-                b"GET /v1/models HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer "
+                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: Bearer "
                 + key
                 + b"\r\n\r\n",
             )

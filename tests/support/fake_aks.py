@@ -34,12 +34,22 @@ It is as strict as AKS on every point llmctl depends on; each behaviour names it
   sends it from `etag=` + `MatchConditions.IfNotModified`).
 - DELETE answers 202 with an Azure-AsyncOperation URL. Errors are ARM's `{"error": {"code",
   "message"}}`.
+- Spot pools take no max surge: a Spot PUT with a non-null `upgradeSettings.maxSurge` is a 400
+  InvalidParameter "Spot pools can't set max surge" (target agentPoolProfile.upgrade.maxSurge;
+  quoted in hashicorp/terraform-provider-azurerm#19355 and jenkins-infra/azure#730), and a Spot
+  pool's GET shows `"upgradeSettings": {"maxSurge": null}` (Azure/AKS#2030), so the 10% default
+  is for Regular pools only.
+- `GET .../agentPools` lists the cluster's pools as `{"value": [...]}` (Agent Pools - List).
+- Compute usages: `GET /subscriptions/S/providers/Microsoft.Compute/locations/L/usages` answers
+  `{"value": [{"unit": "Count", "currentValue", "limit", "name": {"value", "localizedValue"}}]}`
+  (Compute REST reference, Usage - List; the model azure-mgmt-compute's `usage.list` reads).
+  `usages` holds each quota's limit and use (tests set a new subscription's zeros).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.http_fake import PoolApi, Request, Response
@@ -82,6 +92,15 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "scaleSetEvictionPolicy": str,
     "spotMaxPrice": (int, float),
     "tags": dict,
+}
+
+
+# name.value -> (localizedValue, limit, currentValue): a subscription that asked for T4 quota.
+USAGES: dict[str, tuple[str, float, float]] = {
+    "cores": ("Total Regional vCPUs", 100.0, 8.0),
+    "lowPriorityCores": ("Total Regional Low-priority vCPUs", 16.0, 0.0),
+    "standardNCASv3_T4Family": ("Standard NCASv3_T4 Family vCPUs", 16.0, 0.0),
+    "standardDSv3Family": ("Standard DSv3 Family vCPUs", 100.0, 8.0),
 }
 
 
@@ -131,6 +150,7 @@ class FakeAks(PoolApi):
     put_error: Response | None = None
     # An error the next PUT's async operation ends with (accepted first, then Failed).
     operation_error: dict[str, str] | None = None
+    usages: dict[str, tuple[str, float, float]] = field(default_factory=lambda: dict(USAGES))
 
     # ---- what tests use to make the stand-in look like a pool that has lived a while ----------
 
@@ -150,6 +170,8 @@ class FakeAks(PoolApi):
                 "The api-version query parameter (?api-version=) is required.",
             )
         parts = request.path.strip("/").split("/")
+        if len(parts) == 7 and parts[3] == "Microsoft.Compute" and parts[6] == "usages":
+            return self._usages(parts[1])
         if len(parts) >= 4 and parts[2] == "providers" and parts[4] == "locations":
             return self._operation(parts[-1])
         if parts[:2] != ["subscriptions", self.subscription] or len(parts) < 8:
@@ -183,6 +205,8 @@ class FakeAks(PoolApi):
                     },
                 },
             )
+        if len(parts) == 9 and request.method == "GET":
+            return Response(200, {"value": copy.deepcopy(list(self.pools.values()))})
         name = parts[9]
         action = {"GET": "read", "PUT": "write", "DELETE": "delete"}[request.method]
         wanted = f"{PROVIDER}/managedClusters/agentPools/{action}"
@@ -247,7 +271,32 @@ class FakeAks(PoolApi):
         created = old is None
         return self._accepted(request, 201 if created else 200, stored, name, "put")
 
+    def _usages(self, subscription: str) -> Response:
+        if subscription != self.subscription:
+            return arm_error(
+                404,
+                "SubscriptionNotFound",
+                f"The subscription '{subscription}' could not be found.",
+            )
+        return Response(
+            200,
+            {
+                "value": [
+                    {
+                        "unit": "Count",
+                        "currentValue": int(current),
+                        "limit": int(limit),
+                        "name": {"value": name, "localizedValue": shown},
+                    }
+                    for name, (shown, limit, current) in self.usages.items()
+                ]
+            },
+        )
+
     def _refusal(self, props: dict[str, Any], old: dict[str, Any] | None) -> tuple[str, str] | None:
+        surge = (props.get("upgradeSettings") or {}).get("maxSurge")
+        if props.get("scaleSetPriority") == "Spot" and surge is not None:
+            return ("InvalidParameter", "Spot pools can't set max surge")
         had = (old or {}).get("nodeLabels") or {}
         for key, value in (props.get("nodeLabels") or {}).items():
             reserved = key in RESERVED_LABEL_KEYS or key.startswith(RESERVED_LABEL_PREFIX)
@@ -296,6 +345,8 @@ class FakeAks(PoolApi):
         self, scope: str, name: str, props: dict[str, Any], old: dict[str, Any] | None
     ) -> dict[str, Any]:
         full = {**copy.deepcopy(DEFAULTS), **props}
+        if full.get("scaleSetPriority") == "Spot":
+            full["upgradeSettings"] = {"maxSurge": None}
         labels = dict(full.get("nodeLabels") or {})
         taints = list(full.get("nodeTaints") or [])
         if full.get("scaleSetPriority") == "Spot":

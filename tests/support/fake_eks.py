@@ -15,6 +15,10 @@ DescribeUpdate, applies any scaling, and never shows a group UPDATING. Real EKS:
   ParamValidator runs before anything is sent (maxSize >= 1, required members, types), so moto
   only ever sees requests AWS would parse.
 
+- tags managed node groups: TagResource takes a node group's ARN ("Tags can be added to
+  clusters, managed node groups, ...": TagResource in the EKS API reference), where moto 5.2 tags
+  clusters only (`EKSBackend.tag_resource`: "It does not tag a managed node group").
+
 The hooks answer on the wire (JSON with AWS's error headers), so botocore parses them as it
 parses AWS's answers. `updates` scripts what the next updates do.
 """
@@ -78,6 +82,32 @@ def eks_cluster(
             clusterName=name, nodegroupName="system", subnets=list(subnets), nodeRole=node_role
         )
     return client
+
+
+def tag_node_groups(client: Any) -> None:
+    """TagResource on a node group ARN tags moto's node group (see the module docstring)."""
+    from urllib.parse import unquote
+
+    from moto.eks.models import eks_backends
+
+    def send(request: Any, **_: Any) -> AWSResponse | None:
+        arn = unquote(urlsplit(request.url).path.removeprefix("/tags/"))
+        if ":nodegroup/" not in arn:
+            return None  # a cluster: moto does that
+        region, account = arn.split(":")[3:5]
+        cluster, name = arn.split(":nodegroup/")[1].split("/")[:2]
+        backend = eks_backends[account][region]
+        group = (
+            backend.clusters[cluster].nodegroups.get(name) if cluster in backend.clusters else None
+        )
+        if group is None:
+            return wire(
+                request, 404, {"message": "Resource was not found"}, "ResourceNotFoundException"
+            )
+        group.tags.update(json.loads(request.body or b"{}").get("tags", {}))
+        return wire(request, 200, {})
+
+    client.meta.events.register("before-send.eks.TagResource", send)
 
 
 @dataclass

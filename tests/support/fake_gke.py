@@ -33,13 +33,29 @@ It is as strict as GKE on every point llmctl depends on; each behaviour names it
   replaces the pool's whole label set and taint list with the ones given.
 - Compute `GET /compute/v1/projects/P/zones/Z/acceleratorTypes/T`: 200 with the type where the
   zone offers it, else 404 (Compute Engine REST reference, acceleratorTypes.get).
+- A pool's `locations` may be any zone of the cluster's region, not only the cluster's own node
+  locations: "Nodes must be in the region of their regional cluster or in the same region as
+  their cluster's zone for zonal clusters" (NodePool node_locations, the API reference as
+  generated into pulumi-gcp's docs); a zone of another region is a 400.
+- Quotas: `GET /compute/v1/projects/P/regions/R` and `GET /compute/v1/projects/P` answer the
+  Region and Project resources with `quotas: [{metric, limit, usage}]` (Compute Engine REST
+  reference, regions.get / projects.get; metric names from the Quota.metric enum, e.g.
+  PREEMPTIBLE_NVIDIA_T4_GPUS per region, GPUS_ALL_REGIONS per project; limits are doubles).
+- `clusters.get` returns the cluster's `nodePools` (Cluster.node_pools), each with its
+  `config.serviceAccount` and `oauthScopes`; a pool created without `serviceAccount` gets
+  "default", the project's Compute Engine default account ("if no Service Account is specified,
+  the "default" service account is used", NodeConfig.service_account). `GET .../nodePools` lists
+  them (ListNodePoolsResponse.node_pools).
+- UpdateNodePool's `resourceLabels` replaces the pool's resource labels whole, like `labels`
+  (UpdateNodePoolRequest.resource_labels: "The resource labels for the node pool to use to
+  annotate any related Google Compute Engine resources").
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.http_fake import PoolApi, Request, Response
@@ -53,7 +69,7 @@ NO_SCHEDULE = 1
 GKE_GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": NO_SCHEDULE}
 CLUSTER_VERSION = "1.33.5-gke.1000000"
 # us-central1 offers T4 in a, b, c and f; us-west1 in a and b only (illustrative, in the shape of
-# `gcloud compute accelerator-types list --filter=name=nvidia-tesla-t4`).
+# `gcloud compute accelerator-types list --filter=name=nvidia-tesla-t4`). ZONES: a region's zones.
 ZONES = {
     "us-central1": ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"],
     "us-west1": ["us-west1-a", "us-west1-b", "us-west1-c"],
@@ -62,6 +78,19 @@ T4_ZONES = {"us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"} 
     "us-west1-a",
     "us-west1-b",
 }
+
+
+# The cluster's first pool, as clusters.get returns it (a least-privilege node account, as Google
+# recommends for GKE nodes, with the scope that defers to IAM).
+NODE_SERVICE_ACCOUNT = "gke-nodes@proj.iam.gserviceaccount.com"
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# Quotas of a project that has asked for GPUs (tests set a new project's zeros themselves).
+REGION_QUOTAS = {
+    "CPUS": (24.0, 4.0),
+    "NVIDIA_T4_GPUS": (4.0, 0.0),
+    "PREEMPTIBLE_NVIDIA_T4_GPUS": (8.0, 0.0),
+}
+PROJECT_QUOTAS = {"GPUS_ALL_REGIONS": (8.0, 0.0), "CPUS_ALL_REGIONS": (32.0, 4.0)}
 
 
 def google_error(code: int, status: str, message: str) -> Response:
@@ -122,14 +151,41 @@ class FakeGke(PoolApi):
     create_http_error: Response | None = None
     # Whether the cluster has pools without GPUs (then GKE adds its own GPU taint).
     has_cpu_pools: bool = True
+    # The cluster's own node locations where narrower than its region's zones.
+    node_locations: list[str] | None = None
+    # metric -> (limit, usage), per region and for the project.
+    region_quotas: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(REGION_QUOTAS)
+    )
+    project_quotas: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(PROJECT_QUOTAS)
+    )
+    # The pools the cluster had before llmctl came (name -> NodePool JSON).
+    system_pools: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "default-pool": {
+                "name": "default-pool",
+                "config": {
+                    "machineType": "e2-standard-2",
+                    "serviceAccount": NODE_SERVICE_ACCOUNT,
+                    "oauthScopes": [CLOUD_PLATFORM],
+                },
+                "status": POOL_RUNNING,
+            }
+        }
+    )
 
     @property
     def prefix(self) -> str:
         return f"/v1/projects/{self.project}/locations/{self.location}"
 
     @property
+    def region(self) -> str:
+        return self.location if self.location in ZONES else self.location.rsplit("-", 1)[0]
+
+    @property
     def cluster_zones(self) -> list[str]:
-        return ZONES.get(self.location, [self.location])
+        return self.node_locations or ZONES.get(self.location, [self.location])
 
     # ---- what tests read ----------------------------------------------------------------------
 
@@ -150,6 +206,9 @@ class FakeGke(PoolApi):
 
     def route(self, request: Request) -> Response:
         if request.path.startswith("/compute/v1/"):
+            parts = request.path.strip("/").split("/")
+            if len(parts) in (4, 6) and parts[2] == "projects":
+                return self._quotas(parts)
             return self._accelerator_type(request)
         if not request.path.startswith(self.prefix):
             return google_error(404, "NOT_FOUND", f"Not found: {request.path}.")
@@ -176,6 +235,7 @@ class FakeGke(PoolApi):
                 "PERMISSION_DENIED",
                 f'Required "{self.forbidden}" permission(s) for "{cluster_name}".',
             )
+        all_pools = [*self.system_pools.values(), *self.pools.values()]
         if len(rest) == 2 and request.method == "GET":
             return Response(
                 200,
@@ -185,8 +245,11 @@ class FakeGke(PoolApi):
                     "locations": self.cluster_zones,
                     "currentMasterVersion": CLUSTER_VERSION,
                     "status": 2,
+                    "nodePools": copy.deepcopy(all_pools),
                 },
             )
+        if len(rest) == 3 and rest[2] == "nodePools" and request.method == "GET":
+            return Response(200, {"nodePools": copy.deepcopy(all_pools)})
         if len(rest) == 3 and rest[2] == "nodePools" and request.method == "POST":
             return self._create(request, location, cluster_name)
         if len(rest) == 4 and rest[2] == "nodePools":
@@ -215,6 +278,35 @@ class FakeGke(PoolApi):
             if request.method == "PUT" and not verb:
                 return self._update(request, location, pool, pool_name)
         return google_error(404, "NOT_FOUND", f"Not found: {request.path}.")
+
+    def _quotas(self, parts: list[str]) -> Response:
+        # compute/v1/projects/P or compute/v1/projects/P/regions/R
+        project = parts[3]
+        if project != self.project:
+            return google_error(
+                404, "NOT_FOUND", f"The resource 'projects/{project}' was not found"
+            )
+        if self.compute_forbidden:
+            what = "compute.projects.get" if len(parts) == 4 else "compute.regions.get"
+            return google_error(
+                403, "PERMISSION_DENIED", f"Required '{what}' permission for 'projects/{project}'"
+            )
+        quotas = self.project_quotas
+        body: dict[str, Any] = {"kind": "compute#project", "name": project}
+        if len(parts) == 6:
+            if parts[4] != "regions" or parts[5] not in ZONES:
+                return google_error(
+                    404,
+                    "NOT_FOUND",
+                    f"The resource 'projects/{project}/{parts[4]}/{parts[5]}' was not found",
+                )
+            quotas = self.region_quotas
+            body = {"kind": "compute#region", "name": parts[5], "status": "UP"}
+        body["quotas"] = [
+            {"metric": metric, "limit": limit, "usage": usage}
+            for metric, (limit, usage) in quotas.items()
+        ]
+        return Response(200, body)
 
     def _accelerator_type(self, request: Request) -> Response:
         parts = request.path.strip("/").split("/")
@@ -265,6 +357,7 @@ class FakeGke(PoolApi):
         body.setdefault("locations", self.cluster_zones)
         body.setdefault("initialNodeCount", 0)
         body["config"].setdefault("imageType", "COS_CONTAINERD")
+        body["config"].setdefault("serviceAccount", "default")
         body.update(
             {
                 "status": POOL_PROVISIONING,
@@ -288,9 +381,9 @@ class FakeGke(PoolApi):
 
     def _refusal(self, pool: dict[str, Any]) -> str | None:
         zones = pool.get("locations") or self.cluster_zones
-        stray = [z for z in zones if z not in self.cluster_zones]
+        stray = [z for z in zones if z not in ZONES.get(self.region, [])]
         if stray:
-            return f"Node pool locations {stray} must be within the cluster's zones."
+            return f"Node pool locations {stray} must be in the cluster's region {self.region}."
         for accelerator in pool.get("config", {}).get("accelerators", []):
             kind = accelerator.get("acceleratorType")
             for zone in zones:
@@ -340,6 +433,8 @@ class FakeGke(PoolApi):
                 pool["config"]["labels"] = dict(body["labels"].get("labels", {}))
             if taints is not None:
                 pool["config"]["taints"] = list(taints)
+            if "resourceLabels" in body:
+                pool["config"]["resourceLabels"] = dict(body["resourceLabels"].get("labels", {}))
             pool["status"] = POOL_RUNNING
 
         return self._op(location, UPGRADE_NODES, pool_name, update)

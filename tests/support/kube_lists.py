@@ -86,9 +86,11 @@ def crd(name: str) -> dict[str, Any]:
     """A minimal cluster-scoped CustomResourceDefinition `name` (plural.group), e.g. Karpenter's
     nodepools.karpenter.sh or the GPU Operator's clusterpolicies.nvidia.com."""
     plural, _, group = name.partition(".")
-    kind = {"nodepools": "NodePool", "clusterpolicies": "ClusterPolicy"}.get(
-        plural, plural.capitalize()
-    )
+    kind = {
+        "nodepools": "NodePool",
+        "clusterpolicies": "ClusterPolicy",
+        "nodeclaims": "NodeClaim",
+    }.get(plural, plural.capitalize())
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

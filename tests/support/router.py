@@ -109,7 +109,7 @@ class RouterProcess(LoopbackProcess):
         self.env = env or {}
         self.log_path = workdir / f"router-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> RouterProcess:
+    def start(self, timeout: float = 90.0) -> RouterProcess:
         path = self.workdir / f"router-{self.port}.yaml"
         path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         env = dict(os.environ, PYTHONPATH=str(SRC), **self.env)

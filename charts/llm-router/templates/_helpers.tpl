@@ -119,18 +119,31 @@ gpu.tolerations; duplicates dropped.
 {{- toYaml (uniq $tolerations) -}}
 {{- end -}}
 
-{{/* Whether the device plugin DaemonSet is deployed: gpu.devicePlugin.enabled, or the cloud's need. */}}
+{{/* Whether the device plugin DaemonSet is deployed: gpu.devicePlugin.enabled, or (null) the
+cloud's need unless kube-system/nvidia-device-plugin, the one `llmctl gpu enable` and the
+overlays apply, already runs: NVIDIA supports one plugin per node. `lookup` finds nothing under
+`helm template`, which then renders the plugin. */}}
 {{- define "llm-router.devicePluginEnabled" -}}
 {{- $enabled := .Values.gpu.devicePlugin.enabled -}}
 {{- if kindIs "invalid" $enabled -}}
-{{- $enabled = (include "llm-router.cloudFacts" . | fromYaml).needsDevicePlugin -}}
+{{- $enabled = and (include "llm-router.cloudFacts" . | fromYaml).needsDevicePlugin (not (lookup "apps/v1" "DaemonSet" "kube-system" "nvidia-device-plugin")) -}}
+{{- end -}}
+{{- if and .Values.gpu.enabled $enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart creates its RuntimeClass: gpu.runtimeClass.enabled, or (null) unless the
+RuntimeClass "nvidia" (`llmctl gpu enable`'s) exists. */}}
+{{- define "llm-router.runtimeClassEnabled" -}}
+{{- $enabled := .Values.gpu.runtimeClass.enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- $enabled = not (lookup "node.k8s.io/v1" "RuntimeClass" "" "nvidia") -}}
 {{- end -}}
 {{- if and .Values.gpu.enabled $enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/* The RuntimeClass GPU pods name: the chart's own when it creates one, else "nvidia". */}}
 {{- define "llm-router.runtimeClassName" -}}
-{{- if .Values.gpu.runtimeClass.enabled -}}
+{{- if include "llm-router.runtimeClassEnabled" . -}}
 {{- include "llm-router.objectName" (dict "root" . "name" "nvidia") -}}
 {{- else -}}
 nvidia

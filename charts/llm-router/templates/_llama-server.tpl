@@ -42,7 +42,16 @@ spec:
     metadata:
       labels:
         {{- include "llm-router.labels" $ctx | nindent 8 }}
+        {{- if .model.storeUri }}
+        {{- with $root.Values.modelStore.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- end }}
     spec:
+      {{- if .model.storeUri }}
+      # Reads the cloud's model store through its workload identity (docs/deploy.md).
+      serviceAccountName: {{ include "llm-router.objectName" (dict "root" $root "name" "llm-model-reader") }}
+      {{- end }}
       automountServiceAccountToken: false
       # preStop waits for running requests; then llama-server gets SIGTERM and stops at once.
       terminationGracePeriodSeconds: {{ int $shutdown.llamaGraceSeconds }}
@@ -60,8 +69,42 @@ spec:
         # Downloads the model into the pod's own volume (empty at every pod start), resuming a
         # partial download across restarts (-C -), checks its sha256 when one is configured, and
         # only renames a complete, checked file into place.
+        {{- if .model.storeUri }}
+        # Fetches this cloud's copy of the model with parallel ranged GETs, checks its sha256
+        # (pinned, or the .sha256 beside it), logs and writes the fetch stage (issue 30).
+        - name: fetch-model
+          image: {{ $root.Values.images.router | toJson }}
+          command: ["llmctl", "model", "fetch"]
+          terminationMessagePolicy: FallbackToLogsOnError
+          env:
+            - name: MODEL_URI
+              value: {{ .model.storeUri | toJson }}
+            - name: MODEL_PATH
+              value: {{ .model.path | toJson }}
+            {{- with .model.sha256 }}
+            - name: MODEL_SHA256
+              value: {{ . | toJson }}
+            {{- end }}
+            - name: MODEL_FETCH_METRICS_FILE
+              value: {{ printf "%s/.llmctl-fetch.prom" $modelsDir | toJson }}
+            {{- with $root.Values.modelStore.region }}
+            - name: AWS_REGION
+              value: {{ . | toJson }}
+            {{- end }}
+          resources:
+            requests: {cpu: 100m, memory: 64Mi}
+            limits: {memory: 256Mi}
+          securityContext:
+            {{- include "llm-router.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            - name: models
+              mountPath: {{ $modelsDir | toJson }}
+            - name: tmp
+              mountPath: /tmp
+        {{- else }}
         - name: fetch-model
           image: {{ $root.Values.images.modelFetcher | toJson }}
+          terminationMessagePolicy: FallbackToLogsOnError
           command:
             - sh
             - -c
@@ -93,6 +136,7 @@ spec:
               mountPath: {{ $modelsDir | toJson }}
             - name: tmp
               mountPath: /tmp
+        {{- end }}
       containers:
         - name: llama-server
           image: {{ .image | toJson }}

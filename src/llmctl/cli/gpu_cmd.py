@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.clouds.base import Cloud, EnsureResult, PoolSpec
+    from llmctl.clouds.quota import QuotaReport
     from llmctl.config import Stack
     from llmctl.kube import Check, ClusterFacts
 
@@ -210,6 +211,21 @@ def enable(
     node_role: str | None = typer.Option(
         None, "--node-role", help="AWS node IAM role ARN (default: an existing node group's)."
     ),
+    service_account: str | None = typer.Option(
+        None,
+        "--service-account",
+        help="GCP node service account email (default: the one the cluster's other pools use).",
+    ),
+    ignore_quota: bool = typer.Option(
+        False,
+        "--ignore-quota",
+        help="Go on when a GPU quota is below what --max-nodes needs (the pool cannot grow).",
+    ),
+    adopt: bool = typer.Option(
+        False,
+        "--adopt",
+        help="Take over an existing pool llmctl did not create: mark it as llmctl's.",
+    ),
     skip_cluster_setup: bool = typer.Option(
         False, "--skip-cluster-setup", help="Do not apply the device plugin and RuntimeClass."
     ),
@@ -236,6 +252,7 @@ def enable(
         subnets=tuple(subnet or ()),
         node_role=node_role,
         zones=tuple(zones or ()),
+        service_account=service_account,
     )
     console = _err()
     # The cluster first, before anything changes: its kubeconfig (needed later to apply the
@@ -243,10 +260,22 @@ def enable(
     api, facts, unread = _cluster(
         impl, spec, kubeconfig, context, required=not (skip_cluster_setup or dry_run)
     )
+    checks = kube.preflight(spec.cloud, facts) if facts is not None else []
     if facts is not None:
-        _print_preflight(console, kube.preflight(spec.cloud, facts))
+        _print_preflight(console, checks)
     else:
         console.print(f"[yellow]Preflight skipped, cluster not read:[/] {unread}")
+    # The quota, also before anything changes: a new account's GPU quota is 0, and a pool that
+    # starts at zero nodes is created anyway (review N1).
+    quota = impl.read_quotas(spec)
+    _print_quota(console, quota)
+    if quota.short and not ignore_quota and not dry_run:
+        raise LlmctlError(
+            f"the {spec.cloud.value} GPU quota is below what {spec.max_nodes} GPU nodes need, "
+            "so the pool could not grow: nothing was changed",
+            hint="raise the quota as shown above, or pass --ignore-quota to create the pool "
+            "anyway (or lower --max-nodes)",
+        )
     objects = (
         []
         if skip_cluster_setup
@@ -267,13 +296,24 @@ def enable(
         if state is not None and state.status in impl.busy_statuses:
             impl.wait_until_ready(spec, progress)
             state = impl.read_pool(spec)
+        others = impl.other_gpu_pools(spec) if state is None else []
+    if others:
+        raise LlmctlError(
+            f"cluster {spec.cluster!r} already has llmctl's GPU pool {', '.join(others)}: "
+            f"--instance-type {spec.instance_type} ({spec.accelerator}) would add a second pool "
+            f"{spec.name!r} beside it, which `status` and `disable` for the other type would not "
+            "see; nothing was changed",
+            hint="to change the GPU type, remove the other pool first (`llmctl gpu disable "
+            f"--cloud {spec.cloud.value} --instance-type TYPE --yes` with its type), then run "
+            "enable again; or use an instance type with the same GPU",
+        )
     if state is not None and state.managed_device_plugin and objects:
         console.print(
             f"The {spec.cloud.value} pool runs the cloud's managed NVIDIA device plugin: "
             "llmctl applies none of its own."
         )
         objects = [o for o in objects if o["kind"] != "DaemonSet"]
-    decision = impl.decide(spec, state)
+    decision = impl.decide(spec, state, adopt=adopt)
     if decision.action == "unchanged":
         console.print(
             f"GPU pool {spec.name!r} already exists with these settings: nothing to change."
@@ -290,7 +330,7 @@ def enable(
         if not yes:
             confirm("Go ahead?")
         with _waiting(f"{decision.action.removesuffix('d')}ing pool {spec.name}", spec) as progress:
-            result = impl.ensure_gpu_pool(spec, progress)
+            result = impl.ensure_gpu_pool(spec, progress, adopt=adopt)
         _say_result(console, spec, result)
 
     if objects:
@@ -305,6 +345,34 @@ def enable(
         f"Verify: kubectl get nodes -l {catalog.GPU_NODE_ACCELERATOR_LABEL}={spec.accelerator}; "
         f"llmctl gpu status --cloud {spec.cloud.value} --cluster {spec.cluster}"
     )
+    blocking = [c.message for c in checks if c.blocks_scale_from_zero]
+    if blocking:
+        # Exit non-zero so that automation notices (review N15): the pool is there, but a
+        # pending GPU pod would wait for ever.
+        raise LlmctlError(
+            f"GPU pool {spec.name!r} is in place, but it cannot scale from zero: "
+            + "; ".join(blocking),
+            hint="fix what the preflight marks `no` (each line has its fix), then check with "
+            f"`llmctl gpu status --cloud {spec.cloud.value} --cluster {spec.cluster}`",
+        )
+
+
+def _print_quota(console: Console, report: QuotaReport) -> None:
+    if report.unread is not None:
+        console.print(f"[yellow]Quota not read:[/] {report.unread}")
+        return
+    console.print("Quota: what the pool's maximum size needs")
+    for quota in report.quotas:
+        mark = (
+            "[red]no  [/]"
+            if quota.short
+            else "[yellow]warn[/]"
+            if quota.tight
+            else "[green]ok  [/]"
+        )
+        console.print(f"  {mark} {quota.describe()}", highlight=False)
+        if quota.short or quota.tight:
+            console.print(f"       raise it: {quota.raise_how}", markup=False, highlight=False)
 
 
 def _say_result(console: Console, spec: PoolSpec, result: EnsureResult) -> None:
@@ -330,6 +398,7 @@ def status(
     """The pool as the cloud sees it, the cluster's GPU nodes and device plugin pods, and
     whether the pool can scale from zero right now (and why not)."""
     from llmctl import kube
+    from llmctl.clouds.base import QUOTA_WORDS
     from llmctl.manifests import cluster_setup_objects
 
     if output not in ("table", "json"):
@@ -345,6 +414,18 @@ def status(
         "kubernetes": None,
     }
     blockers = impl.pool_blockers(spec, pool)
+    # The quota for the pool's own maximum (or, without a pool, the configured one): `spec`
+    # carries llmctl's reading cap, not a size anyone asked for.
+    sized = replace(
+        spec, max_nodes=pool.max_nodes if pool and pool.max_nodes else stack.gpu.max_replicas
+    )
+    quota = impl.read_quotas(sized)
+    report["quota"] = quota.as_dict()
+    blockers += [f"quota too low: {q.describe()}; raise it: {q.raise_how}" for q in quota.short]
+    if pool is not None:
+        blockers += [
+            f"{p} ({impl.quota_hint(sized)})" for p in pool.problems if QUOTA_WORDS.search(p)
+        ]
     known = True
     if skip_cluster:
         known = False
@@ -358,6 +439,14 @@ def status(
             report["preflight"] = [c.as_dict() for c in kube.preflight(spec.cloud, facts)]
             managed = pool is not None and pool.managed_device_plugin
             blockers += kube.cluster_blockers(spec.cloud, facts, managed_plugin=managed)
+            reasons = kube.scale_up_reasons(api, facts, spec.gpu_resource, spec.name)
+            report["kubernetes"]["autoscaler"] = [
+                {"source": r.source, "message": r.message} for r in reasons
+            ]
+            blockers += [
+                str(r) + (f" ({impl.quota_hint(sized)})" if QUOTA_WORDS.search(r.message) else "")
+                for r in reasons
+            ]
         except LlmctlError as exc:
             report["kubernetes"] = {"error": exc.format_message()}
             known = False
@@ -475,16 +564,29 @@ def disable(
     scale_to_zero: bool = typer.Option(
         False, "--scale-to-zero", help="Keep the pool, set its maximum and desired size to 0."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Also act on a pool llmctl did not create (it lacks llmctl's mark)."
+    ),
     yes: bool = YesOpt,
 ) -> None:
     """Delete the GPU node pool (or only scale it to zero)."""
-    from llmctl.clouds.base import Feature, unsupported_reason
+    from llmctl.clouds.base import Feature, NotOursError, unsupported_reason
 
     impl, spec, _ = _spec(target, max_nodes=_reading_max_nodes())
     console = _err()
-    if impl.read_pool(spec) is None:
+    state = impl.read_pool(spec)
+    others = impl.other_gpu_pools(spec)
+    if others:
+        console.print(
+            f"Note: llmctl's GPU pool(s) {', '.join(others)} of another GPU type are in the "
+            "cluster too; this command acts on "
+            f"{spec.name!r} only (pass that pool's --instance-type to remove it)."
+        )
+    if state is None:
         console.print(f"No GPU pool {spec.name!r} in cluster {spec.cluster!r}: nothing to do.")
         return
+    if not state.owned and not force:
+        raise NotOursError(spec)
     what = "scale to zero" if scale_to_zero else "delete"
     if scale_to_zero:
         note = unsupported_reason(spec.cloud, Feature.ZERO_MAX_NODES)
@@ -496,6 +598,6 @@ def disable(
             f"{spec.cluster!r}?"
         )
     with _waiting(f"{what}: pool {spec.name}", spec) as progress:
-        impl.disable(spec, scale_to_zero=scale_to_zero, progress=progress)
+        impl.disable(spec, scale_to_zero=scale_to_zero, progress=progress, force=force)
     done = "Scaled to zero" if scale_to_zero else "Deleted"
     console.print(f"[green]{done}[/] GPU pool {spec.name!r}.")

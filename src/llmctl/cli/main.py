@@ -15,6 +15,7 @@ from llmctl.cli import (
     cost_cmd,
     gpu_cmd,
     inference_cmd,
+    model_cmd,
     plan_cmd,
     render_cmd,
     router_cmd,
@@ -55,6 +56,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(cost_cmd.app, name="cost")
 app.add_typer(router_cmd.app, name="router")
 app.add_typer(gpu_cmd.app, name="gpu")
+app.add_typer(model_cmd.app, name="model")
 app.command("test-inference")(inference_cmd.test_inference)
 
 

@@ -11,6 +11,9 @@ from typing import Any, ClassVar
 from llmctl import catalog
 from llmctl.catalog import CloudName, Taint
 from llmctl.clouds.base import (
+    OWNER_KEY,
+    OWNER_VALUE,
+    QUOTA_WORDS,
     ApiRequest,
     Capacity,
     Cloud,
@@ -22,6 +25,7 @@ from llmctl.clouds.base import (
     missing_sdk,
     require_names,
 )
+from llmctl.clouds.quota import Quota, QuotaReport
 from llmctl.errors import ConfigError, LlmctlError
 
 # EKS spells taint effects in its own enum.
@@ -56,6 +60,24 @@ REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 EKS_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+")
 PERMISSION = re.compile(r"perform: ([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
+# The root volume of a GPU node: EKS's default 20 GiB fills with the NVIDIA AMI, a multi-GB CUDA
+# llama.cpp image and the GPU add-ons' images (awslabs/amazon-eks-ami#13, eksctl-io/eksctl#780:
+# disk-pressure evictions at 20 GB); `diskSize` is valid without a launch template.
+GPU_ROOT_DISK_GIB = 80
+# The EC2 quotas G-family instances (g4dn, g5) draw on, in vCPUs (Service Quotas, service code
+# ec2): "All G and VT Spot Instance Requests" and "Running On-Demand G and VT instances".
+EC2_QUOTAS = {
+    Capacity.SPOT: ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    Capacity.ON_DEMAND: ("L-DB2E81BA", "Running On-Demand G and VT instances"),
+}
+# Error codes AWS uses for API rate limits (botocore retries them first; this is after that).
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+)
+THROTTLING_HINT = (
+    "the AWS API is rate-limiting this account (botocore already retried); wait a minute and "
+    "run the same command again"
+)
 
 
 def eks_client(region: str, endpoint_url: str | None = None) -> Any:
@@ -73,6 +95,28 @@ def eks_client(region: str, endpoint_url: str | None = None) -> Any:
         # process-wide default session happened to be made.
         session = boto3.session.Session()
         return session.client("eks", region_name=region, endpoint_url=endpoint_url)
+
+
+def aws_client(service: str, region: str, endpoint_url: str | None = None) -> Any:
+    """Another AWS client (Service Quotas) from the same kind of session as EKS's."""
+    try:
+        import boto3
+    except ImportError:
+        raise missing_sdk("boto3", CloudName.AWS) from None
+    with _aws_errors(None, f"creating a {service} client"):
+        session = boto3.session.Session()
+        return session.client(service, region_name=region, endpoint_url=endpoint_url)
+
+
+def quota_code(spec: PoolSpec) -> tuple[str, str]:
+    return EC2_QUOTAS[spec.capacity]
+
+
+def raise_quota_command(spec: PoolSpec, code: str, value: float) -> str:
+    return (
+        f"aws service-quotas request-service-quota-increase --service-code ec2 --quota-code "
+        f"{code} --desired-value {int(value)} --region {spec.location}"
+    )
 
 
 def node_template_tags(spec: PoolSpec) -> dict[str, str]:
@@ -105,7 +149,8 @@ def create_nodegroup_params(
         "taints": [
             {"key": t.key, "value": t.value, "effect": EFFECT_TO_EKS[t.effect]} for t in spec.taints
         ],
-        "tags": node_template_tags(spec),
+        "diskSize": GPU_ROOT_DISK_GIB,
+        "tags": {**node_template_tags(spec), OWNER_KEY: OWNER_VALUE},
     }
 
 
@@ -243,6 +288,53 @@ class AwsCloud(Cloud):
         group = other["nodegroup"]
         return list(spec.subnets) or list(group["subnets"]), spec.node_role or group["nodeRole"]
 
+    def pool_names(self, spec: PoolSpec) -> list[str]:
+        eks = self._eks(spec)
+        with _aws_errors(spec, "eks:ListNodegroups"):
+            return [
+                n
+                for page in eks.get_paginator("list_nodegroups").paginate(clusterName=spec.cluster)
+                for n in page["nodegroups"]
+            ]
+
+    def quota_hint(self, spec: PoolSpec) -> str:
+        code, name = quota_code(spec)
+        needed = spec.vcpus_per_node * spec.max_nodes
+        return (
+            f'this is the EC2 quota "{name}" ({code}, in vCPUs; {needed} for '
+            f"{spec.max_nodes} x {spec.instance_type}), shared by every G instance type, so "
+            f"another type or deleting the pool does not help; raise it: "
+            + raise_quota_command(spec, code, needed)
+        )
+
+    def read_quotas(self, spec: PoolSpec) -> QuotaReport:
+        """Service Quotas GetServiceQuota (the applied value), or the AWS default where the
+        account has none applied ("If the applied quota value is not available for a quota, the
+        quota is not retrieved": GetServiceQuota in the Service Quotas API reference)."""
+        code, name = quota_code(spec)
+        try:
+            client = self._quotas(spec)
+            with _aws_errors(spec, "servicequotas:GetServiceQuota"):
+                value = _quota_value(client, code)
+        except LlmctlError as exc:
+            return QuotaReport(unread=exc.format_message().splitlines()[0])
+        needed = spec.vcpus_per_node * spec.max_nodes
+        quota = Quota(
+            name=f"{name} ({code})",
+            limit=value,
+            usage=None,
+            needed=needed,
+            unit="vCPUs",
+            raise_how=raise_quota_command(spec, code, needed),
+        )
+        return QuotaReport((quota,))
+
+    def _quotas(self, spec: PoolSpec) -> Any:
+        key = f"service-quotas:{spec.location}"
+        if key not in self._clients:
+            self._clients[key] = aws_client("service-quotas", spec.location, self.endpoint_url)
+        return self._clients[key]
+
     def differences(self, spec: PoolSpec, state: PoolState) -> tuple[Difference, ...]:
         diffs = super().differences(spec, state)
         if state.image != catalog.EKS_GPU_AMI_TYPE:
@@ -261,7 +353,16 @@ class AwsCloud(Cloud):
         state = self.read_pool(spec)
         if state is None:
             raise LlmctlError(f"EKS node group {spec.name!r} disappeared while llmctl read it")
-        self._update(spec, update_nodegroup_params(spec, state), progress)
+        if not state.owned:  # adopted: UpdateNodegroupConfig changes no tags, TagResource does
+            eks = self._eks(spec)
+            with _aws_errors(spec, "eks:TagResource"):
+                arn = eks.describe_nodegroup(clusterName=spec.cluster, nodegroupName=spec.name)[
+                    "nodegroup"
+                ]["nodegroupArn"]
+                eks.tag_resource(resourceArn=arn, tags={OWNER_KEY: OWNER_VALUE})
+        params = update_nodegroup_params(spec, state)
+        if set(params) - {"clusterName", "nodegroupName"}:
+            self._update(spec, params, progress)
 
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
         # EKS refuses maxSize 0 (see UNSUPPORTED): desired 0 stops the nodes, max 1 is the floor.
@@ -354,7 +455,9 @@ class AwsCloud(Cloud):
         )
         message += f": status {status}" + (f": {problems}" if problems else "")
         hint = (
-            capacity_hint(spec.cloud)
+            self.quota_hint(spec)
+            if QUOTA_WORDS.search(problems)
+            else capacity_hint(spec.cloud)
             if CAPACITY_WORDS.search(problems)
             else f"see `aws eks describe-nodegroup --cluster-name {spec.cluster} "
             f"--nodegroup-name {spec.name} --region {spec.location}`"
@@ -382,7 +485,20 @@ def _state(group: dict[str, Any]) -> PoolState:
         ),
         problems=tuple(f"{i.get('code')}: {i.get('message')}" for i in issues),
         image=str(group.get("amiType", "")),
+        owned=(group.get("tags") or {}).get(OWNER_KEY) == OWNER_VALUE,
     )
+
+
+def _quota_value(client: Any, code: str) -> float:
+    from botocore.exceptions import ClientError
+
+    try:
+        answer = client.get_service_quota(ServiceCode="ec2", QuotaCode=code)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchResourceException":
+            raise
+        answer = client.get_aws_default_service_quota(ServiceCode="ec2", QuotaCode=code)
+    return float(answer["Quota"]["Value"])
 
 
 @contextmanager
@@ -431,7 +547,9 @@ def _aws_errors(spec: PoolSpec | None, action: str) -> Iterator[None]:
         ) from None
     except (EndpointConnectionError, BotoConnectionError) as exc:
         raise LlmctlError(
-            f"cannot reach the EKS API: {exc}", hint="check --region and your network"
+            f"cannot reach the {'Service Quotas' if 'servicequotas' in action else 'EKS'} API: "
+            f"{exc}",
+            hint="check --region and your network",
         ) from None
     except ClientError as exc:
         error = exc.response.get("Error", {})
@@ -448,6 +566,10 @@ def _aws_errors(spec: PoolSpec | None, action: str) -> Iterator[None]:
         if code in {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"}:
             raise LlmctlError(
                 f"AWS rejected the credentials: {message}", hint=CREDENTIALS_HINT
+            ) from None
+        if code in THROTTLING_CODES:
+            raise LlmctlError(
+                f"{action} was throttled ({code}): {message}", hint=THROTTLING_HINT
             ) from None
         if code in {"ResourceLimitExceededException", "ServiceQuotaExceededException"}:
             raise LlmctlError(

@@ -13,6 +13,9 @@ from typing import Any, ClassVar
 
 from llmctl.catalog import CloudName, GpuInfo, Taint
 from llmctl.clouds.base import (
+    NO_DRIVER,
+    OWNER_KEY,
+    OWNER_VALUE,
     ApiRequest,
     Capacity,
     Cloud,
@@ -23,6 +26,7 @@ from llmctl.clouds.base import (
     missing_sdk,
     require_names,
 )
+from llmctl.clouds.quota import Quota, QuotaReport
 from llmctl.errors import ConfigError, LlmctlError
 
 # Pinned, so --dry-run shows the same api-version the client sends (the SDK's default today).
@@ -41,6 +45,24 @@ AKS_NAME = re.compile(r"[A-Za-z0-9][-_A-Za-z0-9]{0,62}")
 RESERVED_LABELS = frozenset({"agentpool", "accelerator", "storageprofile", "storagetier"})
 RESERVED_PREFIX = "kubernetes.azure.com/"
 QUOTA_CODES = re.compile(r"quota", re.IGNORECASE)
+# The compute usages (GET .../Microsoft.Compute/locations/{location}/usages, `name.value`) a pool
+# draws on: Spot VMs count against the regional Spot quota "Total Regional Low-priority vCPUs"
+# (the portal's "Total Regional Spot vCPUs") and not a VM family's; regular VMs against their
+# family's quota and "Total Regional vCPUs" (Azure docs, "Virtual machine vCPU quotas" and "Azure
+# Spot Virtual Machines": Spot quota is separate and regional).
+SPOT_CORES = ("lowPriorityCores", "Total Regional Spot vCPUs", "lowPriority")
+REGIONAL_CORES = ("cores", "Total Regional vCPUs", "dedicated")
+VM_FAMILIES = {
+    "Standard_NC4as_T4_v3": ("standardNCASv3_T4Family", "Standard NCASv3_T4 Family vCPUs"),
+    "Standard_NC8as_T4_v3": ("standardNCASv3_T4Family", "Standard NCASv3_T4 Family vCPUs"),
+}
+QUOTAS_PORTAL = "https://portal.azure.com/#view/Microsoft_Azure_Capacity/QuotaMenuBlade/~/myQuotas"
+THROTTLING_HINT = (
+    "Azure Resource Manager is throttling this subscription (azure-core already retried); wait a "
+    "minute and run the same command again"
+)
+# How many of the reasons DefaultAzureCredential gives (one per credential it tried) to keep.
+CREDENTIAL_REASONS = 6
 CAPACITY_CODES = re.compile(
     r"SkuNotAvailable|AllocationFailed|OverconstrainedAllocationRequest|ZonalAllocationFailed|"
     r"SpotCapacity",
@@ -68,22 +90,40 @@ class _BearerOverHttp:
 def aks_client(subscription: str, endpoint: str | None = None, credential: Any = None) -> Any:
     """The one place an AKS client is built: DefaultAzureCredential unless one is given."""
     try:
-        from azure.core.pipeline.policies import SansIOHTTPPolicy
-        from azure.identity import DefaultAzureCredential
         from azure.mgmt.containerservice import ContainerServiceClient
     except ImportError:
         raise missing_sdk("azure-mgmt-containerservice, azure-identity", CloudName.AZURE) from None
+    credential, kwargs = _arm_options(endpoint, credential)
+    return ContainerServiceClient(credential, subscription, api_version=AKS_API_VERSION, **kwargs)
+
+
+def compute_client(subscription: str, endpoint: str | None = None, credential: Any = None) -> Any:
+    """The Compute client, for the usages (quota) list only."""
+    try:
+        from azure.mgmt.compute import ComputeManagementClient
+    except ImportError:
+        raise missing_sdk("azure-mgmt-compute, azure-identity", CloudName.AZURE) from None
+    credential, kwargs = _arm_options(endpoint, credential)
+    return ComputeManagementClient(credential, subscription, **kwargs)
+
+
+def _arm_options(endpoint: str | None, credential: Any) -> tuple[Any, dict[str, Any]]:
+    try:
+        from azure.core.pipeline.policies import SansIOHTTPPolicy
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise missing_sdk("azure-identity", CloudName.AZURE) from None
     # azure-identity logs every credential it tried as a multi-line WARNING before raising;
-    # llmctl's own one-line error says it once (review item 12).
+    # llmctl's own error says it once (review item 12).
     logging.getLogger("azure.identity").setLevel(logging.ERROR)
     credential = credential or DefaultAzureCredential()
-    kwargs: dict[str, Any] = {"api_version": AKS_API_VERSION}
+    kwargs: dict[str, Any] = {}
     if endpoint:
         kwargs["base_url"] = endpoint
         if endpoint.startswith("http://"):
             policy = type("BearerOverHttp", (_BearerOverHttp, SansIOHTTPPolicy), {})(credential)
             kwargs["authentication_policy"] = policy
-    return ContainerServiceClient(credential, subscription, **kwargs)
+    return credential, kwargs
 
 
 def agent_pool_body(spec: PoolSpec) -> dict[str, Any]:
@@ -98,6 +138,7 @@ def agent_pool_body(spec: PoolSpec) -> dict[str, Any]:
         "maxCount": spec.max_nodes,
         "nodeLabels": dict(spec.labels),
         "nodeTaints": [f"{t.key}={t.value}:{t.effect}" for t in spec.taints],
+        "tags": {OWNER_KEY: OWNER_VALUE},
     }
     if spec.capacity is Capacity.SPOT:
         # -1: pay up to the on-demand price, so VMs are evicted for capacity, never for price.
@@ -135,6 +176,8 @@ def updated_agent_pool(spec: PoolSpec, current: Mapping[str, Any]) -> dict[str, 
     props["nodeTaints"] = taints + [
         _taint_text(t) for t in spec.taints if _taint_text(t) not in taints
     ]
+    # Only reached for llmctl's pools and adopted ones: the mark stays or is added.
+    props["tags"] = {**(props.get("tags") or {}), OWNER_KEY: OWNER_VALUE}
     return body
 
 
@@ -166,6 +209,7 @@ class AzureCloud(Cloud):
         self.credential = credential
         self.poll_delay = poll_delay
         self._client: Any = None
+        self._compute: Any = None
 
     def pool_name(self, gpu: GpuInfo) -> str:
         # Linux agent pool names: lowercase letters and digits only, at most 12 characters.
@@ -236,6 +280,58 @@ class AzureCloud(Cloud):
             assert spec.subscription is not None  # complete_spec requires it
             self._client = aks_client(spec.subscription, self.endpoint, self.credential)
         return self._client
+
+    def pool_names(self, spec: PoolSpec) -> list[str]:
+        with _azure_errors(spec, "Microsoft.ContainerService/managedClusters/agentPools/read"):
+            pools = self._aks(spec).agent_pools.list(spec.resource_group, spec.cluster)
+            return [str(p.name) for p in pools]
+
+    def _quota_names(self, spec: PoolSpec) -> list[tuple[str, str, str]]:
+        """(usage name, display name, az quota resource type) of each quota the pool uses."""
+        if spec.capacity is Capacity.SPOT:
+            return [SPOT_CORES]
+        family = VM_FAMILIES.get(spec.instance_type)
+        return ([(*family, "dedicated")] if family else []) + [REGIONAL_CORES]
+
+    def _raise_command(self, spec: PoolSpec, name: str, kind: str, value: float) -> str:
+        return (
+            f"az quota update --resource-name {name} --scope subscriptions/{spec.subscription}"
+            f"/providers/Microsoft.Compute/locations/{spec.location} --limit-object "
+            f"value={int(value)} --resource-type {kind} (or the portal's Quotas page, "
+            f"{QUOTAS_PORTAL})"
+        )
+
+    def quota_hint(self, spec: PoolSpec) -> str:
+        needed = spec.vcpus_per_node * spec.max_nodes
+        names = " and ".join(f'"{shown}" ({name})' for name, shown, _ in self._quota_names(spec))
+        name, _, kind = self._quota_names(spec)[0]
+        return (
+            f"this is the Azure compute quota {names} in {spec.location} ({needed} vCPUs for "
+            f"{spec.max_nodes} x {spec.instance_type}); another VM size of the same family does "
+            "not help; raise it: " + self._raise_command(spec, name, kind, needed)
+        )
+
+    def read_quotas(self, spec: PoolSpec) -> QuotaReport:
+        """Compute's usages list for the pool's location (azure-mgmt-compute `usage.list`):
+        {name.value, currentValue, limit} per quota."""
+        try:
+            if self._compute is None:
+                assert spec.subscription is not None  # complete_spec requires it
+                self._compute = compute_client(spec.subscription, self.endpoint, self.credential)
+            with _azure_errors(spec, "Microsoft.Compute/locations/usages/read"):
+                usages = {
+                    str(u.name.value): (float(u.limit), float(u.current_value))
+                    for u in self._compute.usage.list(spec.location)
+                }
+        except LlmctlError as exc:
+            return QuotaReport(unread=exc.format_message().splitlines()[0])
+        needed = spec.vcpus_per_node * spec.max_nodes
+        quotas = []
+        for name, shown, kind in self._quota_names(spec):
+            limit, usage = usages.get(name, (0.0, 0.0))
+            raise_how = self._raise_command(spec, name, kind, usage + needed)
+            quotas.append(Quota(f"{shown} ({name})", limit, usage, needed, "vCPUs", raise_how))
+        return QuotaReport(tuple(quotas))
 
     def read_pool(self, spec: PoolSpec) -> PoolState | None:
         current = self._get(spec)
@@ -358,6 +454,9 @@ def _state(raw: Mapping[str, Any]) -> PoolState:
         managed_device_plugin=(
             ((props.get("gpuProfile") or {}).get("nvidia") or {}).get("managementMode") == "Managed"
         ),
+        # gpuProfile.driver: "Install" (the default when unset) or "None" (no driver).
+        driver=NO_DRIVER if (props.get("gpuProfile") or {}).get("driver") == "None" else None,
+        owned=(props.get("tags") or {}).get(OWNER_KEY) == OWNER_VALUE,
     )
 
 
@@ -396,15 +495,28 @@ def _azure_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
                 "themselves were not refused",
             ) from None
         if exc.status_code in (None, 401):
-            first_line = str(exc.message).splitlines()[0]
             raise LlmctlError(
-                f"no usable Azure credentials: {first_line}", hint=CREDENTIALS_HINT
+                f"no usable Azure credentials: {_credential_reasons(exc)}", hint=CREDENTIALS_HINT
             ) from None
         raise _http_error(spec, exc, permission) from None
     except HttpResponseError as exc:
         raise _http_error(spec, exc, permission) from None
     except ServiceRequestError as exc:
         raise LlmctlError(f"cannot reach the Azure API: {exc}") from None
+
+
+def _credential_reasons(exc: Any) -> str:
+    """DefaultAzureCredential's summary line and, indented below it, the reason each credential
+    it tried gave (`EnvironmentCredential: ... not fully configured`, `AzureCliCredential: Please
+    run 'az login'`...), a few at most; its "To mitigate this issue" trailer is left out."""
+    lines = [line.rstrip() for line in str(exc.message).splitlines() if line.strip()]
+    reasons = [
+        line.strip()
+        for line in lines[1:]
+        if not line.lower().startswith(("attempted credentials", "to mitigate", "visit "))
+    ]
+    kept = "".join(f"\n    {r}" for r in reasons[:CREDENTIAL_REASONS])
+    return lines[0] + kept if lines else type(exc).__name__
 
 
 def _first_line(exc: Any) -> str:
@@ -444,6 +556,14 @@ RETRY_HINT = (
 def _http_error(spec: PoolSpec, exc: Any, permission: str) -> LlmctlError:
     code = _code(exc)
     message = _message(exc)
+    if exc.status_code == 429:
+        return LlmctlError(
+            f"AKS API error ({exc.status_code} {code}): {message}", hint=THROTTLING_HINT
+        )
+    if QUOTA_CODES.search(code) or QUOTA_CODES.search(message):
+        return LlmctlError(
+            f"Azure quota exceeded ({code}): {message}", hint=AzureCloud().quota_hint(spec)
+        )
     if exc.status_code in (409, 412) or code in ("OperationNotAllowed", "PreconditionFailed"):
         return LlmctlError(f"AKS API error ({exc.status_code} {code}): {message}", hint=RETRY_HINT)
     if exc.status_code == 403 or code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
@@ -453,12 +573,6 @@ def _http_error(spec: PoolSpec, exc: Any, permission: str) -> LlmctlError:
             f"permission denied: Azure requires {needed}",
             hint="assign a role that includes it, e.g. Azure Kubernetes Service Contributor Role "
             f"on the cluster; Azure said: {message}",
-        )
-    if QUOTA_CODES.search(code) or QUOTA_CODES.search(message):
-        return LlmctlError(
-            f"Azure quota exceeded ({code}): {message}",
-            hint=capacity_hint(spec.cloud) + "; or request more quota for the VM "
-            "family (spot VMs use the separate Total Regional Spot vCPUs quota)",
         )
     if CAPACITY_CODES.search(code) or CAPACITY_CODES.search(message):
         return LlmctlError(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from llmctl import catalog
 from llmctl.catalog import CloudName, Taint
+from llmctl.clouds.quota import QuotaReport
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
 from llmctl.extras import install_hint
@@ -28,6 +29,15 @@ Progress = Callable[[str], None]
 # config file should not be able to buy dozens of GPUs. `--max-nodes N` lifts it up to MAX_NODES.
 SAFE_MAX_NODES = 3
 MAX_NODES = 100
+
+# The mark llmctl puts on every pool it creates (EKS nodegroup tag, GKE resource label, AKS agent
+# pool tag): one key all three accept (GCE label keys allow no `/` or `.`, Azure tag names no `/`).
+# A pool without it was made by someone else: `enable` refuses it, `disable` leaves it alone.
+OWNER_KEY = "llmctl-managed-by"
+OWNER_VALUE = "llmctl"
+# What a node pool's GPU driver is when the cloud installs none (GKE INSTALLATION_DISABLED, AKS
+# gpuProfile.driver None): pods get no CUDA, so llmctl's GPU pods would never run there.
+NO_DRIVER = "none"
 
 
 def _ignore(_: str) -> None:
@@ -46,6 +56,7 @@ class Feature(StrEnum):
     SUBNETS = "--subnet"
     NODE_ROLE = "--node-role"
     ZONES = "--zones"
+    SERVICE_ACCOUNT = "--service-account"
 
 
 UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
@@ -57,12 +68,14 @@ UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
             "GPU pod (delete the pool to be sure none starts)"
         ),
         Feature.ZONES: "EKS node groups take their zones from their subnets (--subnet)",
+        Feature.SERVICE_ACCOUNT: "EKS nodes take an IAM role (--node-role)",
     },
     CloudName.AZURE: {
         Feature.PREEMPTIBLE: "Azure's evictable VMs are Spot VMs (the default)",
         Feature.SUBNETS: "AKS agent pools use the cluster's virtual network",
         Feature.ZONES: "llmctl leaves an AKS pool's availability zones to AKS",
         Feature.NODE_ROLE: "AKS nodes use the cluster's kubelet identity",
+        Feature.SERVICE_ACCOUNT: "AKS nodes use the cluster's kubelet identity",
         Feature.ZERO_MAX_NODES: (
             "AKS needs maxCount >= 1 while autoscaling, so scale-to-zero turns autoscaling off "
             "and sets count 0"
@@ -70,7 +83,10 @@ UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
     },
     CloudName.GCP: {
         Feature.SUBNETS: "GKE node pools use the cluster's subnetwork",
-        Feature.NODE_ROLE: "GKE nodes use the cluster's node service account",
+        Feature.NODE_ROLE: (
+            "GKE nodes use the node service account of the cluster's other pools, or the one "
+            "--service-account names"
+        ),
         Feature.ZERO_MAX_NODES: (
             "GKE autoscaling needs a maximum of at least 1, so scale-to-zero turns autoscaling "
             "off and resizes the pool to 0"
@@ -100,6 +116,7 @@ class PoolOptions:
     subnets: tuple[str, ...] = ()
     node_role: str | None = None
     zones: tuple[str, ...] = ()
+    service_account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,12 @@ class PoolSpec:
     node_role: str | None = None
     # GKE node locations; empty: the cluster's zones that offer the GPU, found at run time.
     zones: tuple[str, ...] = ()
+    # GKE node service account; None: the one the cluster's other pools use, read at run time.
+    service_account: str | None = None
+
+    @property
+    def vcpus_per_node(self) -> int:
+        return catalog.INSTANCE_TYPES[self.cloud][self.instance_type].vcpus
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,16 @@ class PoolState:
     # The cloud installs and runs the NVIDIA device plugin on this pool's nodes itself (AKS
     # managed GPU: gpuProfile.nvidia.managementMode Managed), so llmctl must not add one.
     managed_device_plugin: bool = False
+    # What GPU the pool's nodes carry where the pool API names it apart from the machine type
+    # (GKE accelerators: an n1-standard-4 has no GPU of its own); None where the instance type
+    # alone says (EKS, AKS). "" for a pool with no GPU.
+    accelerator: str | None = None
+    gpus_per_node: int | None = None
+    # The GPU driver the cloud installs (GKE gpuDriverVersion, AKS gpuProfile.driver); NO_DRIVER
+    # when it installs none; None where the node image decides (EKS amiType, compared apart).
+    driver: str | None = None
+    # Whether the pool carries llmctl's mark (OWNER_KEY): False for a pool someone else made.
+    owned: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +195,7 @@ class PoolState:
             "labels": dict(self.labels),
             "taints": [f"{t.key}={t.value}:{t.effect}" for t in self.taints],
             "problems": list(self.problems),
+            "managedByLlmctl": self.owned,
         }
 
 
@@ -172,7 +206,8 @@ class Difference:
     have: str
     # Whether the cloud's API can change it in place: scaling, labels and taints can on all three
     # (EKS UpdateNodegroupConfig labels/taints, GKE UpdateNodePool labels/taints, AKS agent pool
-    # PUT nodeLabels/nodeTaints, Azure/AKS#1515); instance type, capacity type and image cannot.
+    # PUT nodeLabels/nodeTaints, Azure/AKS#1515); instance type, capacity type, GPU, driver and
+    # image cannot. llmctl's mark is added in place only when the user adopts the pool.
     updatable: bool
 
 
@@ -181,6 +216,9 @@ class EnsureResult:
     action: Literal["created", "unchanged", "updated"]
     state: PoolState | None
     differences: tuple[Difference, ...] = ()
+
+
+OWNER_FIELD = "owner"
 
 
 @dataclass(frozen=True)
@@ -269,6 +307,7 @@ class Cloud(ABC):
             (Feature.SUBNETS, bool(options.subnets)),
             (Feature.NODE_ROLE, options.node_role is not None),
             (Feature.ZONES, bool(options.zones)),
+            (Feature.SERVICE_ACCOUNT, options.service_account is not None),
         ):
             reason = unsupported_reason(cloud, feature)
             if asked and reason:
@@ -324,6 +363,7 @@ class Cloud(ABC):
             subnets=options.subnets,
             node_role=options.node_role,
             zones=options.zones,
+            service_account=options.service_account,
         )
         return self.complete_spec(spec, env or {})
 
@@ -361,6 +401,21 @@ class Cloud(ABC):
             )
         check("min nodes", spec.min_nodes, state.min_nodes, True)
         check("max nodes", spec.max_nodes, state.max_nodes, True)
+        if state.accelerator is not None:
+            check("GPU", spec.accelerator, state.accelerator or "none", False)
+            if state.accelerator:
+                check("GPUs per node", spec.gpus_per_node, state.gpus_per_node, False)
+        if state.driver == NO_DRIVER:
+            diffs.append(Difference("GPU driver", "installed by the cloud", "none", False))
+        if not state.owned:
+            diffs.append(
+                Difference(
+                    OWNER_FIELD,
+                    f"llmctl (label/tag {OWNER_KEY}={OWNER_VALUE})",
+                    f"someone else (no {OWNER_KEY} mark)",
+                    True,
+                )
+            )
         return tuple(diffs)
 
     # ---- adapter: each cloud's SDK calls ------------------------------------------------------
@@ -388,11 +443,14 @@ class Cloud(ABC):
 
     # ---- the behaviour the commands rely on --------------------------------------------------
 
-    def decide(self, spec: PoolSpec, state: PoolState | None) -> EnsureResult:
+    def decide(
+        self, spec: PoolSpec, state: PoolState | None, *, adopt: bool = False
+    ) -> EnsureResult:
         """What `ensure_gpu_pool` would do with this pool, without doing it.
 
         Scaling, labels and taints are changed in place (every cloud allows it); anything else is
-        reported and nothing is touched, since changing it means recreating the pool.
+        reported and nothing is touched, since changing it means recreating the pool. A pool
+        without llmctl's mark is someone else's: refused unless `adopt` (then marked in place).
         """
         if state is None:
             return EnsureResult("created", None)
@@ -403,27 +461,39 @@ class Cloud(ABC):
             )
         if state.status in self.failed_statuses:
             problems = "; ".join(state.problems) or "no details given"
+            if QUOTA_WORDS.search(problems):
+                # Deleting the pool, another region's same account or another G type cannot help
+                # with a quota of 0 (review N1): name the quota instead.
+                raise LlmctlError(
+                    f"the GPU pool {spec.name!r} exists but is {state.status}: {problems}",
+                    hint=self.quota_hint(spec),
+                )
             raise LlmctlError(
                 f"the GPU pool {spec.name!r} exists but is {state.status}: {problems}",
                 hint=f"delete it with `llmctl gpu disable --cloud {spec.cloud.value} --cluster "
                 f"{spec.cluster} --yes` and run enable again; if the cause is capacity, "
                 + capacity_hint(spec.cloud),
             )
-        diffs = self.differences(spec, state)
+        diffs = tuple(
+            replace(d, updatable=adopt) if d.field == OWNER_FIELD else d
+            for d in self.differences(spec, state)
+        )
         if any(not d.updatable for d in diffs):
             raise PoolDiffersError(spec, diffs)
         if diffs:
             return EnsureResult("updated", state, diffs)
         return EnsureResult("unchanged", state)
 
-    def ensure_gpu_pool(self, spec: PoolSpec, progress: Progress = _ignore) -> EnsureResult:
+    def ensure_gpu_pool(
+        self, spec: PoolSpec, progress: Progress = _ignore, *, adopt: bool = False
+    ) -> EnsureResult:
         """Create the pool, or leave it alone if it matches, or refuse with what differs."""
         state = self.read_pool(spec)
         if state is not None and state.status in self.busy_statuses:
             progress(state.status)
             self.wait_until_ready(spec, progress)
             state = self.read_pool(spec)
-        decision = self.decide(spec, state)
+        decision = self.decide(spec, state, adopt=adopt)
         if decision.action == "created":
             self.create_pool(spec, progress)
         elif decision.action == "updated":
@@ -458,15 +528,76 @@ class Cloud(ABC):
     def kubeconfig_command(self, spec: PoolSpec) -> str:
         """The cloud CLI command that writes a kubeconfig entry for the cluster."""
 
-    def disable(self, spec: PoolSpec, *, scale_to_zero: bool, progress: Progress = _ignore) -> bool:
-        """Delete the pool (or scale it to zero). False when there was no pool to act on."""
-        if self.read_pool(spec) is None:
+    # ---- quota: what the pool may grow to, read before anything changes ------------------------
+
+    @abstractmethod
+    def read_quotas(self, spec: PoolSpec) -> QuotaReport:
+        """The quotas `spec.max_nodes` GPU nodes draw on; unreadable ones are a reason, not an
+        error (a missing read permission must not stop a user who has the quota)."""
+
+    @abstractmethod
+    def quota_hint(self, spec: PoolSpec) -> str:
+        """Which quotas a pool of this kind needs and how to raise them (no values: for reasons
+        read elsewhere, an autoscaler event or a pool's health issue, that mention quota)."""
+
+    # ---- the other GPU pools llmctl may have made in this cluster ------------------------------
+
+    @abstractmethod
+    def pool_names(self, spec: PoolSpec) -> list[str]:
+        """The names of every node pool in the cluster."""
+
+    def llmctl_pool_names(self) -> set[str]:
+        """The names llmctl gives GPU pools on this cloud, one per GPU it knows."""
+        types = catalog.INSTANCE_TYPES[self.name].values()
+        return {self.pool_name(catalog.GPUS[t.gpu]) for t in types if t.gpu}
+
+    def other_gpu_pools(self, spec: PoolSpec) -> list[str]:
+        """llmctl-named GPU pools in the cluster other than the spec's (another GPU type's)."""
+        wanted = self.llmctl_pool_names() - {spec.name}
+        return sorted(n for n in self.pool_names(spec) if n in wanted)
+
+    def disable(
+        self,
+        spec: PoolSpec,
+        *,
+        scale_to_zero: bool,
+        progress: Progress = _ignore,
+        force: bool = False,
+    ) -> bool:
+        """Delete the pool (or scale it to zero). False when there was no pool to act on. A pool
+        without llmctl's mark is left alone unless `force`."""
+        state = self.read_pool(spec)
+        if state is None:
             return False
+        if not state.owned and not force:
+            raise NotOursError(spec)
         if scale_to_zero:
             self.scale_to_zero(spec, progress)
         else:
             self.delete_pool(spec, progress)
         return True
+
+
+# Words in pool health issues and autoscaler messages that mean a quota, not capacity: EC2's
+# MaxSpotInstanceCountExceeded / VcpuLimitExceeded, GCE's QUOTA_EXCEEDED ("GCE quota exceeded"),
+# Azure's InsufficientVCPUQuota / "Operation could not be completed as it results in exceeding
+# approved ... quota".
+QUOTA_WORDS = re.compile(
+    r"quota|MaxSpotInstanceCountExceeded|VcpuLimitExceeded|vcpu limit|InstanceLimitExceeded",
+    re.IGNORECASE,
+)
+
+
+class NotOursError(LlmctlError):
+    """A pool with llmctl's name that llmctl did not make (it lacks llmctl's mark)."""
+
+    def __init__(self, spec: PoolSpec) -> None:
+        super().__init__(
+            f"the {spec.cloud.value} pool {spec.name!r} in cluster {spec.cluster!r} has no "
+            f"{OWNER_KEY}={OWNER_VALUE} mark: llmctl did not create it, so it leaves it alone",
+            hint="if it is yours to remove, pass --force; `llmctl gpu enable --adopt` marks it "
+            "as llmctl's",
+        )
 
 
 class PoolDiffersError(LlmctlError):
@@ -478,9 +609,17 @@ class PoolDiffersError(LlmctlError):
             f"the {spec.cloud.value} GPU pool {spec.name!r} in cluster {spec.cluster!r} exists "
             f"with different settings; nothing was changed:\n{lines}",
             hint=(
-                f"to recreate it: llmctl gpu disable --cloud {spec.cloud.value} --cluster "
-                f"{spec.cluster} --yes, then run the same `llmctl gpu enable` again; or pass "
-                "options that match the existing pool"
+                (
+                    "it is not llmctl's pool: pass --adopt to mark it as llmctl's (only if it "
+                    "is the GPU pool you want llmctl to manage); "
+                    if [d.field for d in differences] == [OWNER_FIELD]
+                    else ""
+                )
+                + f"to recreate it: llmctl gpu disable --cloud {spec.cloud.value} --cluster "
+                f"{spec.cluster} --yes"
+                + (" --force" if any(d.field == OWNER_FIELD for d in differences) else "")
+                + ", then run the same `llmctl gpu enable` again; or pass options that match "
+                "the existing pool"
             ),
         )
         self.differences = differences

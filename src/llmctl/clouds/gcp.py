@@ -13,6 +13,9 @@ from typing import Any, ClassVar
 from llmctl import catalog
 from llmctl.catalog import CloudName, Taint
 from llmctl.clouds.base import (
+    NO_DRIVER,
+    OWNER_KEY,
+    OWNER_VALUE,
     ApiRequest,
     Capacity,
     Cloud,
@@ -23,12 +26,14 @@ from llmctl.clouds.base import (
     missing_sdk,
     require_names,
 )
+from llmctl.clouds.quota import Quota, QuotaReport
 from llmctl.errors import ConfigError, LlmctlError
 
 API = "https://container.googleapis.com/v1"
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 # Shown by --dry-run where the zones are read from the cluster and the compute API at run time.
 FROM_CLUSTER_ZONES = "<the cluster's zones that offer {accelerator}, read at run time>"
+FROM_CLUSTER_POOLS = "<the node service account of the cluster's other pools, read at run time>"
 # Project IDs (optionally domain-scoped; GCP wants 6 to 30 characters, llmctl checks only the
 # characters), GKE cluster names, regions/zones and zones.
 PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][-a-z0-9]{0,28}[a-z0-9]")
@@ -55,6 +60,17 @@ RETRY_HINT = (
 STOCKOUT_WORDS = re.compile(
     r"does not have enough resources|ZONE_RESOURCE_POOL_EXHAUSTED|stockout", re.IGNORECASE
 )
+# An API rate limit, not a resource quota: "Quota exceeded for quota metric 'Read requests' and
+# limit 'Read requests per minute' of service 'container.googleapis.com'" with the ErrorInfo
+# reason RATE_LIMIT_EXCEEDED (google.rpc.ErrorInfo; review N6).
+RATE_LIMIT_WORDS = re.compile(r"RATE_LIMIT_EXCEEDED|quota metric|per minute", re.IGNORECASE)
+RATE_LIMIT_HINT = (
+    "the Google Cloud API is rate-limiting this project; wait a minute and run the same command "
+    "again"
+)
+# The "METHOD url: " that google-api-core puts before a REST error's message.
+REST_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ")
+QUOTAS_PAGE = "https://console.cloud.google.com/iam-admin/quotas?project={project}"
 
 
 def _container_v1() -> Any:
@@ -95,7 +111,11 @@ def container_client(endpoint: str | None = None, credentials: Any = None) -> An
     )
 
 
-def node_pool_body(spec: PoolSpec, zones: list[str] | None = None) -> dict[str, Any]:
+def node_pool_body(
+    spec: PoolSpec,
+    zones: list[str] | None = None,
+    identity: tuple[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """The NodePool resource in GKE's REST JSON (int64 as strings, enums by name).
 
     `locations` names only zones that offer the GPU: without it the pool takes every zone of a
@@ -104,6 +124,12 @@ def node_pool_body(spec: PoolSpec, zones: list[str] | None = None) -> dict[str, 
     google-cloud-container's cluster_service.py). `initialNodeCount` is per zone ("In regional or
     multi-zonal clusters, this is the number of nodes per zone"), so it is --min-nodes divided by
     the zone count, rounded down: never more GPU nodes (and GPU quota) than asked for at once.
+
+    `identity` is the node service account and its OAuth scopes: GKE gives a pool that names none
+    the project's *default* Compute Engine account ("if no Service Account is specified, the
+    "default" service account is used", NodeConfig.service_account), not the cluster's node
+    account (review N3), so llmctl names the one the cluster's other pools use (or
+    --service-account).
     """
     config: dict[str, Any] = {
         "machineType": spec.instance_type,
@@ -118,7 +144,14 @@ def node_pool_body(spec: PoolSpec, zones: list[str] | None = None) -> dict[str, 
         "taints": [
             {"key": t.key, "value": t.value, "effect": EFFECT_TO_GKE[t.effect]} for t in spec.taints
         ],
+        "resourceLabels": {OWNER_KEY: OWNER_VALUE},
     }
+    if identity is not None:
+        config["serviceAccount"], scopes = identity
+        if scopes:
+            config["oauthScopes"] = scopes
+    else:  # --dry-run: read at run time
+        config["serviceAccount"] = spec.service_account or FROM_CLUSTER_POOLS
     if spec.capacity is Capacity.SPOT:
         config["spot"] = True
     elif spec.capacity is Capacity.PREEMPTIBLE:
@@ -267,6 +300,123 @@ class GcpCloud(Cloud):
                     f"list --project {spec.project}` lists them",
                 ) from None
 
+    def pool_names(self, spec: PoolSpec) -> list[str]:
+        with _gcp_errors(spec, "container.clusters.get"):
+            answer = self._gke().list_node_pools(parent=self._parent(spec))
+        return [p.name for p in answer.node_pools]
+
+    def node_identity(self, spec: PoolSpec) -> tuple[str, list[str]]:
+        """The node service account (and OAuth scopes) for the new pool: --service-account, or
+        the one every other pool of the cluster uses (clusters.get returns them in nodePools)."""
+        with _gcp_errors(spec, "container.clusters.get"):
+            cluster = self._gke().get_cluster(name=self._parent(spec))
+        others = [p for p in cluster.node_pools if p.name != spec.name]
+        if spec.service_account:
+            same = [p for p in others if p.config.service_account == spec.service_account]
+            scopes = list(same[0].config.oauth_scopes) if same else [CLOUD_PLATFORM_SCOPE]
+            return spec.service_account, scopes
+        accounts = sorted({p.config.service_account or "default" for p in others})
+        if len(accounts) > 1:
+            uses = ", ".join(
+                f"{p.name}: {p.config.service_account or 'default'}"
+                for p in sorted(others, key=lambda p: p.name)
+            )
+            raise ConfigError(
+                f"cluster {spec.cluster!r}'s node pools use different node service accounts "
+                f"({uses})",
+                hint="name the GPU pool's with --service-account EMAIL",
+            )
+        if not accounts:
+            raise ConfigError(
+                f"cluster {spec.cluster!r} has no other node pool to copy the node service "
+                "account from",
+                hint="name it with --service-account EMAIL (GKE would use the project's default "
+                "Compute Engine account)",
+            )
+        pool = others[0]
+        return accounts[0], list(pool.config.oauth_scopes)
+
+    def quota_hint(self, spec: PoolSpec) -> str:
+        region = _region(spec.location)
+        return (
+            f"this is the Compute Engine quota {quota_names(spec)} (GPUs: {spec.max_nodes} x "
+            f"{spec.gpus_per_node} {spec.accelerator} needed in {region}); raise it on "
+            + QUOTAS_PAGE.format(project=spec.project)
+            + f" (filter by the metric, e.g. compute.googleapis.com/{_regional_metric(spec)})"
+        )
+
+    def read_quotas(self, spec: PoolSpec) -> QuotaReport:
+        """Compute Engine regions.get and projects.get `quotas[]` ({metric, limit, usage}:
+        Compute Engine REST reference, Region and Project resources)."""
+        region = _region(spec.location)
+        try:
+            regional = self._compute_quotas(spec, f"regions/{region}", "compute.regions.get")
+            project = self._compute_quotas(spec, "", "compute.projects.get")
+        except LlmctlError as exc:
+            return QuotaReport(unread=exc.format_message().splitlines()[0])
+        needed = spec.gpus_per_node * spec.max_nodes
+        page = QUOTAS_PAGE.format(project=spec.project)
+        metric = _regional_metric(spec)
+        regular = metric.removeprefix("PREEMPTIBLE_")
+        # Spot and preemptible VMs draw on the PREEMPTIBLE_ quota where the project has one,
+        # else on the regular one (Compute Engine "GPU quota": preemptible quota).
+        name = metric if regional.get(metric, (0, 0))[0] > 0 else regular
+        limit, usage = regional.get(name, (0.0, 0.0))
+        quotas = [
+            Quota(
+                f"{name} in {region}",
+                limit,
+                usage,
+                needed,
+                "GPUs",
+                f"{page} (metric compute.googleapis.com/{name.lower()}, region {region})"
+                + (
+                    f"; or ask for {metric}, which only Spot and preemptible VMs use"
+                    if name != metric
+                    else ""
+                ),
+            )
+        ]
+        limit, usage = project.get("GPUS_ALL_REGIONS", (0.0, 0.0))
+        quotas.append(
+            Quota(
+                "GPUS_ALL_REGIONS",
+                limit,
+                usage,
+                needed,
+                "GPUs",
+                f"{page} (metric compute.googleapis.com/gpus_all_regions)",
+            )
+        )
+        return QuotaReport(tuple(quotas))
+
+    def _compute_quotas(
+        self, spec: PoolSpec, resource: str, permission: str
+    ) -> dict[str, tuple[float, float]]:
+        url = f"{self.compute_endpoint}/projects/{spec.project}" + (
+            f"/{resource}" if resource else ""
+        )
+        with _gcp_errors(spec, permission):
+            answer = self._authorized().get(url, timeout=30)
+        if answer.status_code == 403:
+            raise LlmctlError(f"permission denied: reading quotas needs {permission}")
+        if answer.status_code != 200:
+            raise LlmctlError(
+                f"the compute API answered {answer.status_code} for {permission}: "
+                f"{answer.text[:200]}"
+            )
+        return {
+            str(q["metric"]): (float(q.get("limit", 0)), float(q.get("usage", 0)))
+            for q in answer.json().get("quotas", [])
+        }
+
+    def _authorized(self) -> Any:
+        from google.auth.transport.requests import AuthorizedSession
+
+        if self._session is None:
+            self._session = AuthorizedSession(self._credentials())  # type: ignore[no-untyped-call]
+        return self._session
+
     def gpu_zones(self, spec: PoolSpec) -> list[str]:
         """The cluster's zones (or --zones) that offer the GPU, by the compute API's
         acceleratorTypes.get (GKE's own API does not say which zone has which GPU)."""
@@ -281,22 +431,19 @@ class GcpCloud(Cloud):
                 f"none of cluster {spec.cluster!r}'s zones ({', '.join(zones)}) offers "
                 f"{spec.accelerator}",
                 hint=f"`gcloud compute accelerator-types list --filter=name={spec.accelerator}` "
-                "lists the zones that do; use a cluster in one of them",
+                "lists the zones that do; name zones of the cluster's region that offer it with "
+                "--zones (GKE accepts any zone of the region)",
             )
         return offered
 
     def _offers(self, spec: PoolSpec, zone: str) -> bool:
         """Whether a zone has the accelerator type: compute acceleratorTypes.get, 200 or 404."""
-        from google.auth.transport.requests import AuthorizedSession
-
-        if self._session is None:
-            self._session = AuthorizedSession(self._credentials())  # type: ignore[no-untyped-call]
         url = (
             f"{self.compute_endpoint}/projects/{spec.project}/zones/{zone}/acceleratorTypes/"
             f"{spec.accelerator}"
         )
         with _gcp_errors(spec, "compute.acceleratorTypes.get"):
-            answer = self._session.get(url, timeout=30)
+            answer = self._authorized().get(url, timeout=30)
         if answer.status_code == 404:
             return False
         if answer.status_code == 403:
@@ -317,7 +464,8 @@ class GcpCloud(Cloud):
 
         progress("finding zones with " + spec.accelerator)
         zones = self.gpu_zones(spec)
-        pool = container_v1.NodePool.from_json(json.dumps(node_pool_body(spec, zones)))
+        identity = self.node_identity(spec)
+        pool = container_v1.NodePool.from_json(json.dumps(node_pool_body(spec, zones, identity)))
         with _gcp_errors(spec, "container.clusters.update"):
             op = self._gke().create_node_pool(parent=self._parent(spec), node_pool=pool)
         self._wait(spec, op, progress)
@@ -349,7 +497,12 @@ class GcpCloud(Cloud):
             for t in spec.taints
             if t not in state.taints
         ]
-        if labels == dict(pool.config.labels) and len(taints) == len(have):
+        marked = {**pool.config.resource_labels, OWNER_KEY: OWNER_VALUE}
+        if (
+            labels == dict(pool.config.labels)
+            and len(taints) == len(have)
+            and marked == dict(pool.config.resource_labels)
+        ):
             return
         request = container_v1.UpdateNodePoolRequest.from_json(
             json.dumps(
@@ -360,6 +513,8 @@ class GcpCloud(Cloud):
                     "imageType": pool.config.image_type,
                     "labels": {"labels": labels},
                     "taints": {"taints": taints},
+                    # Replaced whole, like labels: the pool's own, plus llmctl's mark (adopted).
+                    "resourceLabels": {"labels": marked},
                 }
             )
         )
@@ -436,7 +591,24 @@ def quota_names(spec: PoolSpec) -> str:
     )
 
 
+def _region(location: str) -> str:
+    """us-central1 for us-central1 and for its zone us-central1-a."""
+    return location if not GCP_ZONE.fullmatch(location) else location.rsplit("-", 1)[0]
+
+
+def _regional_metric(spec: PoolSpec) -> str:
+    metric = spec.accelerator.removeprefix("nvidia-tesla-").removeprefix("nvidia-").upper()
+    regular = f"NVIDIA_{metric}_GPUS"
+    return regular if spec.capacity is Capacity.ON_DEMAND else f"PREEMPTIBLE_{regular}"
+
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
 def _operation_error(spec: PoolSpec, message: str) -> LlmctlError:
+    message = REST_PREFIX.sub("", message)
+    if RATE_LIMIT_WORDS.search(message):
+        return LlmctlError(f"rate-limited: {message}", hint=RATE_LIMIT_HINT)
     if QUOTA_WORDS.search(message):
         what = "GPU quota" if re.search(r"GPU", message) else "quota"
         return LlmctlError(
@@ -464,6 +636,14 @@ def _state(pool: Any) -> PoolState:
         low, high = scaling.total_min_node_count, scaling.total_max_node_count
     else:
         low, high = scaling.min_node_count, scaling.max_node_count
+    accelerators = list(config.accelerators)
+    driver = (
+        NO_DRIVER
+        if accelerators
+        and accelerators[0].gpu_driver_installation_config.gpu_driver_version.name
+        == "INSTALLATION_DISABLED"
+        else None
+    )
     capacity = (
         Capacity.SPOT
         if config.spot
@@ -485,12 +665,19 @@ def _state(pool: Any) -> PoolState:
             for t in config.taints
         ),
         problems=tuple(c.message for c in pool.conditions if c.message),
+        accelerator=accelerators[0].accelerator_type if accelerators else "",
+        gpus_per_node=int(accelerators[0].accelerator_count) if accelerators else 0,
+        driver=driver,
+        owned=config.resource_labels.get(OWNER_KEY) == OWNER_VALUE,
     )
 
 
 def _first_line(exc: BaseException) -> str:
+    """The host, the exception's class and its reason, without the encoded request URL that
+    requests puts in a connection error (review N13)."""
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:300]
+    text = re.sub(r" with url: \S+", "", text.splitlines()[0])
+    return f"{type(exc).__name__}: {text}"
 
 
 @contextmanager
@@ -519,7 +706,7 @@ def _gcp_errors(spec: PoolSpec, permission: str) -> Iterator[None]:
             f"Google Cloud credentials failed: {_first_line(exc)}", hint=CREDENTIALS_HINT
         ) from None
     except GoogleAPICallError as exc:
-        message = str(exc.message)
+        message = REST_PREFIX.sub("", str(exc.message))
         if exc.code == 401:
             raise LlmctlError(
                 f"Google Cloud credentials were refused: {message}", hint=CREDENTIALS_HINT

@@ -31,7 +31,7 @@ from enum import StrEnum
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import Stack
-from llmctl.cost import egress, fit
+from llmctl.cost import egress, fit, model_store
 from llmctl.cost.prices import Capacity, HourlyPrice, PriceCatalog, Sourced
 from llmctl.errors import ConfigError
 
@@ -205,6 +205,8 @@ class Estimate:
     # Serving a GPU request from another cloud (issue 16): egress per 1M tokens beside the
     # price of waking the local GPU, per cloud.
     remote: list[egress.RemoteRow] = field(default_factory=list)
+    # The GPU model in each cloud's object store (issue 30): storage a month, each wake's fetch.
+    model_store: list[model_store.StoreRow] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,11 +222,13 @@ def busy_hours(workload: Workload, hours: float, tokens_per_second: float) -> fl
 def down_share_of_idle_time(
     rate_per_hour: float, idle_timeout_h: float, cold_start_h: float
 ) -> float:
-    """1 - u = 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is down."""
-    if rate_per_hour <= 0:  # pragma: no mutate: "< 0" is the same, rate 0 gives 1/(e^0 + 0) = 1
-        return 1.0
-    exponent = min(rate_per_hour * idle_timeout_h, 700.0)  # e^700 is near float's limit
-    return 1.0 / (math.exp(exponent) + rate_per_hour * cold_start_h)
+    """1 - u = 1/(e^{λT} + λc): the share of non-busy time a scale-to-zero node is down.
+
+    No traffic (λ = 0) gives 1/(e^0 + 0) = 1: the node is always down, with no special case.
+    """
+    rate = max(rate_per_hour, 0.0)  # a negative rate is no traffic
+    exponent = min(rate * idle_timeout_h, 700.0)  # e^700 is near float's limit
+    return 1.0 / (math.exp(exponent) + rate * cold_start_h)
 
 
 def gpu_node_hours(workload: Workload, hours: float, tokens_per_second: float) -> float:
@@ -566,6 +570,15 @@ def estimate(
         # The billed node stays up for the whole idle tail: cooldown + scale-down delay.
         request.workload.idle_tail_s,
     )
+    # A custom GPU model has no size in the catalog: its store row is left out.
+    gpu_model = catalog.MODELS.get(request.gpu_model)
+    store = (
+        model_store.store_rows(
+            model_store.load_storage(), tuple(c.plan.cloud for c in costs), gpu_model.file_bytes
+        )
+        if gpu_model is not None
+        else []
+    )
     return Estimate(
         rows=rows,
         totals=totals,
@@ -573,4 +586,5 @@ def estimate(
         warnings=warnings,
         prices=used,
         remote=remote,
+        model_store=store,
     )

@@ -177,6 +177,7 @@ def to_data(result: Estimate, warnings: list[str]) -> dict[str, Any]:
         "warnings": warnings,
         "prices": [{_camel(k): v for k, v in asdict(p).items()} for p in result.prices],
         "remote": [_remote_dict(r) for r in result.remote],
+        "modelStore": [{_camel(k): v for k, v in asdict(r).items()} for r in result.model_store],
     }
 
 
@@ -354,3 +355,38 @@ def print_table(result: Estimate, request: EstimateRequest, console: Console) ->
         )
     if result.remote:  # federation (issue 16)
         print_remote(result, request, console)
+    if result.model_store:  # the model cache (issue 30)
+        print_model_store(result, request, console)
+
+
+def print_model_store(result: Estimate, request: EstimateRequest, console: Console) -> None:
+    """The GPU model kept in each cloud's object store (llmctl model push), beside the Hub."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"Model cache: {request.gpu_model} in each cloud's object store (llmctl model push)",
+        title_justify="left",
+    )
+    for header in ("Cloud", "Store", "Size", "Storage /month", "Per wake", "Hub fetch at 50 MB/s"):
+        table.add_column(header, justify="left" if header in ("Cloud", "Store") else "right")
+    for row in result.model_store:
+        table.add_row(
+            row.cloud,
+            row.storage_class,
+            f"{row.model_gb:.2f} GB",
+            _money(row.storage_usd_per_month, 3),
+            f"{_money(row.usd_per_wake, 5)} ({row.gets_per_wake} GETs)",
+            f"{row.hub_fetch_s:.0f} s",
+        )
+    print_whole(table, console)
+    console.print(
+        "  The fetch stays in the cluster's region: no transfer is billed, only the ranged GETs. "
+        "The Hub bills nothing either, but every wake downloads from outside the cloud "
+        "(docs/deploy.md, 'Model cache').",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for row in result.model_store:
+        console.print(
+            f"  - {row.cloud} storage: {row.source} ({row.date})", highlight=False, soft_wrap=True
+        )

@@ -16,6 +16,7 @@ from typing import Any
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
+from llmctl.manifests import model_store
 from llmctl.manifests.render import exposure
 from llmctl.manifests.routing import federation, router_config
 from llmctl.router.table import Backend, Tier, rendered_limits
@@ -28,7 +29,7 @@ def values_file_name(cloud: CloudName, gpu: bool) -> str:
     return f"values-{cloud.value}-{'gpu' if gpu else 'cpu'}.yaml"
 
 
-def _model(model: ModelSpec) -> dict[str, Any]:
+def _model(model: ModelSpec, store_uri: str | None = None) -> dict[str, Any]:
     return {
         "name": model.name,
         "uri": model.uri,
@@ -36,6 +37,7 @@ def _model(model: ModelSpec) -> dict[str, Any]:
         "storageSize": model.storage_size,
         "storageClassName": model.storage_class_name or "",
         "sha256": model.sha256 or "",
+        "storeUri": store_uri or "",
         "parameters": model.parameters,
         "aliases": list(model.aliases),
     }
@@ -85,7 +87,21 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     """The chart values that deploy what clusters/<cloud>/{base,overlays/gpu} deploys."""
     values = _helm_values(stack, cloud, gpu)
     _federation_values(stack, cloud, values)
+    values["modelStore"] = _model_store_values(stack, cloud)
     return values
+
+
+def _model_store_values(stack: Stack, cloud: CloudName) -> dict[str, Any]:
+    """How the llama pods read the cloud's model store (issue 30); empty without one."""
+    if stack.model_store.of(cloud) is None:
+        return {"region": "", "serviceAccountAnnotations": {}, "podLabels": {}}
+    account = model_store.service_account(stack, cloud, {})
+    env = {e["name"]: e["value"] for e in model_store.fetch_env(stack, cloud, stack.gpu.model)}
+    return {
+        "region": env.get("AWS_REGION", ""),
+        "serviceAccountAnnotations": account["metadata"].get("annotations", {}),
+        "podLabels": model_store.pod_labels(stack, cloud),
+    }
 
 
 def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
@@ -93,7 +109,6 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     # gives the GPU overlay's router table.
     table = router_config(stack, cloud, gpu=True)
     backends = {b.tier: b for b in table.backends}
-    facts = catalog.CLOUD_FACTS[cloud]
     images = stack.images
     return {
         "cloud": cloud.value,
@@ -122,7 +137,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         },
         "cpu": {
             "replicas": stack.cpu.replicas,
-            "model": _model(stack.cpu.model),
+            "model": _model(stack.cpu.model, model_store.store_uri(stack, cloud, stack.cpu.model)),
             "llamacpp": _llamacpp(stack.cpu.llamacpp),
             "resources": _resources(stack.cpu.resources),
             "backend": _backend(backends[Tier.CPU]),
@@ -134,18 +149,18 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "replicas": stack.gpu.min_replicas,
             "maxReplicas": stack.gpu.max_replicas,
             "idleTimeoutSeconds": stack.gpu.idle_timeout_seconds,
-            "utilizationTarget": stack.gpu.utilization_target,
+            "metricsFailureReplicas": stack.gpu.metrics_failure_replicas,
             "accelerator": stack.gpu.gpu_of(cloud).label,
             "nodeSelector": {},
             "tolerations": [],
             "resources": _resources(stack.gpu.resources),
             "backend": _backend(backends[Tier.GPU]),
             # Node agents live in kube-system on both paths (one per cluster, no restricted PSS).
-            "devicePlugin": {
-                "enabled": facts.needs_device_plugin,
-                "namespace": NODE_AGENT_NAMESPACE,
-            },
-            "runtimeClass": {"enabled": True},
+            # null: the chart deploys the plugin where the cloud needs one unless `gpu enable`'s
+            # (kube-system/nvidia-device-plugin) runs, and its RuntimeClass unless `nvidia`
+            # exists, so the README's flow (`gpu enable`, then `helm install`) runs one of each.
+            "devicePlugin": {"enabled": None, "namespace": NODE_AGENT_NAMESPACE},
+            "runtimeClass": {"enabled": None},
         },
         "observability": {
             "enabled": True,
@@ -154,7 +169,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "monitorLabels": dict(stack.observability.monitor_labels),
             "dcgmExporter": {"namespace": NODE_AGENT_NAMESPACE},
         },
-        "model": _model(stack.gpu.model),
+        "model": _model(stack.gpu.model, model_store.store_uri(stack, cloud, stack.gpu.model)),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),
     }
 

@@ -17,7 +17,7 @@ from llmctl import catalog
 from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, CpuTier, GpuTier, ModelSpec, Resources, Stack
-from llmctl.manifests import llamacpp
+from llmctl.manifests import llamacpp, model_store
 from llmctl.manifests.routing import (
     CPU_SERVER,
     GPU_SERVER,
@@ -179,7 +179,13 @@ def model_volume(name: str, model: ModelSpec, labels_: dict[str, str]) -> dict[s
 
 
 def _tier(
-    name: str, component: str, spec: CpuTier | GpuTier, image: str, replicas: int | None
+    name: str,
+    component: str,
+    spec: CpuTier | GpuTier,
+    image: str,
+    replicas: int | None,
+    stack: Stack,
+    cloud: CloudName | None = None,
 ) -> dict[str, Any]:
     gpu = isinstance(spec, GpuTier)
     model = spec.model
@@ -189,12 +195,10 @@ def _tier(
     tier_labels = labels(name, component)
     tier_selector = selector(name, component)
     models_dir = str(PurePosixPath(model.path).parent)
-    fetch_env = [
-        {"name": "MODEL_URI", "value": model.uri},
-        {"name": "MODEL_PATH", "value": model.path},
-    ]
-    if model.sha256 is not None:
-        fetch_env.append({"name": "MODEL_SHA256", "value": model.sha256})
+    fetch_env = hub_fetch_env(model)
+    # Issue 30: with a model store for this cloud, the pods fetch their copy in parallel.
+    store_env = model_store.fetch_env(stack, cloud, model) if cloud is not None else []
+    fetch = fetch_container(stack, store_env, fetch_env)
     mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": models_dir, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -216,7 +220,12 @@ def _tier(
         "labels": tier_labels,
         "selector": tier_selector,
         "model": {"uri": model.uri, "path": model.path},
-        "fetch_env": fetch_env,
+        "fetch_env": fetch["env"],
+        "fetch_image": fetch["image"],
+        "fetch_command": fetch["command"],
+        "service_account": model_store.SERVICE_ACCOUNT if store_env else None,
+        "pod_labels": tier_labels
+        | (model_store.pod_labels(stack, cloud) if store_env and cloud else {}),
         "models_dir": models_dir,
         "image": image,
         "replicas": replicas,
@@ -236,6 +245,75 @@ def _tier(
         "volumes": volumes,
         "resources": resources,
     }
+
+
+def hub_fetch_env(model: ModelSpec) -> list[dict[str, Any]]:
+    """The init container's environment for the Hub download: what, where to, its digest."""
+    env: list[dict[str, Any]] = [
+        {"name": "MODEL_URI", "value": model.uri},
+        {"name": "MODEL_PATH", "value": model.path},
+    ]
+    if model.sha256 is not None:
+        env.append({"name": "MODEL_SHA256", "value": model.sha256})
+    return env
+
+
+def fetch_container(
+    stack: Stack, store_env: list[dict[str, Any]], hub_env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The `fetch-model` init container's image, command and environment: the Hub download,
+    or with a model store the pod's parallel fetcher (`llmctl model fetch`) in the router image,
+    the store's variables replacing the Hub's of the same name."""
+    if not store_env:
+        return {
+            "image": stack.images.model_fetcher,
+            "command": ["sh", "-c", FETCH_SCRIPT],
+            "env": hub_env,
+        }
+    by_name = {item["name"]: item for item in store_env}
+    hub_names = {item["name"] for item in hub_env}
+    env = [by_name.get(item["name"], item) for item in hub_env]
+    return {
+        "image": stack.images.router,
+        "command": model_store.FETCH_COMMAND,
+        "env": env + [item for item in store_env if item["name"] not in hub_names],
+    }
+
+
+def gpu_model_store_patch(stack: Stack, cloud: CloudName) -> Documents:
+    """The GPU Deployment lives in the shared component, so a cloud's model store reaches it as
+    a patch in that cloud's GPU overlay: fetch the store's copy, as the model-reading account."""
+    model = stack.gpu.model
+    store_env = model_store.fetch_env(stack, cloud, model)
+    if not store_env:
+        return []
+    # The whole list, in the Deployment's order: kustomize puts a patch's list items first, so
+    # a partial list would reorder the environment.
+    fetch = fetch_container(stack, store_env, hub_fetch_env(model))
+    template: dict[str, Any] = {
+        "spec": {
+            "serviceAccountName": model_store.SERVICE_ACCOUNT,
+            "initContainers": [
+                {
+                    "name": "fetch-model",
+                    "image": fetch["image"],
+                    "command": fetch["command"],
+                    "env": fetch["env"],
+                }
+            ],
+        }
+    }
+    extra_labels = model_store.pod_labels(stack, cloud)
+    if extra_labels:
+        template["metadata"] = {"labels": extra_labels}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": GPU_SERVER, "namespace": NAMESPACE},
+            "spec": {"template": template},
+        }
+    ]
 
 
 def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
@@ -312,18 +390,36 @@ def alert_rules() -> dict[str, Any]:
     return rules
 
 
-def demand_query(cloud: CloudName) -> str:
-    """GPU requests in flight or waiting, plus 1 if any arrived in the last minute: the gauge
-    alone is sampled at scrape time and can miss a short request served from CPU, which must
-    still wake the tier."""
-    labels = f'tier="gpu", cloud="{cloud.value}"'
-    return (
-        f"sum(llm_router_tier_demand{{{labels}}})"
-        f" + clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
-    )
+def demand_query(cloud: CloudName, namespace: str = NAMESPACE) -> str:
+    """GPU requests in flight or waiting in this namespace's routers, or 1 if none is but one
+    arrived in the last minute: the gauge is sampled at scrape time and can miss a short request
+    served from CPU, which must still wake the tier. The larger of the two, not their sum, so
+    four streams on one replica's four slots ask for one replica, not two. Scoped to the
+    namespace (the label the Prometheus Operator gives every scraped target), so two installs
+    sharing one Prometheus never wake each other's GPUs."""
+    labels = f'namespace="{namespace}", tier="gpu", cloud="{cloud.value}"'
+    in_flight = f"sum(llm_router_tier_demand{{{labels}}})"
+    arrived = f"clamp_max(sum(increase(llm_router_tier_requests_total{{{labels}}}[1m])), 1)"
+    return f"{in_flight} + clamp_min({arrived} - {in_flight}, 0)"
 
 
-UTILIZATION_QUERY = f'sum(DCGM_FI_DEV_GPU_UTIL{{namespace="{NAMESPACE}", pod=~"{GPU_SERVER}-.*"}})'
+# KEDA v2.21's fallback (pkg/fallback/fallback.go, pkg/scaling/executor/scale_scaledobjects.go):
+# once a trigger has failed more than failureThreshold polls in a row, KEDA serves the HPA
+# `replicas` as a stand-in metric AND counts the trigger as active, which wakes a tier at zero
+# (to minReplicaCount or 1), whatever `replicas` says. Before that, a failing ScaledObject with a
+# fallback whose replicas is 0 is scaled to zero after its cooldown, and one without a fallback
+# is left where it is (1 on a first apply: the API server's default). So failing closed is a
+# fallback of 0 replicas whose threshold is never reached; a bound above 0 is KEDA's own
+# fallback after three failed polls.
+FAIL_CLOSED_THRESHOLD = 2**31 - 1  # int32, the CRD field's type: 32,000 years of 15 s polls
+FALLBACK_FAILURE_THRESHOLD = 3
+
+
+def scaler_fallback(replicas: int) -> dict[str, int]:
+    """The ScaledObject's `fallback`: what the GPU tier does while KEDA cannot read demand."""
+    if replicas == 0:
+        return {"failureThreshold": FAIL_CLOSED_THRESHOLD, "replicas": 0}
+    return {"failureThreshold": FALLBACK_FAILURE_THRESHOLD, "replicas": replicas}
 
 
 def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]:
@@ -376,18 +472,27 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
             "gpu_node_selector": gpu_node_selector(stack, cloud),
             "gpu_tolerations": gpu_tolerations(cloud),
             "demand_query": demand_query(cloud),
-            "utilization_query": UTILIZATION_QUERY,
+            "scaler_fallback": scaler_fallback(stack.gpu.metrics_failure_replicas),
         }
     return context
 
 
-def cpu_tier(stack: Stack) -> dict[str, Any]:
-    return _tier(CPU_SERVER, "llama-cpu", stack.cpu, stack.images.llama_server, stack.cpu.replicas)
+def cpu_tier(stack: Stack, cloud: CloudName | None = None) -> dict[str, Any]:
+    return _tier(
+        CPU_SERVER,
+        "llama-cpu",
+        stack.cpu,
+        stack.images.llama_server,
+        stack.cpu.replicas,
+        stack,
+        cloud,
+    )
 
 
 def gpu_tier(stack: Stack) -> dict[str, Any]:
     # Scale to zero: KEDA, not the manifest, decides how many GPU pods run (no `replicas`).
-    return _tier(GPU_SERVER, "llama-gpu", stack.gpu, stack.images.llama_server_cuda, None)
+    # Shared by the clouds: a cloud's model store is a patch in its overlay.
+    return _tier(GPU_SERVER, "llama-gpu", stack.gpu, stack.images.llama_server_cuda, None, stack)
 
 
 @dataclass(frozen=True)
@@ -423,9 +528,15 @@ def base(stack: Stack, cloud: CloudName) -> Kustomization:
         "namespace.yaml": render_documents("base/namespace.yaml.j2", context),
         "router.yaml": render_documents("base/router.yaml.j2", context),
         "cpu-llm-server.yaml": render_documents(
-            "llama-server.yaml.j2", context | {"tier": cpu_tier(stack)}
+            "llama-server.yaml.j2", context | {"tier": cpu_tier(stack, cloud)}
         ),
     }
+    if stack.model_store.of(cloud) is not None:  # issue 30: the pods read the store as this
+        resources["model-reader.yaml"] = [
+            model_store.service_account(
+                stack, cloud, labels(model_store.SERVICE_ACCOUNT, "llama-cpu")
+            )
+        ]
     if stack.router.expose.enabled:  # issue 16: the router outside the cluster
         resources["router-expose.yaml"] = render_documents(
             "base/router-expose.yaml.j2", context | {"expose": exposure(stack, cloud)}
@@ -471,6 +582,7 @@ def nvidia_component(stack: Stack) -> Kustomization:
 
 def gpu_overlay(stack: Stack, cloud: CloudName) -> Kustomization:
     context = _context(stack, cloud, gpu=True)
+    store_patch = gpu_model_store_patch(stack, cloud)
     return Kustomization(
         directory=PurePosixPath(cloud.value, "overlays", "gpu"),
         kind="Kustomization",
@@ -485,7 +597,8 @@ def gpu_overlay(stack: Stack, cloud: CloudName) -> Kustomization:
                 "device-plugin.yaml",
                 "dcgm-exporter.yaml",
             )
-        },
+        }
+        | ({"model-store.yaml": store_patch} if store_patch else {}),
         bases=("../../base",),
         components=("../../../components/nvidia-gpu",),
     )

@@ -136,19 +136,17 @@ class ModelShape:
         n_heads = number("attention.head_count")
         layer_bytes = [0] * n_layers
         input_bytes = output_bytes = 0
-        has_output = False  # pragma: no mutate: None is as false here (None or x is x)
         n_vocab = 0
         for t in header.tensors:
             block = _BLOCK.match(t.name)
             if block and int(block.group(1)) < n_layers:
                 layer_bytes[int(block.group(1))] += t.n_bytes
             elif t.name == "token_embd.weight":
-                # mutation: "=" for "+=" is equivalent, a GGUF has one token_embd.weight
-                input_bytes += t.n_bytes  # pragma: no mutate
+                input_bytes = t.n_bytes  # a GGUF has one token_embd.weight
                 n_vocab = t.shape[1] if len(t.shape) > 1 else n_vocab
             else:
                 output_bytes += t.n_bytes
-                has_output = has_output or t.name == "output.weight"
+        has_output = any(t.name == "output.weight" for t in header.tensors)
         if not has_output:
             # Tied embeddings: llama.cpp loads token_embd a second time as the output head.
             output_bytes += input_bytes
@@ -341,8 +339,7 @@ def compute_buffer_bytes(model: ModelShape, settings: ServeSettings) -> int:
 
 def estimate(model: ModelShape, settings: ServeSettings) -> VramNeed:
     layers, output = offload(model, settings.ngl)
-    # mutation: "if layers or True" is equivalent, layer_bytes[n_layers:] is () too
-    offloaded = model.layer_bytes[model.n_layers - layers :] if layers else ()  # pragma: no mutate
+    offloaded = model.layer_bytes[model.n_layers - layers :]  # no layers: [n_layers:] is empty
     weights = sum(offloaded) + (model.output_bytes if output else 0)
     return VramNeed(
         weights=weights,
@@ -510,7 +507,6 @@ def check_gpu_fit(stack: Stack, cloud: catalog.CloudName) -> FitReport:
     settings = ServeSettings(
         ctx_per_request=llama.ctx_per_request,
         parallel=llama.parallel,
-        kv_type="f16",  # pragma: no mutate: the default, spelt out
         flash_attn=llama.flash_attn,
         ngl=llama.ngl,
         kv_unified=llama.unified,

@@ -15,17 +15,21 @@ import re
 import signal
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from llmctl.router import federation, policy
+from llmctl.router.asgi import Reply, Request, RouterAsgi
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout, health_loop
-from llmctl.router.httpserver import Connection, Request, Server, serve
+from llmctl.router.containment import Quarantine, body_hash
 from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
 from llmctl.router.table import ApiKeys, Limits, ModelRoute, RouterConfig, Tier
 from llmctl.router.upstream import Response, UpstreamError, error_event, stop_loops
+
+if TYPE_CHECKING:
+    from llmctl.router.server import Guard
 
 log = logging.getLogger("llmctl.router")
 
@@ -264,8 +268,15 @@ class RouterApp:
         self.api_keys = api_keys or []
         self.retry_after = max(1, int(config.health_check.interval_seconds + 0.999))
         # federation (issue 16): other clouds' routers; None keeps the single-cloud behaviour.
+        # Bodies that crashed a backend lately (review 2026-12-06 N1), shared with the peers.
+        self.quarantine = Quarantine()
         self.peers = (
-            Peers(config.cloud, config.federation, config.limits.first_byte_timeout_seconds)
+            Peers(
+                config.cloud,
+                config.federation,
+                config.limits.first_byte_timeout_seconds,
+                self.quarantine,
+            )
             if config.federation is not None
             else None
         )
@@ -305,7 +316,7 @@ class RouterApp:
             await self.peers.stop()
 
     # --- dispatch --------------------------------------------------------------------------
-    async def handle(self, request: Request, conn: Connection) -> None:
+    async def handle(self, request: Request, conn: Reply) -> None:
         try:
             if request.too_large:
                 raise ApiError(
@@ -341,17 +352,17 @@ class RouterApp:
             if request.method not in ("GET", "HEAD"):
                 raise _not_allowed(request.method, path, b"GET, HEAD")
             if path == "/healthz":
-                conn.send(200, [JSON], b'{"status":"ok"}')
+                await conn.send(200, [JSON], b'{"status":"ok"}')
             elif path == "/readyz":
-                self._readyz(conn)
+                await self._readyz(conn)
             elif path == "/metrics":
                 text = self.metrics.render()
                 if self.peers is not None:  # federation (issue 16)
                     text += self.peers.metrics.render()
-                conn.send(200, [(b"content-type", CONTENT_TYPE.encode())], text)
+                await conn.send(200, [(b"content-type", CONTENT_TYPE.encode())], text)
             else:  # /v1/models
                 self._authorize(request)
-                conn.send(200, [JSON], self._models_body)
+                await conn.send(200, [JSON], self._models_body)
         except ApiError as error:
             if not error.counted:
                 # Refused before any backend was chosen (4xx, shutdown): counted all the same,
@@ -359,7 +370,7 @@ class RouterApp:
                 self.metrics.requests.inc(
                     ("none", self.config.cloud, error.model or "unknown", str(error.status))
                 )
-            conn.send(error.status, error.headers(), error.body())
+            await conn.send(error.status, error.headers(), error.body())
 
     def count_refusal(self, status: int) -> None:
         """An answer the HTTP server gave before the app saw the request (408, 413, 414, 431,
@@ -380,7 +391,7 @@ class RouterApp:
                 "invalid_peer_key",
             )
 
-    def _readyz(self, conn: Connection) -> None:
+    async def _readyz(self, conn: Reply) -> None:
         """Ready when every configured model can be answered: by a ready backend of its own,
         or (graceful degradation) by a ready CPU fallback backend. A GPU pool scaled to zero
         must not take the router out of its Service. Not ready once draining (SIGTERM)."""
@@ -400,14 +411,24 @@ class RouterApp:
                 "backends": {b.name: b.ready for b in self.backends},
                 # federation (issue 16): what peers read, per tier and model, with free slots.
                 "tiers": federation.local_capacity(self.backends),
+                # Bodies that crashed a backend: peers refuse them too (containment.py).
+                "quarantine": self.quarantine.report(),
             }
         ).encode()
-        conn.send(200 if ok else 503, [JSON], body)
+        await conn.send(200 if ok else 503, [JSON], body)
 
     # --- proxying --------------------------------------------------------------------------
-    async def _proxy(self, request: Request, conn: Connection, chat: bool) -> None:
+    async def _proxy(self, request: Request, conn: Reply, chat: bool) -> None:
         started = time.perf_counter()
         body = validate_body(request.body, chat)
+        if self.quarantine.holds(request.body):
+            raise ApiError(
+                422,
+                "this request crashed a backend a short while ago; it is not sent to another "
+                f"one for {self.quarantine.seconds:g} s after that",
+                "invalid_request_error",
+                "request_quarantined",
+            )
         name = body["model"]
         assert isinstance(name, str)
         model = self.models.get(name)
@@ -509,7 +530,7 @@ class RouterApp:
     async def _forward(
         self,
         request: Request,
-        conn: Connection,
+        conn: Reply,
         ask: Ask,
         route: Route,
         stream: bool,
@@ -576,6 +597,7 @@ class RouterApp:
                         backend.mark_failed(str(exc))
                     elif not await backend.recheck(self.limits.connect_timeout_seconds, sent_at):
                         backend.mark_failed(f"it stopped answering after a reset: {exc}")
+                        self.quarantine.hold(body_hash(request.body))
                         code = "502"
                         log.warning(
                             "%s crashed or went away while processing a request; the request "
@@ -648,7 +670,7 @@ class RouterApp:
                 if status == 500 and _CLIENT_MISTAKE.search(payload):
                     status, payload = 400, _as_client_error(payload)
                 code = str(status)
-                conn.send(status, headers, payload)
+                await conn.send(status, headers, payload)
                 self._count_tokens(served, payload)
         except ApiError as error:
             error.counted = True
@@ -665,7 +687,7 @@ class RouterApp:
                         "shutting_down",
                         retry_after=1,
                     )
-                    conn.send(cut.status, cut.headers(), cut.body())
+                    await conn.send(cut.status, cut.headers(), cut.body())
             else:
                 code = "499"  # the client went away
             raise
@@ -791,7 +813,7 @@ class RouterApp:
 
     async def _relay_stream(
         self,
-        conn: Connection,
+        conn: Reply,
         response: Response,
         headers: list[tuple[bytes, bytes]],
         route: Route,
@@ -800,7 +822,7 @@ class RouterApp:
         """Pass SSE through chunk by chunk; a failure after the first byte ends the stream with
         an error event (never a retry: the client has already seen part of an answer), and so
         does the drain deadline at shutdown: a stream is never cut silently."""
-        conn.start_stream(response.status, headers)
+        await conn.start_stream(response.status, headers)
         first = True
         tail = b"\n\n"
         try:
@@ -818,16 +840,16 @@ class RouterApp:
             )
         except asyncio.CancelledError:
             if conn.shutting_down:
-                conn.write_chunk_now(
+                await conn.write_chunk(
                     error_event(
                         tail,
                         "the router shut down before this stream ended (drain deadline)",
                         "shutting_down",
                     )
                 )
-                conn.end_stream()
+                await conn.end_stream()
             raise
-        conn.end_stream()
+        await conn.end_stream()
 
     def _count_tokens(self, served: str, payload: bytes) -> None:
         prompt = _USAGE_PROMPT.search(payload) or _TIMINGS_PROMPT.search(payload)
@@ -926,10 +948,15 @@ async def run_router(
     4. what is left then gets a last SSE error event (streams) or a 503, and the process
        exits 0. A second signal skips the waiting.
     """
+    from llmctl.router.server import Guard, run_listener
+
     app = RouterApp(config, load_api_keys(config.api_keys))
     await app.start()
-    server = await serve(app.handle, host, port, config.limits)
-    server.on_refusal = app.count_refusal
+    guard = Guard(config.limits)
+    guard.on_refusal = app.count_refusal
+    listener = await run_listener(
+        RouterAsgi(app.handle, guard, config.limits.max_body_bytes), guard, host, port
+    )
     stop = asyncio.Event()
     hurry = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -945,47 +972,51 @@ async def run_router(
         started.set()
     try:
         await stop.wait()
-        await _drain(app, server, config.limits, hurry)
+        await _drain(app, guard, listener, config.limits, hurry)
     finally:
-        server.close_all()
+        listener.close()
+        guard.close_all()
         await app.stop()
 
 
-async def _drain(app: RouterApp, server: Server, limits: Limits, hurry: asyncio.Event) -> None:
+async def _drain(
+    app: RouterApp, guard: Guard, listener: asyncio.Server, limits: Limits, hurry: asyncio.Event
+) -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
     app.draining = True
-    server.begin_drain()
+    guard.draining = True
     log.info(
         "shutting down: /readyz fails now; accepting for %g s, then in-flight requests may "
         "finish until %g s after the signal (%d in progress)",
         limits.drain_window_seconds,
         limits.drain_deadline_seconds,
-        server.busy(),
+        guard.busy(),
     )
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(limits.drain_window_seconds):
             await hurry.wait()
-    server.stop_accepting()
+    listener.close()
+    guard.close_idle()
     app.accepting = False
     left = limits.drain_deadline_seconds - (loop.time() - began)
     hurried = loop.create_task(hurry.wait())
-    idle = loop.create_task(server.wait_idle(left))
+    idle = loop.create_task(guard.wait_idle(left))
     await asyncio.wait((hurried, idle), return_when=asyncio.FIRST_COMPLETED)
     hurried.cancel()
     if not idle.done():
         idle.cancel()
-    if server.busy():
-        cut = server.abort_all()
+    if guard.busy():
+        cut = guard.cut()
         log.warning(
             "drain deadline: %d request(s) still in progress end with an error event or a 503",
             cut,
         )
-        await server.wait_idle(2.0)
-    server.close_all()
+        await guard.wait_idle(2.0)
+    guard.close_all()
     # Let the last bytes reach the clients before the loop (and the process) ends.
     for _ in range(50):
-        if not server.connections:
+        if not guard.live:
             break
         await asyncio.sleep(0.02)
     log.info("shut down after %.1f s", loop.time() - began)

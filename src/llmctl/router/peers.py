@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from llmctl.router.containment import Quarantine, body_hash
 from llmctl.router.federation import (
     HOP_HEADER,
     PEER_HEADER,
@@ -44,19 +45,37 @@ BUSY = "busy"  # 429 or 503: the peer's tier filled up or went away since its la
 REFUSED = "unauthorized"  # 401/403: the peer key is wrong on one side
 STREAM_BROKEN = "stream_broken"
 CLIENT_GONE = "client_gone"
+# A peer that refuses our key is logged at most this often (review 2026-12-06 N9).
+REFUSAL_LOG_SECONDS = 60.0
+POISON = "backend_crashed"  # the peer's backend died on the request: final (containment.py)
+JSON = (b"content-type", b"application/json")
+
+
+async def _short_body(response: Response) -> bytes:
+    """An error answer's body (up to 64 KB), or nothing if it breaks off."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < 65536 and (chunk := await response.next_chunk()) is not None:
+            parts.append(chunk)
+            size += len(chunk)
+    except UpstreamError:
+        return b""
+    return b"".join(parts)
 
 
 class Sink(Protocol):
-    """What forwarding needs of the client connection (httpserver.Connection provides it)."""
+    """What forwarding needs of the client connection (asgi.Reply provides it)."""
 
-    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
-    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+    async def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+
+    async def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
     async def write_chunk(self, data: bytes) -> None: ...
-    def end_stream(self) -> None: ...
+    async def end_stream(self) -> None: ...
 
 
 class PeerRequest(Protocol):
-    """What forwarding needs of the client request (httpserver.Request provides it)."""
+    """What forwarding needs of the client request (asgi.Request provides it)."""
 
     @property
     def path(self) -> str: ...
@@ -137,7 +156,13 @@ class PeerState:
         self.ttfb: float | None = None
         self.in_flight = 0
         self.in_flight_at_report = 0
+        self.quarantine_report: object = None  # its /readyz `quarantine` (containment.py)
         self.wake = asyncio.Event()
+        # Resolved when the peer is marked not ready: requests still waiting for its answer
+        # move on to the next choice (review 2026-12-06 N4), instead of the first-byte timeout.
+        self._gone: asyncio.Future[None] | None = None
+        self.refusals = 0  # 401/403 answers to our peer key since the last log line
+        self.refusal_logged_at = -REFUSAL_LOG_SECONDS
 
     def view(self) -> PeerView:
         # The report is up to one poll old: requests we sent since then take free slots too.
@@ -153,11 +178,38 @@ class PeerState:
             seconds if self.ttfb is None else (self.alpha * seconds + (1 - self.alpha) * self.ttfb)
         )
 
+    def gone(self) -> asyncio.Future[None]:
+        """A future resolved the next time the peer is marked not ready."""
+        if self._gone is None or self._gone.done():
+            self._gone = asyncio.get_running_loop().create_future()
+        return self._gone
+
+    def _not_ready(self) -> None:
+        self.ready = False
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
     def mark_failed(self, reason: str) -> None:
         if self.ready:
             log.warning("peer %s marked not ready: %s", self.name, reason)
-        self.ready = False
+        self._not_ready()
         self.wake.set()
+
+    def refused_key(self, status: int) -> None:
+        """A 401/403 to our peer key: logged once a minute with the count since (counted in
+        llm_router_peer_requests_total{outcome="unauthorized"} each time)."""
+        self.refusals += 1
+        now = time.monotonic()
+        if now - self.refusal_logged_at >= REFUSAL_LOG_SECONDS:
+            log.error(
+                "peer %s refused our peer key (%d), %d time(s) since the last report: check "
+                "both Secrets",
+                self.name,
+                status,
+                self.refusals,
+            )
+            self.refusal_logged_at = now
+            self.refusals = 0
 
     async def check(self, timeout: float) -> bool:
         """GET /readyz (200 or 503: both carry the tiers); one failure marks it not ready."""
@@ -166,15 +218,17 @@ class PeerState:
             body = await response.read()
             if response.status not in (200, 503):
                 raise ValueError(f"/readyz answered {response.status}")
-            models, tiers = parse_capacity(json.loads(body))
+            report = json.loads(body)
+            models, tiers = parse_capacity(report)
         except (UpstreamError, ValueError) as exc:
             if self.ready:
                 log.warning("peer %s is not ready: %s", self.name, exc)
-            self.ready = False
+            self._not_ready()
             return False
         if not self.ready:
             log.info("peer %s is ready", self.name)
         self.models, self.tiers = models, tiers
+        self.quarantine_report = report.get("quarantine")
         self.in_flight_at_report = self.in_flight
         self.ready = True
         return True
@@ -183,8 +237,15 @@ class PeerState:
 class Peers:
     """Every peer of this router, their polling, and forwarding requests to them."""
 
-    def __init__(self, cloud: str, config: Federation, default_first_byte_timeout: float) -> None:
+    def __init__(
+        self,
+        cloud: str,
+        config: Federation,
+        default_first_byte_timeout: float,
+        quarantine: Quarantine | None = None,
+    ) -> None:
         self.cloud = cloud
+        self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.config = config
         self.keys = load_peer_keys(config.peer_key)
         context = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
@@ -208,6 +269,8 @@ class Peers:
     async def _check(self, peer: PeerState, timeout: float) -> None:
         ok = await peer.check(timeout)
         self.metrics.ready.values[(peer.name,)] = 1.0 if ok else 0.0
+        if ok:
+            self.quarantine.learn(peer.quarantine_report)
 
     async def _poll(self, peer: PeerState) -> None:
         """Every interval, whatever the last result: a partitioned peer is out after one failed
@@ -234,6 +297,39 @@ class Peers:
         return matched
 
     # --- forwarding ------------------------------------------------------------------------
+    async def _send_unless_gone(
+        self, peer: PeerState, request: PeerRequest, tier: Tier, idle_timeout: float
+    ) -> Response:
+        """The peer's response headers, or UpstreamError when the peer is marked not ready
+        (a failed /readyz read: hung, partitioned, draining) before they come."""
+        sending = asyncio.ensure_future(
+            peer.pool.request(
+                b"POST",
+                request.path.encode(),
+                request.body,
+                extra_headers=self._head(request, tier),
+                connect_timeout=self.config.connect_timeout_seconds,
+                first_byte_timeout=self.first_byte_timeout,
+                idle_timeout=idle_timeout,
+            )
+        )
+        gone = peer.gone()
+        try:
+            await asyncio.wait((sending, gone), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            sending.cancel()
+            raise
+        if sending.done():
+            return sending.result()
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, UpstreamError):
+            await sending
+        raise UpstreamError(
+            "it was marked not ready while this request waited for its answer",
+            kind="timeout",
+            before_response=True,
+        )
+
     def _head(self, request: PeerRequest, tier: Tier) -> bytes:
         lines = [
             b"authorization: Bearer " + self.keys[0],
@@ -273,15 +369,7 @@ class Peers:
             peer.in_flight += 1
             try:
                 try:
-                    response = await peer.pool.request(
-                        b"POST",
-                        request.path.encode(),
-                        request.body,
-                        extra_headers=self._head(request, tier),
-                        connect_timeout=self.config.connect_timeout_seconds,
-                        first_byte_timeout=self.first_byte_timeout,
-                        idle_timeout=idle_timeout,
-                    )
+                    response = await self._send_unless_gone(peer, request, tier, idle_timeout)
                 except UpstreamError as exc:
                     outcome = {"connect": CONNECT, "timeout": TIMEOUT}.get(exc.kind, RESET)
                     peer.mark_failed(str(exc))
@@ -289,6 +377,22 @@ class Peers:
                     return False
                 ttfb = time.perf_counter() - sent
                 status = response.status
+                if status == 502:
+                    payload = await _short_body(response)
+                    if b'"backend_crashed"' in payload:
+                        # The peer's backend died holding this request: final, as it is
+                        # locally. No other choice gets it, here or (by the hash) anywhere.
+                        outcome = POISON
+                        self.quarantine.hold(body_hash(request.body))
+                        log.warning(
+                            "peer %s: its backend crashed on this request; not sent elsewhere",
+                            peer.name,
+                        )
+                        code = "502"
+                        await conn.send(
+                            status, [JSON, (PEER_HEADER.encode(), peer.name.encode())], payload
+                        )
+                        return True
                 if status >= 500 or status in (401, 403, 429):
                     outcome = (
                         REFUSED
@@ -298,11 +402,7 @@ class Peers:
                         else SERVER_ERROR
                     )
                     if status in (401, 403):
-                        log.error(
-                            "peer %s refused our peer key (%d): check both Secrets",
-                            peer.name,
-                            status,
-                        )
+                        peer.refused_key(status)
                     else:
                         peer.wake.set()  # read its capacity again now
                     log.warning("peer %s answered %d, trying the next choice", peer.name, status)
@@ -318,7 +418,7 @@ class Peers:
                 ]
                 served = tier.value
                 if stream and headers[0][1].startswith(b"text/event-stream"):
-                    conn.start_stream(status, headers)
+                    await conn.start_stream(status, headers)
                     code = str(status)
                     outcome = OK
                     try:
@@ -339,7 +439,7 @@ class Peers:
                                 "stream_broken",
                             )
                         )
-                    conn.end_stream()
+                    await conn.end_stream()
                     return True
                 try:
                     payload = await response.read()
@@ -351,14 +451,14 @@ class Peers:
                 app_metrics.ttft.observe((served,), time.perf_counter() - started)
                 code = str(status)
                 outcome = OK
-                conn.send(status, headers, payload)
+                await conn.send(status, headers, payload)
                 return True
             finally:
                 peer.in_flight -= 1
                 if response is not None:
                     response.close()
                 self.metrics.requests.inc((peer.name, outcome))
-                if outcome in (OK, STREAM_BROKEN, CLIENT_GONE):
+                if outcome in (OK, STREAM_BROKEN, CLIENT_GONE, POISON):
                     app_metrics.requests.inc((tier.value, peer.cloud, model, code))
                     app_metrics.duration.observe((tier.value,), time.perf_counter() - started)
 

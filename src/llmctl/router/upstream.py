@@ -48,6 +48,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
+        self.pooled = False  # idle in the pool: no request outstanding
         self.error: BaseException | None = None
         self._reset()
 
@@ -65,6 +66,12 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.pooled or self.complete:
+            # Bytes outside the framing of the response being read (an upstream that answered
+            # one request twice, or an LB's 408 on an idle connection): whatever they are, the
+            # next request on this connection would read them as its answer. Close it.
+            self.desync()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -80,7 +87,20 @@ class _Connection(asyncio.Protocol):
             self.error = exc or ConnectionResetError("the backend closed the connection")
         self._wake()
 
+    def desync(self) -> None:
+        """Never reuse this connection (review 2026-12-06 N2); a response already complete on
+        it is still handed over whole."""
+        self.keep_alive = False
+        self.abort()
+        self._wake()
+
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response behind the one just read, in the same read.
+            self.desync()
+            raise _Desync()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
@@ -119,6 +139,10 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+
+class _Desync(Exception):
+    """Raised in a parser callback: stop parsing a connection that is out of step."""
 
 
 class Response:
@@ -200,13 +224,17 @@ class Pool:
         self.prefix = parts.path.rstrip("/")
         self.host_header = parts.netloc.encode()
         self.max_idle = max_idle
-        self.idle: list[_Connection] = []
+        # Oldest first, and reused in that order: each connection rests as long as the pool
+        # allows before its next request, so that a stray response shows up (and closes it)
+        # while it is idle, not after the next request went out (docs/router.md, "Upstream").
+        self.idle: deque[_Connection] = deque()
         # Set by a pool that speaks TLS (peers.PeerPool, for https:// peer routers).
         self.ssl_context: ssl.SSLContext | None = None
 
     def put_back(self, conn: _Connection) -> None:
-        if len(self.idle) < self.max_idle:
+        if len(self.idle) < self.max_idle and not conn.closed:
             conn._reset()
+            conn.pooled = True
             self.idle.append(conn)
         else:
             conn.abort()
@@ -276,8 +304,9 @@ class Pool:
         for attempt in (0, 1):
             conn = None
             while attempt == 0 and self.idle and conn is None:
-                candidate = self.idle.pop()
+                candidate = self.idle.popleft()
                 if not candidate.closed:
+                    candidate.pooled = False
                     conn = candidate
             reused = conn is not None
             if conn is None:
