@@ -86,7 +86,12 @@ RULES = (
     Rule("llmctl.config", ("llmctl.catalog", "llmctl.errors"), True, "config is a leaf"),
     Rule("llmctl.catalog", ("llmctl.errors",), True, "the catalog is a leaf"),
     Rule("llmctl.errors", (), True, "errors is a leaf"),
-    Rule("llmctl.assets", (), True, "assets is a leaf"),
+    Rule(
+        "llmctl.assets",
+        ("llmctl.extras",),
+        True,
+        "assets is a leaf; it knows a checkout by the distribution name extras holds",
+    ),
     Rule("llmctl.extras", ("llmctl.errors",), True, "extras is a leaf"),
 )
 

@@ -133,7 +133,11 @@ class RouterProcess(LoopbackProcess):
             env=env,
         )
         log.close()
-        self._wait_until_it_answers("/healthz", timeout, "the router", self.log_path, step=0.1)
+        try:
+            self._wait_until_it_answers("/healthz", timeout, "the router", self.log_path, step=0.1)
+        except BaseException:
+            self.stop()  # a router that never answered is not left running
+            raise
         return self
 
     def stream_with_openai(

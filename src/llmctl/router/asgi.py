@@ -61,10 +61,21 @@ class Reply:
     status line went out; an answer to an HTTP/1.0 client that is a stream is sent whole at its
     end (1.0 knows no chunks, and uvicorn would chunk it)."""
 
-    __slots__ = ("_send", "_life", "_buffer", "responded", "streaming", "closed", "_stream_head")
+    __slots__ = (
+        "_send",
+        "_whole",
+        "_life",
+        "_buffer",
+        "responded",
+        "streaming",
+        "closed",
+        "_stream_head",
+    )
 
-    def __init__(self, send: Send, life: Lifecycle, http10: bool) -> None:
+    def __init__(self, send: Send, life: Lifecycle, http10: bool, server: Any = None) -> None:
         self._send = send
+        # The server's way to write a whole answer at once (server.OneWriteCycle.answer).
+        self._whole = getattr(server, "answer", None)
         self._life = life
         self._buffer: list[bytes] | None = [] if http10 else None
         self._stream_head: tuple[int, list[tuple[bytes, bytes]]] | None = None
@@ -87,10 +98,8 @@ class Reply:
         headers = [*self._headers(headers), (b"content-length", str(len(body)).encode())]
         # uvicorn under router/server.py (server.OneWriteCycle.answer): head and body in one
         # write, without the two messages.
-        cycle: Any = getattr(self._send, "__self__", None)
-        whole = getattr(cycle, "answer", None)
-        if whole is not None and not cycle.flow.write_paused:
-            whole(status, headers, body)
+        whole = self._whole
+        if whole is not None and whole(status, headers, body):
             return
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
@@ -169,13 +178,22 @@ class RouterAsgi:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         method = scope["method"]
         version = scope["http_version"]
-        reply = Reply(send, self.life, version == "1.0")
+        # uvicorn under router/server.py: its request-response cycle, for the fast paths.
+        server = getattr(send, "__self__", None)
+        reply = Reply(send, self.life, version == "1.0", server)
         body = b""
         too_large = False
         try:
             length = headers.get("content-length")
             if length is not None and int(length) > self.max_body:
                 too_large = True
+            elif (whole := getattr(server, "whole_body", None)) is not None and (
+                read_whole := whole()
+            ) is not None:
+                body = read_whole  # already all read (the usual case), no messages
+                too_large = len(body) > self.max_body
+                if too_large:
+                    body = b""
             elif length not in (None, "0") or "transfer-encoding" in headers:
                 read = await self._read_body(receive)
                 if read is None:

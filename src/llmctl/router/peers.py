@@ -2,8 +2,8 @@
 first byte, the peer key, and forwarding a request to them with the hop marker.
 
 The choice of which peers to try is `federation.py`'s (pure); this module does the I/O. It uses
-the app's HTTP pieces only through `Request` (method, path, headers, body) and `Connection`
-(send, start_stream, write_chunk, end_stream), so it stays out of the proxying code in app.py.
+the app's HTTP pieces only through `Request` (method, path, headers, body) and relay.Sink
+(the client's answer), and relays streams with the local path's relay (relay.py).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from llmctl.router.federation import (
 from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import TTFT_BUCKETS, Counter, Gauge, Histogram, RouterMetrics
 from llmctl.router.peer_config import Federation, Peer, PeerKey
+from llmctl.router.relay import Sink, relay_stream
 from llmctl.router.table import Tier
-from llmctl.router.upstream import Pool, Response, UpstreamError, error_event, stop_loops
+from llmctl.router.upstream import Pool, Response, UpstreamError, stop_loops
 
 log = logging.getLogger("llmctl.router")
 
@@ -62,16 +63,6 @@ async def _short_body(response: Response) -> bytes:
     except UpstreamError:
         return b""
     return b"".join(parts)
-
-
-class Sink(Protocol):
-    """What forwarding needs of the client connection (asgi.Reply provides it)."""
-
-    async def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
-
-    async def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
-    async def write_chunk(self, data: bytes) -> None: ...
-    async def end_stream(self) -> None: ...
 
 
 class PeerRequest(Protocol):
@@ -418,28 +409,21 @@ class Peers:
                 ]
                 served = tier.value
                 if stream and headers[0][1].startswith(b"text/event-stream"):
-                    await conn.start_stream(status, headers)
                     code = str(status)
                     outcome = OK
-                    try:
-                        first = True
-                        tail = b"\n\n"
-                        while (chunk := await response.next_chunk()) is not None:
-                            if first:
-                                app_metrics.ttft.observe((served,), time.perf_counter() - started)
-                                first = False
-                            tail = chunk[-2:]
-                            await conn.write_chunk(chunk)
-                    except UpstreamError as exc:
+
+                    def first_token() -> None:
+                        app_metrics.ttft.observe((served,), time.perf_counter() - started)
+
+                    # No token counting here: the peer counts the tokens it served.
+                    if not await relay_stream(
+                        conn,
+                        response,
+                        headers,
+                        source=f"the peer {peer.name}",
+                        on_first=first_token,
+                    ):
                         outcome = STREAM_BROKEN
-                        await conn.write_chunk(
-                            error_event(
-                                tail,
-                                f"the peer {peer.name} failed mid-stream: {exc}",
-                                "stream_broken",
-                            )
-                        )
-                    await conn.end_stream()
                     return True
                 try:
                     payload = await response.read()

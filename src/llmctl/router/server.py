@@ -4,7 +4,7 @@ clients the router had on its own server (issue 19) kept (issue 25).
 uvicorn parses requests (llhttp), runs one ASGI task per request, answers pipelined requests in
 order with reading paused, waits for the client to read (flow control), sends `100 Continue`
 and drops the body of HEAD answers. What it has no setting for is added here, in a subclass of
-its protocol, `GuardedHttpTools`, and one `Guard` shared by all connections:
+its protocol, `GuardedHttpTools`, and one `Guard` (router/guard.py) shared by all connections:
 
 - time: a request's headers must arrive within `headerTimeoutSeconds` of its first byte and its
   body within `bodyTimeoutSeconds` of its headers (else 408, closed); a connection with nothing
@@ -30,11 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import resource
 import time
 import urllib.parse
-from collections import OrderedDict
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -48,13 +45,10 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from llmctl.router.asgi import RouterAsgi, error_body
-from llmctl.router.table import Limits
+from llmctl.router.guard import Guard
 
 log = logging.getLogger("llmctl.router")
 
-_EVICTABLE_AFTER_IDLE_SECONDS = 1.0
-# File descriptors the process keeps for itself (listening socket, backend connections, logs).
-_FD_RESERVE = 256
 # Header fields in one request (hyper's default; nginx refuses 1,000 small ones too).
 MAX_HEADER_FIELDS = 100
 # RFC 9110 §7.2: uri-host [":" port]; a reg-name, an IPv4 address or a bracketed IP literal.
@@ -89,129 +83,6 @@ def error_response(status: int, message: str, code: str, extra: bytes = b"") -> 
     )
 
 
-class Guard:
-    """What every connection shares: the cap, the idle connections oldest first, the deadline
-    sweep, and the drain's flags (read by asgi.Reply)."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.max_connections = limits.max_connections
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft - _FD_RESERVE < self.max_connections:
-            self.max_connections = max(16, soft - _FD_RESERVE)
-            log.warning(
-                "limits.maxConnections %d lowered to %d: the process may open %d files",
-                limits.max_connections,
-                self.max_connections,
-                soft,
-            )
-        self.live: set[GuardedHttpTools] = set()
-        # Idle connections and since when, oldest first: eviction at the cap is O(1).
-        self.idle: OrderedDict[GuardedHttpTools, float] = OrderedDict()
-        self.draining = False  # answers say `connection: close` from now on
-        self.cutting = False  # the drain deadline passed: what is left is being cancelled
-        self.refused = 0
-        self._refused_logged = 0
-        self._last_refusal_log = 0.0
-        # Called with the status of every answer given here (408, 414, 431, 503 at the cap...),
-        # so that the app counts them with the rest.
-        self.on_refusal: Callable[[int], None] | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
-        self.tick = min(
-            1.0,
-            limits.header_timeout_seconds / 4,
-            limits.body_timeout_seconds / 4,
-            limits.keep_alive_timeout_seconds / 4,
-        )
-
-    def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().call_later(self.tick, self._sweep)
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for conn in list(self.live):
-            if conn.deadline <= now or conn.write_deadline <= now:
-                conn.expired(now)
-        self._sweeper = asyncio.get_running_loop().call_later(self.tick, self._sweep)
-
-    def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-
-    # --- the cap ---------------------------------------------------------------------------
-    def admit(self, conn: GuardedHttpTools) -> bool:
-        if len(self.live) >= self.max_connections:
-            # Idle for a second at least: a connection just opened has not sent its request
-            # yet, and clients reconnecting at once would otherwise evict each other in turn.
-            oldest = next(iter(self.idle.items()), None)
-            if oldest is None or oldest[1] > time.monotonic() - _EVICTABLE_AFTER_IDLE_SECONDS:
-                self._refuse()
-                return False
-            oldest[0].close()
-        self.live.add(conn)
-        return True
-
-    def forget(self, conn: GuardedHttpTools) -> None:
-        self.live.discard(conn)
-        self.idle.pop(conn, None)
-
-    def count(self, status: int) -> None:
-        if self.on_refusal is not None:
-            self.on_refusal(status)
-
-    def _refuse(self) -> None:
-        self.refused += 1
-        self.count(503)
-        now = time.monotonic()
-        if now - self._last_refusal_log >= 1.0:
-            log.warning(
-                "at limits.maxConnections (%d busy connections): %d new connection(s) refused "
-                "with 503",
-                self.max_connections,
-                self.refused - self._refused_logged,
-            )
-            self._last_refusal_log = now
-            self._refused_logged = self.refused
-
-    # --- shutdown --------------------------------------------------------------------------
-    def close_idle(self) -> None:
-        """Close every connection with nothing in progress; the others close after their answer."""
-        for conn in list(self.live):
-            if conn in self.idle:
-                conn.close()
-            else:
-                conn.stop_reading_after_answer()
-
-    def busy(self) -> int:
-        return sum(1 for c in self.live if c.busy)
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Until no request is in progress on any connection, or `timeout` seconds pass."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0.0)
-        while self.busy():
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
-
-    def cut(self) -> int:
-        """Cancel what is still in progress (its handler sends a last error event or a 503).
-        Returns how many requests were cut."""
-        self.cutting = True
-        cut = 0
-        for conn in list(self.live):
-            if conn.task is not None and not conn.task.done():
-                cut += 1
-                conn.task.cancel()
-        return cut
-
-    def close_all(self) -> None:
-        self.stop()
-        for conn in list(self.live):
-            conn.close()
-
-
 class OneWriteCycle(RequestResponseCycle):
     """uvicorn's request-response cycle, writing an answer's head together with its first body
     part: one send on the socket for a whole answer instead of two (on loopback a send costs
@@ -219,11 +90,22 @@ class OneWriteCycle(RequestResponseCycle):
 
     _head: bytes = b""
 
-    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def whole_body(self) -> bytes | None:
+        """The request's body if it has all arrived (asgi.RouterAsgi's fast path: what
+        `receive` returns then, without the message), else None."""
+        if self.more_body or self.disconnected or self.waiting_for_100_continue:
+            return None
+        body = bytes(self.body)
+        self.body = bytearray()
+        return body
+
+    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
         """A whole answer at once (asgi.Reply.send's fast path): what `send` does for a start
-        message and one body message, without the two messages."""
+        message and one body message, without the two messages. False: use `send`."""
+        if self.flow.write_paused:
+            return False
         if self.disconnected or self.response_started:
-            return
+            return True
         self.response_started = True
         self.waiting_for_100_continue = False
         head = self._start(status, headers)
@@ -233,6 +115,7 @@ class OneWriteCycle(RequestResponseCycle):
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
+        return True
 
     async def send(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:
@@ -533,7 +416,20 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     # --- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's on_message_begin, less the lifespan state the router does not use.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": self.headers,
+        }
         self.in_message = True
         self.headers_done = False
         self.hosts = 0
