@@ -116,6 +116,10 @@ NOT_HERE: dict[str, str] = {
     "kubectl": "needs a cluster: tests/cluster/test_apply.py applies the overlays to the real "
     "control plane",
     "docker": "needs docker: tests/router/test_image.py checks the Dockerfile with hadolint",
+    "bash scripts/build-image.sh": "builds two images as root, minutes cold: "
+    "tests/image/test_router_image.py runs it and checks what it prints",
+    "ctr": "needs a node's containerd (scripts/build-node.sh builds one): tests/image/ checks "
+    "the archives carry the names containerd imports them under",
     "python benchmarks/": "a benchmark, minutes long; tests/benchmarks/ runs its parts",
     "llmctl gpu status": "needs a cloud account: tests/clouds/ runs it against moto and the fake "
     "GKE/AKS servers",

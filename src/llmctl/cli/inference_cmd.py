@@ -205,7 +205,8 @@ def _gpu_check(
     from llmctl.probe import gpu_check
 
     stack = options.load(config, sets).stack
-    pod = gpu_check.check_pod(stack, cloud, namespace=namespace)
+    runtime_class = gpu_check.runtime_class_in(api, cloud) or gpu_check.NVIDIA_HANDLER
+    pod = gpu_check.check_pod(stack, cloud, namespace=namespace, runtime_class=runtime_class)
     name = pod["metadata"]["name"]
     console = _err()
     with status_spinner(console, f"GPU check pod {name}: creating", show) as describe:

@@ -167,7 +167,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "prometheusUrl": stack.observability.prometheus_url,
             "prometheusNamespace": stack.observability.prometheus_namespace,
             "monitorLabels": dict(stack.observability.monitor_labels),
-            "dcgmExporter": {"namespace": NODE_AGENT_NAMESPACE},
+            "dcgmExporter": {"enabled": True, "namespace": NODE_AGENT_NAMESPACE},
         },
         "model": _model(stack.gpu.model, model_store.store_uri(stack, cloud, stack.gpu.model)),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),
