@@ -116,9 +116,13 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "llamaServer": images.llama_server,
             "llamaServerCuda": images.llama_server_cuda,
             "router": images.router,
-            "modelFetcher": images.model_fetcher,
+            "modelFetcher": images.model_fetcher or "",
             "devicePlugin": images.device_plugin,
             "dcgmExporter": images.dcgm_exporter,
+        },
+        "modelDownload": {
+            "tokenSecret": stack.model_download.token_secret,
+            "tokenKey": stack.model_download.token_key,
         },
         "imagePullSecrets": list(stack.image_pull_secrets),
         "router": {
