@@ -129,10 +129,6 @@ NOT_HERE: dict[str, str] = {
     "tests/modelstore/test_stores_e2e.py pushes to moto, fake-gcs-server and Azurite",
     "llmctl model fetch": "needs a bucket: tests/modelstore/test_stores_e2e.py fetches from moto, "
     "fake-gcs-server and Azurite",
-    "bash scripts/build-image.sh": "builds the images as root with buildah, minutes long: "
-    "scripts/test.sh runs it before the suite, and tests/cluster/ runs what it builds",
-    "ctr ": "containerd's CLI, on a node: tests/cluster/ imports the archives into a real "
-    "containerd",
     "llmctl router serve --config router.yaml": "needs llama.cpp backends at the config's "
     "addresses: tests/router/test_router_e2e.py serves real llama-servers",
     "llmctl test-inference --cloud": "needs a cluster with the router: tests/cli/"
