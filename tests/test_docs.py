@@ -125,6 +125,10 @@ NOT_HERE: dict[str, str] = {
     "GKE/AKS servers",
     "llmctl gpu disable": "needs a cloud account: tests/clouds/ runs it against moto and the fake "
     "GKE/AKS servers",
+    "llmctl model push": "needs a cloud account (a dry run still reads the bucket): "
+    "tests/modelstore/test_stores_e2e.py pushes to moto, fake-gcs-server and Azurite",
+    "llmctl model fetch": "needs a bucket: tests/modelstore/test_stores_e2e.py fetches from moto, "
+    "fake-gcs-server and Azurite",
     "llmctl router serve --config router.yaml": "needs llama.cpp backends at the config's "
     "addresses: tests/router/test_router_e2e.py serves real llama-servers",
     "llmctl test-inference --cloud": "needs a cluster with the router: tests/cli/"
@@ -184,6 +188,9 @@ def _env(tmp: Path) -> dict[str, str]:
         NO_GCE_CHECK="true",
         GCE_METADATA_HOST="127.0.0.1:9",
         AZURE_CONFIG_DIR=str(tmp / "azure"),
+        # DefaultAzureCredential without managed identity, which would ask 169.254.169.254
+        # (`gpu enable --dry-run` reads the quota).
+        AZURE_TOKEN_CREDENTIALS="dev",
         COLUMNS="100",
         NO_COLOR="1",
         TERM="dumb",
