@@ -83,7 +83,20 @@ RULES = (
         "push side's store adapters use the SDKs",
         adapters=("llmctl.modelstore.stores",),
     ),
-    Rule("llmctl.config", ("llmctl.catalog", "llmctl.errors"), True, "config is a leaf"),
+    Rule(
+        "llmctl.kube",
+        (*LEAVES, "llmctl.kube"),
+        True,
+        "the Kubernetes adapter: only its client module talks to the API; the kind table, the "
+        "preflight policy and the scale-up diagnosis go through it",
+        adapters=("llmctl.kube.client",),
+    ),
+    Rule(
+        "llmctl.config",
+        ("llmctl.config", "llmctl.catalog", "llmctl.errors"),
+        True,
+        "config is a leaf",
+    ),
     Rule("llmctl.catalog", ("llmctl.errors",), True, "the catalog is a leaf"),
     Rule("llmctl.errors", (), True, "errors is a leaf"),
     Rule(
@@ -181,10 +194,24 @@ def test_the_top_of_the_package_holds_only_packages_and_leaves() -> None:
         "__main__.py",
         "assets.py",
         "catalog.py",
-        "config.py",
         "errors.py",
         "extras.py",
-        "kube.py",
+    ]
+
+
+def test_config_and_kube_are_packages_with_one_job_per_module() -> None:
+    """Issue 29: the schema apart from its loader, the API calls apart from the policy."""
+    assert sorted(p.name for p in (SRC / "config").glob("*.py")) == [
+        "__init__.py",
+        "schema.py",
+        "sources.py",
+    ]
+    assert sorted(p.name for p in (SRC / "kube").glob("*.py")) == [
+        "__init__.py",
+        "client.py",
+        "kinds.py",
+        "preflight.py",
+        "scaleup.py",
     ]
 
 
@@ -197,7 +224,11 @@ def test_the_top_of_the_package_holds_only_packages_and_leaves() -> None:
         ("llmctl/cost/report.py", "from google.cloud import billing\n", "google.cloud"),
         ("llmctl/catalog.py", "from llmctl.config import Stack\n", "llmctl.config"),
         ("llmctl/plan/vram.py", "from ..probe import client\n", "llmctl.probe"),
-        ("llmctl/kube.py", "from llmctl.cli import main\n", "imports llmctl.cli:"),
+        ("llmctl/clouds/base.py", "from llmctl.cli import main\n", "imports llmctl.cli:"),
+        ("llmctl/kube/preflight.py", "import kubernetes\n", "kubernetes"),
+        ("llmctl/kube/kinds.py", "from llmctl.clouds import base\n", "llmctl.clouds"),
+        ("llmctl/config/schema.py", "from llmctl import kube\n", "llmctl.kube"),
+        ("llmctl/config/sources.py", "import httpx\n", "httpx"),
     ],
 )
 def test_a_bad_import_is_named(module: str, source: str, named: str) -> None:

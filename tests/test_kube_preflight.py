@@ -1,4 +1,4 @@
-"""`llmctl gpu` preflight: the Kubernetes reads (kube.py) and the pure checks on them, against
+"""`llmctl gpu` preflight: the Kubernetes reads (kube/preflight.py) and the pure checks on them, against
 the real API server of the `control_plane` fixture.
 
 The cluster objects are built with the kubernetes client's own models (V1StorageClass,
