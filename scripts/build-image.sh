@@ -12,9 +12,8 @@
 #   2. the router image: `buildah bud` of the Dockerfile on that base, pulling nothing.
 #
 # Each is written as an OCI archive named with its full reference (containerd's
-# `ctr -n k8s.io images import FILE` keeps that name). A third archive tags the same base as the
-# model fetcher's image (config.py Images.model_fetcher), whose stand-in it is: the fetch script
-# needs only sh, curl and sha256sum.
+# `ctr -n k8s.io images import FILE` keeps that name). The model download runs in the router
+# image (config.py Images.model_fetcher unset), so no third image is needed.
 #
 # Cached under $LLMCTL_CACHE/images (default ~/.cache/llmctl), keyed by a hash of the inputs:
 # the base by this script, the release and the llama-server binary; the router image by the
@@ -37,8 +36,6 @@ variant="$(sed -n 's/^ARG LLAMA_VARIANT=//p' Dockerfile)"
 [ -n "$release" ] && [ -n "$variant" ] || die "the Dockerfile has no ARG LLAMA_CPP_RELEASE / LLAMA_VARIANT"
 [ "$variant" = server ] || die "only the CPU variant can be built here (Dockerfile says $variant)"
 base_ref="ghcr.io/ggml-org/llama.cpp:${variant}-${release}"
-fetcher_ref="$(.venv/bin/python -c 'from llmctl.config import Images; print(Images().model_fetcher)' 2>/dev/null)" \
-  || die "cannot read Images.model_fetcher: run from a checkout with .venv (pip install -e .)"
 
 # llama-server from the release the Dockerfile pins, and nothing else.
 llama_server="${LLAMA_SERVER_BIN:-$(bash scripts/build-llama-server.sh)}"
@@ -54,7 +51,6 @@ binary_hash="$(sha256sum "$llama_server" | cut -c1-64)"
 base_key="$(printf '%s\n' "$script_hash" "$release" "$built_commit" "$binary_hash" | sha256sum | cut -c1-16)"
 base_dir="$cache/base-$release-$base_key"
 base_archive="$base_dir/llama-cpp-$variant-$release.oci.tar"
-fetcher_archive="$base_dir/model-fetcher.oci.tar"
 
 # Every file the Dockerfile copies, by path, mode and content (.dockerignore leaves out only
 # caches, and so does this).
@@ -82,9 +78,8 @@ router_ref="localhost/llmctl/llm-router:$router_key"
 router_dir="$cache/router-$router_key"
 router_archive="$router_dir/llm-router.oci.tar"
 
-if [ -s "$router_archive" ] && [ -s "$base_archive" ] && [ -s "$fetcher_archive" ]; then
-  printf '%s %s\n' "$router_ref" "$router_archive" "$base_ref" "$base_archive" \
-    "$fetcher_ref" "$fetcher_archive"
+if [ -s "$router_archive" ] && [ -s "$base_archive" ]; then
+  printf '%s %s\n' "$router_ref" "$router_archive" "$base_ref" "$base_archive"
   exit 0
 fi
 
@@ -108,7 +103,7 @@ quietly() {
 started=$SECONDS
 stage() { echo "==> $* (at ${SECONDS}s)" >&2; }
 
-if [ ! -s "$base_archive" ] || [ ! -s "$fetcher_archive" ]; then
+if [ ! -s "$base_archive" ]; then
   stage "stand-in base $base_ref: Debian 12 + llama-server $release ($built_commit)"
   # Ubuntu's container image (the official base's base) cleans apt's caches after every
   # install and leaves out man pages, docs and translations; so does this one.
@@ -152,10 +147,8 @@ APT
     "$ctr"
   quietly bah commit --format oci "$ctr" "$base_ref"
   quietly bah push "$base_ref" "oci-archive:$work/base.tar:$base_ref"
-  quietly bah push "$base_ref" "oci-archive:$work/fetcher.tar:$fetcher_ref"
   mkdir -p "$base_dir"
   mv "$work/base.tar" "$base_archive"
-  mv "$work/fetcher.tar" "$fetcher_archive"
 else
   quietly bah pull "oci-archive:$base_archive"
 fi
@@ -177,5 +170,4 @@ mkdir -p "$router_dir"
 mv "$work/router.tar" "$router_archive"
 stage "done in $((SECONDS - started))s"
 
-printf '%s %s\n' "$router_ref" "$router_archive" "$base_ref" "$base_archive" \
-  "$fetcher_ref" "$fetcher_archive"
+printf '%s %s\n' "$router_ref" "$router_archive" "$base_ref" "$base_archive"

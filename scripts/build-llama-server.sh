@@ -12,7 +12,8 @@
 # release b11312 is that commit. The Dockerfile and config/schema.py's Images pin the same release
 # (tests/router/test_image.py); a cold build checks the CHANGELOG still says so. The cache
 # records it in llama-cpp-release ("RELEASE COMMIT"), which scripts/build-image.sh reads.
-# (The sdist has no git metadata, so `llama-server --version` says "version: 0 (unknown)".)
+# (The sdist's llama.cpp is a one-commit git checkout: `llama-server --version` names the commit,
+# with a build count of 1 where the release counts 11312.)
 set -euo pipefail
 
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"

@@ -10,6 +10,15 @@ command -v ninja >/dev/null || need_apt+=(ninja-build)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v nginx >/dev/null || need_apt+=(nginx)
+# The real node (scripts/build-node.sh, tests/cluster/node.py): gcc and a static libc for the pause
+# binary, libseccomp for runc, busybox-static for the test image, iptables and conntrack for
+# kube-proxy (buildah, below, builds the images).
+command -v gcc >/dev/null || need_apt+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+[ -f /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_apt+=(busybox-static)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v npm >/dev/null || need_apt+=(npm)
 # The router image (scripts/build-image.sh): a Debian root filesystem, buildah to build the
 # Dockerfile on it, runc to run commands in the built image (tests/image/).
@@ -43,6 +52,8 @@ export LLAMA_QUANTIZE_BIN="$(dirname "$LLAMA_SERVER_BIN")/llama-quantize"
 echo "==> Kubernetes control plane, kwok, KEDA (built from Go modules once, then cached)"
 command -v go >/dev/null || { echo "Go >= 1.26 is needed to build the control plane the tests run" >&2; exit 1; }
 bash scripts/build-control-plane.sh >/dev/null
+echo "==> the real node: kubelet, kube-proxy, containerd, runc, CNI plugins, CoreDNS, pause (built once, then cached)"
+bash scripts/build-node.sh >/dev/null
 echo "==> object stores: fake-gcs-server, gofakes3 (Go modules), Azurite (npm), cached"
 command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install npm)" >&2; exit 1; }
 while IFS='=' read -r key value; do export "$key=$value"; done < <(bash scripts/install-object-stores.sh)

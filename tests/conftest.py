@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.node import RealNode
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,3 +33,18 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     )
     yield plane
     plane.down()
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: ControlPlane) -> RealNode:
+    """One real node (containerd, runc, CNI bridge, kubelet, kube-proxy, CoreDNS) registered
+    with the session's control plane, started the first time a test asks for it; it stops with
+    the control plane. The tests' busybox image is imported; its name is in
+    `real_node.bins["BUSYBOX_IMAGE"]`. Missing binaries are built first (scripts/build-node.sh)."""
+    try:
+        node = control_plane.start_node()
+    except Exception as exc:
+        pytest.fail(f"the real node did not start: {exc}")
+    print("real node up in " + ", ".join(f"{k} {v:.1f}s" for k, v in node.timings.items()))
+    node.import_image(Path(node.bins["BUSYBOX_ARCHIVE"]))
+    return node

@@ -116,11 +116,19 @@ NOT_HERE: dict[str, str] = {
     "kubectl": "needs a cluster: tests/cluster/test_apply.py applies the overlays to the real "
     "control plane",
     "docker": "needs docker: tests/router/test_image.py checks the Dockerfile with hadolint",
+    "bash scripts/build-image.sh": "builds two images as root, minutes cold: "
+    "tests/image/test_router_image.py runs it and checks what it prints",
+    "ctr": "needs a node's containerd (scripts/build-node.sh builds one): tests/image/ checks "
+    "the archives carry the names containerd imports them under",
     "python benchmarks/": "a benchmark, minutes long; tests/benchmarks/ runs its parts",
     "llmctl gpu status": "needs a cloud account: tests/clouds/ runs it against moto and the fake "
     "GKE/AKS servers",
     "llmctl gpu disable": "needs a cloud account: tests/clouds/ runs it against moto and the fake "
     "GKE/AKS servers",
+    "llmctl model push": "needs a cloud account (a dry run still reads the bucket): "
+    "tests/modelstore/test_stores_e2e.py pushes to moto, fake-gcs-server and Azurite",
+    "llmctl model fetch": "needs a bucket: tests/modelstore/test_stores_e2e.py fetches from moto, "
+    "fake-gcs-server and Azurite",
     "llmctl router serve --config router.yaml": "needs llama.cpp backends at the config's "
     "addresses: tests/router/test_router_e2e.py serves real llama-servers",
     "llmctl test-inference --cloud": "needs a cluster with the router: tests/cli/"
@@ -180,6 +188,9 @@ def _env(tmp: Path) -> dict[str, str]:
         NO_GCE_CHECK="true",
         GCE_METADATA_HOST="127.0.0.1:9",
         AZURE_CONFIG_DIR=str(tmp / "azure"),
+        # DefaultAzureCredential without managed identity, which would ask 169.254.169.254
+        # (`gpu enable --dry-run` reads the quota).
+        AZURE_TOKEN_CREDENTIALS="dev",
         COLUMNS="100",
         NO_COLOR="1",
         TERM="dumb",

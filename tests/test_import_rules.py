@@ -7,6 +7,7 @@ make the renderer depend on it. A broken rule fails with the file, the line and 
 from __future__ import annotations
 
 import ast
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,3 +236,23 @@ def test_a_bad_import_is_named(module: str, source: str, named: str) -> None:
     """The checker itself: each rule catches a deliberate bad import and names it."""
     broken = violations(imports_of(SRC.parent / module, source))
     assert len(broken) == 1 and named in broken[0], broken
+
+
+@pytest.mark.parametrize("package", ["config", "kube"])
+def test_the_packages_re_export_every_public_name(package: str) -> None:
+    """`from llmctl import kube; kube.X` and `from llmctl.config import X` keep working for
+    every public name of the package's modules, including ones added after the split."""
+    exported = set(importlib.import_module(f"llmctl.{package}").__all__)
+    missing = []
+    for path in sorted((SRC / package).glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names: list[str] = []
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            missing += [f"{path.name}: {n}" for n in names if not n.startswith("_")]
+            missing = [m for m in missing if m.split(": ")[1] not in exported]
+    assert not missing, f"add to llmctl/{package}/__init__.py: {missing}"

@@ -32,7 +32,7 @@ def test_every_documented_command_line_parses(line: str) -> None:
 
 
 def test_render_example_output(tmp_path: Path) -> None:
-    shown = re.search(r"\$ llmctl render\n(Rendered[^\n]*)", TEXT)
+    shown = re.search(r"\$ llmctl render[^\n]*\n(Rendered[^\n]*)", TEXT)
     assert shown
     result = run_llmctl("render", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

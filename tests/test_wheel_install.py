@@ -183,16 +183,13 @@ def test_render_never_overwrites_an_edit_without_force(
     for path, text in edited.items():
         assert path.read_text() == text
     # Nothing else was written either: the refused config is not half applied.
-    replicas = work / "clusters" / "aws" / "overlays" / "gpu" / "scaledobject.yaml"
+    replicas = work / "clusters" / "azure" / "overlays" / "gpu" / "scaledobject.yaml"
     assert "maxReplicaCount: 3" not in replicas.read_text()
-
-    # Render's own, out-of-date output is replaced without a question.
-    installed.llmctl(work, "render", "--cloud", "azure", "--set", "gpu.maxReplicas=3")
-    assert (
-        "maxReplicaCount: 3"
-        in (work / "clusters" / "azure" / "overlays" / "gpu" / "scaledobject.yaml").read_text()
-    )
 
     installed.llmctl(work, "render", "--force")
     assert "\ncloud: aws" in values.read_text()
     assert "# tuned by hand" not in overlay.read_text()
+
+    # Render's own output, out of date after a config change, is replaced without a question.
+    installed.llmctl(work, "render", "--set", "gpu.maxReplicas=3")
+    assert "maxReplicaCount: 3" in replicas.read_text()

@@ -72,7 +72,8 @@ MODELS: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             name="llama-2-7b-chat",
-            # Pinned: the Hub's commit 191239b and the file's sha256 at it (4,081,004,224 bytes).
+            # Pinned: the Hub's commit 191239b and the file's sha256 at it (4,081,004,224 bytes),
+            # as a public reproducibility record gives them; not re-hashed from the Hub here.
             uri="https://huggingface.co/TheBloke/Llama-2-7B-Chat-GGUF/resolve/191239b3e26b2882fb562ffccdd1cf0f65402adb/llama-2-7b-chat.Q4_K_M.gguf",
             filename="llama-2-7b-chat.Q4_K_M.gguf",
             parameters=6_738_415_616,

@@ -70,7 +70,7 @@ def test_the_doc_example_renders_and_validates(cloud: str, tmp_path: Path) -> No
     ]  # fmt: skip
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
     fetch = pod_spec(named[("Deployment", "demo-gpu-llm-server")])["initContainers"][0]
-    assert {e["name"]: e["value"] for e in fetch["env"]}["MODEL_URI"].endswith(
+    assert {e["name"]: e.get("value") for e in fetch["env"]}["MODEL_URI"].endswith(
         "llama-2-13b-chat.q4_k_m.gguf"
     )
     assert pod_spec(named[("Deployment", "demo-gpu-llm-server")]).get("runtimeClassName") == (

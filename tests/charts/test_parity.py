@@ -222,6 +222,8 @@ def test_normalise_catches_a_behaviour_difference(repo: Path) -> None:
 # A config far from the defaults: other models, unified KV cache, threads, another GPU, replicas.
 CUSTOM = {
     "imagePullSecrets": ["regcred", "mirror"],
+    "images": {"modelFetcher": "registry.example.com/mirror/fetcher:1"},
+    "modelDownload": {"tokenSecret": "hub-token", "tokenKey": "hf"},
     "router": {"replicas": 3, "apiKeys": {"secretName": "router-keys", "key": "keys"}},
     "cpu": {
         "replicas": 2,

@@ -115,3 +115,24 @@ def test_router_serve_with_a_config_that_is_not_text(not_text: Path) -> None:
     result = run_llmctl("router", "serve", "--config", str(not_text))
     assert result.returncode == 2, result.stderr
     assert "is not UTF-8 text" in flat(result.stderr) and BUG not in result.stderr
+
+
+def test_live_prices_without_the_cloud_extra_say_how_to_add_it() -> None:
+    # N13: "could not refresh aws prices (ModuleNotFoundError: No module named 'boto3')".
+    from tests.cli.test_no_traceback import BOOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", BOOT, "boto3,botocore", "cost", "estimate", "--live"]
+        + ["--cloud", "aws", "--mode", "gpu"],
+        capture_output=True,
+        text=True,
+        env=llmctl_env({"COLUMNS": "200", "AWS_EC2_METADATA_DISABLED": "true"}),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert (
+        "could not refresh aws prices (boto3 is not installed; install llmctl's cloud extra:"
+        in (said)
+    ), said
+    assert "ModuleNotFoundError" not in said

@@ -625,7 +625,9 @@ def test_zero_quota_is_named_and_nothing_is_created_gcp(gke: FakeGke) -> None:
         {"PREEMPTIBLE_NVIDIA_T4_GPUS": (0.0, 0.0), "NVIDIA_T4_GPUS": (0.0, 0.0)}
     )
     gke.project_quotas["GPUS_ALL_REGIONS"] = (0.0, 0.0)
-    result = run("gpu", "enable", "--cloud", "gcp", "--project", "proj", "--yes")
+    result = run(
+        "gpu", "enable", "--cloud", "gcp", "--project", "proj", "--yes", "--skip-cluster-setup"
+    )
     assert result.exit_code == 1, result.output
     said = _said(result)
     assert "no NVIDIA_T4_GPUS in us-central1: limit 0 GPUs, 0 in use; 2 needed" in said
@@ -636,7 +638,16 @@ def test_zero_quota_is_named_and_nothing_is_created_gcp(gke: FakeGke) -> None:
 
 def test_zero_quota_is_named_and_nothing_is_created_azure(aks: FakeAks) -> None:
     aks.usages["lowPriorityCores"] = ("Total Regional Low-priority vCPUs", 0.0, 0.0)
-    result = run("gpu", "enable", "--cloud", "azure", "--resource-group", "llm-rg", "--yes")
+    result = run(
+        "gpu",
+        "enable",
+        "--cloud",
+        "azure",
+        "--resource-group",
+        "llm-rg",
+        "--yes",
+        "--skip-cluster-setup",
+    )
     assert result.exit_code == 1, result.output
     said = _said(result)
     assert "no Total Regional Spot vCPUs (lowPriorityCores): limit 0 vCPUs, 0 in use" in said

@@ -345,6 +345,24 @@ def test_usage_errors_exit_2() -> None:
     assert result.returncode == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--url", "http://127.0.0.1:1", "--cold", "cpu"], "--cold needs --cloud"),
+        (["--cloud", "aws", "--cold", "cpu", "-n", "3"], "--cold times one request"),
+        (["--cloud", "aws", "--cold", "cpu", "--concurrency", "2"], "--cold times one request"),
+        (["--cloud", "aws", "--cold", "cpu", "--no-stream"], "needs streaming"),
+        (["--cloud", "aws", "--deployment", "x"], "give --cold too"),
+        (["--cloud", "aws", "--cold", "tpu"], "Invalid value for '--cold'"),
+    ],
+)
+def test_cold_usage_errors_exit_2(args: list[str], said: str) -> None:
+    """Refused before any cluster is reached (no kubeconfig is needed to say so)."""
+    result = run_llmctl("test-inference", *args, env={"KUBECONFIG": "/nonexistent", **NO_KEY_ENV})
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr
+
+
 # --- a real model ---------------------------------------------------------------------------------
 
 

@@ -101,6 +101,8 @@ BARE: dict[tuple[str, ...], int] = {
     ("gpu", "disable"): 2,
     ("router", "serve"): 2,
     ("test-inference",): 2,
+    ("model", "push"): 2,
+    ("model", "fetch"): 2,
 }
 
 AZ = (("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000"),)
@@ -132,6 +134,19 @@ def _review_cases() -> list[Case]:
             for cloud in ("aws", "gcp", "azure")
         ),
         Case(("gpu", "status", "--cloud", "gcp", "--project", "my-project", "--output", "json"), 1),
+        # Issue 30: a push needs the cloud extra; the pod's fetch needs none, and says what is
+        # missing for a store in one line.
+        Case(
+            ("model", "push", "llama-2-7b-chat", "--cloud", "aws", "--bucket", "acme-models"),
+            1,
+            says=missing,
+        ),
+        Case(
+            ("model", "fetch", "--uri", "s3://acme-models/m.gguf", "--path", "/tmp/m.gguf"),
+            1,
+            says="AWS_REGION",
+        ),
+        Case(("model", "push", "no-such-model", "--cloud", "gcp"), 2, says="catalog models"),
         Case(("gpu", "status", "--cloud", "aws", "--skip-cluster"), 1, says=missing),
         Case(("gpu", "enable", "--cloud", "aws", "--dry-run"), 0),
         Case(("gpu", "enable", "--cloud", "gcp", "--project", "my-project", "--dry-run"), 0),
@@ -300,6 +315,10 @@ def _env(tmp: Path) -> dict[str, str]:
         GCE_METADATA_IP="127.0.0.1:9",
         CLOUDSDK_CONFIG=str(tmp / "gcloud"),
         AZURE_CONFIG_DIR=str(tmp / "azure"),
+        # DefaultAzureCredential tries only the developer credentials (files, `az`), not managed
+        # identity, which would ask the IMDS address 169.254.169.254: no traffic leaves the
+        # machine (`gpu enable --dry-run` reads the quota with it).
+        AZURE_TOKEN_CREDENTIALS="dev",
         COLUMNS="200",
     )
     return env

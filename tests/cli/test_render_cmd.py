@@ -147,6 +147,17 @@ def test_render_warns_when_the_gpu_model_cannot_be_checked(tmp_path: Path) -> No
     assert list(yaml.safe_load_all(result.stdout))
 
 
+def test_an_uncatalogued_model_is_warned_about_once_with_its_inherited_size(
+    tmp_path: Path,
+) -> None:
+    # Review 2026-12-06, N11: the warning came once per cloud, and never said that the router
+    # kept Llama-2-7B's 6738415616 parameters for the new model.
+    result = render("--out", str(tmp_path), "--set", "gpu.model.name=mistral-7b")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("is not in llmctl's catalog") == 1, result.stderr
+    assert "gpu.model.parameters, now 6,738,415,616 (inherited" in result.stderr
+
+
 def test_render_warns_on_stderr_while_the_router_image_is_the_unpublished_default() -> None:
     result = render("--cloud", "aws", "--stdout")
     assert result.exit_code == 0

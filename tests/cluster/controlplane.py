@@ -1,11 +1,14 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, kwok (the kubelet of fake nodes) and the KEDA operator, each a plain process.
+kube-scheduler, kwok (the kubelet of fake nodes) and the KEDA operator, each a plain process;
+with `--node`, also one real node (tests/cluster/node.py: containerd, kubelet, kube-proxy,
+CoreDNS) that runs pods for real.
 
 Standard library only, so `scripts/dev-cluster.sh` runs it with any python3, and the pytest
 fixture (tests/cluster/conftest.py) runs the same code. The binaries come from
 `scripts/build-control-plane.sh`, which builds them once and prints where they are.
 
     python3 -m tests.cluster.controlplane up   --dir DIR   # start; prints the kubeconfig path
+    python3 -m tests.cluster.controlplane up   --dir DIR --node   # ... and a real node
     python3 -m tests.cluster.controlplane down --dir DIR   # stop what `up` started
 """
 
@@ -26,6 +29,10 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.cluster.node import RealNode
 
 REPO = Path(__file__).resolve().parent.parent.parent
 HERE = Path(__file__).resolve().parent
@@ -125,6 +132,8 @@ class ControlPlane:
     timings: dict[str, float] = field(default_factory=dict)
     # The processes this object started (`down` of a later invocation finds them by pid).
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The real node (start_node), None until it is started.
+    node: RealNode | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -464,6 +473,20 @@ class ControlPlane:
         path.write_text(text.replace("llmctl-admin", user))
         return path
 
+    def start_node(self) -> RealNode:
+        """Start the real node (tests/cluster/node.py) on this running control plane."""
+        from tests.cluster.node import RealNode
+
+        if self.node is None:
+            node = RealNode(self)
+            try:
+                node.up()
+            except Exception:
+                node.down()
+                raise
+            self.node = node
+        return self.node
+
     def check_alive(self) -> None:
         """Raise with the log of any component that has exited."""
         names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
@@ -472,9 +495,16 @@ class ControlPlane:
         for name in names:
             if not self._alive(name):
                 raise RuntimeError(f"{name} has exited:\n{self._tail(name)}")
+        if self.node is not None:
+            self.node.check_alive()
 
     def down(self) -> None:
-        """Stop every process `up` started (by its recorded pid), last started first."""
+        """Stop every process `up` started (by its recorded pid), last started first; the real
+        node first, with what it leaves on the machine (mounts, bridge, cgroups, iptables)."""
+        from tests.cluster.node import RealNode
+
+        (self.node or RealNode(self)).down()
+        self.node = None
         pids = self._pids()
         for pid in reversed(list(pids.values())):
             with contextlib.suppress(ProcessLookupError):
@@ -530,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, default=Path.home() / ".cache" / "llmctl" / "dev-cluster"
     )
     parser.add_argument("--no-keda", action="store_true", help="leave the KEDA operator out")
+    parser.add_argument("--node", action="store_true", help="start one real node too")
     args = parser.parse_args(argv)
     plane = ControlPlane(args.dir.resolve(), with_keda=False if args.no_keda else None)
     if args.action == "down":
@@ -538,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         path = plane.up()
+        if args.node:
+            plane.start_node()
     except Exception:
         plane.down()
         raise

@@ -347,3 +347,78 @@ def reset_llmctl_objects(plane: ControlPlane) -> None:
     )  # fmt: skip
     plane.kubectl("delete", "runtimeclass", "-l", label, "--ignore-not-found")
     delete_namespace(plane, "llm-server")
+
+
+# --- the real node (tests/cluster/node.py) ------------------------------------------------------
+
+
+def on_real_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """`pod_spec` (a Pod's or a pod template's spec) placed on the real node: it selects the
+    node's label and tolerates its taint, which keeps every other pod on the kwok nodes."""
+    from tests.cluster.node import REAL_NODE_LABEL, REAL_NODE_TAINT
+
+    key, value = REAL_NODE_LABEL
+    return {
+        **pod_spec,
+        "nodeSelector": {**pod_spec.get("nodeSelector", {}), key: value},
+        "tolerations": [
+            *pod_spec.get("tolerations", []),
+            {"key": REAL_NODE_TAINT["key"], "operator": "Equal", "value": REAL_NODE_TAINT["value"],
+             "effect": REAL_NODE_TAINT["effect"]},
+        ],
+    }  # fmt: skip
+
+
+def import_image(plane: ControlPlane, archive: Any) -> list[str]:
+    """Import an OCI archive (e.g. `buildah push IMAGE oci-archive:PATH:IMAGE`) into the real
+    node's containerd, where its kubelet finds it (pods then use imagePullPolicy IfNotPresent or
+    Never: no registry is reachable). Returns the image names imported."""
+    from pathlib import Path
+
+    if plane.node is None:
+        raise AssertionError("the real node is not running: use the real_node fixture")
+    return plane.node.import_image(Path(archive))
+
+
+def restricted_namespace(plane: ControlPlane, name: str) -> None:
+    """A namespace where Pod Security `restricted` is enforced, with its default ServiceAccount."""
+    apply_objects(
+        plane,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                },
+            }
+        ],
+    )
+    wait_for(
+        f"the default ServiceAccount of {name}",
+        lambda: plane.kubectl(
+            "get", "serviceaccount", "-n", name, "--ignore-not-found", "-o", "name", "default"
+        ).strip(),
+    )
+
+
+def wait_pod_ready(
+    plane: ControlPlane, namespace: str, name: str, timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """Wait until the pod is Ready (its own probes passed on its node); fail with its events."""
+
+    def ready() -> dict[str, Any] | None:
+        pod = get_json(plane, "pod", "-n", namespace, name)
+        conditions = pod.get("status", {}).get("conditions", [])
+        ok = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return pod if ok else None
+
+    try:
+        return wait_for(f"pod {namespace}/{name} Ready", ready, timeout_s)
+    except AssertionError:
+        raise AssertionError(
+            f"pod {namespace}/{name} not Ready:\n"
+            + plane.kubectl("get", "pod", "-n", namespace, name, "-o", "yaml")
+            + plane.kubectl("get", "events", "-n", namespace)
+        ) from None

@@ -17,18 +17,33 @@ from tests.support.tools import require_tool
 
 
 class Prometheus(LoopbackProcess):
-    def __init__(self, workdir: Path, targets: dict[str, str], scrape_interval_s: float = 1.0):
+    """`labels` are added to every target, as the Prometheus Operator adds `namespace` (and
+    more) to each target of a ServiceMonitor; `rule_files` are loaded and evaluated."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        targets: dict[str, str],
+        scrape_interval_s: float = 1.0,
+        labels: dict[str, str] | None = None,
+        rule_files: list[Path] | None = None,
+    ):
         super().__init__()
         self.binary = require_tool("prometheus")
         self.workdir, self.targets, self.interval = workdir, targets, scrape_interval_s
+        self.labels, self.rule_files = labels or {}, rule_files or []
         self.log = workdir / f"prometheus-{self.port}.log"
 
     def start(self, timeout_s: float = 60.0) -> Prometheus:
         interval = f"{int(self.interval * 1000)}ms"
         config = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(path) for path in self.rule_files],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                {
+                    "job_name": job,
+                    "static_configs": [{"targets": [target], "labels": self.labels}],
+                }
                 for job, target in self.targets.items()
             ],
         }
@@ -60,3 +75,9 @@ class Prometheus(LoopbackProcess):
         if body["data"]["resultType"] == "scalar":
             return float(result[1])
         return float(result[0]["value"][1])
+
+    def firing(self) -> list[dict[str, Any]]:
+        """The alerts in state `firing`, each as the API gives it (labels, annotations...)."""
+        with urllib.request.urlopen(self.url + "/api/v1/alerts", timeout=5) as resp:
+            body: dict[str, Any] = json.load(resp)
+        return [a for a in body["data"]["alerts"] if a["state"] == "firing"]

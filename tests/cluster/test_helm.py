@@ -7,12 +7,23 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from llmctl import kube
 from llmctl.catalog import CloudName
+from llmctl.config import Stack
+from llmctl.manifests import cluster_setup_objects
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.kit import delete_namespace, get_json, wait_for
+from tests.cluster.kit import (
+    delete_namespace,
+    get_json,
+    gpu_node,
+    only_these_gpu_nodes,
+    reset_llmctl_objects,
+    wait_for,
+)
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.tools
@@ -114,3 +125,109 @@ def test_install_upgrade_uninstall_leaves_nothing(
                         "uninstall", RELEASE, "-n", NAMESPACE, "--ignore-not-found"],
                        capture_output=True)  # fmt: skip
         delete_namespace(control_plane, NAMESPACE)
+
+
+def _runs_device_plugin(obj: dict[str, Any]) -> bool:
+    spec = obj["spec"]["template"]["spec"] if "template" in obj["spec"] else obj["spec"]
+    return any("k8s-device-plugin" in c["image"] for c in spec["containers"])
+
+
+def device_plugin_pods_on(plane: ControlPlane, node: str) -> list[str]:
+    """Every pod on the node that runs an NVIDIA device plugin image, in any namespace."""
+    pods = get_json(plane, "pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]
+    return sorted(
+        p["metadata"]["name"]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp") and _runs_device_plugin(p)
+    )
+
+
+@pytest.mark.parametrize("cloud", [CloudName.AWS, CloudName.AZURE])
+def test_the_readme_flow_runs_one_device_plugin_per_gpu_node(
+    cloud: CloudName, control_plane: ControlPlane, repo: Path
+) -> None:
+    """Issue 28: `llmctl gpu enable` applies kube-system/nvidia-device-plugin and the `nvidia`
+    RuntimeClass (through kube.apply, as the command does), then `helm install -f
+    values-<cloud>-gpu.yaml`: one NVIDIA device plugin pod on the GPU node, and the chart's GPU
+    pods name the `nvidia` RuntimeClass that `test-inference --gpu-check` uses. The clouds whose
+    nodes need llmctl's plugin (GKE runs its own)."""
+    reset_llmctl_objects(control_plane)
+    node = f"gpu-{cloud.value}-1"
+    only_these_gpu_nodes(control_plane, [gpu_node(cloud, node)])
+    chart = repo / "charts" / "llm-router"
+    api = kube.api_client(str(control_plane.kubeconfig))
+    kube.apply(api, cluster_setup_objects(Stack(), cloud))
+    wait_for("gpu enable's device plugin pod", lambda: device_plugin_pods_on(control_plane, node))
+    control_plane.kubectl("create", "namespace", NAMESPACE)
+    try:
+        helm(control_plane, "install", RELEASE, str(chart), "-n", NAMESPACE,
+             "-f", str(chart / f"values-{cloud.value}-gpu.yaml"), "--wait=false")  # fmt: skip
+        daemonsets = get_json(control_plane, "daemonsets", "-n", "kube-system")["items"]
+        plugins = [d["metadata"]["name"] for d in daemonsets if _runs_device_plugin(d)]
+        assert plugins == ["nvidia-device-plugin"], plugins
+
+        # The release's DCGM exporter has its pod on the node: the DaemonSets have been seen.
+        def release_agents() -> list[Any]:
+            items: list[Any] = get_json(
+                control_plane, "pods", "-n", "kube-system",
+                "--field-selector", f"spec.nodeName={node}",
+                "-l", f"app.kubernetes.io/instance={RELEASE}",
+            )["items"]  # fmt: skip
+            return items
+
+        wait_for("the release's DCGM exporter pod on the GPU node", release_agents)
+        assert len(device_plugin_pods_on(control_plane, node)) == 1
+        gpu = get_json(control_plane, "deployment", "-n", NAMESPACE, f"{RELEASE}-gpu-llm-server")
+        runtime = gpu["spec"]["template"]["spec"].get("runtimeClassName")
+        assert runtime == ("nvidia" if cloud is CloudName.AWS else None)
+        classes = control_plane.kubectl("get", "runtimeclass", "-o", "name").split()
+        assert f"runtimeclass.node.k8s.io/{RELEASE}-nvidia" not in classes, classes
+    finally:
+        subprocess.run([require_tool("helm"), f"--kubeconfig={control_plane.kubeconfig}",
+                        "uninstall", RELEASE, "-n", NAMESPACE, "--ignore-not-found"],
+                       capture_output=True)  # fmt: skip
+        delete_namespace(control_plane, NAMESPACE)
+        reset_llmctl_objects(control_plane)
+
+
+def test_the_readme_local_recipe_runs_one_agent_of_each_kind(
+    control_plane: ControlPlane, repo: Path
+) -> None:
+    """Issue 27 (newcomer review, finding 7): the README's local-cluster recipe applies the AWS
+    GPU overlay, then installs the chart beside it with the recipe's flags: one NVIDIA device
+    plugin pod and one DCGM exporter pod on the GPU node, one RuntimeClass."""
+    reset_llmctl_objects(control_plane)
+    node = "gpu-aws-1"
+    only_these_gpu_nodes(control_plane, [gpu_node(CloudName.AWS, node)])
+    control_plane.kubectl(
+        "apply", "--server-side", "-k", str(repo / "clusters" / "aws" / "overlays" / "gpu")
+    )
+    chart = repo / "charts" / "llm-router"
+    control_plane.kubectl("create", "namespace", NAMESPACE)
+    try:
+        helm(control_plane, "install", RELEASE, str(chart), "-n", NAMESPACE,
+             "-f", str(chart / "values-aws-gpu.yaml"),
+             "--set", "observability.dcgmExporter.enabled=false", "--wait=false")  # fmt: skip
+
+        def agents() -> dict[str, int] | None:
+            pods = get_json(control_plane, "pods", "-n", "kube-system", "--field-selector",
+                            f"spec.nodeName={node}")["items"]  # fmt: skip
+            images = [c["image"] for p in pods for c in p["spec"]["containers"]]
+            counts = {
+                "device-plugin": sum("k8s-device-plugin" in i for i in images),
+                "dcgm-exporter": sum("dcgm-exporter" in i for i in images),
+            }
+            return counts if all(counts.values()) else None
+
+        assert wait_for("the node agents on the GPU node", agents) == {
+            "device-plugin": 1,
+            "dcgm-exporter": 1,
+        }
+        classes = control_plane.kubectl("get", "runtimeclass", "-o", "name").split()
+        assert classes == ["runtimeclass.node.k8s.io/nvidia"], classes
+    finally:
+        subprocess.run([require_tool("helm"), f"--kubeconfig={control_plane.kubeconfig}",
+                        "uninstall", RELEASE, "-n", NAMESPACE, "--ignore-not-found"],
+                       capture_output=True)  # fmt: skip
+        delete_namespace(control_plane, NAMESPACE)
+        reset_llmctl_objects(control_plane)

@@ -150,3 +150,32 @@ def test_the_gpu_check_pod_is_admitted(
     assert restricted_namespace == NAMESPACE
     _service_accounts(control_plane, [], restricted_namespace)
     _admit(control_plane, check_pod(Stack(), cloud, name="llmctl-gpu-check-psa"))
+
+
+def test_the_gpu_check_pod_names_a_helm_only_clusters_runtime_class(
+    control_plane: ControlPlane, restricted_namespace: str
+) -> None:
+    """Issue 28: on EKS set up by the Helm chart alone, the only RuntimeClass with the nvidia
+    handler is the release's `<release>-nvidia`; the check pod names it and is admitted."""
+    from llmctl import kube
+    from llmctl.probe.gpu_check import runtime_class_in
+
+    helm_only = {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": "llm-nvidia", "labels": {"app.kubernetes.io/part-of": "llm-router"}},
+        "handler": "nvidia",
+    }
+    control_plane.kubectl("delete", "runtimeclass", "nvidia", "--ignore-not-found")
+    apply_objects(control_plane, [helm_only])
+    try:
+        api = kube.api_client(str(control_plane.kubeconfig))
+        runtime = runtime_class_in(api, CloudName.AWS)
+        assert runtime == "llm-nvidia"
+        _service_accounts(control_plane, [], restricted_namespace)
+        pod = check_pod(Stack(), CloudName.AWS, name="llmctl-gpu-check-helm", runtime_class=runtime)
+        _admit(control_plane, pod)
+        assert runtime_class_in(api, CloudName.GCP) is None
+    finally:
+        control_plane.kubectl("delete", "runtimeclass", "llm-nvidia", "--ignore-not-found")
+        apply_objects(control_plane, cluster_setup_objects(Stack(), CloudName.AWS))

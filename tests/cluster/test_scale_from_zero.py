@@ -40,6 +40,7 @@ from tests.cluster.kit import (
 )
 from tests.cluster.prometheus import Prometheus
 from tests.support.gguf_models import write_llama_gguf
+from tests.support.hpa import desired_replicas, targets_of_hpa
 from tests.support.llama import LlamaServer, free_port
 from tests.support.router import RouterProcess
 
@@ -113,6 +114,35 @@ def gpu_pods(plane: ControlPlane) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
+def keda_hpa(plane: ControlPlane) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler the KEDA operator made from the applied ScaledObject."""
+
+    def made() -> str | None:
+        status = get_json(plane, "scaledobject", "-n", NAMESPACE, GPU_DEPLOYMENT).get("status", {})
+        name: str | None = status.get("hpaName")
+        return name
+
+    return get_json(plane, "hpa", "-n", NAMESPACE, wait_for("KEDA to make its HPA", made, 60))
+
+
+def assert_one_busy_stream_buys_one_gpu(plane: ControlPlane) -> None:
+    """Issue 28: the real HPA's metrics, read with the HPA's own arithmetic (tests/support/
+    hpa.py): one replica running one stream, its GPU 100% busy, asks for one replica."""
+    hpa = keda_hpa(plane)
+    scaled = get_json(plane, "scaledobject", "-n", NAMESPACE, GPU_DEPLOYMENT)
+    usage = {}
+    for target in targets_of_hpa(hpa):
+        index = int(target.name.split("-", 1)[0].removeprefix("s"))
+        query = scaled["spec"]["triggers"][index]["metadata"]["query"]
+        # The demand query reads 1 for one stream (tests/manifests/test_scaling.py checks that
+        # with promtool); a utilisation query would read the GPU's 100%.
+        usage[target.name] = 1.0 if "llm_router_tier_demand" in query else 100.0
+    wanted = desired_replicas(
+        1, targets_of_hpa(hpa), usage, hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
+    )
+    assert wanted == 1, f"one busy stream: the HPA {hpa['metadata']['name']} wants {wanted}"
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, control_plane: ControlPlane) -> Iterator[Path]:
     volumes: list[str] = []
@@ -151,7 +181,9 @@ def test_gpu_tier_scales_from_zero_and_back(
         router = RouterProcess(
             router_config_from(objects, {"cpu": cpu.url, "gpu": dead_gpu}), workdir
         ).start()
-        prometheus = Prometheus(workdir, {"llm-router": f"127.0.0.1:{router.port}"}).start()
+        prometheus = Prometheus(
+            workdir, {"llm-router": f"127.0.0.1:{router.port}"}, labels={"namespace": NAMESPACE}
+        ).start()
         steps.mark("CPU llama-server, router and Prometheus up")
 
         objects = for_this_machine(objects, prometheus.url)
@@ -172,6 +204,7 @@ def test_gpu_tier_scales_from_zero_and_back(
         wait_for("KEDA to take the ScaledObject (Ready, not Active)", keda_ready, 90)
         assert replicas(control_plane) == 0 and not gpu_pods(control_plane)
         steps.mark("overlay applied; KEDA Ready, GPU Deployment at 0")
+        assert_one_busy_stream_buys_one_gpu(control_plane)
 
         # As in a cluster, Prometheus has scraped the idle router before the first request: the
         # counter's step from 0 to 1 is what `increase()` sees.
@@ -246,4 +279,107 @@ def test_gpu_tier_scales_from_zero_and_back(
             prometheus.stop()
         if router is not None:
             router.stop()
+        cpu.stop()
+
+
+def alert_rules_for_this_machine(objects: list[dict[str, Any]], path: Path) -> Path:
+    """The overlay's own PrometheusRule as a rules file, with the scaler alert's `for` in
+    seconds (promtool checks the real 2 minutes: tests/data/alerts-test.yaml)."""
+    rule = next(o for o in objects if o["kind"] == "PrometheusRule")
+    spec = rule["spec"]
+    for group in spec["groups"]:
+        for alert in group["rules"]:
+            if alert.get("alert") == "GPUScalerMetricsUnavailable":
+                alert["for"] = "5s"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_gpu_tier_fails_closed_when_prometheus_stops(
+    control_plane: ControlPlane, workdir: Path, repo: Path
+) -> None:
+    """Issue 27: the GPU tier is up (one request woke it), then the Prometheus KEDA reads stops.
+    The rendered ScaledObject's fallback takes the tier to 0 after the cooldown, and it stays
+    there after more failed polls than KEDA's fallback threshold would allow (KEDA v2.21 counts
+    an active fallback as an active trigger, which would wake it again). A second Prometheus,
+    the one that scrapes KEDA's own metrics and evaluates the overlay's rules, fires
+    GPUScalerMetricsUnavailable."""
+    cloud = CloudName.AWS
+    reset_llmctl_objects(control_plane)
+    steps = Steps()
+    ensure_nodes_ready(control_plane, [cpu_node("cpu-1"), cpu_node("cpu-2")])
+    only_these_gpu_nodes(control_plane, [gpu_node(cloud, "gpu-aws-1")])
+    objects = rendered_overlay(control_plane, repo, cloud)
+    gguf = write_llama_gguf(workdir / "tiny.gguf")
+    cpu = LlamaServer(gguf, "tinyllama-1.1b-chat", workdir).start()
+    router = prometheus = alerting = None
+    try:
+        router = RouterProcess(
+            router_config_from(objects, {"cpu": cpu.url, "gpu": f"http://127.0.0.1:{free_port()}"}),
+            workdir,
+        ).start()
+        prometheus = Prometheus(
+            workdir, {"llm-router": f"127.0.0.1:{router.port}"}, labels={"namespace": NAMESPACE}
+        ).start()
+        rules = alert_rules_for_this_machine(objects, workdir / "rules.yaml")
+        keda_metrics = f"127.0.0.1:{control_plane.ports['keda-metrics']}"
+        alerting = Prometheus(workdir, {"keda-operator": keda_metrics}, rule_files=[rules]).start()
+        objects = for_this_machine(objects, prometheus.url)
+        apply(control_plane, objects)
+        provide_volumes(control_plane, f"pv-{NAMESPACE}", 6)
+        wait_for("KEDA to take the idle GPU tier to 0", lambda: replicas(control_plane) == 0, 90)
+        steps.mark("overlay applied, KEDA took the GPU tier to 0")
+
+        wait_for(
+            "Prometheus to scrape the idle router",
+            lambda: prometheus.query('llm_router_tier_requests_total{tier="gpu"}') == 0,
+            60,
+        )
+        response = httpx.post(
+            router.url + "/v1/chat/completions",
+            json={"model": "llama-2-7b-chat", "messages": [{"role": "user", "content": "hi"}],
+                  "max_tokens": 4},
+            timeout=60,
+        )  # fmt: skip
+        assert response.headers["x-llm-tier"] == "cpu-fallback", response.text
+        wait_for("KEDA to scale the GPU Deployment to 1", lambda: replicas(control_plane) == 1, 90)
+        steps.mark("a GPU request woke the tier: replicas 1")
+
+        prometheus.stop()
+        prometheus = None
+        wait_for(
+            "the GPU tier to go to 0 with its metric unreadable",
+            lambda: replicas(control_plane) == 0,
+            90,
+        )
+        steps.mark(f"Prometheus stopped: KEDA took the tier to 0 ({COOLDOWN_S}s cooldown)")
+
+        def failures() -> int | None:
+            status = get_json(control_plane, "scaledobject", "-n", NAMESPACE, GPU_DEPLOYMENT)
+            health = status.get("status", {}).get("health", {})
+            counts = [h.get("numberOfFailures", 0) for h in health.values()]
+            return max(counts) if counts and max(counts) > 5 else None
+
+        seen = wait_for("KEDA to count more than 5 failed polls", failures, 60)
+        assert replicas(control_plane) == 0, "the GPU tier woke while KEDA could not read demand"
+        steps.mark(f"{seen} failed polls later the tier is still at 0")
+
+        def alert() -> dict[str, Any] | None:
+            assert alerting is not None
+            return next(
+                (a for a in alerting.firing()
+                 if a["labels"]["alertname"] == "GPUScalerMetricsUnavailable"),
+                None,
+            )  # fmt: skip
+
+        fired = wait_for("GPUScalerMetricsUnavailable to fire", alert, 120)
+        assert fired["labels"]["namespace"] == NAMESPACE
+        assert fired["labels"]["scaledObject"] == GPU_DEPLOYMENT
+        assert replicas(control_plane) == 0
+        steps.mark("GPUScalerMetricsUnavailable firing")
+        print("[fail-closed] steps:\n" + steps.report())
+    finally:
+        for process in (alerting, prometheus, router):
+            if process is not None:
+                process.stop()
         cpu.stop()

@@ -598,3 +598,24 @@ def test_a_cpu_pod_larger_than_an_empty_node_is_a_config_error(prices: PriceCata
         "lower cpu.resources.requests or router.resources.requests, or price a larger CPU "
         "instance type with --instance-type",
     )
+
+
+def test_the_model_store_rows_follow_the_clouds_and_the_gpu_model(prices: PriceCatalog) -> None:
+    """Issue 30: a row per cloud for the GPU model's copy in its store, in the clouds' order."""
+    from llmctl.cost import model_store
+
+    workload = per_day(100, 300, cpu_tokens_per_second=20, gpu_tokens_per_second=20)
+    request = EstimateRequest(clouds=(AZURE, AWS), gpu_model="llama-2-13b-chat", workload=workload)
+    result = estimate(prices, request)
+    size = catalog.MODELS["llama-2-13b-chat"].file_bytes
+    assert result.model_store == model_store.store_rows(
+        model_store.load_storage(), (CloudName.AZURE, CloudName.AWS), size
+    )
+    assert [r.cloud for r in result.model_store] == ["azure", "aws"]
+
+
+def test_a_custom_gpu_model_has_no_store_row(prices: PriceCatalog) -> None:
+    workload = per_day(100, 300, cpu_tokens_per_second=20, gpu_tokens_per_second=20)
+    request = EstimateRequest(clouds=(AWS,), gpu_model="my-own-model", workload=workload)
+    result = estimate(prices, request)
+    assert result.model_store == []

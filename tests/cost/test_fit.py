@@ -119,3 +119,21 @@ def test_every_catalog_instance_type_has_an_allocatable(cloud: CloudName) -> Non
         assert 0 < node.millicores < instance.vcpus * 1000, name
         assert 0 < node.memory_bytes < instance.memory_gib * 1024 * MIB, name
         assert node.pods >= 11, name
+
+
+@pytest.mark.parametrize("cloud", list(CloudName))
+def test_each_tiers_memory_limit_fits_its_default_nodes_allocatable(cloud: CloudName) -> None:
+    """Issue 28 asked whether the GPU pod's 12Gi limit exceeds n1-standard-4's allocatable and
+    the CPU pod's 1536Mi t3.small's: by each cloud's reserve formula, neither does."""
+    from llmctl import catalog
+
+    stack = Stack()
+    for tier, instances in (
+        (stack.gpu, catalog.DEFAULT_GPU_INSTANCE_TYPES),
+        (stack.cpu, catalog.DEFAULT_CPU_INSTANCE_TYPES),
+    ):
+        node = fit.allocatable(cloud, instances[cloud])
+        limit = fit.quantity(tier.resources.limits.memory or "0")
+        assert limit <= node.memory_bytes, (cloud, instances[cloud], limit, node)
+    gke = fit.allocatable(CloudName.GCP, "n1-standard-4")
+    assert gke.memory_bytes // MIB == 12700

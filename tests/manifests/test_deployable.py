@@ -11,6 +11,7 @@ import http.server
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,102 @@ def test_a_configured_sha256_is_checked_before_the_model_is_used(tmp_path: Path)
     ok = run(good)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "models" / "model.gguf").read_bytes() == source.read_bytes()
+
+
+def _fetch_script() -> str:
+    fetch = _pod(_objects(STACK, gpu=False)[("Deployment", "cpu-llm-server")])["initContainers"][0]
+    assert fetch["command"][:2] == ["sh", "-c"]
+    script: str = fetch["command"][-1]
+    return script
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers GET with `body`, or with a first byte and then nothing (`stall`), and records
+    each request's Authorization header."""
+
+    body = b"GGUF" + bytes(100)
+    stall = threading.Event()
+    release = threading.Event()
+    authorizations: list[str | None] = []
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        type(self).authorizations.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        if self.stall.is_set():
+            self.wfile.write(self.body[:1])
+            self.wfile.flush()
+            self.release.wait(30)  # the test's end; the client must give up long before
+            return
+        self.wfile.write(self.body)
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.authorizations = []
+    _Recorder.stall = threading.Event()
+    _Recorder.release = threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/model.gguf"
+    finally:
+        _Recorder.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def _run_fetch(script: str, url: str, target: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    target.parent.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "MODEL_URI": url, "MODEL_PATH": str(target), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_fetch_sends_hf_token_only_when_the_secret_gives_one(
+    recorder: str, tmp_path: Path
+) -> None:
+    script = _fetch_script()
+    first = _run_fetch(script, recorder, tmp_path / "a" / "m.gguf")
+    assert first.returncode == 0, first.stderr
+    second = _run_fetch(script, recorder, tmp_path / "b" / "m.gguf", HF_TOKEN="hf_secret")
+    assert second.returncode == 0, second.stderr
+    assert _Recorder.authorizations == [None, "Bearer hf_secret"]
+    assert (tmp_path / "b" / "m.gguf").read_bytes() == _Recorder.body
+    assert "hf_secret" not in second.stdout + second.stderr  # never logged
+
+
+def test_the_fetch_gives_up_on_a_stalled_transfer(recorder: str, tmp_path: Path) -> None:
+    """A transfer that stops sending fails instead of waiting forever. The script's own
+    thresholds (under 1 KiB/s for 60 s, 5 retries 10 s apart) are shortened here, so the test
+    shows the mechanism in seconds; the flags are the script's."""
+    script = _fetch_script()
+    for flag in ("--speed-time 60", "--retry 5", "--retry-delay 10"):
+        assert flag in script
+    quick = (
+        script.replace("--speed-time 60", "--speed-time 2")
+        .replace("--retry 5", "--retry 1")
+        .replace("--retry-delay 10", "--retry-delay 1")
+    )
+    _Recorder.stall.set()
+    target = tmp_path / "models" / "m.gguf"
+    started = time.monotonic()
+    done = _run_fetch(quick, recorder, target)
+    took = time.monotonic() - started
+    assert done.returncode == 28, done.stderr  # curl's "operation timed out"
+    assert "Operation too slow" in done.stderr
+    assert len(_Recorder.authorizations) == 2  # tried again once, then gave up
+    assert not target.exists() and took < 20
 
 
 # --- #8, #16: readiness and disruption --------------------------------------------------------

@@ -161,8 +161,15 @@ def test_base_runs_the_cpu_server_with_probes_and_its_own_model_volume() -> None
     fetch = pod["initContainers"][0]
     script = fetch["command"][-1]
     assert 'if [ -s "$MODEL_PATH" ]' in script and "exit 0" in script  # a restart reuses it
-    env = {e["name"]: e["value"] for e in fetch["env"]}
-    assert env == {"MODEL_URI": STACK.cpu.model.uri, "MODEL_PATH": STACK.cpu.model.path}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
+    assert env == {
+        "MODEL_URI": STACK.cpu.model.uri,
+        "MODEL_PATH": STACK.cpu.model.path,
+        # The Hub token from a Secret the pod starts without.
+        "HF_TOKEN": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}},
+    }
+    # The download runs in the router image: nothing from Docker Hub.
+    assert fetch["image"] == STACK.images.router
     assert not [key for key in objects if key[0] == "PersistentVolumeClaim"]  # none shared
     claim = pod["volumes"][0]["ephemeral"]["volumeClaimTemplate"]["spec"]
     assert claim["resources"]["requests"]["storage"] == STACK.cpu.model.storage_size

@@ -594,7 +594,9 @@ def test_check_gpu_fit_unknown_model_names_its_uri(stack_with: StackWith) -> Non
     report = vram.check_gpu_fit(stack, CloudName.GCP)
     assert report.message == (
         "model 'my-own-model' is not in llmctl's catalog, so its GPU memory was not checked: "
-        f"run `llmctl plan --model {stack.gpu.model.uri}` to read its GGUF header."
+        f"run `llmctl plan --model {stack.gpu.model.uri}` to read its GGUF header. The router "
+        f"sizes it by gpu.model.parameters, now {stack.gpu.model.parameters:,} (inherited from "
+        "the default model unless you set it): set it to the model's own count."
     )
 
 

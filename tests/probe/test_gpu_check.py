@@ -159,3 +159,11 @@ def test_forbidden_create_names_the_rights_and_leaves_nothing(
     assert "HTTP 403" in info.value.message and 'User "limited"' in info.value.message
     assert info.value.hint is not None and "create, get, delete pods" in info.value.hint
     assert check_pods(control_plane) == []
+
+
+def test_the_runtime_class_is_nvidia_or_one_with_its_handler() -> None:
+    from llmctl.probe.gpu_check import nvidia_runtime_class
+
+    assert nvidia_runtime_class({"nvidia": "nvidia", "llm-nvidia": "nvidia"}) == "nvidia"
+    assert nvidia_runtime_class({"gvisor": "runsc", "llm-nvidia": "nvidia"}) == "llm-nvidia"
+    assert nvidia_runtime_class({"gvisor": "runsc"}) == "nvidia"  # refused by name, as before

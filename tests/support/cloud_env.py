@@ -19,5 +19,7 @@ def clean_cloud_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Iterat
     monkeypatch.setenv("CLOUDSDK_CONFIG", f"{tmp_path}/gcloud")
     monkeypatch.setenv("NO_GCE_CHECK", "true")
     monkeypatch.setenv("AZURE_CONFIG_DIR", f"{tmp_path}/azure")
+    # DefaultAzureCredential without managed identity, which would ask 169.254.169.254.
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "dev")
     monkeypatch.setenv("HOME", f"{tmp_path}")
     yield

@@ -1,5 +1,6 @@
-"""A local static file server on 127.0.0.1 that speaks HTTP Range (206 + Content-Range), and can
-be told to ignore Range, to redirect, or to answer 404, and records every request it serves."""
+"""A local static file server (on 127.0.0.1 unless told otherwise) that speaks HTTP Range (206 +
+Content-Range), and can be told to ignore Range, to redirect, or to answer 404, and records every
+request it serves."""
 
 from __future__ import annotations
 
@@ -74,13 +75,16 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def range_server(files: dict[str, Path], honour_range: bool = True) -> Iterator[Served]:
+def range_server(
+    files: dict[str, Path], honour_range: bool = True, host: str = "127.0.0.1"
+) -> Iterator[Served]:
+    """Serve `files` on `host` (loopback; a real node's bridge address for its pods)."""
     served = Served(files=files, honour_range=honour_range)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
+    server = ThreadingHTTPServer((host, 0), _handler(served))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
-    served.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    served.base_url = f"http://{host}:{server.server_address[1]}"
     try:
         yield served
     finally:

@@ -85,6 +85,12 @@ spec:
             - name: MODEL_SHA256
               value: {{ . | toJson }}
             {{- end }}
+            - name: HF_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $root.Values.modelDownload.tokenSecret | toJson }}
+                  key: {{ $root.Values.modelDownload.tokenKey | toJson }}
+                  optional: true
             - name: MODEL_FETCH_METRICS_FILE
               value: {{ printf "%s/.llmctl-fetch.prom" $modelsDir | toJson }}
             {{- with $root.Values.modelStore.region }}
@@ -102,21 +108,14 @@ spec:
             - name: tmp
               mountPath: /tmp
         {{- else }}
+        # Downloads the model from its uri (files/fetch-model.sh says how).
         - name: fetch-model
-          image: {{ $root.Values.images.modelFetcher | toJson }}
+          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
           terminationMessagePolicy: FallbackToLogsOnError
           command:
             - sh
             - -c
-            - |
-              set -eu
-              if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi
-              echo "downloading $MODEL_URI"
-              curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"
-              if [ -n "${MODEL_SHA256:-}" ]; then
-                echo "$MODEL_SHA256  $MODEL_PATH.part" | sha256sum -c - || { rm -f "$MODEL_PATH.part"; exit 1; }
-              fi
-              mv "$MODEL_PATH.part" "$MODEL_PATH"
+            - {{ $root.Files.Get "files/fetch-model.sh" | toJson }}
           env:
             - name: MODEL_URI
               value: {{ .model.uri | toJson }}
@@ -126,6 +125,12 @@ spec:
             - name: MODEL_SHA256
               value: {{ . | toJson }}
             {{- end }}
+            - name: HF_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $root.Values.modelDownload.tokenSecret | toJson }}
+                  key: {{ $root.Values.modelDownload.tokenKey | toJson }}
+                  optional: true
           resources:
             requests: {cpu: 100m, memory: 64Mi}
             limits: {memory: 256Mi}

@@ -23,6 +23,7 @@ from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.probe.client import Run, Target
+    from llmctl.probe.coldstart import ColdStart
     from llmctl.probe.gpu_check import CheckResult
 
 
@@ -205,7 +206,8 @@ def _gpu_check(
     from llmctl.probe import gpu_check
 
     stack = options.load(config, sets).stack
-    pod = gpu_check.check_pod(stack, cloud, namespace=namespace)
+    runtime_class = gpu_check.runtime_class_in(api, cloud) or gpu_check.NVIDIA_HANDLER
+    pod = gpu_check.check_pod(stack, cloud, namespace=namespace, runtime_class=runtime_class)
     name = pod["metadata"]["name"]
     console = _err()
     with status_spinner(console, f"GPU check pod {name}: creating", show) as describe:
@@ -219,6 +221,70 @@ def _gpu_check(
         except KeyboardInterrupt:
             console.print(f"[yellow]Interrupted.[/] The GPU check pod {name} was deleted.")
             raise typer.Exit(130) from None
+
+
+# The Deployment `--cold` scales, per tier, as the Kustomize overlays name it; a Helm release's
+# is <release>-<name>.
+COLD_DEPLOYMENTS = {ExpectTier.CPU: "cpu-llm-server", ExpectTier.GPU: "gpu-llm-server"}
+
+
+def _cold_table(cold: ColdStart) -> Table:
+    table = Table(
+        title=f"cold start: deployment {escape(cold.deployment)} 0 -> 1, "
+        f"pod {escape(cold.pod)} on {escape(str(cold.node or '-'))}"
+    )
+    table.add_column("stage", style="bold")
+    table.add_column("seconds", justify="right")
+    table.add_column("ended (recorded by)", overflow="fold")
+    for stage in cold.stages:
+        said = f"{stage.source}" + (f"; {stage.detail}" if stage.detail else "")
+        table.add_row(stage.name, f"{stage.seconds:.2f}", escape(said))
+    table.add_row("[bold]sum[/]", f"[bold]{cold.sum_s:.2f}[/]", "from the pod's creation")
+    if cold.wall_s is not None:
+        table.add_row("wall", f"{cold.wall_s:.2f}", "llmctl's clock, from the scale-up request")
+    return table
+
+
+def _cold_start(
+    api: Any,
+    namespace: str,
+    deployment: str,
+    target: Target,
+    timeout_s: float,
+    show: bool,
+) -> tuple[ColdStart, Run]:
+    """Scale the tier from zero, send the first request once its pod is Ready, time it."""
+    from llmctl.probe import client, coldstart
+
+    answered: list[client.Result] = []
+
+    def first_token() -> tuple[float, str]:
+        result, at = coldstart.first_answer(target, target.timeout_s)
+        answered.append(result)
+        return at, coldstart.wall_clock(at)
+
+    console = _err()
+    with status_spinner(console, f"cold start of deployment {deployment}", show) as describe:
+        try:
+            cold = coldstart.measure(
+                api,
+                namespace,
+                deployment,
+                first_token,
+                timeout_s=timeout_s,
+                on_status=lambda line: describe(
+                    f"cold start of deployment {deployment}: " + escape(line)
+                ),
+            )
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]Interrupted.[/] Deployment {deployment} is scaled back to its "
+                "replica count."
+            )
+            raise typer.Exit(130) from None
+    outcome = client.Run(target, 1, 1, results=answered[-1:])
+    outcome.wall_s = answered[-1].latency_s if answered else 0.0
+    return cold, outcome
 
 
 # The GPU check's fields in `--output json`, in this order.
@@ -286,6 +352,21 @@ def test_inference(
         "--service",
         help="The router Service to port-forward to: a Helm release's is <release>-llm-router.",
     ),
+    cold: ExpectTier | None = typer.Option(
+        None,
+        "--cold",
+        help="Scale this tier's Deployment to 0 and back to 1 (needs --cloud), then report each "
+        "stage of its pod's start up to the first token.",
+    ),
+    deployment: str | None = typer.Option(
+        None,
+        "--deployment",
+        help="The Deployment --cold scales (default cpu-llm-server or gpu-llm-server; a Helm "
+        "release's is <release>-cpu-llm-server).",
+    ),
+    cold_timeout: float = typer.Option(
+        900.0, "--cold-timeout", min=1, help="Seconds --cold waits for the pod to be Ready."
+    ),
     kubeconfig: str | None = typer.Option(
         None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG)."
     ),
@@ -307,9 +388,27 @@ def test_inference(
         )
     if gpu_check and cloud is None:
         raise ConfigError("--gpu-check needs --cloud, to pick that cloud's GPU nodes")
+    if cold is not None:
+        if cloud is None:
+            raise ConfigError(
+                "--cold needs --cloud, to scale the tier through your kubeconfig",
+                hint="e.g. llmctl test-inference --cloud aws --cold cpu --model tinyllama",
+            )
+        if requests != 1 or concurrency != 1:
+            raise ConfigError(
+                "--cold times one request, the first after the pod is Ready",
+                hint="drop --requests and --concurrency; run them after the cold start",
+            )
+        if not stream:
+            raise ConfigError(
+                "--cold measures the time to the first token, which needs streaming",
+                hint="drop --no-stream",
+            )
+    elif deployment is not None:
+        raise ConfigError("--deployment names the Deployment --cold scales: give --cold too")
     show = output == Output.TEXT
     api = None
-    if cloud is not None and (gpu_check or url is None):
+    if cloud is not None and (gpu_check or url is None or cold is not None):
         from llmctl import kube
 
         api = kube.api_client(kubeconfig, context, skip_flag="")
@@ -347,18 +446,27 @@ def test_inference(
             api_key=api_key or None,
             timeout_s=timeout,
         )
-        try:
-            outcome = _run_requests(target, requests, concurrency, show)
-        except KeyboardInterrupt:
-            _err().print("[yellow]Interrupted.[/]")
-            raise typer.Exit(130) from None
+        cold_start = None
+        if cold is not None:
+            name = deployment or COLD_DEPLOYMENTS[cold]
+            cold_start, outcome = _cold_start(api, namespace, name, target, cold_timeout, show)
+        else:
+            try:
+                outcome = _run_requests(target, requests, concurrency, show)
+            except KeyboardInterrupt:
+                _err().print("[yellow]Interrupted.[/]")
+                raise typer.Exit(130) from None
     tier = expect_tier.value if expect_tier else None
     data = client.summary(outcome, tier)
+    if cold_start is not None:
+        data["cold_start"] = cold_start.as_dict()
     if url is None:
         data["url"] = f"port-forward to service {service} in {namespace} ({cloud})"
     if check is not None:
         data["gpu_check"] = _check_dict(check)
     if show:
+        if cold_start is not None:
+            Console().print(_cold_table(cold_start))
         Console().print(_single_table(data) if requests == 1 else _many_table(data))
     else:
         typer.echo(to_json(data))

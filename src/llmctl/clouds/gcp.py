@@ -350,6 +350,7 @@ class GcpCloud(Cloud):
         Compute Engine REST reference, Region and Project resources)."""
         region = _region(spec.location)
         try:
+            self._credentials()  # a missing SDK or no credentials: a reason, not a traceback
             regional = self._compute_quotas(spec, f"regions/{region}", "compute.regions.get")
             project = self._compute_quotas(spec, "", "compute.projects.get")
         except LlmctlError as exc:

@@ -240,7 +240,10 @@ class Images(StrictModel):
     # The router image as this project's release workflow publishes it. Build and push your own
     # (README, "The router image") and set this: `llmctl render` warns while it is the default.
     router: ImageRef = DEFAULT_ROUTER_IMAGE
-    model_fetcher: ImageRef = Field("docker.io/curlimages/curl:8.10.1", alias="modelFetcher")
+    # The image of the llama.cpp pods' model download (init container `fetch-model`); unset, the
+    # router image above, which is llama.cpp's server image (it carries curl) plus the router:
+    # nothing from Docker Hub, and its base layers are those the llama-server container pulls.
+    model_fetcher: ImageRef | None = Field(None, alias="modelFetcher")
     device_plugin: ImageRef = Field(
         "nvcr.io/nvidia/k8s-device-plugin:v0.17.0", alias="devicePlugin"
     )
@@ -250,6 +253,18 @@ class Images(StrictModel):
 
 
 SecretName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+
+
+class ModelDownload(StrictModel):
+    """How the llama.cpp pods download their model. The token is read from an optional Secret:
+    the pods start without it, and public models need none."""
+
+    # A Secret in the namespace whose `token_key` holds a Hugging Face token (HF_TOKEN), sent
+    # as a Bearer token for gated models.
+    token_secret: SecretName = Field("hf-token", alias="tokenSecret")
+    token_key: str = Field("token", alias="tokenKey", pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 PublicUrl = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]+)?/?$")]
 
 
@@ -398,6 +413,7 @@ class ModelStore(StrictModel):
 class Stack(StrictModel):
     clouds: Clouds = Clouds()
     images: Images = Images()
+    model_download: ModelDownload = Field(ModelDownload(), alias="modelDownload")
     # Secrets in the namespace for pulling llmctl's pods' images from a private registry.
     image_pull_secrets: tuple[DnsName, ...] = Field((), alias="imagePullSecrets")
     router: Router = Router()

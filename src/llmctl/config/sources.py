@@ -41,7 +41,7 @@ class Source:
 
 DEFAULT_SOURCE = Source("default", "built-in default")
 
-Path_ = tuple[str, ...]
+KeyPath = tuple[str, ...]  # a setting's place in the file: ("gpu", "enabled")
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Layer:
     """One source's values, as a nested dict in the file's spelling, with each leaf's origin."""
 
     values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[Path_, Source] = field(default_factory=dict)
+    origins: dict[KeyPath, Source] = field(default_factory=dict)
 
     def set(self, path: Sequence[str], value: Any, source: Source) -> None:
         node = self.values
@@ -70,7 +70,7 @@ class LoadedStack:
     config_file: Path | None
 
 
-def _leaves(data: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+def _leaves(data: Any, prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
     if isinstance(data, dict) and data:
         for key, value in data.items():
             yield from _leaves(value, (*prefix, str(key)))
@@ -123,8 +123,8 @@ def _file_layer(path: Path) -> Layer:
     return layer
 
 
-def _line_numbers(node: yaml.Node | None, prefix: Path_ = ()) -> dict[Path_, int]:
-    lines: dict[Path_, int] = {}
+def _line_numbers(node: yaml.Node | None, prefix: KeyPath = ()) -> dict[KeyPath, int]:
+    lines: dict[KeyPath, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             path = (*prefix, str(key_node.value))
@@ -208,7 +208,7 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
     return default if default.is_file() else None
 
 
-def _origin(layers: Sequence[Layer], loc: Path_) -> Source:
+def _origin(layers: Sequence[Layer], loc: KeyPath) -> Source:
     """The highest layer that set this path, or any value under or above it."""
     for layer in reversed(layers):
         for path, source in layer.origins.items():
@@ -236,7 +236,7 @@ def _error_message(exc: ValidationError, layers: Sequence[Layer]) -> ConfigError
     return ConfigError(f"{source}: invalid {field_name}{shown}: {message}")
 
 
-def _allowed_keys(parent: Path_) -> list[str]:
+def _allowed_keys(parent: KeyPath) -> list[str]:
     model: type[BaseModel] = Stack
     for key in parent:
         fields = {f.alias or n: f for n, f in model.model_fields.items()}

@@ -29,6 +29,7 @@ from typing import Any
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.cost.prices import Capacity, PriceCatalog
+from llmctl.extras import extra_for_module, install_hint
 
 AZURE_RETAIL_URL = "https://prices.azure.com/api/retail/prices"
 GCP_BILLING_URL = "https://cloudbilling.googleapis.com"
@@ -381,9 +382,13 @@ def refresh(
         try:
             quotes.extend(_fetch(items, endpoints))
         except Exception as exc:  # noqa: BLE001 - any failure of one API means: use the catalog
-            reason = str(exc) or type(exc).__name__
+            reason = f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
+            missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+            extra = extra_for_module(missing)
+            if extra is not None:  # the SDK is an extra: say how to add it, as every command does
+                reason = f"{missing} is not installed; {install_hint(extra)}"
             warnings.append(
-                f"--live: could not refresh {items.cloud.value} prices ({type(exc).__name__}: "
-                f"{reason}); using the catalog's prices checked {prices.checked}"
+                f"--live: could not refresh {items.cloud.value} prices ({reason}); using the "
+                f"catalog's prices checked {prices.checked}"
             )
     return apply_quotes(prices, quotes, today), warnings

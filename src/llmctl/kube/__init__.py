@@ -8,6 +8,7 @@ client itself loads only inside the calls.
 
 from llmctl.errors import LlmctlError  # callers catch kube.LlmctlError
 from llmctl.kube.client import (
+    COLD_RIGHTS,
     FORWARD_RIGHTS,
     GPU_SETUP_RIGHTS,
     POD_RIGHTS,
@@ -25,10 +26,13 @@ from llmctl.kube.client import (
     gpu_nodes,
     kube_errors,
     list_pods,
+    pod_events,
     pod_log,
     pods_ready,
+    read_deployment,
     read_pod,
     read_service,
+    scale_deployment,
 )
 from llmctl.kube.kinds import (
     APPLY_CONTENT_TYPE,
@@ -81,6 +85,7 @@ __all__ = [
     "DEVICE_PLUGIN_IMAGES",
     "DevicePlugin",
     "FIELD_MANAGER",
+    "COLD_RIGHTS",
     "FORWARD_RIGHTS",
     "GPU_OPERATOR_CRD",
     "GPU_SETUP_RIGHTS",
@@ -117,11 +122,14 @@ __all__ = [
     "nodeclaim_failures",
     "nvidia_device_plugins",
     "pending_gpu_pods",
+    "pod_events",
     "pod_log",
     "pods_ready",
     "preflight",
+    "read_deployment",
     "read_pod",
     "read_service",
+    "scale_deployment",
     "runtime_classes",
     "scale_up_events",
     "scale_up_reasons",

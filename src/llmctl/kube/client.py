@@ -251,9 +251,16 @@ def read_pod(api: Any, namespace: str, name: str) -> dict[str, Any]:
         return dict(call(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{name}", []))
 
 
-def pod_log(api: Any, namespace: str, name: str) -> str:
+def pod_log(
+    api: Any, namespace: str, name: str, container: str | None = None, timestamps: bool = False
+) -> str:
+    """The pod's log (of `container`; with `timestamps`, each line prefixed with the container
+    runtime's RFC 3339 time, as `kubectl logs --timestamps`)."""
+    query = [("container", container)] if container else []
+    if timestamps:
+        query.append(("timestamps", "true"))
     with kube_errors(f"reading the log of pod {name} in {namespace}", POD_RIGHTS):
-        return call_text(api, f"/api/v1/namespaces/{namespace}/pods/{name}/log", [])
+        return call_text(api, f"/api/v1/namespaces/{namespace}/pods/{name}/log", query)
 
 
 def delete_pod(api: Any, namespace: str, name: str) -> bool:
@@ -282,6 +289,45 @@ def list_pods(api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
             api, "GET", f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", selector)]
         )
     return list(pods.get("items", []))
+
+
+# --- a tier from zero: `llmctl test-inference --cold` -------------------------------------------
+
+COLD_RIGHTS = (
+    "to get deployments, patch deployments/scale, list pods and events, and get pods/log in the "
+    "namespace"
+)
+
+
+def read_deployment(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    with kube_errors(f"reading deployment {name} in {namespace}", COLD_RIGHTS):
+        return dict(
+            call(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}", [])
+        )
+
+
+def scale_deployment(api: Any, namespace: str, name: str, replicas: int) -> None:
+    """Set the replica count through the scale subresource, as `kubectl scale` does."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+    with kube_errors(f"scaling deployment {name} in {namespace}", COLD_RIGHTS):
+        call(
+            api,
+            "PATCH",
+            path,
+            [],
+            {"spec": {"replicas": replicas}},
+            "application/merge-patch+json",
+        )
+
+
+def pod_events(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The events about one pod (the scheduler's and the kubelet's), oldest first."""
+    selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
+    with kube_errors(f"listing the events of pod {name} in {namespace}", COLD_RIGHTS):
+        found = call(
+            api, "GET", f"/api/v1/namespaces/{namespace}/events", [("fieldSelector", selector)]
+        )
+    return list(found.get("items", []))
 
 
 def get_or_none(

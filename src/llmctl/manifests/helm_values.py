@@ -116,9 +116,13 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "llamaServer": images.llama_server,
             "llamaServerCuda": images.llama_server_cuda,
             "router": images.router,
-            "modelFetcher": images.model_fetcher,
+            "modelFetcher": images.model_fetcher or "",
             "devicePlugin": images.device_plugin,
             "dcgmExporter": images.dcgm_exporter,
+        },
+        "modelDownload": {
+            "tokenSecret": stack.model_download.token_secret,
+            "tokenKey": stack.model_download.token_key,
         },
         "imagePullSecrets": list(stack.image_pull_secrets),
         "router": {
@@ -167,7 +171,7 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "prometheusUrl": stack.observability.prometheus_url,
             "prometheusNamespace": stack.observability.prometheus_namespace,
             "monitorLabels": dict(stack.observability.monitor_labels),
-            "dcgmExporter": {"namespace": NODE_AGENT_NAMESPACE},
+            "dcgmExporter": {"enabled": True, "namespace": NODE_AGENT_NAMESPACE},
         },
         "model": _model(stack.gpu.model, model_store.store_uri(stack, cloud, stack.gpu.model)),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),

@@ -16,7 +16,15 @@ from yaml import safe_load as yaml_load
 from llmctl import catalog
 from llmctl.assets import asset_dir
 from llmctl.catalog import CloudName
-from llmctl.config import NAMESPACE, CpuTier, GpuTier, ModelSpec, Resources, Stack
+from llmctl.config import (
+    NAMESPACE,
+    CpuTier,
+    GpuTier,
+    ModelDownload,
+    ModelSpec,
+    Resources,
+    Stack,
+)
 from llmctl.manifests import llamacpp, model_store
 from llmctl.manifests.routing import (
     CPU_SERVER,
@@ -53,20 +61,10 @@ FETCHER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
 }
-# Downloads into the pod's own volume (empty at every pod start), resuming a partial download
-# across init-container restarts (-C -), checks the sha256 when one is configured, and only
-# renames a complete, checked file into place.
-FETCH_SCRIPT = (
-    "set -eu\n"
-    'if [ -s "$MODEL_PATH" ]; then echo "model present: $MODEL_PATH"; exit 0; fi\n'
-    'echo "downloading $MODEL_URI"\n'
-    'curl -fL --retry 5 --retry-delay 10 -C - -o "$MODEL_PATH.part" "$MODEL_URI"\n'
-    'if [ -n "${MODEL_SHA256:-}" ]; then\n'
-    '  echo "$MODEL_SHA256  $MODEL_PATH.part" | sha256sum -c - '
-    '|| { rm -f "$MODEL_PATH.part"; exit 1; }\n'
-    "fi\n"
-    'mv "$MODEL_PATH.part" "$MODEL_PATH"\n'
-)
+# The Hub download: one script, charts/llm-router/files/fetch-model.sh, which the chart reads
+# too (see `fetch_script`).
+FETCH_SCRIPT_FILE = "fetch-model.sh"
+HF_TOKEN_ENV = "HF_TOKEN"
 
 # Pod-side shutdown, in one place (docs/deploy.md, "Rollouts, drains and scale-in").
 # The router: a preStop sleep lets kube-proxy and load balancers drop the pod's endpoint before
@@ -195,7 +193,7 @@ def _tier(
     tier_labels = labels(name, component)
     tier_selector = selector(name, component)
     models_dir = str(PurePosixPath(model.path).parent)
-    fetch_env = hub_fetch_env(model)
+    fetch_env = hub_fetch_env(model, stack.model_download)
     # Issue 30: with a model store for this cloud, the pods fetch their copy in parallel.
     store_env = model_store.fetch_env(stack, cloud, model) if cloud is not None else []
     fetch = fetch_container(stack, store_env, fetch_env)
@@ -247,14 +245,22 @@ def _tier(
     }
 
 
-def hub_fetch_env(model: ModelSpec) -> list[dict[str, Any]]:
-    """The init container's environment for the Hub download: what, where to, its digest."""
+def fetch_script() -> str:
+    """What the Hub download's `fetch-model` init container runs with `sh -c`."""
+    return observability_file(FETCH_SCRIPT_FILE)
+
+
+def hub_fetch_env(model: ModelSpec, download: ModelDownload) -> list[dict[str, Any]]:
+    """The init container's environment for the Hub download: what, where to, its digest, and
+    the Hub token from an optional Secret (absent, the pod starts without it)."""
     env: list[dict[str, Any]] = [
         {"name": "MODEL_URI", "value": model.uri},
         {"name": "MODEL_PATH", "value": model.path},
     ]
     if model.sha256 is not None:
         env.append({"name": "MODEL_SHA256", "value": model.sha256})
+    secret = {"name": download.token_secret, "key": download.token_key, "optional": True}
+    env.append({"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": secret}})
     return env
 
 
@@ -266,8 +272,9 @@ def fetch_container(
     the store's variables replacing the Hub's of the same name."""
     if not store_env:
         return {
-            "image": stack.images.model_fetcher,
-            "command": ["sh", "-c", FETCH_SCRIPT],
+            # Unset, the router image: llama.cpp's server image (curl included) plus the router.
+            "image": stack.images.model_fetcher or stack.images.router,
+            "command": ["sh", "-c", fetch_script()],
             "env": hub_env,
         }
     by_name = {item["name"]: item for item in store_env}
@@ -289,7 +296,7 @@ def gpu_model_store_patch(stack: Stack, cloud: CloudName) -> Documents:
         return []
     # The whole list, in the Deployment's order: kustomize puts a patch's list items first, so
     # a partial list would reorder the environment.
-    fetch = fetch_container(stack, store_env, hub_fetch_env(model))
+    fetch = fetch_container(stack, store_env, hub_fetch_env(model, stack.model_download))
     template: dict[str, Any] = {
         "spec": {
             "serviceAccountName": model_store.SERVICE_ACCOUNT,
@@ -436,7 +443,6 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
         "pod_security": POD_SECURITY,
         "container_security": CONTAINER_SECURITY,
         "fetcher_resources": FETCHER_RESOURCES,
-        "fetch_script": FETCH_SCRIPT,
         "drain_script": DRAIN_SCRIPT.format(
             wait=LLAMA_GRACE_SECONDS - LLAMA_DRAIN_MARGIN_SECONDS - 5, port=llamacpp.LLAMA_PORT
         ),

@@ -53,7 +53,8 @@ def gpu_fit_warnings(stack: Stack, clouds: tuple[CloudName, ...]) -> list[str]:
                 f"the GPU overlay would not fit its GPU: {report.message}",
                 hint="`llmctl plan` shows the memory breakdown",
             )
-        if report.level in (FitLevel.WARN, FitLevel.UNKNOWN):
+        # Once, not once per cloud, when the clouds share the model (review 2026-12-06, N11).
+        if report.level in (FitLevel.WARN, FitLevel.UNKNOWN) and report.message not in warnings:
             warnings.append(report.message)
     return warnings
 

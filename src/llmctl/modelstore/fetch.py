@@ -99,7 +99,11 @@ class _Connection:
 
 
 def _http_error(response: http.client.HTTPResponse, label: str) -> FetchError:
+    # The stores explain refusals in XML or JSON; anything else (a 200 body) is not shown.
+    kind = response.getheader("Content-Type") or ""
+    readable = kind.startswith(("text/", "application/xml", "application/json"))
     body = response.read(600).decode("utf-8", "replace").strip().replace("\n", " ")
+    body = body if readable else ""
     hints = {
         401: "the pod's credentials were refused: check its workload identity",
         403: "the pod's identity may not read this object: grant it read access",
@@ -225,7 +229,9 @@ def _fetch_range(
             return
         try:
             response = connection.request(url, source.headers("GET", url, (position, end)))
-            if response.status != 206:
+            # A server without ranges sends the whole object: right only for the whole object.
+            whole = response.status == 200 and position == 0 and end == state.size - 1
+            if response.status != 206 and not whole:
                 error = _http_error(response, source.label)
                 connection.close()
                 if response.status < 500 and response.status != 429:

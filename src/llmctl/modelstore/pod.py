@@ -57,7 +57,8 @@ def expected_digest(request: PodFetch, env: Mapping[str, str], log: Log) -> tupl
 def run(request: PodFetch, env: Mapping[str, str], log: Log = print) -> PodFetchOutcome:
     """Fetch and check the model; raises FetchError or access.AccessError with one clear line."""
     done: list[stages.Stage] = []
-    boot = stages.seconds_since_boot()
+    # Since the node booted means something only in a pod (on a node the autoscaler started).
+    boot = stages.seconds_since_boot() if env.get("KUBERNETES_SERVICE_HOST") else -1.0
     if boot >= 0:
         done.append(stages.Stage("image_start", boot, {"since": "node_boot"}))
         log(stages.stage_line(done[-1]))

@@ -162,6 +162,7 @@ class GcsStore:
                 "GOOGLE_APPLICATION_CREDENTIALS",
             ) from None
         self.bucket = self.client.bucket(bucket)
+        self.chunk_bytes = PART_BYTES
 
     def _fail(self, what: str, exc: Exception) -> StoreError:
         return StoreError(
@@ -202,7 +203,7 @@ class GcsStore:
         # A resumable upload in 64 MiB chunks: it survives a dropped connection, and the
         # emulators speak it (the XML multipart API of parallel uploads is GCS's alone).
         try:
-            blob = self.bucket.blob(key, chunk_size=PART_BYTES)
+            blob = self.bucket.blob(key, chunk_size=self.chunk_bytes)
             blob.upload_from_filename(str(path), content_type="application/octet-stream")
         except self.errors as exc:
             raise self._fail(f"upload of {key}", exc) from None

@@ -499,7 +499,9 @@ def check_gpu_fit(stack: Stack, cloud: catalog.CloudName) -> FitReport:
         return FitReport(
             FitLevel.UNKNOWN,
             f"model {model.name!r} is not in llmctl's catalog, so its GPU memory was not "
-            f"checked: run `llmctl plan --model {model.uri}` to read its GGUF header.",
+            f"checked: run `llmctl plan --model {model.uri}` to read its GGUF header. The "
+            f"router sizes it by gpu.model.parameters, now {model.parameters:,} (inherited from "
+            "the default model unless you set it): set it to the model's own count.",
         )
     llama = stack.gpu.llamacpp
     settings = ServeSettings(

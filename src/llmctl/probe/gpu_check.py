@@ -52,8 +52,36 @@ CONTAINER_SECURITY: dict[str, Any] = {
 }
 
 
+NVIDIA_HANDLER = "nvidia"
+
+
+def nvidia_runtime_class(classes: dict[str, str]) -> str:
+    """The RuntimeClass the check pod names, from the cluster's (name -> handler): `nvidia`
+    (what `gpu enable` and the overlays create), else one whose handler is nvidia (the Helm
+    chart's `<release>-nvidia` on a cluster set up by Helm alone), else `nvidia`, which the API
+    server then refuses by name."""
+    if NVIDIA_HANDLER in classes:
+        return NVIDIA_HANDLER
+    return next(
+        (name for name, handler in sorted(classes.items()) if handler == NVIDIA_HANDLER),
+        NVIDIA_HANDLER,
+    )
+
+
+def runtime_class_in(api: Any, cloud: CloudName) -> str | None:
+    """The RuntimeClass for this cloud's check pod, read from the cluster; None where the
+    cloud's GPU nodes need none."""
+    if not catalog.CLOUD_FACTS[cloud].nvidia_runtime_handler:
+        return None
+    return nvidia_runtime_class(kube.runtime_classes(api))
+
+
 def check_pod(
-    stack: Stack, cloud: CloudName, name: str | None = None, namespace: str = NAMESPACE
+    stack: Stack,
+    cloud: CloudName,
+    name: str | None = None,
+    namespace: str = NAMESPACE,
+    runtime_class: str = NVIDIA_HANDLER,
 ) -> dict[str, Any]:
     """The check pod: nvidia-smi, one GPU, on a GPU node of this cloud, never restarted."""
     spec: dict[str, Any] = {
@@ -80,7 +108,7 @@ def check_pod(
     }
 
     if catalog.CLOUD_FACTS[cloud].nvidia_runtime_handler:
-        spec["runtimeClassName"] = "nvidia"
+        spec["runtimeClassName"] = runtime_class
     return {
         "apiVersion": "v1",
         "kind": "Pod",
