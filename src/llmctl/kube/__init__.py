@@ -9,10 +9,15 @@ client itself loads only inside the calls.
 from llmctl.errors import LlmctlError  # callers catch kube.LlmctlError
 from llmctl.kube.client import (
     COLD_RIGHTS,
+    DEPLOYMENTS,
+    EVENTS,
     FORWARD_RIGHTS,
     GPU_SETUP_RIGHTS,
+    NODES,
     POD_RIGHTS,
+    PODS,
     REQUEST_TIMEOUT_S,
+    SERVICES,
     GpuNode,
     PodsReady,
     api_client,
@@ -75,6 +80,11 @@ from llmctl.kube.scaleup import (
 )
 
 __all__ = [
+    "DEPLOYMENTS",
+    "EVENTS",
+    "NODES",
+    "PODS",
+    "SERVICES",
     "APPLY_CONTENT_TYPE",
     "AUTOSCALER_RIGHTS",
     "AUTOSCALER_STATUS_CONFIGMAP",

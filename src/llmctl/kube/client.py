@@ -18,9 +18,14 @@ import yaml
 from llmctl import catalog
 from llmctl.errors import LlmctlError
 from llmctl.extras import install_hint
-from llmctl.kube.kinds import APPLY_CONTENT_TYPE, apply_request
+from llmctl.kube.kinds import APPLY_CONTENT_TYPE, apply_request, kind_of
 
 REQUEST_TIMEOUT_S = 30
+NODES = kind_of("v1", "Node")
+PODS = kind_of("v1", "Pod")
+SERVICES = kind_of("v1", "Service")
+EVENTS = kind_of("v1", "Event")
+DEPLOYMENTS = kind_of("apps/v1", "Deployment")
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,7 @@ def gpu_nodes(api: Any, resource: str = "nvidia.com/gpu") -> list[GpuNode]:
     """Nodes carrying llmctl's accelerator label, with their allocatable GPUs."""
     label = catalog.GPU_NODE_ACCELERATOR_LABEL
     with kube_errors("listing GPU nodes"):
-        nodes = call(api, "GET", "/api/v1/nodes", [("labelSelector", label)])
+        nodes = call(api, "GET", NODES.path(), [("labelSelector", label)])
     result = []
     for node in nodes.get("items", []):
         status = node.get("status", {})
@@ -208,9 +213,7 @@ def gpu_nodes(api: Any, resource: str = "nvidia.com/gpu") -> list[GpuNode]:
 def pods_ready(api: Any, namespace: str, selector: str) -> PodsReady:
     """How many pods matching the selector are Ready, of how many."""
     with kube_errors(f"listing pods {selector} in {namespace}"):
-        pods = call(
-            api, "GET", f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", selector)]
-        )
+        pods = call(api, "GET", PODS.path(namespace=namespace), [("labelSelector", selector)])
     items = pods.get("items", [])
     ready = sum(
         1
@@ -243,12 +246,12 @@ def create_pod(api: Any, pod: Mapping[str, Any]) -> dict[str, Any]:
     meta = pod["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     with kube_errors(f"creating pod {name} in {namespace}", POD_RIGHTS):
-        return dict(call(api, "POST", f"/api/v1/namespaces/{namespace}/pods", [], dict(pod)))
+        return dict(call(api, "POST", PODS.path(namespace=namespace), [], dict(pod)))
 
 
 def read_pod(api: Any, namespace: str, name: str) -> dict[str, Any]:
     with kube_errors(f"reading pod {name} in {namespace}", POD_RIGHTS):
-        return dict(call(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{name}", []))
+        return dict(call(api, "GET", PODS.path(name, namespace), []))
 
 
 def pod_log(
@@ -260,14 +263,14 @@ def pod_log(
     if timestamps:
         query.append(("timestamps", "true"))
     with kube_errors(f"reading the log of pod {name} in {namespace}", POD_RIGHTS):
-        return call_text(api, f"/api/v1/namespaces/{namespace}/pods/{name}/log", query)
+        return call_text(api, PODS.path(name, namespace) + "/log", query)
 
 
 def delete_pod(api: Any, namespace: str, name: str) -> bool:
     """Delete at once (grace period 0); False when it was already gone."""
     from kubernetes.client.exceptions import ApiException
 
-    path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+    path = PODS.path(name, namespace)
     with kube_errors(f"deleting pod {name} in {namespace}", POD_RIGHTS):
         try:
             call(api, "DELETE", path, [("gracePeriodSeconds", "0")])
@@ -280,14 +283,12 @@ def delete_pod(api: Any, namespace: str, name: str) -> bool:
 
 def read_service(api: Any, namespace: str, name: str) -> dict[str, Any]:
     with kube_errors(f"reading service {name} in {namespace}", FORWARD_RIGHTS):
-        return dict(call(api, "GET", f"/api/v1/namespaces/{namespace}/services/{name}", []))
+        return dict(call(api, "GET", SERVICES.path(name, namespace), []))
 
 
 def list_pods(api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
     with kube_errors(f"listing pods {selector} in {namespace}", FORWARD_RIGHTS):
-        pods = call(
-            api, "GET", f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", selector)]
-        )
+        pods = call(api, "GET", PODS.path(namespace=namespace), [("labelSelector", selector)])
     return list(pods.get("items", []))
 
 
@@ -301,14 +302,12 @@ COLD_RIGHTS = (
 
 def read_deployment(api: Any, namespace: str, name: str) -> dict[str, Any]:
     with kube_errors(f"reading deployment {name} in {namespace}", COLD_RIGHTS):
-        return dict(
-            call(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}", [])
-        )
+        return dict(call(api, "GET", DEPLOYMENTS.path(name, namespace), []))
 
 
 def scale_deployment(api: Any, namespace: str, name: str, replicas: int) -> None:
     """Set the replica count through the scale subresource, as `kubectl scale` does."""
-    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+    path = DEPLOYMENTS.path(name, namespace) + "/scale"
     with kube_errors(f"scaling deployment {name} in {namespace}", COLD_RIGHTS):
         call(
             api,
@@ -324,9 +323,7 @@ def pod_events(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
     """The events about one pod (the scheduler's and the kubelet's), oldest first."""
     selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
     with kube_errors(f"listing the events of pod {name} in {namespace}", COLD_RIGHTS):
-        found = call(
-            api, "GET", f"/api/v1/namespaces/{namespace}/events", [("fieldSelector", selector)]
-        )
+        found = call(api, "GET", EVENTS.path(namespace=namespace), [("fieldSelector", selector)])
     return list(found.get("items", []))
 
 

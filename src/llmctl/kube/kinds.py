@@ -29,18 +29,19 @@ class Kind:
 
     def path(self, name: str | None = None, namespace: str | None = None) -> str:
         """The resource's REST path: its collection, or one object when `name` is given."""
-        base = (
-            f"/api/{self.api_version}"
-            if "/" not in self.api_version
-            else (f"/apis/{self.api_version}")
-        )
+        core = "/" not in self.api_version  # the core group ("v1") lives under /api
+        base = ("/api/" if core else "/apis/") + self.api_version
         where = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
         return f"{base}{where}/{self.plural}" + (f"/{name}" if name else "")
 
 
+# The kinds llmctl applies or reads (Karpenter's NodeClaim is not here: its group exists only where
+# Karpenter runs, so no discovery here can check it; kube/scaleup.py names its path).
 KINDS: tuple[Kind, ...] = (
     Kind("v1", "Namespace", "namespaces", False),
     Kind("v1", "Node", "nodes", False),
+    Kind("v1", "Pod", "pods", True),
+    Kind("v1", "Event", "events", True),
     Kind("v1", "ServiceAccount", "serviceaccounts", True),
     Kind("v1", "ConfigMap", "configmaps", True),
     Kind("v1", "Secret", "secrets", True),

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmctl import catalog
-from llmctl.kube.client import call, get_or_none, kube_errors
+from llmctl.kube.client import DEPLOYMENTS, call, get_or_none, kube_errors
+from llmctl.kube.kinds import kind_of
 
 PREFLIGHT_RIGHTS = (
     "to list StorageClasses, DaemonSets, Deployments and RuntimeClasses and to get "
@@ -57,7 +58,9 @@ def _items(api: Any, path: str, what: str) -> list[dict[str, Any]]:
 
 def default_storage_class(api: Any) -> str | None:
     """The StorageClass annotated as the cluster's default (the model cache's PVCs use it)."""
-    for sc in _items(api, "/apis/storage.k8s.io/v1/storageclasses", "listing StorageClasses"):
+    for sc in _items(
+        api, kind_of("storage.k8s.io/v1", "StorageClass").path(), "listing StorageClasses"
+    ):
         annotations = sc["metadata"].get("annotations") or {}
         if annotations.get(DEFAULT_CLASS_ANNOTATION) == "true":
             return str(sc["metadata"]["name"])
@@ -67,7 +70,7 @@ def default_storage_class(api: Any) -> str | None:
 def nvidia_device_plugins(api: Any) -> list[DevicePlugin]:
     """Every DaemonSet in the cluster that runs an NVIDIA device plugin image, llmctl's included."""
     found = []
-    for ds in _items(api, "/apis/apps/v1/daemonsets", "listing DaemonSets"):
+    for ds in _items(api, kind_of("apps/v1", "DaemonSet").path(), "listing DaemonSets"):
         containers = ds.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         images = [str(c.get("image", "")) for c in containers]
         image = next((i for i in images if any(p in i for p in DEVICE_PLUGIN_IMAGES)), None)
@@ -88,7 +91,7 @@ def nvidia_device_plugins(api: Any) -> list[DevicePlugin]:
 
 
 def crd_exists(api: Any, name: str) -> bool:
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    path = kind_of("apiextensions.k8s.io/v1", "CustomResourceDefinition").path(name)
     what = f"reading CustomResourceDefinition {name}"
     return get_or_none(api, path, what, PREFLIGHT_RIGHTS) is not None
 
@@ -96,7 +99,7 @@ def crd_exists(api: Any, name: str) -> bool:
 def cluster_autoscalers(api: Any) -> list[str]:
     """Deployments that run cluster-autoscaler (any namespace, any chart's name for it)."""
     found = []
-    for deploy in _items(api, "/apis/apps/v1/deployments", "listing Deployments"):
+    for deploy in _items(api, DEPLOYMENTS.path(), "listing Deployments"):
         meta = deploy["metadata"]
         containers = (
             deploy.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
@@ -108,7 +111,7 @@ def cluster_autoscalers(api: Any) -> list[str]:
 
 
 def runtime_classes(api: Any) -> dict[str, str]:
-    path = "/apis/node.k8s.io/v1/runtimeclasses"
+    path = kind_of("node.k8s.io/v1", "RuntimeClass").path()
     return {
         str(rc["metadata"]["name"]): str(rc.get("handler", ""))
         for rc in _items(api, path, "listing RuntimeClasses")

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.kube.client import GPU_SETUP_RIGHTS, call, get_or_none, kube_errors
+from llmctl.kube.client import EVENTS, GPU_SETUP_RIGHTS, PODS, call, get_or_none, kube_errors
+from llmctl.kube.kinds import kind_of
 from llmctl.kube.preflight import ClusterFacts
 
 # The events cluster-autoscaler records on a pending pod: a scale-up it tried and the cloud
@@ -51,7 +52,7 @@ def _requests_resource(pod: Mapping[str, Any], resource: str) -> bool:
 def pending_gpu_pods(api: Any, resource: str) -> list[tuple[str, str]]:
     """(namespace, name) of every pending pod that asks for the GPU resource."""
     with kube_errors("listing pending pods", AUTOSCALER_RIGHTS):
-        pods = call(api, "GET", "/api/v1/pods", [("fieldSelector", "status.phase=Pending")])
+        pods = call(api, "GET", PODS.path(), [("fieldSelector", "status.phase=Pending")])
     return [
         (str(p["metadata"].get("namespace", "")), str(p["metadata"]["name"]))
         for p in pods.get("items", [])
@@ -65,7 +66,7 @@ def scale_up_events(api: Any, pods: list[tuple[str, str]]) -> list[ScaleUpReason
     found: list[tuple[str, ScaleUpReason]] = []
     for reason in SCALE_UP_EVENT_REASONS:
         with kube_errors(f"listing {reason} events", AUTOSCALER_RIGHTS):
-            events = call(api, "GET", "/api/v1/events", [("fieldSelector", f"reason={reason}")])
+            events = call(api, "GET", EVENTS.path(), [("fieldSelector", f"reason={reason}")])
         for event in events.get("items", []):
             involved = event.get("involvedObject") or {}
             where = (str(involved.get("namespace", "")), str(involved.get("name", "")))
@@ -87,7 +88,7 @@ def autoscaler_backoffs(api: Any, namespaces: list[str], pool: str) -> list[Scal
 
     found = []
     for namespace in dict.fromkeys([*namespaces, "kube-system"]):
-        path = f"/api/v1/namespaces/{namespace}/configmaps/{AUTOSCALER_STATUS_CONFIGMAP}"
+        path = kind_of("v1", "ConfigMap").path(AUTOSCALER_STATUS_CONFIGMAP, namespace)
         what = f"reading ConfigMap {namespace}/{AUTOSCALER_STATUS_CONFIGMAP}"
         config_map = get_or_none(api, path, what, GPU_SETUP_RIGHTS, absent=(403, 404))
         if config_map is None:
