@@ -358,6 +358,22 @@ def test_gpu_node_selector_adds_gpu_node_selector_values() -> None:
     }
 
 
+def test_router_and_cpu_placement_are_values(tmp_path: Path) -> None:
+    """router/cpu nodeSelector and tolerations reach their pods as given (what the real-node
+    test sets, tests/cluster/test_helm_pods.py), and none set leaves the pods unplaced."""
+    toleration = {"key": "pool", "operator": "Equal", "value": "cpu", "effect": "NoSchedule"}
+    placed = {"nodeSelector": {"pool": "cpu"}, "tolerations": [toleration]}
+    values = tmp_path / "placement.yaml"
+    values.write_text(yaml.safe_dump({"router": placed, "cpu": placed}))
+    objects = by_name(template("-f", str(values)))
+    plain = by_name(template())
+    for name in ("demo-llm-router", "demo-cpu-llm-server"):
+        spec = pod_spec(objects[("Deployment", name)])
+        assert (spec["nodeSelector"], spec["tolerations"]) == ({"pool": "cpu"}, [toleration])
+        unplaced = pod_spec(plain[("Deployment", name)])
+        assert "nodeSelector" not in unplaced and "tolerations" not in unplaced
+
+
 def test_security_defaults_on_every_container() -> None:
     for obj in template("-f", values_file("azure", "gpu")):
         if "template" not in obj.get("spec", {}):

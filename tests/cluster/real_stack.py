@@ -1,8 +1,10 @@
 """The rendered stack on the real node (tests/cluster/node.py): the router image built from the
-unchanged Dockerfile (scripts/build-image.sh) imported into the node's containerd, and a
-Kustomize overlay, written by the test, on top of the committed `clusters/<cloud>/base`.
+unchanged Dockerfile (scripts/build-image.sh) imported into the node's containerd, and either a
+Kustomize overlay, written by the test, on top of the committed `clusters/<cloud>/base`
+(tests/cluster/test_pods.py), or the Helm chart with a values file of the same changes
+(`chart_values`, tests/cluster/test_helm_pods.py).
 
-The overlay changes only what a test on this machine must, each for a stated reason:
+Both change only what a test on this machine must, each for a stated reason:
 - the router image (the fetcher's too: the same image) -> the locally built tag: nothing is
   pulled here;
 - the model URL -> an HTTP server on the node's bridge address serving the SmolLM2 GGUF (the
@@ -21,18 +23,27 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 import yaml
 
+from llmctl.config import Stack
 from tests.cluster.controlplane import REPO, ControlPlane
 from tests.cluster.kit import get_json, wait_for
+from tests.support.range_server import Served, range_server
 
 STORAGE_CLASS = "llmctl-real-node"
 POD_USER = 10001  # the pods' runAsUser (manifests/render.py POD_SECURITY)
 ROUTER_IMAGE = "ghcr.io/llmctl/llm-router"
+MODEL = "tinyllama"  # the CPU tier's alias in the router's table
+# The llama-server container's CPU request: the node is a shared 2-core machine, and the base
+# asks for 2 x 1 CPU for llama-server alone.
+SERVER_CPU = "250m"
 
 
 @dataclass(frozen=True)
@@ -55,14 +66,50 @@ def build_images() -> BuiltImages:
     return BuiltImages(router=pairs[0][0], archives={ref: Path(path) for ref, path in pairs})
 
 
-def model_volumes(root: Path, count: int) -> list[dict[str, Any]]:
+def import_images(node: Any) -> BuiltImages:
+    """The images built (cached) and imported into the real node's containerd."""
+    images = build_images()
+    for archive in images.archives.values():
+        node.import_image(archive)
+    return images
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    served: Served  # what the pods asked of the server
+    url: str  # the model URL the pods fetch
+    path: str  # where the pods keep it (the base's cpu.model.path)
+    size: int  # bytes
+
+
+@contextmanager
+def serving_model(node: Any) -> Iterator[ServedModel]:
+    """The SmolLM2 GGUF served over HTTP on the node's bridge address (the only address the
+    pods reach), under the file name the base expects."""
+    from tests.cli.test_inference_cmd import smollm2_path
+
+    gguf = smollm2_path()
+    filename = PurePosixPath(Stack().cpu.model.path).name
+    assert node.slot is not None
+    with range_server({f"models/{filename}": gguf}, host=node.slot.gateway) as served:
+        yield ServedModel(
+            served=served,
+            url=f"{served.base_url}/models/{filename}",
+            path=f"/models/{filename}",
+            size=gguf.stat().st_size,
+        )
+
+
+def model_volumes(
+    root: Path, count: int, prefix: str = "llmctl-real-node-model"
+) -> list[dict[str, Any]]:
     """`count` hostPath PersistentVolumes of class STORAGE_CLASS, each an empty directory under
     `root` owned by the pods' user (hostPath volumes get no fsGroup ownership): one for each
     llama-server pod started, since each pod's ephemeral claim takes a volume of its own and
-    keeps it (reclaim policy Retain)."""
+    keeps it (reclaim policy Retain). `prefix` keeps two test modules' volumes apart."""
     volumes = []
     for i in range(count):
-        name = f"llmctl-real-node-model-{i}"
+        name = f"{prefix}-{i}"
         path = root / name
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, POD_USER, POD_USER)
@@ -83,7 +130,9 @@ def model_volumes(root: Path, count: int) -> list[dict[str, Any]]:
     return volumes
 
 
-def _placement() -> dict[str, Any]:
+def placement() -> dict[str, Any]:
+    """The real node's label and the toleration of its taint (the kwok nodes keep every other
+    pod)."""
     from tests.cluster.node import REAL_NODE_LABEL, REAL_NODE_TAINT
 
     key, value = REAL_NODE_LABEL
@@ -99,17 +148,17 @@ def write_overlay(
     router_image: str,
     model_url: str,
     volumes: int = 8,
-    server_container_cpu: str = "250m",
+    server_container_cpu: str = SERVER_CPU,
 ) -> Path:
     """The overlay (module docstring) in `directory`, on top of `base`, with `volumes` model
     volumes (their directories under `directory`/volumes)."""
     name, _, tag = router_image.rpartition(":")
-    placement = _placement()
+    on_node = placement()
     router_patch = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "llm-router", "namespace": "llm-server"},
-        "spec": {"replicas": 1, "template": {"spec": placement}},
+        "spec": {"replicas": 1, "template": {"spec": on_node}},
     }
     server_patch = {
         "apiVersion": "apps/v1",
@@ -119,7 +168,7 @@ def write_overlay(
             "replicas": 1,
             "template": {
                 "spec": {
-                    **placement,
+                    **on_node,
                     "initContainers": [
                         {"name": "fetch-model", "env": [{"name": "MODEL_URI", "value": model_url}]}
                     ],
@@ -155,6 +204,38 @@ def write_overlay(
     (directory / "cpu-llm-server.yaml").write_text(yaml.safe_dump(server_patch))
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     return directory
+
+
+def chart_values(router_image: str, model_url: str) -> dict[str, Any]:
+    """The overlay's changes (module docstring) as values for charts/llm-router on top of its
+    values.yaml. The llama-server image is the chart's default: the stand-in base is tagged with
+    the official name. The volumes are model_volumes'."""
+    return {
+        "images": {"router": router_image},
+        "router": {"replicas": 1, **placement()},
+        "cpu": {
+            "replicas": 1,
+            **placement(),
+            "model": {"uri": model_url, "storageClassName": STORAGE_CLASS},
+            "resources": {"requests": {"cpu": SERVER_CPU}},
+        },
+    }
+
+
+def answers_through_service(plane: ControlPlane, namespace: str, service: str) -> bool:
+    """Whether a chat completion through the router's Service (kube-proxy's rules on this
+    machine) comes back 200."""
+    found = get_json(plane, "service", "-n", namespace, service)
+    address = f"{found['spec']['clusterIP']}:{found['spec']['ports'][0]['port']}"
+    try:
+        answer = httpx.post(
+            f"http://{address}/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+            timeout=60,
+        )
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
 
 
 def pods(plane: ControlPlane, namespace: str, selector: str) -> list[dict[str, Any]]:

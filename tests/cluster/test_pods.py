@@ -19,38 +19,39 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from llmctl.config import NAMESPACE, Stack
-from tests.cli.test_inference_cmd import smollm2_path
+from llmctl.config import NAMESPACE
 from tests.cluster.controlplane import REPO, ControlPlane
 from tests.cluster.kit import delete_namespace, get_json, reset_llmctl_objects, wait_for
 from tests.cluster.prometheus import Prometheus
 from tests.cluster.real_stack import (
+    MODEL,
     POD_USER,
     BuiltImages,
-    build_images,
+    answers_through_service,
     cold_start_json,
     dump,
     exec_in,
+    import_images,
     one_ready_pod,
     pods,
     ready,
+    serving_model,
     wait_rollout,
     write_overlay,
 )
 from tests.support.cli import llmctl_env
-from tests.support.range_server import Served, range_server
+from tests.support.range_server import Served
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tools]
 
 ROUTER = "app.kubernetes.io/component=router"
 LLAMA = "app.kubernetes.io/component=llama-cpu"
-MODEL = "tinyllama"  # the CPU tier's alias in the base's router table
 STAGES = [
     "scheduled",
     "fetcher started",
@@ -88,20 +89,15 @@ def on_node(
     work = tmp_path_factory.mktemp("pods")
     timings: dict[str, float] = {}
     began = time.monotonic()
-    images = build_images()
-    for archive in images.archives.values():
-        real_node.import_image(archive)
+    images = import_images(real_node)
     timings["images built (cached) and imported"] = time.monotonic() - began
     reset_llmctl_objects(control_plane)
-    gguf = smollm2_path()
-    filename = PurePosixPath(Stack().cpu.model.path).name
-    assert real_node.slot is not None
-    with range_server({f"models/{filename}": gguf}, host=real_node.slot.gateway) as served:
+    with serving_model(real_node) as model:
         overlay = write_overlay(
             work / "overlay",
             REPO / "clusters" / "aws" / "base",
             images.router,
-            f"{served.base_url}/models/{filename}",
+            model.url,
             VOLUMES,
         )
         t = time.monotonic()
@@ -117,7 +113,7 @@ def on_node(
             # router started) with a growing backoff (healthCheck.maxBackoffSeconds, 60 s).
             wait_for(
                 "the router to answer through its Service",
-                lambda: _answers_through_service(control_plane),
+                lambda: answers_through_service(control_plane, NAMESPACE, "llm-router"),
                 START_TIMEOUT_S,
             )
             timings["router answering"] = time.monotonic() - t
@@ -126,9 +122,9 @@ def on_node(
                 plane=control_plane,
                 node=real_node,
                 images=images,
-                served=served,
-                model_path=f"/models/{filename}",
-                model_bytes=gguf.stat().st_size,
+                served=model.served,
+                model_path=model.path,
+                model_bytes=model.size,
                 kubeconfig=control_plane.kubeconfig,
                 router_start_s=_ready_after_s(router),
                 work=work,
@@ -143,20 +139,6 @@ def on_node(
                 "delete", "-k", str(overlay), "--ignore-not-found", "--wait=false"
             )
             delete_namespace(control_plane, NAMESPACE, timeout_s=300)
-
-
-def _answers_through_service(plane: ControlPlane) -> bool:
-    service = get_json(plane, "service", "-n", NAMESPACE, "llm-router")
-    address = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    try:
-        answer = httpx.post(
-            f"http://{address}/v1/chat/completions",
-            json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
-            timeout=60,
-        )
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 200
 
 
 def _time(value: str) -> float:

@@ -127,6 +127,8 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         "imagePullSecrets": list(stack.image_pull_secrets),
         "router": {
             "replicas": stack.router.replicas,
+            "nodeSelector": {},
+            "tolerations": [],
             "apiKeys": {
                 "secretName": stack.router.api_keys.secret_name or "",
                 "key": stack.router.api_keys.key,
@@ -141,6 +143,8 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
         },
         "cpu": {
             "replicas": stack.cpu.replicas,
+            "nodeSelector": {},
+            "tolerations": [],
             "model": _model(stack.cpu.model, model_store.store_uri(stack, cloud, stack.cpu.model)),
             "llamacpp": _llamacpp(stack.cpu.llamacpp),
             "resources": _resources(stack.cpu.resources),
