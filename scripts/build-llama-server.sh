@@ -9,7 +9,7 @@
 #
 # The llama.cpp release those sources are: llama-cpp-python's CHANGELOG names the commit it
 # vendors ("update llama.cpp to ggml-org/llama.cpp@0c1e57098" for 0.3.36), and llama.cpp's
-# release b11312 is that commit. The Dockerfile and config.py's Images pin the same release
+# release b11312 is that commit. The Dockerfile and config/schema.py's Images pin the same release
 # (tests/router/test_image.py); a cold build checks the CHANGELOG still says so. The cache
 # records it in llama-cpp-release ("RELEASE COMMIT"), which scripts/build-image.sh reads.
 # (The sdist's llama.cpp is a one-commit git checkout: `llama-server --version` names the commit,

@@ -7,6 +7,7 @@ make the renderer depend on it. A broken rule fails with the file, the line and 
 from __future__ import annotations
 
 import ast
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,20 @@ RULES = (
         "push side's store adapters use the SDKs",
         adapters=("llmctl.modelstore.stores",),
     ),
-    Rule("llmctl.config", ("llmctl.catalog", "llmctl.errors"), True, "config is a leaf"),
+    Rule(
+        "llmctl.kube",
+        (*LEAVES, "llmctl.kube"),
+        True,
+        "the Kubernetes adapter: only its client module talks to the API; the kind table, the "
+        "preflight policy and the scale-up diagnosis go through it",
+        adapters=("llmctl.kube.client",),
+    ),
+    Rule(
+        "llmctl.config",
+        ("llmctl.config", "llmctl.catalog", "llmctl.errors"),
+        True,
+        "config is a leaf",
+    ),
     Rule("llmctl.catalog", ("llmctl.errors",), True, "the catalog is a leaf"),
     Rule("llmctl.errors", (), True, "errors is a leaf"),
     Rule(
@@ -181,10 +195,24 @@ def test_the_top_of_the_package_holds_only_packages_and_leaves() -> None:
         "__main__.py",
         "assets.py",
         "catalog.py",
-        "config.py",
         "errors.py",
         "extras.py",
-        "kube.py",
+    ]
+
+
+def test_config_and_kube_are_packages_with_one_job_per_module() -> None:
+    """Issue 29: the schema apart from its loader, the API calls apart from the policy."""
+    assert sorted(p.name for p in (SRC / "config").glob("*.py")) == [
+        "__init__.py",
+        "schema.py",
+        "sources.py",
+    ]
+    assert sorted(p.name for p in (SRC / "kube").glob("*.py")) == [
+        "__init__.py",
+        "client.py",
+        "kinds.py",
+        "preflight.py",
+        "scaleup.py",
     ]
 
 
@@ -197,10 +225,34 @@ def test_the_top_of_the_package_holds_only_packages_and_leaves() -> None:
         ("llmctl/cost/report.py", "from google.cloud import billing\n", "google.cloud"),
         ("llmctl/catalog.py", "from llmctl.config import Stack\n", "llmctl.config"),
         ("llmctl/plan/vram.py", "from ..probe import client\n", "llmctl.probe"),
-        ("llmctl/kube.py", "from llmctl.cli import main\n", "imports llmctl.cli:"),
+        ("llmctl/clouds/base.py", "from llmctl.cli import main\n", "imports llmctl.cli:"),
+        ("llmctl/kube/preflight.py", "import kubernetes\n", "kubernetes"),
+        ("llmctl/kube/kinds.py", "from llmctl.clouds import base\n", "llmctl.clouds"),
+        ("llmctl/config/schema.py", "from llmctl import kube\n", "llmctl.kube"),
+        ("llmctl/config/sources.py", "import httpx\n", "httpx"),
     ],
 )
 def test_a_bad_import_is_named(module: str, source: str, named: str) -> None:
     """The checker itself: each rule catches a deliberate bad import and names it."""
     broken = violations(imports_of(SRC.parent / module, source))
     assert len(broken) == 1 and named in broken[0], broken
+
+
+@pytest.mark.parametrize("package", ["config", "kube"])
+def test_the_packages_re_export_every_public_name(package: str) -> None:
+    """`from llmctl import kube; kube.X` and `from llmctl.config import X` keep working for
+    every public name of the package's modules, including ones added after the split."""
+    exported = set(importlib.import_module(f"llmctl.{package}").__all__)
+    missing = []
+    for path in sorted((SRC / package).glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names: list[str] = []
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            missing += [f"{path.name}: {n}" for n in names if not n.startswith("_")]
+            missing = [m for m in missing if m.split(": ")[1] not in exported]
+    assert not missing, f"add to llmctl/{package}/__init__.py: {missing}"

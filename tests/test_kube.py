@@ -1,9 +1,10 @@
-"""kube.py, the Kubernetes calls of `llmctl gpu enable/status`, against the real API server of
+"""kube/, the Kubernetes calls of `llmctl gpu enable/status`, against the real API server of
 the `control_plane` fixture: server-side apply as the field manager `llmctl`, GPU nodes as kwok
 runs them, device plugin pods the DaemonSet controller really creates, and real RBAC."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from llmctl import catalog, kube
 from llmctl.catalog import CloudName
 from llmctl.config import Stack
 from llmctl.errors import LlmctlError
+from llmctl.kube.kinds import KINDS
 from llmctl.manifests import cluster_setup_objects
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.kit import (
@@ -102,10 +104,63 @@ def test_apply_request_paths() -> None:
         {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}}
     )
     assert rc.path == "/apis/node.k8s.io/v1/runtimeclasses/nvidia"
+    # The plural the old `_plural` guess got wrong ("endpointses"), and a cluster-scoped kind
+    # given a namespace it does not have: the table knows both.
+    ep = kube.apply_request(
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e", "namespace": "n"}}
+    )
+    assert ep.path == "/api/v1/namespaces/n/endpoints/e"
+    pc = kube.apply_request(
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": "p", "namespace": "ignored"},
+        }
+    )
+    assert pc.path == "/apis/scheduling.k8s.io/v1/priorityclasses/p"
     with pytest.raises(LlmctlError, match="no metadata.namespace"):
         kube.apply_request(
             {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "z"}}
         )
+
+
+def test_an_unknown_kind_is_refused_with_where_to_add_it() -> None:
+    with pytest.raises(LlmctlError, match=r"REST path of CronJob \(batch/v1\)") as caught:
+        kube.apply_request(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "c", "namespace": "n"},
+            }
+        )
+    assert "kube/kinds.py" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("cloud", list(CloudName))
+def test_every_kind_llmctl_applies_has_a_row(cloud: CloudName) -> None:
+    for obj in cluster_setup_objects(Stack(), cloud):
+        kube.apply_request(obj)  # raises for a kind with no row
+
+
+def test_the_kind_table_matches_the_api_servers_discovery(control_plane: ControlPlane) -> None:
+    """Each row's plural and scope are what the real kube-apiserver's discovery says; a wrong
+    plural or scope for a kind added later fails here, not at a user's apply."""
+    rows = []
+    for api_version in dict.fromkeys(k.api_version for k in KINDS):
+        base = "/api/" if "/" not in api_version else "/apis/"
+        listing = json.loads(control_plane.kubectl("get", "--raw", base + api_version))
+        for resource in listing["resources"]:
+            if "/" not in resource["name"]:  # skip subresources such as pods/log
+                rows.append(
+                    (api_version, resource["kind"], resource["name"], resource["namespaced"])
+                )
+    discovered = {(v, kind): (plural, ns) for v, kind, plural, ns in rows}
+    wrong = [
+        f"{row}: discovery says {discovered.get((row.api_version, row.kind))}"
+        for row in KINDS
+        if discovered.get((row.api_version, row.kind)) != (row.plural, row.namespaced)
+    ]
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.fixture

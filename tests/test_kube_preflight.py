@@ -1,5 +1,5 @@
-"""`llmctl gpu` preflight: the Kubernetes reads (kube.py) and the pure checks on them, against
-the real API server of the `control_plane` fixture.
+"""`llmctl gpu` preflight: the Kubernetes reads (kube/preflight.py) and the pure checks on
+them, against the real API server of the `control_plane` fixture.
 
 The cluster objects are built with the kubernetes client's own models (V1StorageClass,
 V1DaemonSet, V1Deployment, V1RuntimeClass) and minimal CRDs, created on the real kube-apiserver

@@ -19,7 +19,7 @@ class CloudName(StrEnum):
 CLOUDS: tuple[CloudName, ...] = tuple(CloudName)
 
 # The namespace every rendered object lives in (a shared name, DESIGN.md section 3). Here, not in
-# config.py, so that commands can name it without loading pydantic at start-up.
+# config/, so that commands can name it without loading pydantic at start-up.
 NAMESPACE = "llm-server"
 
 

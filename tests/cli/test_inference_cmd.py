@@ -429,14 +429,28 @@ def test_smollm2_answers_in_real_english(tmp_path: Path) -> None:
     assert sum(c.isascii() for c in reply) / len(reply) > 0.97, reply
 
 
+def tier_requests(router: RouterProcess) -> float:
+    """llm_router_tier_requests_total, every tier: requests the router has received."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(router.url + "/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llm_router_tier_requests_total"
+    )
+
+
 def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
     """Ctrl-C while requests are in flight: exit 130, no traceback."""
     import signal
     import sys
-    import time
 
     from tests.support.cli import llmctl_env
 
+    before = tier_requests(stack.router)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -459,7 +473,11 @@ def test_cli_does_not_hang_on_ctrl_c_during_requests(stack: Stack) -> None:
         text=True,
         env=llmctl_env(KEY_ENV),
     )
-    time.sleep(2.5)
+    # Its requests are in flight once the router has counted one (not while it still imports:
+    # a Ctrl-C there is Python's, not the command's).
+    wait_for(
+        "a request of the command at the router", lambda: tier_requests(stack.router) > before, 60
+    )
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
@@ -556,7 +574,6 @@ def test_gpu_check_ctrl_c_deletes_the_pod(
 ) -> None:
     import signal
     import sys
-    import time
 
     from tests.support.cli import llmctl_env
 
@@ -581,8 +598,7 @@ def test_gpu_check_ctrl_c_deletes_the_pod(
         env=llmctl_env(KEY_ENV),
     )
     wait_for("the check pod to be created", lambda: check_pods(control_plane), 60)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # whether the create's answer has arrived or not
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "was deleted" in err and "Traceback" not in err

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from llmctl.cli.main import app
 from llmctl.cli.output import DATA_MAPS, camel
 from tests.support.cloud_env import clean_cloud_env
+from tests.support.fake_service_quotas import ec2_quotas
 
 __all__ = ["clean_cloud_env"]
 runner = CliRunner()
@@ -74,6 +75,7 @@ def eks(monkeypatch: pytest.MonkeyPatch, clean_cloud_env: None) -> Iterator[None
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
+        ec2_quotas(monkeypatch)  # an account with G-family quota: enable reads it first
         client = boto3.client("eks", region_name="us-east-1")
         client.create_cluster(
             name="llm-aws",
@@ -97,6 +99,11 @@ INVOCATIONS: dict[tuple[str, ...], tuple[list[str], int]] = {
     ("config", "show"): (["config", "show", "-o", "json"], 0),
     ("gpu", "status"): (["gpu", "status", "--cloud", "aws", "--skip-cluster", "-o", "json"], 0),
     ("test-inference",): (["test-inference", "--url", "http://127.0.0.1:9", "-o", "json"], 1),
+    ("model", "push"): (
+        ["model", "push", "llama-2-7b-chat", "--cloud", "aws", "--bucket", "acme-llm-models"]
+        + ["--create-bucket", "--dry-run", "-o", "json"],
+        0,
+    ),
 }
 
 
@@ -109,8 +116,9 @@ def test_json_output_follows_the_convention(
     path: tuple[str, ...], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("LLMCTL_CONFIG", raising=False)
+    if path[0] in ("gpu", "model"):
+        request.getfixturevalue("eks")  # moto's EKS, S3 and Service Quotas
     if path == ("gpu", "status"):
-        request.getfixturevalue("eks")
         enabled = runner.invoke(
             app, ["gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup"]
         )

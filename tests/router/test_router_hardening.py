@@ -10,6 +10,7 @@ the machine is a loaded 2-core one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -172,6 +173,45 @@ def requests_total(router: RouterProcess) -> dict[tuple[str, ...], float]:
     return out
 
 
+def tier_demand(router: RouterProcess, tier: str) -> float:
+    """llm_router_tier_demand for `tier`: the requests in the router that want it, in flight or
+    waiting for a slot (counted before a request waits, so it says "queued" once it is)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(router.url + "/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llm_router_tier_demand" and sample.labels["tier"] == tier
+    )
+
+
+def client_connections(router: RouterProcess) -> int:
+    """The client connections the router process holds open: its socket descriptors whose
+    local port is the router's (Linux: /proc/PID/fd and /proc/net/tcp*). An accepted
+    connection counts from accept until the router closes it."""
+    assert router.proc is not None
+    fds = Path(f"/proc/{router.proc.pid}/fd")
+    inodes = set()
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed while we looked
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            listening = fields[3] == "0A"
+            if local_port == router.port and not listening and fields[9] in inodes:
+                held += 1
+    return held
+
+
 def count(totals: dict[tuple[str, ...], float], code: str) -> float:
     return sum(v for k, v in totals.items() if k[2] == code)
 
@@ -252,13 +292,14 @@ def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_a_fast_503(
             sock.close()
         socks.clear()
         assert wait_for(lambda: httpx.get(router.url + "/healthz").status_code == 200, 10)
-        time.sleep(0.3)  # those closes reach the router
+        # Those closes have reached the router: it holds no client connection any more.
+        assert wait_for(lambda: client_connections(router) == 0, 10)
         # 8 connections in the middle of a request: nobody to evict, so a fast 503.
         for _ in range(8):
             sock = socket.create_connection(("127.0.0.1", router.port), timeout=10)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             socks.append(sock)
-        time.sleep(0.3)
+        assert wait_for(lambda: client_connections(router) == 8, 10)  # all 8 accepted
         started = time.monotonic()
         answer = raw(router.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
@@ -507,7 +548,8 @@ def test_a_burst_of_failures_costs_one_check_and_recovery_is_seen_in_seconds(
                 holder = pool.submit(post, router, "sleep:2", timeout=60)
                 assert wait_for(lambda: stub.hits == 1, 10)
                 queued = [pool.submit(post, router, "hello", timeout=60) for _ in range(6)]
-                time.sleep(0.5)  # the six wait for the only slot
+                # The six wait for the only slot: the holder and they make a demand of 7.
+                assert wait_for(lambda: tier_demand(router, "cpu") == 7, 10)
                 checks_before = stub.health_hits
                 stub.reset_everything = True  # it breaks: accepts, then resets everything
                 answers = [holder.result()] + [q.result() for q in queued]
@@ -549,7 +591,8 @@ def test_a_request_queued_on_a_hung_gpu_moves_to_the_cpu_fallback(tmp_path: Path
                 assert wait_for(lambda: gpu.hits == 1, 10)
                 started = time.monotonic()
                 queued = pool.submit(post, router, "hello", model="big", timeout=60)
-                time.sleep(0.5)  # it waits for the GPU's only slot
+                # It waits for the GPU's only slot: with the holder, a GPU demand of 2.
+                assert wait_for(lambda: tier_demand(router, "gpu") == 2, 10)
                 gpu.hang_health = True  # the process freezes: its health check times out
                 answer = queued.result()
                 waited = time.monotonic() - started
@@ -570,7 +613,7 @@ def test_a_gpu_crash_sends_its_queued_requests_to_the_cpu_fallback(tmp_path: Pat
             holder = pool.submit(post, router, "sleep:2", model="big", timeout=60)
             assert wait_for(lambda: gpu.hits == 1, 10)
             queued = [pool.submit(post, router, "hello", model="big", timeout=60) for _ in range(3)]
-            time.sleep(0.5)
+            assert wait_for(lambda: tier_demand(router, "gpu") == 4, 10)  # the 3 wait for a slot
             gpu.crash()
             answers = [q.result() for q in queued]
             holder.result()
@@ -636,7 +679,7 @@ def test_what_is_left_at_the_drain_deadline_ends_with_an_error_event(tmp_path: P
             long = pool.submit(_stream, router, "stream:300:0.1")
             assert wait_for(lambda: stub.hits == 1, 20)
             queued = pool.submit(post, router, "hi")
-            time.sleep(0.3)
+            assert wait_for(lambda: tier_demand(router, "cpu") == 2, 10)  # it waits for the slot
             router.proc.send_signal(signal.SIGTERM)
             status, text = long.result()
             cut = queued.result()

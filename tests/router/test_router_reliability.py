@@ -32,6 +32,7 @@ class Stub(LoopbackServer):
         self.always_500 = always_500
         self.fail_status = 500
         self.hits = 0
+        self.finished = 0  # POSTs whose handler has returned (answered, failed or cut off)
         self.client_gone = threading.Event()
         stub = self
 
@@ -40,6 +41,12 @@ class Stub(LoopbackServer):
                 self._send(200, b'{"status":"ok"}')
 
             def do_POST(self) -> None:
+                try:
+                    self._post()
+                finally:
+                    stub.finished += 1
+
+            def _post(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 stub.hits += 1
                 if stub.always_500:
@@ -68,6 +75,16 @@ class Stub(LoopbackServer):
                     self._send(200, json.dumps(REPLY).encode())
 
         self._serve(Handler)
+
+
+def wait_for(predicate: Any, timeout: float) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +225,12 @@ def test_stream_broken_midway_ends_with_an_error_event_and_no_retry(
 def test_waiting_past_the_queue_deadline_is_429(
     setup: tuple[RouterProcess, dict[str, Stub]],
 ) -> None:
-    router, _ = setup
+    router, stubs = setup
+    before = stubs["single"].hits
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(post, router, "m-single", "sleep:0.8")
-        time.sleep(0.15)  # the slow one holds the only slot
+        # The slow one holds the only slot once it has reached the backend.
+        assert wait_for(lambda: stubs["single"].hits == before + 1, 10)
         queued = pool.submit(post, router, "m-single", "hello")
         responses = [slow.result(), queued.result()]
     assert responses[0].status_code == 200
@@ -221,13 +240,15 @@ def test_waiting_past_the_queue_deadline_is_429(
 
 
 def test_first_byte_timeout_is_504(setup: tuple[RouterProcess, dict[str, Stub]]) -> None:
-    router, _ = setup
+    router, stubs = setup
     started = time.monotonic()
     response = post(router, "m-single", "sleep:2.5")
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "backend_timeout"
     assert time.monotonic() - started < 2.0
-    time.sleep(1.6)  # let the stub finish that request before the next test
+    # The stub is shared by the module: the next test starts once it has finished this one.
+    single = stubs["single"]
+    assert wait_for(lambda: single.finished == single.hits, 10)
 
 
 def test_client_disconnect_cancels_the_backend_request(

@@ -1,6 +1,6 @@
 """Stack -> Kustomize trees and Helm values. Pure, apart from `writer`.
 
-Imports config and catalog only: never clouds/, kube.py or network clients.
+Imports config and catalog only: never clouds/, kube/ or network clients.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ print what it says, and always delete the pod.
 
 The pod is built here (pure) with the same nodeSelector and tolerations the GPU overlay gives
 `gpu-llm-server`, so it lands where the model server would; `run_check` is the adapter that
-creates it through `kube.py`, waits, reads its log and deletes it in a `finally`.
+creates it through `kube/client.py`, waits, reads its log and deletes it in a `finally`.
 """
 
 from __future__ import annotations
