@@ -40,7 +40,6 @@ class Built:
     lines: list[tuple[str, Path]]
     router: OciArchive
     base: OciArchive
-    fetcher: OciArchive
 
 
 def build(repo: Path) -> subprocess.CompletedProcess[str]:
@@ -61,9 +60,10 @@ def built(repo: Path) -> Built:
     lines = [
         (ref, Path(path)) for ref, path in (line.split() for line in result.stdout.splitlines())
     ]
-    assert len(lines) == 3, result.stdout
-    router, base, fetcher = (OciArchive(path) for _, path in lines)
-    return Built(lines, router, base, fetcher)
+    # The router image and its base: the model download runs in the router image itself.
+    assert len(lines) == 2, result.stdout
+    router, base = (OciArchive(path) for _, path in lines)
+    return Built(lines, router, base)
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +91,11 @@ def test_archives_carry_the_names_containerd_imports_them_under(built: Built, re
     # `ctr images import` names an OCI archive's image after its ref.name annotation when that
     # is a full reference (containerd core/images/archive/reference.go, AddRefPrefix).
     images = Images()
-    (router_ref, _), (base_ref, _), (fetcher_ref, _) = built.lines
+    (router_ref, _), (base_ref, _) = built.lines
     assert re.fullmatch(r"localhost/llmctl/llm-router:[0-9a-f]{16}", router_ref)
     assert base_ref == str(images.llama_server)
     assert base_ref == f"ghcr.io/ggml-org/llama.cpp:server-{dockerfile_release(repo)}"
-    assert fetcher_ref == str(images.model_fetcher)
-    assert [built.router.ref_name, built.base.ref_name, built.fetcher.ref_name] == [
-        router_ref,
-        base_ref,
-        fetcher_ref,
-    ]
+    assert [built.router.ref_name, built.base.ref_name] == [router_ref, base_ref]
 
 
 def test_router_image_config_is_what_the_dockerfile_says(built: Built) -> None:
@@ -137,8 +132,6 @@ def test_stand_in_base_is_configured_as_the_official_server_image(built: Built, 
     assert not config.get("User")
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == dockerfile_release(repo)
-    # The model fetcher's stand-in is the same image under the fetcher's name.
-    assert built.fetcher.manifest == built.base.manifest
 
 
 def test_llama_server_in_the_image_is_the_binary_the_tests_run(rootfs: Path, repo: Path) -> None:

@@ -56,7 +56,9 @@ class S3Store:
         except ImportError as exc:
             raise missing_extra("cloud", exc.name or "boto3", "S3 model stores") from None
         self.bucket, self.region = bucket, region
-        self.client = boto3.client("s3", region_name=region)
+        # A session of its own: boto3's default session keeps the first credentials it resolved
+        # for the life of the process, so a second store with other credentials would use them.
+        self.client = boto3.session.Session().client("s3", region_name=region)
         self.transfer = TransferConfig(
             multipart_chunksize=PART_BYTES, max_concurrency=UPLOAD_CONCURRENCY
         )
