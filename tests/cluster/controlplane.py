@@ -47,18 +47,23 @@ def log(message: str) -> None:
     print(f"controlplane: {message}", file=sys.stderr, flush=True)
 
 
-def built_binaries() -> dict[str, str]:
-    """NAME -> path from scripts/build-control-plane.sh (a no-op once everything is cached)."""
+def built_by(script: str) -> dict[str, str]:
+    """NAME -> path from a build script's NAME=PATH lines (a no-op once everything is cached)."""
     started = time.monotonic()
     out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "build-control-plane.sh")],
+        ["bash", str(REPO / "scripts" / script)],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
     ).stdout
     paths = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    log(f"binaries ready in {time.monotonic() - started:.1f}s")
+    print(f"{script}: ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
     return paths
+
+
+def built_binaries() -> dict[str, str]:
+    """The control plane's binaries, from scripts/build-control-plane.sh."""
+    return built_by("build-control-plane.sh")
 
 
 def free_port() -> int:

@@ -55,17 +55,10 @@ def log(message: str) -> None:
 
 
 def built_node_binaries() -> dict[str, str]:
-    """NAME -> path from scripts/build-node.sh (a no-op once everything is cached)."""
-    started = time.monotonic()
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "build-node.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    paths = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    log(f"node binaries ready in {time.monotonic() - started:.1f}s")
-    return paths
+    """The node's binaries and images, from scripts/build-node.sh."""
+    from tests.cluster.controlplane import built_by
+
+    return built_by("build-node.sh")
 
 
 @dataclass(frozen=True)
