@@ -159,11 +159,12 @@ spec:
           ports:
             - name: http
               containerPort: 8080
-          # /health answers 503 while the model loads, then 200.
+          # /health answers 503 while the model loads, then 200. Polled every second (a 10 s
+          # period left a loaded server waiting up to 10 s for Ready); the budget stays 900 s.
           startupProbe:
             httpGet: {path: /health, port: http}
-            periodSeconds: 10
-            failureThreshold: 90
+            periodSeconds: 1
+            failureThreshold: 900
           readinessProbe:
             httpGet: {path: /health, port: http}
             periodSeconds: 5
