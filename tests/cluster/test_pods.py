@@ -247,10 +247,13 @@ def test_router_and_llama_pods_are_ready_through_their_own_probes(on_node: OnNod
     (router_status,) = router[0]["status"]["containerStatuses"]
     assert router_status["image"].endswith(on_node.images.router.rpartition("/")[2])
     # The init container downloaded the model from the server on this machine, in full.
-    fetch, watcher = llama[0]["status"]["initContainerStatuses"]
+    (fetch,) = llama[0]["status"]["initContainerStatuses"]
     assert fetch["name"] == "fetch-model"
-    # The stage watcher, a native sidecar, runs on beside the server.
-    assert watcher["name"] == "stages" and "running" in watcher["state"], watcher
+    # The stage watcher runs beside the server.
+    assert [c["name"] for c in llama[0]["status"]["containerStatuses"]] == [
+        "llama-server",
+        "stages",
+    ]
     assert fetch["state"]["terminated"]["exitCode"] == 0
     assert fetch["image"].endswith(on_node.images.router.rpartition("/")[2])
     assert _model_gets(on_node)  # the pods' fetcher asked the server for the model
@@ -493,17 +496,17 @@ def test_cold_start_of_the_cpu_tier_from_zero(on_node: OnNode, tmp_path: Path) -
 
 
 def test_prometheus_scrapes_the_stages_of_a_llama_pod(on_node: OnNode) -> None:
-    """Issue 30: each llama pod's start-up stages, served by its stage watcher (a native sidecar
-    in the router image) on the pod's `stages` port, which the PodMonitor names; a real
-    Prometheus scrapes the pod's IP here (the node's bridge), and the same figures are in the
-    sidecar's and the fetcher's logs."""
+    """Issue 30: each llama pod's start-up stages, served by its stage watcher (a container
+    beside llama-server, in the router image) on the pod's `stages` port, which the PodMonitor
+    names; a real Prometheus scrapes the pod's IP here (the node's bridge), and the same
+    figures are in the watcher's and the fetcher's logs."""
     from llmctl.modelstore import stages
 
     plane = on_node.plane
     name = one_ready_pod(plane, NAMESPACE, LLAMA, START_TIMEOUT_S)
     pod = get_json(plane, "pod", "-n", NAMESPACE, name)
     ip = pod["status"]["podIP"]
-    sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "stages")
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "stages")
     port = sidecar["ports"][0]["containerPort"]
     prometheus = Prometheus(on_node.work, {"llama-stages": f"{ip}:{port}"}).start()
     try:

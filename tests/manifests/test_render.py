@@ -169,9 +169,11 @@ def test_base_runs_the_cpu_server_with_probes_and_its_own_model_volume() -> None
         "HF_TOKEN": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}},
         "MODEL_FETCH_METRICS_FILE": "/models/.llmctl-fetch.prom",
     }
-    # The stage watcher: a native sidecar after the fetch, serving the stages to Prometheus.
-    watcher = pod["initContainers"][1]
-    assert watcher["name"] == "stages" and watcher["restartPolicy"] == "Always"
+    # The stage watcher: beside llama-server (never before it, so nothing waits for it),
+    # serving the stages to Prometheus.
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-model"]
+    watcher = pod["containers"][1]
+    assert watcher["name"] == "stages" and "restartPolicy" not in watcher
     assert watcher["ports"] == [{"name": "stages", "containerPort": 9464}]
     assert watcher["volumeMounts"][0]["readOnly"] is True
     # The download runs in the router image: nothing from Docker Hub.

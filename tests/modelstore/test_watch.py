@@ -1,6 +1,7 @@
-"""The llama pod's stage watcher (`python3 -m llmctl.modelstore.watch`, a native sidecar in the
-pod) with the real processes it sits between: the pod's fetcher (`llmctl model fetch`) writes
-its record, a real llama-server loads the model, a real Prometheus scrapes the watcher.
+"""The llama pod's stage watcher (`python3 -m llmctl.modelstore.watch`, a container beside
+llama-server in the pod) with the real processes it sits between: the pod's fetcher (`llmctl
+model fetch`) writes its record, a real llama-server loads the model, a real Prometheus scrapes
+the watcher.
 
 A pod on the real node runs the same in tests/cluster/test_pods.py; this one runs in seconds."""
 

@@ -109,32 +109,6 @@ spec:
               mountPath: {{ $modelsDir | toJson }}
             - name: tmp
               mountPath: /tmp
-        # The pod's start-up stages for Prometheus (issue 30): a native sidecar, started once
-        # the fetch has ended and before llama-server; it times the load from llama-server's
-        # /health, logs each stage and serves them all on its port (docs/deploy.md, "Stages").
-        - name: stages
-          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
-          restartPolicy: Always
-          command: ["python3", "-m", "llmctl.modelstore.watch"]
-          env:
-            - name: MODEL_FETCH_METRICS_FILE
-              value: {{ printf "%s/.llmctl-fetch.prom" $modelsDir | toJson }}
-            - name: LLAMA_SERVER_URL
-              value: "http://127.0.0.1:8080"
-            - name: STAGES_PORT
-              value: "9464"
-          ports:
-            - name: stages
-              containerPort: 9464
-          resources:
-            requests: {cpu: 10m, memory: 32Mi}
-            limits: {memory: 64Mi}
-          securityContext:
-            {{- include "llm-router.containerSecurityContext" $root | nindent 12 }}
-          volumeMounts:
-            - name: models
-              mountPath: {{ $modelsDir | toJson }}
-              readOnly: true
       containers:
         - name: llama-server
           image: {{ .image | toJson }}
@@ -194,6 +168,31 @@ spec:
             - name: cuda-cache
               mountPath: /var/cache/cuda
             {{- end }}
+        # The pod's start-up stages for Prometheus (issue 30), started beside llama-server (not
+        # before it: nothing waits for it); it times the load from llama-server's /health, logs
+        # each stage and serves them all on its port (docs/deploy.md, "Stages").
+        - name: stages
+          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
+          command: ["python3", "-m", "llmctl.modelstore.watch"]
+          env:
+            - name: MODEL_FETCH_METRICS_FILE
+              value: {{ printf "%s/.llmctl-fetch.prom" $modelsDir | toJson }}
+            - name: LLAMA_SERVER_URL
+              value: "http://127.0.0.1:8080"
+            - name: STAGES_PORT
+              value: "9464"
+          ports:
+            - name: stages
+              containerPort: 9464
+          resources:
+            requests: {cpu: 10m, memory: 32Mi}
+            limits: {memory: 64Mi}
+          securityContext:
+            {{- include "llm-router.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            - name: models
+              mountPath: {{ $modelsDir | toJson }}
+              readOnly: true
       volumes:
         # A generic ephemeral volume: each pod gets its own claim, made with the pod and deleted
         # with it, so replicas never share a ReadWriteOnce disk and no pod is pinned to the zone

@@ -1,13 +1,13 @@
 """The llama pod's stage watcher (issue 30): a native sidecar in the router image that serves
 the pod's start-up stages to Prometheus and logs the two it times itself.
 
-It runs as an init container with `restartPolicy: Always` placed after `fetch-model`, so it
-starts when the fetch has ended and before llama-server. It reads the stages the fetcher wrote
-to the model volume (`MODEL_FETCH_METRICS_FILE`), then polls llama-server's `/health` on the
-pod's loopback until it answers 200, and adds:
+It runs as a second container beside llama-server, started with it once `fetch-model` has
+ended (not before it: nothing waits for the watcher). It reads the stages the fetcher wrote to
+the model volume (`MODEL_FETCH_METRICS_FILE`), then polls llama-server's `/health` on the pod's
+loopback until it answers 200, and adds:
 
-- `load`: from the fetch's end (this watcher's start) to that first 200: llama-server's
-  container start and its model load;
+- `load`: from the fetch's end (the record's modification time, on the node's clock like this
+  process's) to that first 200: llama-server's container start and its model load;
 - `first_ready`: `fetch` + `load`, the pod's own part of its cold start, from the fetcher's
   start to a server that answers (the kubelet's startup probe sees it within its 1 s period).
 
@@ -140,7 +140,15 @@ def run(
 ) -> StageBoard:
     """Serve the stages until `stop` is set (SIGTERM, in the pod); returns the board."""
     stop = stop or threading.Event()
+    # The stages count from the fetch's end when the record says when that was (its mtime),
+    # else from this start (no record: a model fetched by something else).
     started = time.monotonic()
+    try:
+        fetched_at = settings.record.stat().st_mtime if settings.record else None
+    except OSError:
+        fetched_at = None
+    if fetched_at is not None:
+        started -= max(0.0, time.time() - fetched_at)
     known, labels = stages.read_metrics_record(settings.record) if settings.record else ([], {})
     board = StageBoard(known, labels)
     server = serve(board, settings.host, settings.port)
