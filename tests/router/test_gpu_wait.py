@@ -7,6 +7,7 @@ would. Each test starts its own router, so the GPU backend's health-check backof
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,16 +38,16 @@ class Tiers:
         # One slot: requests woken together are then served one after another, in order.
         self.gpu = LlamaServer(gguf, GPU_MODEL, workdir, parallel=1)
 
-    def router(self, gpu_wait: dict[str, Any], **health: float) -> RouterProcess:
+    def router(self, gpu_wait: dict[str, Any], **extra: Any) -> RouterProcess:
         backends = [
             {"name": "aws/cpu", "url": self.cpu.url, "tier": "cpu", "cloud": "aws",
              "model": CPU_MODEL, "slots": 2},
             {"name": "aws/gpu", "url": self.gpu.url, "tier": "gpu", "cloud": "aws",
              "model": GPU_MODEL, "slots": 1},
         ]  # fmt: skip
-        config = router_config(backends, two_models(), CPU_MODEL, gpuWait=gpu_wait)
+        config = router_config(backends, two_models(), CPU_MODEL, gpuWait=gpu_wait, **extra)
         # A GPU pool long asleep: its backend is checked once a minute (the default backoff).
-        config["healthCheck"] = {"intervalSeconds": 0.2, "maxBackoffSeconds": 60, **health}
+        config["healthCheck"] = {"intervalSeconds": 0.2, "maxBackoffSeconds": 60}
         return RouterProcess(config, self.workdir).start()
 
     def stop(self) -> None:
@@ -279,5 +280,27 @@ def test_with_the_fallback_a_request_whose_wait_ends_is_served_by_the_cpu(tiers:
         )
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "gpu_wait_timeout"
+    finally:
+        router.stop()
+
+
+def test_on_sigterm_a_waiting_request_stops_waiting_and_is_served_by_the_cpu(
+    tiers: Tiers,
+) -> None:
+    """The drain does not hold a waiter until its deadline (then cut it): it takes its give-up
+    answer at once, here the CPU fallback, and the router exits."""
+    limits = {"drainWindowSeconds": 0, "drainDeadlineSeconds": 60}
+    router = tiers.router({"maxSeconds": 120}, limits=limits)
+    try:
+        waiter = Call(router, {HEADER: "120"})
+        wait_until("the request to wait", lambda: waiting(router) == 1)
+        assert router.proc is not None
+        began = time.monotonic()
+        router.proc.send_signal(signal.SIGTERM)  # one signal: the graceful drain
+        answer = waiter.result()
+        assert answer.status_code == 200, waiter.content
+        assert answer.headers["x-llm-tier"] == "cpu-fallback"
+        assert time.monotonic() - began < 30  # not the 60 s drain deadline
+        assert router.proc.wait(30) == 0
     finally:
         router.stop()
