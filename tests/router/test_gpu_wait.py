@@ -19,6 +19,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.router.fedstubs import StubServer
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer
 from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
@@ -304,3 +305,39 @@ def test_on_sigterm_a_waiting_request_stops_waiting_and_is_served_by_the_cpu(
         assert router.proc.wait(30) == 0
     finally:
         router.stop()
+
+
+def test_a_waiter_goes_to_a_peers_gpu_when_the_peer_reports_one_ready(tiers: Tiers) -> None:
+    """Federation: the local GPU stays down; the one peer (a stub speaking a router's /readyz
+    and answering the POST) comes up with a free GPU while the request waits. The next read of
+    its /readyz wakes the waiter, which is forwarded there instead of falling back."""
+    peer = StubServer(GPU_MODEL)
+    peer.ready = False  # its /readyz fails: not a peer to forward to yet
+    federation = {
+        "peers": [{"name": "gcp", "cloud": "gcp", "url": peer.url}],
+        "peerKey": {"env": "PEER_KEYS"},
+        "readinessIntervalSeconds": 0.3,
+    }
+    backends = [
+        {"name": "aws/cpu", "url": tiers.cpu.url, "tier": "cpu", "cloud": "aws",
+         "model": CPU_MODEL, "slots": 2},
+        {"name": "aws/gpu", "url": tiers.gpu.url, "tier": "gpu", "cloud": "aws",
+         "model": GPU_MODEL, "slots": 1},
+    ]  # fmt: skip
+    config = router_config(
+        backends, two_models(), CPU_MODEL, gpuWait={"maxSeconds": 60}, federation=federation
+    )
+    router = RouterProcess(config, tiers.workdir, env={"PEER_KEYS": "pk"}).start()
+    try:
+        waiter = Call(router, {HEADER: "60"})
+        wait_until("the request to wait", lambda: waiting(router) == 1)
+        assert peer.hits == 0
+        peer.ready = True
+        answer = waiter.result()
+        assert answer.status_code == 200, waiter.content
+        assert peer.hits == 1
+        assert answer.headers.get("x-llm-tier") != "cpu-fallback"
+        assert metrics(router)[("llm_router_gpu_waits_total", (("outcome", "gpu"),))] == 1
+    finally:
+        router.stop()
+        peer.close()
