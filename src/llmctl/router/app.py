@@ -366,7 +366,11 @@ class RouterApp:
         try:
             outcome = await queue.wait(seconds, available)
         except asyncio.CancelledError:
-            if conn.shutting_down:
+            if not conn.shutting_down:  # the client went away while it waited
+                self.metrics.requests.inc(
+                    (Tier.GPU.value, self.config.cloud, ask.model.name, "499")
+                )
+            else:
                 outcome = Outcome.SHUTDOWN
                 cut = ApiError(
                     503,
