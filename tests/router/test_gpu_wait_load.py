@@ -119,6 +119,7 @@ def test_the_queue_holds_its_bounds_under_load(tmp_path: Path) -> None:
     within = sum(v for labels, v in waits.items() if ("le", "2.5") in labels)
     total = sum(v for labels, v in waits.items() if ("le", "+Inf") in labels)
     full_at_once = waits[(("le", "0.005"), ("outcome", "full"))]
+    full_within = waits[(("le", "1.0"), ("outcome", "full"))]
     admitted = outcomes.get("timeout", 0) + outcomes.get("left", 0)
     # Had a leaving client kept its place until its wait ran out, no more than this many waits
     # could have begun in the run: maxDepth places, each taken again every maxSeconds at most.
@@ -131,7 +132,8 @@ def test_the_queue_holds_its_bounds_under_load(tmp_path: Path) -> None:
         f"  timeout answers: {min(s for s, _ in timeouts):.2f}-{max(s for s, _ in timeouts):.2f}"
         f" s (maxSeconds {MAX_SECONDS:g}); full answers: median "
         f"{statistics.median(full) * 1000:.1f} ms, max {max(full) * 1000:.1f} ms "
-        f"(router: {full_at_once:g} of {outcomes.get('full', 0):g} under 5 ms)\n"
+        f"(router: {full_at_once:g} of {outcomes.get('full', 0):g} under 5 ms, "
+        f"{full_within:g} under 1 s)\n"
         f"  waits admitted {admitted:g} (at most {held_bound:g} if leavers kept their place)"
     )
     assert max(depths) <= MAX_DEPTH and len(depths) > 50
@@ -140,7 +142,8 @@ def test_the_queue_holds_its_bounds_under_load(tmp_path: Path) -> None:
     # Never answered before its wait ran out; at its end, on the router's clock (above).
     assert all(seconds >= MAX_SECONDS - 0.05 for seconds, _ in timeouts)
     assert set(codes) <= {"gpu_wait_timeout", "gpu_wait_full"}
-    # A full queue answers at once (the router's clock: under 5 ms).
-    assert full and full_at_once == outcomes["full"]
+    # A full queue answers without waiting: on the router's clock well under maxSeconds (most
+    # under 5 ms; a loaded machine may preempt the router between its two clock reads).
+    assert full and full_within == outcomes["full"]
     assert outcomes.get("left", 0) > 0
     assert admitted > held_bound
