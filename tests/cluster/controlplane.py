@@ -1,5 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, kwok (the kubelet of fake nodes) and the KEDA operator, each a plain process;
+kube-scheduler, kwok (the kubelet of fake nodes), the KEDA operator and KEDA's metrics adapter
+(the external.metrics.k8s.io APIService the HPA controller reads), each a plain process;
 with `--node`, also one real node (tests/cluster/node.py: containerd, kubelet, kube-proxy,
 CoreDNS) that runs pods for real.
 
