@@ -99,6 +99,7 @@ def on_node(
             images.router,
             model.url,
             VOLUMES,
+            model_sha256=model.sha256,
         )
         t = time.monotonic()
         control_plane.kubectl(

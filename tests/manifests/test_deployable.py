@@ -176,16 +176,22 @@ def test_the_hub_download_is_the_parallel_ranged_fetcher_and_logs_its_stage(
 def test_the_fetch_sends_hf_token_only_when_the_secret_gives_one(
     served_model: tuple[Path, str], tmp_path: Path
 ) -> None:
-    source, _ = served_model
+    source, digest = served_model
     fetch = _fetch_container()
     secret = next(item for item in fetch["env"] if item["name"] == "HF_TOKEN")
     assert secret["valueFrom"]["secretKeyRef"]["optional"] is True
     with range_server({"model.gguf": source}, record_headers=("Authorization",)) as served:
-        first = _run_fetch(fetch, f"{served.base_url}/model.gguf", tmp_path / "a" / "m.gguf")
+        first = _run_fetch(
+            fetch, f"{served.base_url}/model.gguf", tmp_path / "a" / "m.gguf", MODEL_SHA256=digest
+        )
         assert first.returncode == 0, first.stderr
         without = list(served.headers)
         second = _run_fetch(
-            fetch, f"{served.base_url}/model.gguf", tmp_path / "b" / "m.gguf", HF_TOKEN="hf_s3cret"
+            fetch,
+            f"{served.base_url}/model.gguf",
+            tmp_path / "b" / "m.gguf",
+            HF_TOKEN="hf_s3cret",
+            MODEL_SHA256=digest,
         )
         assert second.returncode == 0, second.stderr
         with_token = served.headers[len(without) :]
@@ -218,7 +224,7 @@ def test_the_fetch_reopens_a_stalled_range_and_finishes(
     assert done.returncode == 0, done.stderr
     assert served.stalled == 1
     assert target.read_bytes() == source.read_bytes()
-    assert 1.5 <= took < 25, took  # the stall timeout, not the rendered 30 s
+    assert took < 25, took  # the stall setting (2 s), not the rendered 30 s
 
 
 def test_the_fetch_gives_up_when_every_try_stalls(
