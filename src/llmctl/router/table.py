@@ -13,6 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmctl import catalog
+
+# apiKeys (with named keys and their policies, issue 31) lives in key_config.py.
+from llmctl.router.key_config import ApiKeys as ApiKeys
 from llmctl.router.peer_config import Federation
 
 
@@ -100,13 +103,6 @@ class Limits(_Strict):
 class HealthCheck(_Strict):
     interval_seconds: float = Field(5.0, alias="intervalSeconds", gt=0)
     max_backoff_seconds: float = Field(60.0, alias="maxBackoffSeconds", gt=0)
-
-
-class ApiKeys(_Strict):
-    """Optional Bearer keys: one per line in a file, or comma-separated in an env var."""
-
-    file: str | None = None
-    env: str | None = None
 
 
 class RouterConfig(_Strict):
