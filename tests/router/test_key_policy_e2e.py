@@ -9,7 +9,10 @@ scraping A and B every 0.5 s.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -209,3 +212,61 @@ def test_metrics_name_keys_never_their_secrets(replicas: Replicas) -> None:
     assert 'llm_router_key_tokens_total{key="cpuonly",tier="cpu",direction="prompt",' in text
     for secret in SECRETS.values():
         assert secret not in text
+
+
+def test_cost_per_key_from_real_metrics_in_prometheus(replicas: Replicas) -> None:
+    """`llmctl cost keys` over what Prometheus scraped from the two routers: the earlier tests
+    sent GPU requests with `strict` and `team` (one before a restart) and CPU ones with others."""
+    from typer.testing import CliRunner
+
+    from llmctl.cli.main import app
+
+    prometheus = replicas.prometheus
+    per_key = 'sum by (key) (max_over_time(llm_router_key_tokens_total{tier="gpu"}[10m]))'
+
+    def scraped() -> dict[str, float]:
+        return {
+            s["metric"]["key"]: float(s["value"][1]) for s in instant_vector(prometheus, per_key)
+        }
+
+    # Every GPU token the routers counted is in Prometheus (the live processes' own counts).
+    live = {
+        k: metric(replicas.b, "llm_router_key_tokens_total", key=k, tier="gpu") for k in SECRETS
+    }
+    wait_for(
+        lambda: all(scraped().get(k, 0.0) >= v for k, v in live.items()),
+        "Prometheus to scrape the routers' latest counts",
+    )
+    expected = scraped()
+    runner = CliRunner()
+    args = ["cost", "keys", "--prometheus", prometheus.url, "--since", "10m"]
+    result = runner.invoke(app, [*args, "-o", "json"], env={"LLMCTL_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = {row["key"]: row for row in data["rows"]}
+    assert set(rows) == set(SECRETS)
+    gpu_total = sum(expected.values())
+    assert gpu_total > 0
+    for key, row in rows.items():
+        assert row["gpuTokens"] == pytest.approx(expected.get(key, 0.0))
+        assert row["gpuShare"] == pytest.approx(expected.get(key, 0.0) / gpu_total, abs=1e-6)
+        assert row["gpuUsd"] == pytest.approx(data["totals"]["gpuUsd"] * row["gpuShare"], abs=1e-6)
+    assert rows["strict"]["gpuTokens"] > 0 and rows["cpuonly"]["gpuTokens"] == 0
+    assert rows["cpuonly"]["cpuTokens"] > 0
+    # The GPU backend was up the whole time the routers ran: some seconds, priced at the Stack's
+    # default AWS GPU instance type, spot.
+    (aws,) = data["gpu"]
+    assert aws["cloud"] == "aws" and 0 < aws["hours"] <= 600 / 3600
+    assert aws["usd"] == pytest.approx(aws["hours"] * aws["usdPerHour"], abs=1e-6)
+    table = runner.invoke(app, args, env={"LLMCTL_CONFIG": "", "COLUMNS": "120"})
+    assert table.exit_code == 0, table.output
+    assert "GPU cost per API key" in table.stdout
+    for key in SECRETS:
+        assert key in table.stdout
+
+
+def instant_vector(prometheus: Prometheus, query: str) -> list[dict[str, Any]]:
+    url = prometheus.url + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        result: list[dict[str, Any]] = json.load(response)["data"]["result"]
+    return result
