@@ -129,10 +129,10 @@ def test_a_gpu_only_key_goes_to_the_gpu_and_is_refused_without_one() -> None:
 
 def test_budget_query_and_answer() -> None:
     store = BudgetStore(prometheusUrl="http://p:9090", matchers='namespace="llm-server"')
+    series = 'llm_router_key_tokens_total{tier="gpu",namespace="llm-server"}'
     assert day_query(store, 3600) == (
-        "sum by (key, replica) ("
-        'max_over_time(llm_router_key_tokens_total{tier="gpu",namespace="llm-server"}[3600s])'
-        ' - min_over_time(llm_router_key_tokens_total{tier="gpu",namespace="llm-server"}[3600s]))'
+        f"sum by (key, replica) ((max_over_time({series}[3600s]) - {series} offset 3600s)"
+        f" or max_over_time({series}[3600s]))"
     )
     body = (
         b'{"status":"success","data":{"resultType":"vector","result":['

@@ -1,9 +1,10 @@
 """An adapter: the router metrics `llmctl cost keys` reads, from Prometheus' HTTP API
 (`GET /api/v1/query`, an instant query; the standard library's urllib, no client library).
 
-Both queries take what each series gained in the window as its last value minus its first
-(`max_over_time - min_over_time`): a router process's `llm_router_key_tokens_total` series never
-resets (its `replica` label is new at each start), so nothing is extrapolated.
+The token query takes what each series gained in the window as its last value less its value at
+the window's start (0 for a series that began in the window): a router process's
+`llm_router_key_tokens_total` series never resets (its `replica` label is new at each start), so
+nothing is extrapolated, as `increase()` would.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ class PrometheusError(LlmctlError):
 
 
 def tokens_query(window_s: int, matchers: str = "") -> str:
-    selector = f"llm_router_key_tokens_total{{{matchers}}}[{window_s}s]"
-    return f"sum by (key, tier) (max_over_time({selector}) - min_over_time({selector}))"
+    """Each series' last value less its value when the window began (0 for a series that began
+    in it: a router process counts from 0), summed by key and tier."""
+    selector = f"llm_router_key_tokens_total{{{matchers}}}"
+    series = f"{selector}[{window_s}s]"
+    return (
+        f"sum by (key, tier) ((max_over_time({series}) - {selector} offset {window_s}s) "
+        f"or max_over_time({series}))"
+    )
 
 
 def gpu_hours_query(window_s: int, step_s: int, matchers: str = "") -> str:

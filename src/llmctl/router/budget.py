@@ -4,14 +4,16 @@ The counts live in Prometheus, which already scrapes every replica for KEDA. Eac
 exports `llm_router_key_tokens_total{key,tier,direction,replica}`, where `replica` is new at each
 process start (so a series never resets), and every `refreshSeconds` each replica asks
 
-    sum by (key, replica) (max_over_time(llm_router_key_tokens_total{tier="gpu"}[<today>s])
-                           - min_over_time(llm_router_key_tokens_total{tier="gpu"}[<today>s]))
+    sum by (key, replica) ((max_over_time(T[<today>s]) - T offset <today>s)
+                           or max_over_time(T[<today>s]))
 
-with the window from 00:00 UTC to now: what each process served today, as last scraped. A key's
-use is the other processes' sum (earlier processes of this replica, before a restart, included)
-plus this process's own count, exact and current. What a replica cannot see is what the others
-served since Prometheus last scraped them: that lag (the scrape interval plus `refreshSeconds`)
-is the overshoot, measured in docs/router.md. No query ever writes: Prometheus is read-only here.
+(T: `llm_router_key_tokens_total{tier="gpu"}`), with the window from 00:00 UTC to now: what each
+process served today, as last scraped (its total now, less its total at midnight if it ran then).
+A key's use is the other processes' sum (earlier processes of this replica, before a restart,
+included) plus this process's own count, exact and current. What a replica cannot see is what
+the others served since Prometheus last scraped them: that lag (the scrape interval plus
+`refreshSeconds`) is the overshoot, docs/router.md says how much. Nothing is written:
+Prometheus is only read.
 
 When Prometheus does not answer, a replica keeps its last read plus its own counts (and says so in
 `llm_router_budget_store_up` and a log line): budgets fail open rather than refuse everyone.
@@ -46,10 +48,21 @@ def seconds_to_midnight(now: dt.datetime) -> int:
     return max(1, 86_400 - seconds_since_midnight(now))
 
 
+def gained_query(selector: str, window_s: int) -> str:
+    """What each series gained in the last `window_s` seconds, summed by key and replica: its
+    last value minus its value when the window began, or minus 0 for a series that began in
+    the window (a router process's series starts at 0, and Prometheus may first scrape it after
+    it counted its first tokens: `max - min` would lose those)."""
+    series = f"{selector}[{window_s}s]"
+    return (
+        f"sum by (key, replica) ((max_over_time({series}) - {selector} offset {window_s}s) "
+        f"or max_over_time({series}))"
+    )
+
+
 def day_query(store: BudgetStore, window_s: int) -> str:
     matchers = ",".join(m for m in (f'tier="{GPU}"', store.matchers.strip()) if m)
-    series = f"llm_router_key_tokens_total{{{matchers}}}[{window_s}s]"
-    return f"sum by (key, replica) (max_over_time({series}) - min_over_time({series}))"
+    return gained_query(f"llm_router_key_tokens_total{{{matchers}}}", window_s)
 
 
 def parse_vector(body: bytes) -> dict[tuple[str, str], float]:

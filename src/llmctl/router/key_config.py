@@ -47,6 +47,9 @@ class KeyPolicy(_Strict):
     over_budget: OverBudget = Field(OverBudget.CPU, alias="overBudget")
     # Requests per minute on each router replica (a token bucket of this size); None: no limit.
     requests_per_minute: float | None = Field(None, alias="requestsPerMinute", gt=0)
+    # How long this key's GPU requests wait for a waking GPU when they send no x-llm-gpu-wait
+    # header (router/gpu_wait.py); None: gpuWait.defaultSeconds. Capped at gpuWait.maxSeconds.
+    gpu_wait_seconds: float | None = Field(None, alias="gpuWaitSeconds", ge=0)
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Self:
