@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -270,3 +271,39 @@ def instant_vector(prometheus: Prometheus, query: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(url, timeout=5) as response:
         result: list[dict[str, Any]] = json.load(response)["data"]["result"]
     return result
+
+
+def test_a_keys_default_wait_holds_its_gpu_requests_until_the_gpu_is_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gpuWaitSeconds` (issue 31, through part 1's wait): the key that has it waits for the
+    waking GPU with no header; another key falls back to the CPU at once."""
+    from tests.router.test_gpu_wait import Call, Tiers, wait_until, waiting
+
+    tiers = Tiers(tmp_path)
+    monkeypatch.setenv("ROUTER_KEYS", "patient:sk-patient,hasty:sk-hasty")  # the router's env
+    config = {
+        "env": "ROUTER_KEYS",
+        "keys": [{"name": "patient", "gpuWaitSeconds": 60}, {"name": "hasty"}],
+    }
+    router = tiers.router({"maxSeconds": 60, "maxDepth": 4}, apiKeys=config)
+    try:
+        patient = Call(router, {"authorization": "Bearer sk-patient"})
+        wait_until("the patient key's request to wait", lambda: waiting(router) == 1)
+        hasty = httpx.post(
+            router.url + "/v1/chat/completions",
+            json={"model": GPU_MODEL, "messages": [{"role": "user", "content": "hi"}],
+                  "max_tokens": 4},
+            headers={"authorization": "Bearer sk-hasty"},
+            timeout=60,
+        )  # fmt: skip
+        assert hasty.status_code == 200, hasty.text
+        assert hasty.headers["x-llm-tier"] == "cpu-fallback"
+        assert patient.response is None
+        tiers.gpu.start()
+        answer = patient.result()
+        assert answer.status_code == 200, patient.content
+        assert answer.headers["x-llm-tier"] == "gpu"
+    finally:
+        router.stop()
+        tiers.stop()
