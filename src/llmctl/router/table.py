@@ -179,5 +179,11 @@ def dump_router_config(config: RouterConfig) -> str:
         data.pop("federation", None)  # single-cloud configs read as before federation existed
     if config.gpu_wait == GpuWait():
         data.pop("gpuWait", None)  # configs rendered before issue 31 stay as they were
+    # Named keys and the budgets' store (issue 31) only when set, for the same reason.
+    keys = data["apiKeys"]
+    if not keys["keys"]:
+        keys.pop("keys")
+    if keys["budgetStore"] is None:
+        keys.pop("budgetStore")
     data["limits"] = rendered_limits(config.limits)
     return yaml.safe_dump(data, sort_keys=False)
