@@ -129,6 +129,9 @@ NOT_HERE: dict[str, str] = {
     "tests/modelstore/test_stores_e2e.py pushes to moto, fake-gcs-server and Azurite",
     "llmctl model fetch": "needs a bucket: tests/modelstore/test_stores_e2e.py fetches from moto, "
     "fake-gcs-server and Azurite",
+    "llmctl cost keys --prometheus http://127.0.0.1:9090": "needs a Prometheus that scrapes "
+    "routers: tests/router/test_key_policy_e2e.py runs it against a real Prometheus scraping two "
+    "real routers",
     "llmctl router serve --config router.yaml": "needs llama.cpp backends at the config's "
     "addresses: tests/router/test_router_e2e.py serves real llama-servers",
     "llmctl test-inference --cloud": "needs a cluster with the router: tests/cli/"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli.main import app
 from llmctl.cli.output import DATA_MAPS, camel
+from tests.cluster.prometheus import Prometheus
 from tests.support.cli import command_tree
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_service_quotas import ec2_quotas
@@ -92,6 +94,8 @@ def eks(monkeypatch: pytest.MonkeyPatch, clean_cloud_env: None) -> Iterator[None
 INVOCATIONS: dict[tuple[str, ...], tuple[list[str], int]] = {
     ("plan",): (["plan", "-o", "json"], 0),
     ("cost", "estimate"): (["cost", "estimate", "-o", "json"], 0),
+    # --prometheus is filled in with a real Prometheus that scrapes nothing: empty rows.
+    ("cost", "keys"): (["cost", "keys", "--since", "1h", "-o", "json", "--prometheus"], 0),
     ("config", "show"): (["config", "show", "-o", "json"], 0),
     ("gpu", "status"): (["gpu", "status", "--cloud", "aws", "--skip-cluster", "-o", "json"], 0),
     ("test-inference",): (["test-inference", "--url", "http://127.0.0.1:9", "-o", "json"], 1),
@@ -109,7 +113,10 @@ def test_every_json_command_has_an_invocation() -> None:
 
 @pytest.mark.parametrize("path", sorted(INVOCATIONS), ids=" ".join)
 def test_json_output_follows_the_convention(
-    path: tuple[str, ...], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    path: tuple[str, ...],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.delenv("LLMCTL_CONFIG", raising=False)
     if path[0] in ("gpu", "model"):
@@ -120,6 +127,10 @@ def test_json_output_follows_the_convention(
         )
         assert enabled.exit_code == 0, enabled.output
     args, code = INVOCATIONS[path]
+    if path == ("cost", "keys"):
+        prometheus = Prometheus(tmp_path, {}).start()
+        request.addfinalizer(prometheus.stop)
+        args = [*args, prometheus.url]
     result = runner.invoke(app, args)
     assert result.exit_code == code, result.output
     check_convention(json.loads(result.stdout))

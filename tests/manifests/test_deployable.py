@@ -436,7 +436,7 @@ def test_router_api_keys_come_from_a_secret(monkeypatch: pytest.MonkeyPatch) -> 
     assert table.api_keys.env == ROUTER_API_KEYS_ENV
     # The router reads the keys the kubelet puts in that variable.
     monkeypatch.setenv(ROUTER_API_KEYS_ENV, "k1,k2")
-    assert load_api_keys(table.api_keys) == [b"k1", b"k2"]
+    assert [k.secret for k in load_api_keys(table.api_keys)] == [b"k1", b"k2"]
     # Unset, the router stays open, and nothing names a Secret.
     open_env = _pod(_objects(gpu=False)[("Deployment", "llm-router")])["containers"][0]["env"]
     assert all("valueFrom" not in e for e in open_env)

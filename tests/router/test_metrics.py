@@ -34,6 +34,12 @@ def test_render_parses_with_prometheus_parser() -> None:
         "llm_router_tokens",
         "llm_router_fallbacks",
         "llm_router_cost_usd",
+        # issue 31
+        "llm_router_key_tokens",
+        "llm_router_key_refusals",
+        "llm_router_backend_ready",
+        "llm_router_key_gpu_tokens_today",
+        "llm_router_budget_store_up",
         "llm_router_gpu_waiting",
         "llm_router_gpu_waits",
         "llm_router_gpu_wait_seconds",

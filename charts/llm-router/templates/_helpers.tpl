@@ -288,6 +288,13 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- if .Values.router.apiKeys.secretName -}}
 {{- $_ := set $apiKeys "env" "LLM_ROUTER_API_KEYS" -}}
 {{- end -}}
+{{- /* issue 31: named keys (the Secret's entries are then name:secret) and the budgets' store */ -}}
+{{- with .Values.router.apiKeys.keys -}}
+{{- $_ := set $apiKeys "keys" . -}}
+{{- end -}}
+{{- with .Values.router.apiKeys.budgetStore -}}
+{{- $_ := set $apiKeys "budgetStore" . -}}
+{{- end -}}
 {{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" $apiKeys -}}
 {{- if .Values.federation.enabled -}}
 {{- /* issue 16: the other clouds' routers; the defaults of router/peer_config.py */ -}}

@@ -191,3 +191,84 @@ def _print(
         OutputFormat.CSV: report.to_csv,
     }[output](result, [*live_warnings, *result.warnings])
     typer.echo(text, nl=False)
+
+
+class KeysFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.command("keys")
+def keys(
+    prometheus: str = typer.Option(
+        ...,
+        "--prometheus",
+        help="Prometheus' URL (the one that scrapes the routers), e.g. http://127.0.0.1:9090.",
+    ),
+    since: str = typer.Option("24h", "--since", help="The window, back from now: 24h, 90m, 7d."),
+    matchers: str = typer.Option(
+        "",
+        "--matchers",
+        help="Label matchers that pick this deployment's routers, e.g. 'namespace=\"llm-server\"'.",
+    ),
+    spot: bool = typer.Option(
+        True, "--spot/--on-demand", help="Price GPU hours at spot (default) or on-demand."
+    ),
+    output: KeysFormat = typer.Option(KeysFormat.TABLE, "--output", "-o", help="table or json."),
+    config: Path | None = options.ConfigOption,
+    sets: list[str] | None = options.SetOption,
+) -> None:
+    """What each API key's GPU use cost over a window, from the routers' metrics in Prometheus."""
+    from llmctl.cost import keys as key_cost
+    from llmctl.cost.prices import Capacity, load_catalog
+    from llmctl.cost.prometheus import read_usage
+
+    window = key_cost.parse_window(since)
+    stack = options.load(config, sets).stack
+    tokens, hours = read_usage(prometheus, window, matchers.strip())
+    capacity = Capacity.SPOT if spot else Capacity.ON_DEMAND
+    priced, warnings = key_cost.gpu_prices(stack, load_catalog(), hours, capacity)
+    report = key_cost.key_costs(window, key_cost.tokens_by_key(tokens), priced, tuple(warnings))
+    _print_keys(report, output)
+
+
+def _print_keys(report: Any, output: KeysFormat) -> None:
+    import json
+
+    from rich.console import Console
+
+    from llmctl.cost import keys as key_cost
+
+    if output is KeysFormat.JSON:
+        typer.echo(json.dumps(key_cost.to_data(report), indent=2))
+        return
+    from rich.table import Table
+
+    err = Console(stderr=True)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    hours = report.window_seconds / 3600
+    table = Table(title=f"GPU cost per API key, last {hours:g} h")
+    for name in ("key", "GPU tokens", "CPU tokens", "GPU share", "GPU cost"):
+        table.add_column(name, justify="left" if name == "key" else "right")
+    for row in report.rows:
+        table.add_row(
+            row.key,
+            f"{row.gpu_tokens:,.0f}",
+            f"{row.cpu_tokens:,.0f}",
+            f"{row.gpu_share:.1%}",
+            f"${row.gpu_usd:,.4f}",
+        )
+    console = Console()
+    console.print(table)
+    for price in report.gpu:
+        console.print(
+            f"GPU {price.cloud}: {price.hours:.3f} h of {price.instance_type} in {price.region} "
+            f"at ${price.usd_per_hour:.4f}/h = ${price.usd:,.4f}",
+            highlight=False,
+        )
+    if report.unattributed_usd:
+        console.print(
+            f"${report.unattributed_usd:,.4f} of GPU time served no key's tokens in the window",
+            highlight=False,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import signal
@@ -19,16 +20,25 @@ from typing import TYPE_CHECKING
 from llmctl.router import federation, gpu_wait, policy, sse
 from llmctl.router.asgi import Reply, Request, RouterAsgi
 from llmctl.router.backends import BackendState, health_loop
+from llmctl.router.budget import GpuBudgets, seconds_to_midnight
+from llmctl.router.clients import (
+    ANONYMOUS,
+    PEER,
+    ClientKey,
+    RateLimiter,
+    identify,
+    load_client_keys,
+)
 from llmctl.router.containment import Quarantine
 from llmctl.router.errors import JSON, ApiError, invalid, not_allowed, unauthorized
 from llmctl.router.federation import PeerChoice
 from llmctl.router.forwarding import Ask, forward
 from llmctl.router.gpu_wait import GpuWaitQueue, Outcome
-from llmctl.router.keys import bearer_matches, read_keys
+from llmctl.router.key_config import OverBudget
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
-from llmctl.router.table import ApiKeys, GiveUp, Limits, RouterConfig, Tier
+from llmctl.router.table import ApiKeys, GiveUp, Limits, ModelRoute, RouterConfig, Tier
 from llmctl.router.upstream import stop_loops
 from llmctl.router.validation import validate_body
 
@@ -38,22 +48,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmctl.router")
 
 
-def load_api_keys(settings: ApiKeys) -> list[bytes]:
-    """Client bearer keys, as `apiKeys` configures them (router/keys.py)."""
-    keys = read_keys(settings.file, settings.env, "apiKeys")
-    if (settings.file or settings.env) and not keys:
-        raise ValueError(
-            "apiKeys is configured but no key was found in "
-            f"{settings.file or ''} {('$' + settings.env) if settings.env else ''}"
-        )
-    return [k.encode() for k in keys]
+def load_api_keys(settings: ApiKeys) -> list[ClientKey]:
+    """Client keys with their names and policies, as `apiKeys` configures them
+    (router/clients.py)."""
+    return load_client_keys(settings)
 
 
 # --- the service -------------------------------------------------------------------------------
 
 
 class RouterApp:
-    def __init__(self, config: RouterConfig, api_keys: list[bytes] | None = None) -> None:
+    def __init__(self, config: RouterConfig, api_keys: list[ClientKey] | None = None) -> None:
         self.config = config
         self.limits = config.limits
         self.backends = [BackendState(b) for b in config.backends]
@@ -61,6 +66,10 @@ class RouterApp:
         self.known = policy.known_model_ids(config)
         self.metrics = RouterMetrics()
         self.api_keys = api_keys or []
+        # issue 31: each named key's rate limit (per replica) and GPU budget (shared).
+        self.rate_limits = RateLimiter()
+        store = config.api_keys.budget_store
+        self.budgets = GpuBudgets(store, self.api_keys, self.metrics) if store is not None else None
         self.retry_after = max(1, int(config.health_check.interval_seconds + 0.999))
         # federation (issue 16): other clouds' routers; None keeps the single-cloud behaviour.
         # Bodies that crashed a backend lately (review 2026-12-06 N1), shared with the peers.
@@ -93,6 +102,16 @@ class RouterApp:
         for tier in (Tier.GPU, Tier.CPU):
             self.metrics.tier_demand.inc((tier.value, config.cloud), 0)
             self.metrics.tier_requests.inc((tier.value, config.cloud), 0)
+        # The per-key token series too (issue 31): the budgets' increase() must see each
+        # key's first tokens, and a restarted replica's counter must start again from 0.
+        for name in dict.fromkeys(k.name for k in self.api_keys):
+            for tier in (Tier.GPU, Tier.CPU):
+                for direction in ("prompt", "completion"):
+                    self.metrics.key_tokens.inc(
+                        (name, tier.value, direction, self.metrics.replica), 0
+                    )
+        if self.budgets is not None:
+            self.metrics.budget_store_up.inc((), 0)
         # Requests waiting for a GPU (issue 31): woken when a GPU backend turns ready here, or
         # after each read of a peer's /readyz.
         self.gpu_queue = GpuWaitQueue(config.gpu_wait.max_depth)
@@ -120,9 +139,13 @@ class RouterApp:
         ]
         if self.peers is not None:  # federation (issue 16)
             await self.peers.start()
+        if self.budgets is not None:  # issue 31: the day's spend before the first request
+            await self.budgets.start()
 
     async def stop(self) -> None:
         await stop_loops(self._tasks, (b.pool for b in self.backends))
+        if self.budgets is not None:
+            await self.budgets.stop()
         if self.peers is not None:  # federation (issue 16)
             await self.peers.stop()
 
@@ -143,8 +166,9 @@ class RouterApp:
                     raise not_allowed(request.method, path, b"POST")
                 if federation.HOP_HEADER in request.headers:  # federation (issue 16)
                     self._authorize_peer(request)
+                    client: ClientKey | None = ClientKey(PEER, b"")
                 else:
-                    self._authorize(request)
+                    client = self._authorize(request)
                 if not self.accepting:
                     raise ApiError(
                         503,
@@ -153,7 +177,7 @@ class RouterApp:
                         "shutting_down",
                         retry_after=1,
                     )
-                await self._proxy(request, conn, chat=path == "/v1/chat/completions")
+                await self._proxy(request, conn, client, chat=path == "/v1/chat/completions")
                 return
             if path not in _GET_PATHS:
                 shown = path if len(path) <= 200 else path[:200] + "..."
@@ -167,6 +191,13 @@ class RouterApp:
             elif path == "/readyz":
                 await self._readyz(conn)
             elif path == "/metrics":
+                ready = self.metrics.backend_ready.values
+                for b in self.backends:
+                    ready[(b.name, b.tier.value, b.cloud)] = 1.0 if b.ready else 0.0
+                if self.budgets is not None:
+                    today = self.metrics.key_gpu_tokens_today.values
+                    for name in self.budgets.limits:
+                        today[(name,)] = self.budgets.used(name)
                 text = self.metrics.render()
                 if self.peers is not None:  # federation (issue 16)
                     text += self.peers.metrics.render()
@@ -188,11 +219,16 @@ class RouterApp:
         505, 503 at the connection cap)."""
         self.metrics.requests.inc(("none", self.config.cloud, "unknown", str(status)))
 
-    def _authorize(self, request: Request) -> None:
-        if self.api_keys and not bearer_matches(request.headers, self.api_keys):
+    def _authorize(self, request: Request) -> ClientKey | None:
+        """The request's key; None when the router has no keys (anyone may use it)."""
+        if not self.api_keys:
+            return None
+        client = identify(request.headers, self.api_keys)
+        if client is None:
             raise unauthorized(
                 "missing or invalid API key: send 'Authorization: Bearer <key>'", "invalid_api_key"
             )
+        return client
 
     def _authorize_peer(self, request: Request) -> None:
         """federation (issue 16): a hop-marked request authenticates with the peer key only."""
@@ -229,7 +265,9 @@ class RouterApp:
         await conn.send(200 if ok else 503, [JSON], body)
 
     # --- proxying --------------------------------------------------------------------------
-    async def _proxy(self, request: Request, conn: Reply, chat: bool) -> None:
+    async def _proxy(
+        self, request: Request, conn: Reply, client: ClientKey | None, chat: bool
+    ) -> None:
         started = time.perf_counter()
         body = validate_body(request.body, chat)
         if self.quarantine.holds(request.body):
@@ -264,17 +302,24 @@ class RouterApp:
             error = invalid("x-llm-require-tier accepts only 'gpu'", "x-llm-require-tier")
             error.model = model.name
             raise error
-        ask = Ask(model, complexity.strip().lower(), required == "gpu")
+        ask = self._key_rules(client, Ask(model, complexity.strip().lower(), required == "gpu"))
         try:
-            wait = gpu_wait.wait_seconds(request.headers, self.config.gpu_wait)
+            # The key's own default wait (issue 31) when the request sends no header.
+            key_wait = client.policy.gpu_wait_seconds if client and client.policy else None
+            wait = gpu_wait.wait_seconds(request.headers, self.config.gpu_wait, key_wait)
         except ApiError as error:
             error.model = model.name
             raise
+        if not ask.allow_gpu:
+            wait = 0.0  # a key that may not use the GPU (now) has nothing to wait for
         route = self.choose(ask)
-        # federation (issue 16): the peers to try before the local route, best first.
+        # federation (issue 16): the peers to try before the local route, best first; none
+        # for a key that may not use the GPU (a peer would serve its GPU request there).
         hop = federation.HOP_HEADER in request.headers
-        choices = self._peer_choices(route, model.name, hop)
-        demand = (route.wanted.value, self.config.cloud)
+        choices = self._peer_choices(route, model.name, hop) if ask.allow_gpu else []
+        # A key that may not use the GPU (now) is CPU demand: it must not wake the GPU pool.
+        wanted = route.wanted if ask.allow_gpu else Tier.CPU
+        demand = (wanted.value, self.config.cloud)
         counted = not choices or self._count_peer_demand()
         if counted:
             self.metrics.tier_demand.inc(demand)
@@ -417,7 +462,15 @@ class RouterApp:
         (`exclude` = the backends already tried), and when the backend it waited for went
         away. The tier rule, the ranking and the fallback are policy.plan_route's."""
         route = policy.plan_route(
-            ask.model, ask.complexity, ask.require_gpu, self.backends, self.config.policy, exclude
+            ask.model,
+            ask.complexity,
+            ask.require_gpu,
+            self.backends,
+            self.config.policy,
+            exclude,
+            allow_cpu=ask.allow_cpu,
+            allow_gpu=ask.allow_gpu,
+            denied_reason=ask.denied_reason,
         )
         if isinstance(route, Refusal) or route.fallback_reason is not None:
             # The tier the request wanted has nobody ready: check its backends now (at most
@@ -426,6 +479,80 @@ class RouterApp:
                 if backend.tier == route.wanted and not backend.ready:
                     backend.wanted()
         return route
+
+    def _key_rules(self, client: ClientKey | None, ask: Ask) -> Ask:
+        """The client key's policy (issue 31): its rate limit, its tiers and its GPU budget,
+        as the Ask the policy reads, or an ApiError (429, 403)."""
+        if client is None:
+            return ask._replace(key=ANONYMOUS)
+        ask = ask._replace(key=client.name)
+        rules = client.policy
+        if rules is None:
+            return ask
+        name = client.name
+        if rules.requests_per_minute is not None:
+            wait = self.rate_limits.take(name, rules.requests_per_minute)
+            if wait is not None:
+                self.metrics.key_refusals.inc((name, "rate_limit"))
+                raise self._key_error(
+                    ApiError(
+                        429,
+                        f"key {name!r} is over its rate limit of "
+                        f"{rules.requests_per_minute:g} requests per minute",
+                        "rate_limit_error",
+                        "rate_limit_exceeded",
+                        retry_after=wait,
+                    ),
+                    ask.model,
+                )
+        allow_cpu, allow_gpu = "cpu" in rules.tiers, "gpu" in rules.tiers
+        wants_gpu = (
+            ask.require_gpu
+            or not allow_cpu
+            or policy.should_use_gpu(ask.model.parameters, ask.complexity, self.config.policy)
+        )
+        if not allow_gpu:
+            if ask.require_gpu:
+                self.metrics.key_refusals.inc((name, "tier_not_allowed"))
+                raise self._key_error(
+                    ApiError(
+                        403,
+                        f"key {name!r} may not use the GPU tier (its tiers: "
+                        f"{', '.join(rules.tiers)}), and the request says "
+                        "x-llm-require-tier: gpu",
+                        "permission_error",
+                        "tier_not_allowed",
+                    ),
+                    ask.model,
+                )
+            if wants_gpu:
+                self.metrics.key_refusals.inc((name, "tier_not_allowed"))
+            return ask._replace(allow_gpu=False)
+        if self.budgets is not None and self.budgets.spent(name):
+            refuse = rules.over_budget is OverBudget.REFUSE or ask.require_gpu or not allow_cpu
+            if wants_gpu and refuse:
+                self.metrics.key_refusals.inc((name, "gpu_budget_refused"))
+                limit = rules.gpu_tokens_per_day
+                raise self._key_error(
+                    ApiError(
+                        429,
+                        f"key {name!r} has spent its GPU budget of {limit} tokens for today "
+                        "(UTC); it starts again at 00:00 UTC",
+                        "insufficient_quota",
+                        "gpu_budget_exceeded",
+                        retry_after=seconds_to_midnight(_utc_now()),
+                    ),
+                    ask.model,
+                )
+            if wants_gpu:
+                self.metrics.key_refusals.inc((name, "gpu_budget_cpu"))
+            return ask._replace(allow_gpu=False, denied_reason="gpu_budget_spent")
+        return ask._replace(allow_cpu=allow_cpu)
+
+    @staticmethod
+    def _key_error(error: ApiError, model: ModelRoute) -> ApiError:
+        error.model = model.name
+        return error
 
     def refusal(self, route: Refusal) -> ApiError:
         error = ApiError(
@@ -438,6 +565,10 @@ class RouterApp:
         if route.fallback_reason:
             to = "cpu" if route.served == Served.CPU_FALLBACK else route.served.value
             self.metrics.fallbacks.inc((route.wanted.value, to, route.fallback_reason))
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _waits_for_gpu(route: Route | Refusal, choices: Sequence[PeerChoice]) -> bool:

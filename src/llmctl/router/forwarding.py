@@ -34,6 +34,11 @@ class Ask(NamedTuple):
     model: ModelRoute
     complexity: str
     require_gpu: bool
+    # The client key's name and what its policy allows (issue 31, router/clients.py).
+    key: str = "anonymous"
+    allow_cpu: bool = True
+    allow_gpu: bool = True
+    denied_reason: str = "gpu_not_allowed"
 
 
 class Routing(Protocol):
@@ -99,16 +104,20 @@ class Attempt:
                 )
 
     def count_tokens(self, payload: bytes) -> None:
-        count_tokens(self.metrics, self.route.served.value, payload)
+        count_tokens(self.metrics, self.route.served.value, payload, self.ask.key)
 
 
-def count_tokens(metrics: RouterMetrics, served: str, payload: bytes) -> None:
+def count_tokens(
+    metrics: RouterMetrics, served: str, payload: bytes, key: str | None = None
+) -> None:
+    """The backend's usage report, per tier and (issue 31) per client key."""
     prompt, completion = sse.token_counts(payload)
     tier = "cpu" if served == Served.CPU_FALLBACK else served
-    if prompt is not None:
-        metrics.tokens.inc((tier, "prompt"), prompt)
-    if completion is not None:
-        metrics.tokens.inc((tier, "completion"), completion)
+    for direction, count in (("prompt", prompt), ("completion", completion)):
+        if count is not None:
+            metrics.tokens.inc((tier, direction), count)
+            if key is not None:
+                metrics.key_tokens.inc((key, tier, direction, metrics.replica), count)
 
 
 async def forward(

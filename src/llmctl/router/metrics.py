@@ -8,6 +8,8 @@ test parses it with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import socket
+import uuid
 from bisect import bisect_left
 from collections.abc import Iterable
 
@@ -115,10 +117,17 @@ class Histogram:
             yield f"{self.name}_count{_label_text(self.labels, values)} {running}"
 
 
+def new_replica_id() -> str:
+    """The host (the pod's name in Kubernetes) and a random part new at each process start."""
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
 class RouterMetrics:
     """The series the dashboards, alerts and the GPU autoscaler read."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str = "") -> None:
+        # This router process, in llm_router_key_tokens_total (router/budget.py).
+        self.replica = replica or new_replica_id()
         self.requests = Counter(
             "llm_router_requests_total",
             "Requests answered, by the tier and cloud that served them, the model and HTTP code.",
@@ -160,6 +169,36 @@ class RouterMetrics:
             "Requests served by another tier than the one they wanted.",
             ("from_tier", "to_tier", "reason"),
         )
+        # issue 31: per client key, by its name (never its secret). What GPU budgets are counted
+        # from (router/budget.py) and what `llmctl cost keys` splits the GPU bill by.
+        self.key_tokens = Counter(
+            "llm_router_key_tokens_total",
+            "Tokens the backends reported, by client key name, tier and direction; `replica` "
+            "is new at each router process start, so a series never resets.",
+            ("key", "tier", "direction", "replica"),
+        )
+        self.key_refusals = Counter(
+            "llm_router_key_refusals_total",
+            "Requests a key's policy refused or sent to the CPU tier, by key name and reason.",
+            ("key", "reason"),
+        )
+        self.backend_ready = Gauge(
+            "llm_router_backend_ready",
+            "1 while the backend answers its health checks, else 0 (GPU up-time for the cost "
+            "report).",
+            ("backend", "tier", "cloud"),
+        )
+        self.key_gpu_tokens_today = Gauge(
+            "llm_router_key_gpu_tokens_today",
+            "GPU tokens a budgeted key spent today (UTC) across all replicas, as this replica "
+            "last read them from Prometheus plus its own since.",
+            ("key",),
+        )
+        self.budget_store_up = Gauge(
+            "llm_router_budget_store_up",
+            "1 when the last read of the day's GPU token counts from Prometheus succeeded.",
+            (),
+        )
         self.cost = Counter(
             "llm_router_cost_usd_total",
             "Estimated dollars spent: the backend's hourly cost times the request's share of it.",
@@ -194,6 +233,11 @@ class RouterMetrics:
             self.tokens,
             self.fallbacks,
             self.cost,
+            self.key_tokens,
+            self.key_refusals,
+            self.backend_ready,
+            self.key_gpu_tokens_today,
+            self.budget_store_up,
             self.gpu_waiting,
             self.gpu_waits,
             self.gpu_wait_seconds,

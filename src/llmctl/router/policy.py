@@ -234,11 +234,23 @@ def plan_route(
     backends: Sequence[BackendView],
     policy: Policy,
     exclude: Sequence[str] = (),
+    *,
+    allow_cpu: bool = True,
+    allow_gpu: bool = True,
+    denied_reason: str = "gpu_not_allowed",
 ) -> Route | Refusal:
     """The tier rule, the backend ranking and graceful degradation, in one decision.
 
     `exclude` names backends already tried for this request: a request re-planned after a
-    failure (or whose backend went away while it waited) goes to the others, across tiers."""
+    failure (or whose backend went away while it waited) goes to the others, across tiers.
+    `allow_cpu`/`allow_gpu` are the client key's policy (issue 31): a tier it may not use is
+    never chosen, not even as a fallback; a GPU request of a key that may not use the GPU is
+    served by the CPU tier as a fallback with `denied_reason`."""
+    if not allow_gpu:
+        backends = [b for b in backends if b.tier == Tier.CPU]
+    if not allow_cpu:
+        backends = [b for b in backends if b.tier == Tier.GPU]
+        require_gpu = True
     tier = Tier.GPU if require_gpu else wanted_tier(model, complexity, policy)
     in_tier = [b for b in backends if b.tier == tier]
     ranked = rank_backends(_for_model(in_tier, model.name), exclude)
@@ -255,12 +267,18 @@ def plan_route(
     if ranked:
         return Route(Tier.GPU, Served.GPU, tuple(ranked))
     reason = "no_gpu_backend" if not in_tier else "no_ready_gpu"
+    if not allow_gpu:
+        reason = denied_reason
     if require_gpu:
+        why = (
+            "the request says x-llm-require-tier: gpu"
+            if allow_cpu
+            else "its API key may use only the GPU tier"
+        )
         return Refusal(
             Tier.GPU,
             "gpu_unavailable",
-            "no GPU backend is ready and the request says x-llm-require-tier: gpu; "
-            "the GPU pool is scaling up, retry later",
+            f"no GPU backend is ready and {why}; the GPU pool is scaling up, retry later",
         )
     cpu = [b for b in backends if b.tier == Tier.CPU and b.model == policy.fallback_model]
     fallback = rank_backends(cpu or [b for b in backends if b.tier == Tier.CPU], exclude)

@@ -13,6 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmctl import catalog
+
+# apiKeys (with named keys and their policies, issue 31) lives in key_config.py.
+from llmctl.router.key_config import ApiKeys as ApiKeys
 from llmctl.router.peer_config import Federation
 
 
@@ -130,13 +133,6 @@ class GpuWait(_Strict):
         return self
 
 
-class ApiKeys(_Strict):
-    """Optional Bearer keys: one per line in a file, or comma-separated in an env var."""
-
-    file: str | None = None
-    env: str | None = None
-
-
 class RouterConfig(_Strict):
     cloud: str
     models: tuple[ModelRoute, ...]
@@ -183,5 +179,11 @@ def dump_router_config(config: RouterConfig) -> str:
         data.pop("federation", None)  # single-cloud configs read as before federation existed
     if config.gpu_wait == GpuWait():
         data.pop("gpuWait", None)  # configs rendered before issue 31 stay as they were
+    # Named keys and the budgets' store (issue 31) only when set, for the same reason.
+    keys = data["apiKeys"]
+    if not keys["keys"]:
+        keys.pop("keys")
+    if keys["budgetStore"] is None:
+        keys.pop("budgetStore")
     data["limits"] = rendered_limits(config.limits)
     return yaml.safe_dump(data, sort_keys=False)
