@@ -20,6 +20,7 @@ router's ConfigMap and Services) is the base as rendered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -80,6 +81,7 @@ class ServedModel:
     url: str  # the model URL the pods fetch
     path: str  # where the pods keep it (the base's cpu.model.path)
     size: int  # bytes
+    sha256: str  # the served file's: the catalog's pin is the real model's, not this one's
 
 
 @contextmanager
@@ -97,6 +99,7 @@ def serving_model(node: Any) -> Iterator[ServedModel]:
             url=f"{served.base_url}/models/{filename}",
             path=f"/models/{filename}",
             size=gguf.stat().st_size,
+            sha256=hashlib.sha256(gguf.read_bytes()).hexdigest(),
         )
 
 
@@ -149,6 +152,7 @@ def write_overlay(
     model_url: str,
     volumes: int = 8,
     server_container_cpu: str = SERVER_CPU,
+    model_sha256: str | None = None,
 ) -> Path:
     """The overlay (module docstring) in `directory`, on top of `base`, with `volumes` model
     volumes (their directories under `directory`/volumes)."""
@@ -170,7 +174,15 @@ def write_overlay(
                 "spec": {
                     **on_node,
                     "initContainers": [
-                        {"name": "fetch-model", "env": [{"name": "MODEL_URI", "value": model_url}]}
+                        {
+                            "name": "fetch-model",
+                            "env": [{"name": "MODEL_URI", "value": model_url}]
+                            + (
+                                [{"name": "MODEL_SHA256", "value": model_sha256}]
+                                if model_sha256
+                                else []
+                            ),
+                        }
                     ],
                     "containers": [
                         {
@@ -206,7 +218,9 @@ def write_overlay(
     return directory
 
 
-def chart_values(router_image: str, model_url: str) -> dict[str, Any]:
+def chart_values(
+    router_image: str, model_url: str, model_sha256: str | None = None
+) -> dict[str, Any]:
     """The overlay's changes (module docstring) as values for charts/llm-router on top of its
     values.yaml. The llama-server image is the chart's default: the stand-in base is tagged with
     the official name. The volumes are model_volumes'."""
@@ -216,7 +230,8 @@ def chart_values(router_image: str, model_url: str) -> dict[str, Any]:
         "cpu": {
             "replicas": 1,
             **placement(),
-            "model": {"uri": model_url, "storageClassName": STORAGE_CLASS},
+            "model": {"uri": model_url, "storageClassName": STORAGE_CLASS}
+            | ({"sha256": model_sha256} if model_sha256 else {}),
             "resources": {"requests": {"cpu": SERVER_CPU}},
         },
     }

@@ -79,7 +79,7 @@ def test_the_chart_serves_a_completion_from_real_pods(
     try:
         with serving_model(real_node) as model:
             values = tmp_path / "values.yaml"
-            values.write_text(yaml.safe_dump(chart_values(images.router, model.url)))
+            values.write_text(yaml.safe_dump(chart_values(images.router, model.url, model.sha256)))
             t = time.monotonic()
             _helm(plane, "install", RELEASE, str(chart), "-n", NAMESPACE, "-f", str(values),
                   "--wait=false")  # fmt: skip

@@ -99,6 +99,7 @@ def on_node(
             images.router,
             model.url,
             VOLUMES,
+            model_sha256=model.sha256,
         )
         t = time.monotonic()
         control_plane.kubectl(
@@ -227,6 +228,11 @@ def _single_stream_rate(url: str) -> float:
 # --- the tests ---------------------------------------------------------------------------------
 
 
+def _model_gets(on_node: OnNode) -> int:
+    """GETs of the model (the pod's fetcher asks in ranges, several per download)."""
+    return sum(1 for path, _ in on_node.served.requests if path == on_node.model_path)
+
+
 def test_router_and_llama_pods_are_ready_through_their_own_probes(on_node: OnNode) -> None:
     plane = on_node.plane
     router = pods(plane, NAMESPACE, ROUTER)
@@ -244,12 +250,17 @@ def test_router_and_llama_pods_are_ready_through_their_own_probes(on_node: OnNod
     # The init container downloaded the model from the server on this machine, in full.
     (fetch,) = llama[0]["status"]["initContainerStatuses"]
     assert fetch["name"] == "fetch-model"
+    # The stage watcher runs beside the server.
+    assert [c["name"] for c in llama[0]["status"]["containerStatuses"]] == [
+        "llama-server",
+        "stages",
+    ]
     assert fetch["state"]["terminated"]["exitCode"] == 0
     assert fetch["image"].endswith(on_node.images.router.rpartition("/")[2])
-    assert (on_node.model_path, None) in on_node.served.requests
+    assert _model_gets(on_node)  # the pods' fetcher asked the server for the model
     assert on_node.served.body_bytes_sent >= on_node.model_bytes
     log = plane.kubectl("logs", "-n", NAMESPACE, llama[0]["metadata"]["name"], "-c", "fetch-model")
-    assert f"model fetched: {on_node.model_path}" in log
+    assert "llmctl-stage stage=fetch " in log and f"to {on_node.model_path}" in log
     # llama-server loaded the fetched file from the pod's own volume.
     size = exec_in(
         plane, NAMESPACE, llama[0]["metadata"]["name"], "llama-server",
@@ -428,7 +439,7 @@ def test_cold_start_of_the_cpu_tier_from_zero(on_node: OnNode, tmp_path: Path) -
 
     plane = on_node.plane
     wait_rollout(plane, NAMESPACE, "cpu-llm-server", START_TIMEOUT_S)
-    fetched_before = on_node.served.requests.count((on_node.model_path, None))
+    fetched_before = _model_gets(on_node)
     done = subprocess.run(
         [sys.executable, "-m", "llmctl", "test-inference", "--cloud", "aws",
          "--kubeconfig", str(on_node.kubeconfig), "--cold", "cpu", "--model", MODEL,
@@ -444,10 +455,28 @@ def test_cold_start_of_the_cpu_tier_from_zero(on_node: OnNode, tmp_path: Path) -
     assert cold["node"] == on_node.node.name and cold["deployment"] == "cpu-llm-server"
     assert data["results"][0]["tier"] == "cpu" and data["passed"]
     # A new pod, so a new volume, so the model was downloaded again.
-    assert on_node.served.requests.count((on_node.model_path, None)) == fetched_before + 1
+    assert _model_gets(on_node) > fetched_before
     # Scaled back to the count it had.
     deployment = get_json(plane, "deployment", "-n", NAMESPACE, "cpu-llm-server")
     assert deployment["spec"]["replicas"] == 1
+    # Where "first token" went: when each router pod logged the backend ready (its own
+    # health check), and the answering request's own time to first token.
+    from llmctl.probe.coldstart import parse_time
+
+    ready_at = parse_time(next(s["endedAt"] for s in cold["stages"] if s["name"] == "ready"))
+    router_saw = []
+    for router in pods(plane, NAMESPACE, ROUTER):
+        log = plane.kubectl("logs", "-n", NAMESPACE, router["metadata"]["name"], "--timestamps")
+        seen = [
+            parse_time(line.split(" ", 1)[0])
+            for line in log.splitlines()
+            if "is ready" in line and "/cpu" in line
+        ]
+        after = [t for t in seen if t >= ready_at]
+        if after:
+            router_saw.append(round((after[0] - ready_at).total_seconds(), 3))
+    cold["routerSawReadyAfterS"] = router_saw
+    cold["firstAnswer"] = data["results"][0]
     out = Path(os.environ.get("LLMCTL_COLD_START_JSON") or tmp_path / "cold-start.json")
     cold_start_json(out, cold)
     width = max(len(s["name"]) for s in cold["stages"])
@@ -461,5 +490,53 @@ def test_cold_start_of_the_cpu_tier_from_zero(on_node: OnNode, tmp_path: Path) -
         + "\n".join(lines)
         + f"\n  {'sum':<{width}}  {cold['sumSeconds']:7.2f} s\n"
         + f"  {'wall':<{width}}  {cold['wallSeconds']:7.2f} s  (llmctl's clock)\n"
+        + f"  router pods logged the backend ready {router_saw} s after Ready; the answer's"
+        + f" own time to first token {data['results'][0]['ttftSeconds']} s\n"
         + f"written to {out}"
+    )
+
+
+def test_prometheus_scrapes_the_stages_of_a_llama_pod(on_node: OnNode) -> None:
+    """Issue 30: each llama pod's start-up stages, served by its stage watcher (a container
+    beside llama-server, in the router image) on the pod's `stages` port, which the PodMonitor
+    names; a real Prometheus scrapes the pod's IP here (the node's bridge), and the same
+    figures are in the watcher's and the fetcher's logs."""
+    from llmctl.modelstore import stages
+
+    plane = on_node.plane
+    name = one_ready_pod(plane, NAMESPACE, LLAMA, START_TIMEOUT_S)
+    pod = get_json(plane, "pod", "-n", NAMESPACE, name)
+    ip = pod["status"]["podIP"]
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "stages")
+    port = sidecar["ports"][0]["containerPort"]
+    prometheus = Prometheus(on_node.work, {"llama-stages": f"{ip}:{port}"}).start()
+    try:
+        first = wait_for(
+            "Prometheus to scrape the pod's first_ready stage",
+            lambda: prometheus.query('llmctl_pod_stage_seconds{stage="first_ready"}'),
+            60,
+        )
+        fetch = prometheus.query('llmctl_pod_stage_seconds{stage="fetch"}')
+        load = prometheus.query('llmctl_pod_stage_seconds{stage="load"}')
+        fetched = prometheus.query("llmctl_model_fetch_bytes")
+        rate = prometheus.query("llmctl_model_fetch_megabytes_per_second")
+        image_start = prometheus.query('llmctl_pod_stage_seconds{stage="image_start"}')
+    finally:
+        prometheus.stop()
+    assert fetch is not None and load is not None and image_start is not None
+    assert first == pytest.approx(fetch + load, abs=0.002) and load > 0
+    assert fetched == on_node.model_bytes and rate is not None and rate > 0
+    logged = {}
+    for container in ("fetch-model", "stages"):
+        log = plane.kubectl("logs", "-n", NAMESPACE, name, "-c", container)
+        for line in log.splitlines():
+            if line.startswith(stages.PREFIX):
+                fields = stages.parse_stage_line(line)
+                logged[fields["stage"]] = float(fields["seconds"])
+    assert set(logged) == {"image_start", "fetch", "load", "first_ready"}
+    assert logged["load"] == pytest.approx(load, abs=0.001)
+    print(
+        f"stages of pod {name} as Prometheus scraped them: "
+        + ", ".join(f"{k} {v:.3f}s" for k, v in logged.items())
+        + f"; {fetched:.0f} bytes at {rate:.1f} MB/s"
     )

@@ -7,9 +7,11 @@ replicas) is said in docs/deploy.md; these tests hold the rendered side of each 
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +27,11 @@ from llmctl.config import Stack, load_stack, parse_set_flags
 from llmctl.manifests import render
 from llmctl.manifests.build import built_objects
 from llmctl.manifests.routing import ROUTER_API_KEYS_ENV
+from llmctl.modelstore import stages
 from llmctl.router.app import load_api_keys
 from llmctl.router.table import Limits, RouterConfig
+from tests.support.range_server import range_server
+from tests.support.router import SRC
 
 STACK = Stack()
 CASES = [(cloud, gpu) for cloud in catalog.CLOUDS for gpu in (False, True)]
@@ -82,133 +87,167 @@ def test_storage_class_per_tier_reaches_each_pods_claim() -> None:
     assert "storageClassName" not in default["ephemeral"]["volumeClaimTemplate"]["spec"]
 
 
-def test_a_configured_sha256_is_checked_before_the_model_is_used(tmp_path: Path) -> None:
-    """The init container's script, run for real with sh: a wrong digest fails and leaves no
-    file the server would load; the right one renames it into place."""
-    source = tmp_path / "model.gguf"
-    source.write_bytes(b"GGUF" + bytes(1000))
-    import hashlib
-
-    good = hashlib.sha256(source.read_bytes()).hexdigest()
-    stack = _stack("cpu.model.sha256=" + "a" * 64)
-    fetch = _pod(_objects(stack, gpu=False)[("Deployment", "cpu-llm-server")])["initContainers"][0]
-    script = fetch["command"][-1]
-    assert {"name": "MODEL_SHA256", "value": "a" * 64} in fetch["env"]
-
-    def run(digest: str) -> subprocess.CompletedProcess[str]:
-        target = tmp_path / "models" / "model.gguf"
-        target.parent.mkdir(exist_ok=True)
-        env = {
-            "PATH": os.environ["PATH"],
-            "MODEL_URI": source.as_uri(),
-            "MODEL_PATH": str(target),
-            "MODEL_SHA256": digest,
-        }
-        return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
-
-    bad = run("a" * 64)
-    assert bad.returncode != 0
-    assert not (tmp_path / "models" / "model.gguf").exists()
-    assert not (tmp_path / "models" / "model.gguf.part").exists()
-    ok = run(good)
-    assert ok.returncode == 0, ok.stderr
-    assert (tmp_path / "models" / "model.gguf").read_bytes() == source.read_bytes()
+def _fetch_container(stack: Stack = STACK) -> dict[str, Any]:
+    objects = _objects(stack, gpu=False)
+    fetch: dict[str, Any] = _pod(objects[("Deployment", "cpu-llm-server")])["initContainers"][0]
+    assert fetch["name"] == "fetch-model"
+    return fetch
 
 
-def _fetch_script() -> str:
-    fetch = _pod(_objects(STACK, gpu=False)[("Deployment", "cpu-llm-server")])["initContainers"][0]
-    assert fetch["command"][:2] == ["sh", "-c"]
-    script: str = fetch["command"][-1]
-    return script
-
-
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Answers GET with `body`, or with a first byte and then nothing (`stall`), and records
-    each request's Authorization header."""
-
-    body = b"GGUF" + bytes(100)
-    stall = threading.Event()
-    release = threading.Event()
-    authorizations: list[str | None] = []
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
-        type(self).authorizations.append(self.headers.get("Authorization"))
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        if self.stall.is_set():
-            self.wfile.write(self.body[:1])
-            self.wfile.flush()
-            self.release.wait(30)  # the test's end; the client must give up long before
-            return
-        self.wfile.write(self.body)
+def _run_fetch(
+    fetch: dict[str, Any], url: str, target: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The rendered init container's command with its rendered environment (a Secret's value,
+    absent, is left out as the kubelet does for an optional one), the model's URL and path
+    swapped for a local server and a temporary directory, and `env` on top."""
+    assert fetch["command"] == ["llmctl", "model", "fetch"]
+    rendered = {item["name"]: item["value"] for item in fetch["env"] if "value" in item}
+    rendered |= {
+        "MODEL_URI": url,
+        "MODEL_PATH": str(target),
+        "MODEL_FETCH_METRICS_FILE": str(target.parent / ".llmctl-fetch.prom"),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", *fetch["command"][1:]],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(SRC), **rendered, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
-def recorder() -> Iterator[str]:
-    _Recorder.authorizations = []
-    _Recorder.stall = threading.Event()
-    _Recorder.release = threading.Event()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/model.gguf"
-    finally:
-        _Recorder.release.set()
-        server.shutdown()
-        server.server_close()
+def served_model(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "served" / "model.gguf"
+    path.parent.mkdir()
+    data = b"GGUF" + os.urandom(3 * 1024 * 1024 + 17)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
 
 
-def _run_fetch(script: str, url: str, target: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    target.parent.mkdir(exist_ok=True)
-    return subprocess.run(
-        ["sh", "-c", script],
-        env={"PATH": os.environ["PATH"], "MODEL_URI": url, "MODEL_PATH": str(target), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_a_configured_sha256_is_checked_before_the_model_is_used(
+    served_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The init container's command, run for real: a wrong digest fails and leaves no file the
+    server would load; the right one puts it into place."""
+    source, good = served_model
+    fetch = _fetch_container(_stack("cpu.model.sha256=" + "a" * 64))
+    assert {"name": "MODEL_SHA256", "value": "a" * 64} in fetch["env"]
+    target = tmp_path / "models" / "model.gguf"
+    with range_server({"model.gguf": source}) as served:
+        bad = _run_fetch(fetch, f"{served.base_url}/model.gguf", target)
+        assert bad.returncode == 1, bad.stderr
+        assert "sha256 mismatch" in bad.stderr
+        assert not target.exists()
+        assert not target.with_name(target.name + ".part").exists()
+        ok = _run_fetch(fetch, f"{served.base_url}/model.gguf", target, MODEL_SHA256=good)
+    assert ok.returncode == 0, ok.stderr
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_the_hub_download_is_the_parallel_ranged_fetcher_and_logs_its_stage(
+    served_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Issue 30: the Hub path runs the same fetcher as the stores (it was curl, one stream):
+    ranged GETs in parallel, the digest checked, the fetch stage logged and recorded."""
+    source, digest = served_model
+    fetch = _fetch_container()
+    target = tmp_path / "models" / "model.gguf"
+    with range_server({"model.gguf": source}) as served:
+        done = _run_fetch(
+            fetch,
+            f"{served.base_url}/model.gguf",
+            target,
+            MODEL_SHA256=digest,
+            MODEL_FETCH_CHUNK_MIB="1",
+        )
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == source.read_bytes()
+    ranges = [r for _, r in served.requests if r is not None]
+    assert len(ranges) >= 4, served.requests  # 1 MiB ranges of a 3 MiB file
+    line = next(x for x in done.stdout.splitlines() if x.startswith("llmctl-stage stage=fetch"))
+    assert stages.parse_stage_line(line)["sha256"] == "verified"
+    recorded, _ = stages.read_metrics_record(target.parent / ".llmctl-fetch.prom")
+    assert [s.name for s in recorded] == ["fetch"]
+    assert recorded[0].fields["bytes"] == source.stat().st_size
 
 
 def test_the_fetch_sends_hf_token_only_when_the_secret_gives_one(
-    recorder: str, tmp_path: Path
+    served_model: tuple[Path, str], tmp_path: Path
 ) -> None:
-    script = _fetch_script()
-    first = _run_fetch(script, recorder, tmp_path / "a" / "m.gguf")
-    assert first.returncode == 0, first.stderr
-    second = _run_fetch(script, recorder, tmp_path / "b" / "m.gguf", HF_TOKEN="hf_secret")
-    assert second.returncode == 0, second.stderr
-    assert _Recorder.authorizations == [None, "Bearer hf_secret"]
-    assert (tmp_path / "b" / "m.gguf").read_bytes() == _Recorder.body
-    assert "hf_secret" not in second.stdout + second.stderr  # never logged
+    source, digest = served_model
+    fetch = _fetch_container()
+    secret = next(item for item in fetch["env"] if item["name"] == "HF_TOKEN")
+    assert secret["valueFrom"]["secretKeyRef"]["optional"] is True
+    with range_server({"model.gguf": source}, record_headers=("Authorization",)) as served:
+        first = _run_fetch(
+            fetch, f"{served.base_url}/model.gguf", tmp_path / "a" / "m.gguf", MODEL_SHA256=digest
+        )
+        assert first.returncode == 0, first.stderr
+        without = list(served.headers)
+        second = _run_fetch(
+            fetch,
+            f"{served.base_url}/model.gguf",
+            tmp_path / "b" / "m.gguf",
+            HF_TOKEN="hf_s3cret",
+            MODEL_SHA256=digest,
+        )
+        assert second.returncode == 0, second.stderr
+        with_token = served.headers[len(without) :]
+    assert {h.get("Authorization") for h in without} == {None}
+    assert {h.get("Authorization") for h in with_token} == {"Bearer hf_s3cret"}
+    assert (tmp_path / "b" / "m.gguf").read_bytes() == source.read_bytes()
+    assert "hf_s3cret" not in second.stdout + second.stderr  # never logged
 
 
-def test_the_fetch_gives_up_on_a_stalled_transfer(recorder: str, tmp_path: Path) -> None:
-    """A transfer that stops sending fails instead of waiting forever. The script's own
-    thresholds (under 1 KiB/s for 60 s, 5 retries 10 s apart) are shortened here, so the test
-    shows the mechanism in seconds; the flags are the script's."""
-    script = _fetch_script()
-    for flag in ("--speed-time 60", "--retry 5", "--retry-delay 10"):
-        assert flag in script
-    quick = (
-        script.replace("--speed-time 60", "--speed-time 2")
-        .replace("--retry 5", "--retry 1")
-        .replace("--retry-delay 10", "--retry-delay 1")
-    )
-    _Recorder.stall.set()
-    target = tmp_path / "models" / "m.gguf"
-    started = time.monotonic()
-    done = _run_fetch(quick, recorder, target)
-    took = time.monotonic() - started
-    assert done.returncode == 28, done.stderr  # curl's "operation timed out"
-    assert "Operation too slow" in done.stderr
-    assert len(_Recorder.authorizations) == 2  # tried again once, then gave up
-    assert not target.exists() and took < 20
+def test_the_fetch_reopens_a_stalled_range_and_finishes(
+    served_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A range that stops sending is given up after the stall timeout (30 s rendered; 2 s here,
+    through its own setting) and fetched again; the download completes, checked."""
+    source, digest = served_model
+    fetch = _fetch_container()
+    target = tmp_path / "models" / "model.gguf"
+    with range_server({"model.gguf": source}) as served:
+        served.stall = 1
+        started = time.monotonic()
+        done = _run_fetch(
+            fetch,
+            f"{served.base_url}/model.gguf",
+            target,
+            MODEL_SHA256=digest,
+            MODEL_FETCH_CHUNK_MIB="1",
+            MODEL_FETCH_STALL_SECONDS="2",
+        )
+        took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert served.stalled == 1
+    assert target.read_bytes() == source.read_bytes()
+    assert took < 25, took  # the stall setting (2 s), not the rendered 30 s
+
+
+def test_the_fetch_gives_up_when_every_try_stalls(
+    served_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A server that never sends the rest fails the pod's fetch with one clear line, instead
+    of waiting forever; nothing is left for llama-server to load."""
+    source, digest = served_model
+    fetch = _fetch_container()
+    target = tmp_path / "models" / "model.gguf"
+    with range_server({"model.gguf": source}) as served:
+        served.stall = 10_000
+        done = _run_fetch(
+            fetch,
+            f"{served.base_url}/model.gguf",
+            target,
+            MODEL_SHA256=digest,
+            MODEL_FETCH_CHUNK_MIB="4",
+            MODEL_FETCH_STALL_SECONDS="1",
+        )
+    assert done.returncode == 1, done.stderr
+    assert "model fetch failed" in done.stderr
+    assert not target.exists()
 
 
 # --- #8, #16: readiness and disruption --------------------------------------------------------

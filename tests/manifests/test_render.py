@@ -159,8 +159,8 @@ def test_base_runs_the_cpu_server_with_probes_and_its_own_model_volume() -> None
     assert server["livenessProbe"]["httpGet"]["path"] == "/health"
     assert server["resources"]["limits"]["memory"] == STACK.cpu.resources.limits.memory
     fetch = pod["initContainers"][0]
-    script = fetch["command"][-1]
-    assert 'if [ -s "$MODEL_PATH" ]' in script and "exit 0" in script  # a restart reuses it
+    # The pod's fetcher for the Hub too (issue 30); a restarted one reuses a fetched file.
+    assert fetch["command"] == ["llmctl", "model", "fetch"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
     assert env == {
         "MODEL_URI": STACK.cpu.model.uri,
@@ -169,7 +169,15 @@ def test_base_runs_the_cpu_server_with_probes_and_its_own_model_volume() -> None
         "MODEL_SHA256": STACK.cpu.model.sha256,
         # The Hub token from a Secret the pod starts without.
         "HF_TOKEN": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}},
+        "MODEL_FETCH_METRICS_FILE": "/models/.llmctl-fetch.prom",
     }
+    # The stage watcher: beside llama-server (never before it, so nothing waits for it),
+    # serving the stages to Prometheus.
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-model"]
+    watcher = pod["containers"][1]
+    assert watcher["name"] == "stages" and "restartPolicy" not in watcher
+    assert watcher["ports"] == [{"name": "stages", "containerPort": 9464}]
+    assert watcher["volumeMounts"][0]["readOnly"] is True
     # The download runs in the router image: nothing from Docker Hub.
     assert fetch["image"] == STACK.images.router
     assert not [key for key in objects if key[0] == "PersistentVolumeClaim"]  # none shared

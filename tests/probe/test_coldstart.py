@@ -117,6 +117,25 @@ def test_each_stage_ends_where_the_pod_recorded_it() -> None:
     assert sum(s.seconds for s in found) == pytest.approx(21.75, abs=2e-3)
 
 
+def test_a_running_sidecar_after_the_fetcher_does_not_hide_the_fetch() -> None:
+    """The stage watcher is a native sidecar (an init container with restartPolicy Always,
+    running beside the server): the fetch still ends when fetch-model finished."""
+    pod = copy.deepcopy(POD)
+    pod["spec"]["initContainers"].append({"name": "stages", "restartPolicy": "Always"})
+    pod["status"]["initContainerStatuses"].append(
+        {
+            "name": "stages",
+            "ready": True,
+            "started": True,
+            "state": {"running": {"startedAt": "2026-12-07T01:00:09Z"}},
+        }
+    )
+    by = _by_name(coldstart.stages(pod, EVENTS, LOG, first_token_s=None))
+    assert by["model fetched"].seconds == 5
+    assert by["model fetched"].source == "init container fetch-model finished"
+    assert by["server started"].seconds == 2
+
+
 def test_a_pod_without_init_containers_or_load_line_spans_the_gap() -> None:
     pod = copy.deepcopy(POD)
     pod["spec"]["initContainers"] = []

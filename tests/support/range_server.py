@@ -1,6 +1,6 @@
 """A local static file server (on 127.0.0.1 unless told otherwise) that speaks HTTP Range (206 +
-Content-Range), and can be told to ignore Range, to redirect, or to answer 404, and records every
-request it serves."""
+Content-Range), and can be told to ignore Range, to redirect, to answer 404, or to stall (headers
+and a first KiB, then nothing), and records every request it serves."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ class Served:
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     body_bytes_sent: int = 0
     base_url: str = ""
+    # The first `stall` GETs send their headers and 1 KiB, then hold the connection open with
+    # nothing more until `released` is set (a server or network that stops moving bytes).
+    stall: int = 0
+    stalled: int = 0
+    released: threading.Event = field(default_factory=threading.Event)
+    # The headers named in `record_headers`, one dict per request (absent ones left out).
+    record_headers: tuple[str, ...] = ()
+    headers: list[dict[str, str]] = field(default_factory=list)
 
 
 def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
@@ -29,6 +37,9 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib's name
             served.requests.append((self.path, self.headers.get("Range")))
+            served.headers.append(
+                {k: v for k in served.record_headers if (v := self.headers.get(k)) is not None}
+            )
             if self.path.startswith("/redirect/"):
                 self.send_response(302)
                 self.send_header("Location", "/" + self.path.removeprefix("/redirect/"))
@@ -62,6 +73,15 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             with path.open("rb") as f:
                 f.seek(start)
                 left = end - start + 1
+                if served.stalled < served.stall:
+                    served.stalled += 1
+                    try:
+                        self.wfile.write(f.read(min(left, 1024)))
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    served.released.wait(120)
+                    return
                 try:
                     while left > 0:
                         chunk = f.read(min(left, 64 * 1024))
@@ -76,10 +96,13 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def range_server(
-    files: dict[str, Path], honour_range: bool = True, host: str = "127.0.0.1"
+    files: dict[str, Path],
+    honour_range: bool = True,
+    host: str = "127.0.0.1",
+    record_headers: tuple[str, ...] = (),
 ) -> Iterator[Served]:
     """Serve `files` on `host` (loopback; a real node's bridge address for its pods)."""
-    served = Served(files=files, honour_range=honour_range)
+    served = Served(files=files, honour_range=honour_range, record_headers=record_headers)
     server = ThreadingHTTPServer((host, 0), _handler(served))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -88,6 +111,7 @@ def range_server(
     try:
         yield served
     finally:
+        served.released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

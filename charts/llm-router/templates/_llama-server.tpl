@@ -66,19 +66,19 @@ spec:
       {{- . | nindent 6 }}
       {{- end }}
       initContainers:
-        # Downloads the model into the pod's own volume (empty at every pod start), resuming a
-        # partial download across restarts (-C -), checks its sha256 when one is configured, and
-        # only renames a complete, checked file into place.
-        {{- if .model.storeUri }}
-        # Fetches this cloud's copy of the model with parallel ranged GETs, checks its sha256
-        # (pinned, or the .sha256 beside it), logs and writes the fetch stage (issue 30).
+        # Downloads the model into the pod's own volume (empty at every pod start), checks its
+        # sha256, and only renames a complete, checked file into place.
+        # The pod's fetcher (`llmctl model fetch`, in the router image): parallel ranged GETs
+        # from this cloud's model store when one is configured, else from the model's uri (the
+        # Hub, with HF_TOKEN), its sha256 checked (pinned, or the .sha256 beside a store's copy);
+        # logs and writes the fetch stage (issue 30).
         - name: fetch-model
-          image: {{ $root.Values.images.router | toJson }}
+          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
           command: ["llmctl", "model", "fetch"]
           terminationMessagePolicy: FallbackToLogsOnError
           env:
             - name: MODEL_URI
-              value: {{ .model.storeUri | toJson }}
+              value: {{ .model.storeUri | default .model.uri | toJson }}
             - name: MODEL_PATH
               value: {{ .model.path | toJson }}
             {{- with .model.sha256 }}
@@ -93,44 +93,12 @@ spec:
                   optional: true
             - name: MODEL_FETCH_METRICS_FILE
               value: {{ printf "%s/.llmctl-fetch.prom" $modelsDir | toJson }}
+            {{- if .model.storeUri }}
             {{- with $root.Values.modelStore.region }}
             - name: AWS_REGION
               value: {{ . | toJson }}
             {{- end }}
-          resources:
-            requests: {cpu: 100m, memory: 64Mi}
-            limits: {memory: 256Mi}
-          securityContext:
-            {{- include "llm-router.containerSecurityContext" $root | nindent 12 }}
-          volumeMounts:
-            - name: models
-              mountPath: {{ $modelsDir | toJson }}
-            - name: tmp
-              mountPath: /tmp
-        {{- else }}
-        # Downloads the model from its uri (files/fetch-model.sh says how).
-        - name: fetch-model
-          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
-          terminationMessagePolicy: FallbackToLogsOnError
-          command:
-            - sh
-            - -c
-            - {{ $root.Files.Get "files/fetch-model.sh" | toJson }}
-          env:
-            - name: MODEL_URI
-              value: {{ .model.uri | toJson }}
-            - name: MODEL_PATH
-              value: {{ .model.path | toJson }}
-            {{- with .model.sha256 }}
-            - name: MODEL_SHA256
-              value: {{ . | toJson }}
             {{- end }}
-            - name: HF_TOKEN
-              valueFrom:
-                secretKeyRef:
-                  name: {{ $root.Values.modelDownload.tokenSecret | toJson }}
-                  key: {{ $root.Values.modelDownload.tokenKey | toJson }}
-                  optional: true
           resources:
             requests: {cpu: 100m, memory: 64Mi}
             limits: {memory: 256Mi}
@@ -141,7 +109,6 @@ spec:
               mountPath: {{ $modelsDir | toJson }}
             - name: tmp
               mountPath: /tmp
-        {{- end }}
       containers:
         - name: llama-server
           image: {{ .image | toJson }}
@@ -159,11 +126,12 @@ spec:
           ports:
             - name: http
               containerPort: 8080
-          # /health answers 503 while the model loads, then 200.
+          # /health answers 503 while the model loads, then 200. Polled every second (a 10 s
+          # period left a loaded server waiting up to 10 s for Ready); the budget stays 900 s.
           startupProbe:
             httpGet: {path: /health, port: http}
-            periodSeconds: 10
-            failureThreshold: 90
+            periodSeconds: 1
+            failureThreshold: 900
           readinessProbe:
             httpGet: {path: /health, port: http}
             periodSeconds: 5
@@ -200,6 +168,31 @@ spec:
             - name: cuda-cache
               mountPath: /var/cache/cuda
             {{- end }}
+        # The pod's start-up stages for Prometheus (issue 30), started beside llama-server (not
+        # before it: nothing waits for it); it times the load from llama-server's /health, logs
+        # each stage and serves them all on its port (docs/deploy.md, "Stages").
+        - name: stages
+          image: {{ $root.Values.images.modelFetcher | default $root.Values.images.router | toJson }}
+          command: ["python3", "-m", "llmctl.modelstore.watch"]
+          env:
+            - name: MODEL_FETCH_METRICS_FILE
+              value: {{ printf "%s/.llmctl-fetch.prom" $modelsDir | toJson }}
+            - name: LLAMA_SERVER_URL
+              value: "http://127.0.0.1:8080"
+            - name: STAGES_PORT
+              value: "9464"
+          ports:
+            - name: stages
+              containerPort: 9464
+          resources:
+            requests: {cpu: 10m, memory: 32Mi}
+            limits: {memory: 64Mi}
+          securityContext:
+            {{- include "llm-router.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            - name: models
+              mountPath: {{ $modelsDir | toJson }}
+              readOnly: true
       volumes:
         # A generic ephemeral volume: each pod gets its own claim, made with the pod and deleted
         # with it, so replicas never share a ReadWriteOnce disk and no pod is pinned to the zone
@@ -270,6 +263,8 @@ spec:
       ports:
         - protocol: TCP
           port: 8080
+        - protocol: TCP
+          port: 9464
 {{- if not .gpu }}
 ---
 # Node drains and upgrades evict one pod at a time; the other keeps serving.

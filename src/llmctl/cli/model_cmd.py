@@ -262,6 +262,16 @@ def fetch(
             help="Size of each range, MiB.",
         ),
     ] = 16,
+    stall_seconds: Annotated[
+        float,
+        typer.Option(
+            "--stall-seconds",
+            envvar="MODEL_FETCH_STALL_SECONDS",
+            min=0.5,
+            max=600,
+            help="Give up a connection that sends nothing this long, and fetch its range again.",
+        ),
+    ] = 30.0,
     metrics_file: Annotated[
         Path | None,
         typer.Option(
@@ -283,7 +293,11 @@ def fetch(
         path=path,
         sha256=sha256,
         metrics_file=metrics_file,
-        settings=fetch.FetchSettings(connections=connections, chunk_bytes=chunk_mib * 1024 * 1024),
+        settings=fetch.FetchSettings(
+            connections=connections,
+            chunk_bytes=chunk_mib * 1024 * 1024,
+            stall_timeout=stall_seconds,
+        ),
     )
     try:
         pod.run(request, os.environ, log=lambda line: typer.echo(line))

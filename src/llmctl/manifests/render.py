@@ -61,10 +61,15 @@ FETCHER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
 }
-# The Hub download: one script, charts/llm-router/files/fetch-model.sh, which the chart reads
-# too (see `fetch_script`).
-FETCH_SCRIPT_FILE = "fetch-model.sh"
 HF_TOKEN_ENV = "HF_TOKEN"
+# The stage watcher (modelstore/watch.py), a native sidecar in each llama pod (issue 30):
+# standard library only, so a small Python process.
+STAGES_COMMAND = ["python3", "-m", "llmctl.modelstore.watch"]
+STAGES_PORT = 9464
+STAGES_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"memory": "64Mi"},
+}
 
 # Pod-side shutdown, in one place (docs/deploy.md, "Rollouts, drains and scale-in").
 # The router: a preStop sleep lets kube-proxy and load balancers drop the pod's endpoint before
@@ -221,6 +226,7 @@ def _tier(
         "fetch_env": fetch["env"],
         "fetch_image": fetch["image"],
         "fetch_command": fetch["command"],
+        "stages_env": stages_env(model),
         "service_account": model_store.SERVICE_ACCOUNT if store_env else None,
         "pod_labels": tier_labels
         | (model_store.pod_labels(stack, cloud) if store_env and cloud else {}),
@@ -245,9 +251,13 @@ def _tier(
     }
 
 
-def fetch_script() -> str:
-    """What the Hub download's `fetch-model` init container runs with `sh -c`."""
-    return observability_file(FETCH_SCRIPT_FILE)
+def stages_env(model: ModelSpec) -> list[dict[str, Any]]:
+    """The stage watcher's environment: the fetcher's record, llama-server, its own port."""
+    return [
+        {"name": "MODEL_FETCH_METRICS_FILE", "value": model_store.metrics_file(model)},
+        {"name": "LLAMA_SERVER_URL", "value": f"http://127.0.0.1:{llamacpp.LLAMA_PORT}"},
+        {"name": "STAGES_PORT", "value": str(STAGES_PORT)},
+    ]
 
 
 def hub_fetch_env(model: ModelSpec, download: ModelDownload) -> list[dict[str, Any]]:
@@ -261,27 +271,22 @@ def hub_fetch_env(model: ModelSpec, download: ModelDownload) -> list[dict[str, A
         env.append({"name": "MODEL_SHA256", "value": model.sha256})
     secret = {"name": download.token_secret, "key": download.token_key, "optional": True}
     env.append({"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": secret}})
+    env.append({"name": "MODEL_FETCH_METRICS_FILE", "value": model_store.metrics_file(model)})
     return env
 
 
 def fetch_container(
     stack: Stack, store_env: list[dict[str, Any]], hub_env: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The `fetch-model` init container's image, command and environment: the Hub download,
-    or with a model store the pod's parallel fetcher (`llmctl model fetch`) in the router image,
-    the store's variables replacing the Hub's of the same name."""
-    if not store_env:
-        return {
-            # Unset, the router image: llama.cpp's server image (curl included) plus the router.
-            "image": stack.images.model_fetcher or stack.images.router,
-            "command": ["sh", "-c", fetch_script()],
-            "env": hub_env,
-        }
+    """The `fetch-model` init container's image, command and environment: the pod's parallel
+    fetcher (`llmctl model fetch`, in the router image) for the Hub as for a model store
+    (issue 30); with a store, its variables replace the Hub's of the same name."""
     by_name = {item["name"]: item for item in store_env}
     hub_names = {item["name"] for item in hub_env}
     env = [by_name.get(item["name"], item) for item in hub_env]
     return {
-        "image": stack.images.router,
+        # A mirror of the router image may stand in (`images.modelFetcher`): it runs llmctl.
+        "image": stack.images.model_fetcher or stack.images.router,
         "command": model_store.FETCH_COMMAND,
         "env": env + [item for item in store_env if item["name"] not in hub_names],
     }
@@ -443,6 +448,9 @@ def _context(stack: Stack, cloud: CloudName | None, gpu: bool) -> dict[str, Any]
         "pod_security": POD_SECURITY,
         "container_security": CONTAINER_SECURITY,
         "fetcher_resources": FETCHER_RESOURCES,
+        "stages_command": STAGES_COMMAND,
+        "stages_port": STAGES_PORT,
+        "stages_resources": STAGES_RESOURCES,
         "drain_script": DRAIN_SCRIPT.format(
             wait=LLAMA_GRACE_SECONDS - LLAMA_DRAIN_MARGIN_SECONDS - 5, port=llamacpp.LLAMA_PORT
         ),

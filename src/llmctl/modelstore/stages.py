@@ -103,6 +103,42 @@ def read_metrics_stages(path: Path) -> list[Stage]:
     return stages
 
 
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def read_metrics_record(path: Path) -> tuple[list[Stage], dict[str, str]]:
+    """What an earlier container wrote with `write_metrics` (the fetcher's record, for the stage
+    watcher): its stages, the fetch's bytes and rate among its fields, and its labels."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return [], {}
+    found: list[Stage] = []
+    labels: dict[str, str] = {}
+    fetch_fields: dict[str, str | int | float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, raw_labels, value = match.groups()
+        pairs = {
+            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+            for k, v in _LABEL.findall(raw_labels or "")
+        }
+        stage = pairs.pop("stage", None)
+        labels.update(pairs)
+        if name == "llmctl_pod_stage_seconds" and stage:
+            found.append(Stage(stage, float(value)))
+        elif name == "llmctl_model_fetch_bytes":
+            fetch_fields["bytes"] = int(float(value))
+        elif name == "llmctl_model_fetch_megabytes_per_second":
+            fetch_fields["mb_per_s"] = float(value)
+    return [
+        Stage(s.name, s.seconds, fetch_fields) if s.name == "fetch" else s for s in found
+    ], labels
+
+
 def seconds_since_boot(now: float | None = None, proc_stat: Path = Path("/proc/stat")) -> float:
     """Seconds since the node booted (its kernel's btime): on a node the autoscaler just started,
     this is the node's start, its join and the image pull before the first container ran."""

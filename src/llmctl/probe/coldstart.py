@@ -160,7 +160,11 @@ def stages(
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
     created = str((pod.get("metadata") or {}).get("creationTimestamp"))
-    inits = [c["name"] for c in spec.get("initContainers") or []]
+    # Native sidecars (restartPolicy Always, such as the stage watcher) run on beside the
+    # server: only the init containers that finish mark the fetch.
+    inits = [
+        c["name"] for c in spec.get("initContainers") or [] if c.get("restartPolicy") != "Always"
+    ]
     server = spec["containers"][0]["name"]
     init_status = {s["name"]: s for s in status.get("initContainerStatuses") or []}
     server_status: dict[str, Any] = next(

@@ -461,7 +461,7 @@ class RouterApp:
         """The one place that decides where a request goes next: first, after a failure
         (`exclude` = the backends already tried), and when the backend it waited for went
         away. The tier rule, the ranking and the fallback are policy.plan_route's."""
-        return policy.plan_route(
+        route = policy.plan_route(
             ask.model,
             ask.complexity,
             ask.require_gpu,
@@ -472,6 +472,13 @@ class RouterApp:
             allow_gpu=ask.allow_gpu,
             denied_reason=ask.denied_reason,
         )
+        if isinstance(route, Refusal) or route.fallback_reason is not None:
+            # The tier the request wanted has nobody ready: check its backends now (at most
+            # once a second each), so a pod that came up is used within about a second.
+            for backend in self.backends:
+                if backend.tier == route.wanted and not backend.ready:
+                    backend.wanted()
+        return route
 
     def _key_rules(self, client: ClientKey | None, ask: Ask) -> Ask:
         """The client key's policy (issue 31): its rate limit, its tiers and its GPU budget,

@@ -31,6 +31,10 @@ class BackendGone(Exception):
 
 # A proxied failure wakes the health loop only if no check ran this recently.
 _RECENT_CHECK_SECONDS = 1.0
+# A request that wants a backend which is not ready wakes its health loop at most this often:
+# a tier coming up from zero takes traffic about this soon after its pod is Ready, however far
+# its backoff has grown, while a router nobody asks keeps the backoff.
+WANTED_CHECK_SECONDS = 1.0
 
 
 class BackendState:
@@ -114,6 +118,17 @@ class BackendState:
         self._evict_waiters()
         if time.monotonic() - self.last_check_at > _RECENT_CHECK_SECONDS:
             self.wake_health.set()
+
+    def wanted(self) -> bool:
+        """A request wanted this backend while it was not ready (a tier scaled to zero, a
+        pod starting): check it now instead of at the end of its backoff (up to
+        `maxBackoffSeconds`, a minute by default, which held the first token of a cold
+        start back long after the pod was Ready), unless a check ran in the last
+        WANTED_CHECK_SECONDS. True when it woke the health loop."""
+        if self.ready or time.monotonic() - self.last_check_at <= WANTED_CHECK_SECONDS:
+            return False
+        self.wake_health.set()
+        return True
 
     async def recheck(self, timeout: float, sent_at: float) -> bool:
         """Is the backend alive after failing a request sent at `sent_at`? A re-check begun
