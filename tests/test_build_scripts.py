@@ -33,7 +33,10 @@ BUILDERS = ("go", "npm", "cmake", "buildah", "mmdebstrap", "gcc")
 @pytest.fixture
 def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """LLMCTL_CACHE at an empty directory, and PATH with a recording shim of each builder in
-    front (`go list`, which reads module metadata, goes through to the real go)."""
+    front (`go list`, which reads module metadata, goes through to the real go).
+    LLAMA_SERVER_BIN stays the real one, found before the cache is emptied (the router image's
+    key hashes it; the images themselves are looked for in the empty cache)."""
+    monkeypatch.setenv("LLAMA_SERVER_BIN", require_tool("llama-server", "LLAMA_SERVER_BIN"))
     cache = tmp_path / "cache"
     cache.mkdir()
     shims = tmp_path / "shims"
@@ -65,8 +68,6 @@ def _start_node(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> object:
 
 
 def _images(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> object:
-    # llama-server from the real cache (the images' key hashes it), the images from the empty one.
-    monkeypatch.setenv("LLAMA_SERVER_BIN", require_tool("llama-server", "LLAMA_SERVER_BIN"))
     return built_images()
 
 
