@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -43,14 +44,29 @@ class Built:
 
 
 def build(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(repo / "scripts" / "build-image.sh"), *args],
-        capture_output=True,
+    """build-image.sh in a session of its own: past WARM_TIMEOUT the whole group is killed, so
+    a build it started (the tree changed since the images were built) is not left running."""
+    argv = ["bash", str(repo / "scripts" / "build-image.sh"), *args]
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=WARM_TIMEOUT,
         cwd=repo,
         env=dict(os.environ, LLAMA_SERVER_BIN=require_tool("llama-server", "LLAMA_SERVER_BIN")),
-    )
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=WARM_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail(
+                f"build-image.sh {' '.join(args)} ran past {WARM_TIMEOUT} s (it was building: "
+                "a file the Dockerfile copies changed since the images were built); killed it. "
+                "Run `bash scripts/build-image.sh`, then the test again"
+            )
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
