@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane the tests run, from Go modules, once per version:
 # kube-apiserver, kube-controller-manager, kube-scheduler and etcd (tools/kube), kwok, and the
-# KEDA operator (tools/keda); copies the CRDs (KEDA's, kwok's, prometheus-operator's) from the
-# modules that ship them. Everything lands in $LLMCTL_CACHE/<name>-<version>/ (default
-# ~/.cache/llmctl, as for llama-server and the test model) and is reused.
+# KEDA operator and metrics adapter (tools/keda); copies the CRDs (KEDA's, kwok's,
+# prometheus-operator's) from the modules that ship them. Everything lands in
+# $LLMCTL_CACHE/<name>-<version>/ (default ~/.cache/llmctl, as for llama-server and the test
+# model) and is reused.
 # stdout: NAME=PATH lines (sourceable); stderr: progress and the time each build took.
 # Needs Go >= 1.26 (every module here says `go 1.26.0`) and the Go module proxy.
 # --cached: build nothing, print the paths or say what is missing; one build at a time, each
@@ -87,6 +88,9 @@ KEDA_DIR="$CACHE/keda-$KEDA_VERSION"
 # test fails saying so.
 if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
   build keda-operator "$KEDA_DIR/bin/keda-operator" tools/keda github.com/kedacore/keda/v2/cmd/operator
+  # The metrics adapter (external.metrics.k8s.io): the HPAs KEDA makes read their metrics through
+  # it. Same module, so the operator's packages are already in Go's build cache.
+  build keda-adapter "$KEDA_DIR/bin/keda-adapter" tools/keda github.com/kedacore/keda/v2/cmd/adapter
 fi
 if [ ! -f "$KEDA_DIR/crds/.done" ] && cache_needs "KEDA CRDs"; then
   src=$(module_dir tools/keda github.com/kedacore/keda/v2)
@@ -120,4 +124,5 @@ PROMETHEUS_OPERATOR_CRDS=$PROM_DIR/crds
 OUT
 if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
   echo "KEDA_OPERATOR=$KEDA_DIR/bin/keda-operator"
+  echo "KEDA_ADAPTER=$KEDA_DIR/bin/keda-adapter"
 fi

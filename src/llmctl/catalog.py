@@ -43,7 +43,7 @@ class ModelInfo:
     n_ff: int = 0
     n_vocab: int = 32000
     # The Hub commit the uri is pinned to and the file's sha256 at that commit: the pods check
-    # the download against it (issue 28). Empty where no digest could be confirmed yet.
+    # the download against it (issue 28). Every catalog model carries both (a test checks it).
     revision: str = ""
     sha256: str | None = None
 
@@ -58,7 +58,12 @@ MODELS: dict[str, ModelInfo] = {
         # Sizes are the files' byte counts on the Hugging Face hub; shapes from their GGUF headers.
         ModelInfo(
             name="tinyllama-1.1b-chat",
-            uri="https://huggingface.co/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/main/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+            # Pinned: the Hub's commit 52e7645 (the repository's only commit since 2023-12-31, as
+            # a recorded Hub API answer gives it) and the file's sha256 (668,788,096 bytes), as
+            # two independent public pins agree: kaito-project/aikit's
+            # models/tinyllama-1.1b-chat.yaml (commit 44bf504) and a GPU benchmark that fetches
+            # resolve/52e7645.../this file. Not re-hashed from the Hub here (docs/deploy.md).
+            uri="https://huggingface.co/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/52e7645ba7c309695bec7ac98f4f005b139cf465/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
             filename="tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
             parameters=1_100_048_384,
             file_bytes=668_788_096,
@@ -69,6 +74,8 @@ MODELS: dict[str, ModelInfo] = {
             ctx_train=2048,
             aliases=("tinyllama",),
             n_ff=5632,
+            revision="52e7645ba7c309695bec7ac98f4f005b139cf465",
+            sha256="9fecc3b3cd76bba89d504f29b616eedf7da85b96540e490ca5824d3f7d2776a0",
         ),
         ModelInfo(
             name="llama-2-7b-chat",
@@ -90,7 +97,11 @@ MODELS: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             name="llama-2-13b-chat",
-            uri="https://huggingface.co/TheBloke/Llama-2-13B-chat-GGUF/resolve/main/llama-2-13b-chat.Q4_K_M.gguf",
+            # Pinned: the Hub's commit 4458acc and the file's sha256 (7,865,956,224 bytes), as a
+            # recorded Hub API answer for the repository at that commit lists them (the file's
+            # `lfs.sha256`), and kaito-project/aikit's models/llama-2-13b-chat.yaml (commit
+            # 73075fc) pins the same digest. Not re-hashed from the Hub here (docs/deploy.md).
+            uri="https://huggingface.co/TheBloke/Llama-2-13B-chat-GGUF/resolve/4458acc949de0a9914c3eab623904d4fe999050a/llama-2-13b-chat.Q4_K_M.gguf",
             filename="llama-2-13b-chat.Q4_K_M.gguf",
             parameters=13_015_864_320,
             file_bytes=7_865_956_224,
@@ -101,6 +112,8 @@ MODELS: dict[str, ModelInfo] = {
             ctx_train=4096,
             aliases=("llama-2-13b",),
             n_ff=13824,
+            revision="4458acc949de0a9914c3eab623904d4fe999050a",
+            sha256="7ddfe27f61bf994542c22aca213c46ecbd8a624cca74abff02a7b5a8c18f787f",
         ),
     )
 }

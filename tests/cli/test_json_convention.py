@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli.main import app
 from llmctl.cli.output import DATA_MAPS, camel
+from tests.support.cli import command_tree
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_service_quotas import ec2_quotas
 
@@ -31,12 +32,9 @@ CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 
 def _json_commands() -> set[tuple[str, ...]]:
     found = set()
-
-    def walk(command: Any, path: tuple[str, ...]) -> None:
+    for path, command in command_tree(app):
         if isinstance(command, typer.core.TyperGroup):
-            for name, sub in command.commands.items():
-                walk(sub, (*path, name))
-            return
+            continue
         for param in command.params:
             if "--output" not in getattr(param, "opts", ()):
                 continue
@@ -44,8 +42,6 @@ def _json_commands() -> set[tuple[str, ...]]:
             values = [getattr(c, "value", c) for c in choices]
             if "json" in values or "json" in (param.help or ""):
                 found.add(path)
-
-    walk(typer.main.get_command(app), ())
     return found
 
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import typer
 
 from llmctl.cli.main import app
 from llmctl.extras import EXTRA_OF_MODULE
-from tests.support.cli import SRC
+from tests.support.cli import SRC, command_tree
 
 NO_EXTRAS = tuple(sorted(EXTRA_OF_MODULE))
 ALL_EXTRAS: tuple[str, ...] = ()
@@ -75,19 +74,15 @@ class Case:
         )
 
 
-def _walk(command: object, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], bool]]:
+def _walk() -> Iterator[tuple[tuple[str, ...], bool]]:
     import typer.core
 
-    is_group = isinstance(command, typer.core.TyperGroup)
-    yield path, is_group
-    if is_group:
-        assert isinstance(command, typer.core.TyperGroup)
-        for name, sub in sorted(command.commands.items()):
-            if not getattr(sub, "hidden", False):
-                yield from _walk(sub, (*path, name))
+    for path, command in sorted(command_tree(app), key=lambda found: found[0]):
+        if not getattr(command, "hidden", False):
+            yield path, isinstance(command, typer.core.TyperGroup)
 
 
-COMMANDS = list(_walk(typer.main.get_command(app)))
+COMMANDS = list(_walk())
 
 # What a bare run of a command does, where it is not "print help, exit 0" (groups) or a usage
 # error. A command missing here must still exit 0, 1 or 2 without a traceback.

@@ -1,5 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, kwok (the kubelet of fake nodes) and the KEDA operator, each a plain process;
+kube-scheduler, kwok (the kubelet of fake nodes), the KEDA operator and KEDA's metrics adapter
+(the external.metrics.k8s.io APIService the HPA controller reads), each a plain process;
 with `--node`, also one real node (tests/cluster/node.py: containerd, kubelet, kube-proxy,
 CoreDNS) that runs pods for real.
 
@@ -112,6 +113,23 @@ def make_certs(pki: Path) -> None:
                  cwd=pki)  # fmt: skip
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def make_front_proxy_certs(pki: Path) -> None:
+    """The aggregation layer's own CA and the client certificate kube-apiserver presents when it
+    proxies to an extension API server (KEDA's metrics adapter), as kubeadm makes them: the
+    extension server trusts requests carrying X-Remote-User only from this CA and CN."""
+    if (pki / "front-proxy-client.crt").exists():
+        return
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "front-proxy-ca.key",
+             "-out", "front-proxy-ca.crt", "-days", "3650", "-subj", "/CN=front-proxy-ca",
+             cwd=pki)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "front-proxy-client.key", "-out",
+             "front-proxy-client.csr", "-subj", "/CN=front-proxy-client", cwd=pki)  # fmt: skip
+    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", "front-proxy-client.csr", "-CA", "front-proxy-ca.crt",
+             "-CAkey", "front-proxy-ca.key", "-CAcreateserial", "-out", "front-proxy-client.crt",
+             "-days", "3650", "-extfile", "client.ext", cwd=pki)  # fmt: skip
 
 
 def kubeconfig_text(server: str, pki: Path) -> str:
@@ -257,6 +275,7 @@ class ControlPlane:
             raise RuntimeError(f"{self.state} has a running control plane: run `down` first")
         t = time.monotonic()
         make_certs(self.pki)
+        make_front_proxy_certs(self.pki)
         self.ports = {
             name: free_port()
             for name in (
@@ -267,6 +286,8 @@ class ControlPlane:
                 "keda-health",
                 "keda-metrics",
                 "keda-grpc",
+                "keda-adapter",
+                "keda-adapter-metrics",
             )
         }
         (self.state / "ports.json").write_text(json.dumps(self.ports))
@@ -287,6 +308,8 @@ class ControlPlane:
         self._start_kwok()
         if self.with_keda:
             self._start_keda()
+            if "KEDA_ADAPTER" in self.bins:
+                self._start_keda_adapter()
         self._wait_default_serviceaccount()
         self._step("kwok, KEDA, default ServiceAccount", t)
         self._step("total", began)
@@ -336,6 +359,14 @@ class ControlPlane:
                 "--allow-privileged=true",
                 # Logs and port-forward go to the node's kubelet: kwok, on loopback.
                 "--kubelet-preferred-address-types=InternalIP",
+                # The aggregation layer (KEDA's external.metrics.k8s.io adapter): kubeadm's flags.
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 f"--kubelet-client-certificate={pki / 'admin.crt'}",
                 f"--kubelet-client-key={pki / 'admin.key'}",
                 "--profiling=false",
@@ -459,6 +490,71 @@ class ControlPlane:
             },
         )
         self._wait("keda-operator", [f"http://127.0.0.1:{self.ports['keda-health']}/readyz"])
+
+    def _start_keda_adapter(self) -> None:
+        """KEDA's metrics adapter, registered as the external.metrics.k8s.io APIService: the
+        HPAs KEDA makes read their External metrics through it, as in a cluster. Its Service is
+        an ExternalName of `localhost`, which the aggregator resolves to https://localhost:<port>
+        (k8s.io/apiserver pkg/util/proxy ResolveCluster); TLS is not verified because the
+        serving certificate cannot name `<service>.keda.svc` on loopback."""
+        certs = self.state / "keda-certs"  # the gRPC client's CA and pair (see _start_keda)
+        port = self.ports["keda-adapter"]
+        self._spawn(
+            "keda-adapter",
+            [
+                self.bins["KEDA_ADAPTER"],
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+                f"--cert-dir={certs}",
+                f"--lister-kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                f"--metrics-service-address=127.0.0.1:{self.ports['keda-grpc']}",
+                f"--port={self.ports['keda-adapter-metrics']}",
+            ],
+            env={
+                "KUBECONFIG": str(self.kubeconfig),
+                "WATCH_NAMESPACE": "",
+                "POD_NAMESPACE": KEDA_NAMESPACE,
+                "KEDA_CLUSTER_OBJECT_NAMESPACE": KEDA_NAMESPACE,
+            },
+        )
+        self._wait("keda-adapter", [f"https://127.0.0.1:{port}/readyz"])
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "keda-operator-metrics-apiserver", "namespace": KEDA_NAMESPACE},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "localhost",
+                "ports": [{"name": "https", "port": port}],
+            },
+        }
+        apiservice = {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+            "spec": {
+                "group": "external.metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {
+                    "name": "keda-operator-metrics-apiserver",
+                    "namespace": KEDA_NAMESPACE,
+                    "port": port,
+                },
+                "insecureSkipTLSVerify": True,
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        }
+        items = {"apiVersion": "v1", "kind": "List", "items": [service, apiservice]}
+        self.kubectl("apply", "--server-side", "-f", "-", input_text=json.dumps(items))
+        self.kubectl(
+            "wait", "--for=condition=Available", "--timeout=60s",
+            "apiservice/v1beta1.external.metrics.k8s.io",
+        )  # fmt: skip
 
     def _wait_default_serviceaccount(self, timeout_s: float = 60.0) -> None:
         """Pods are refused until the controller-manager has made `default` ServiceAccounts."""

@@ -14,6 +14,7 @@ router's backend URLs (the servers run on loopback)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -382,4 +383,109 @@ def test_gpu_tier_fails_closed_when_prometheus_stops(
         for process in (alerting, prometheus, router):
             if process is not None:
                 process.stop()
+        cpu.stop()
+
+
+def test_a_request_that_waits_is_served_by_the_gpu_keda_wakes(
+    control_plane: ControlPlane, workdir: Path, repo: Path
+) -> None:
+    """Issue 31: with the GPU tier at 0, a request sent with `x-llm-gpu-wait` waits; it alone
+    is the demand that makes KEDA scale the GPU Deployment to 1, and it is answered by the GPU
+    (`x-llm-tier: gpu`) once that backend is ready. A request without the header, sent while
+    the first one waits, is answered by the CPU at once (`cpu-fallback`).
+
+    Real: kube-apiserver, scheduler, controller-manager, the KEDA operator reading the aws
+    overlay's own ScaledObject, Prometheus scraping the router, the router (`llmctl router
+    serve`, configured from the overlay's ConfigMap plus a `gpuWait` section) and a CPU
+    llama-server. Stands in: kwok plays the GPU node's kubelet, so the GPU pod is Running but no
+    container runs; when kwok reports it Running, the test starts a real llama-server (serving
+    the GPU model's name) on the loopback address the router's GPU backend points at, as the
+    pod's container would listen behind its Service."""
+    cloud = CloudName.AWS
+    reset_llmctl_objects(control_plane)
+    steps = Steps()
+    ensure_nodes_ready(control_plane, [cpu_node("cpu-1"), cpu_node("cpu-2")])
+    only_these_gpu_nodes(control_plane, [gpu_node(cloud, "gpu-aws-1")])
+    objects = rendered_overlay(control_plane, repo, cloud)
+    gguf = write_llama_gguf(workdir / "tiny.gguf")
+    cpu = LlamaServer(gguf, "tinyllama-1.1b-chat", workdir).start()
+    gpu = LlamaServer(gguf, "llama-2-7b-chat", workdir)  # started when its pod runs
+    router = prometheus = None
+    try:
+        config = router_config_from(objects, {"cpu": cpu.url, "gpu": gpu.url})
+        config["gpuWait"] = {"maxSeconds": 300, "maxDepth": 8}
+        router = RouterProcess(config, workdir).start()
+        prometheus = Prometheus(
+            workdir, {"llm-router": f"127.0.0.1:{router.port}"}, labels={"namespace": NAMESPACE}
+        ).start()
+        objects = for_this_machine(objects, prometheus.url)
+        apply(control_plane, objects)
+        provide_volumes(control_plane, f"pv-{NAMESPACE}", 6)
+        wait_for("KEDA to take the idle GPU tier to 0", lambda: replicas(control_plane) == 0, 90)
+        wait_for("the GPU pods to be gone", lambda: not gpu_pods(control_plane), 60)
+        wait_for(
+            "Prometheus to scrape the idle router",
+            lambda: prometheus.query('llm_router_tier_requests_total{tier="gpu"}') == 0,
+            60,
+        )
+        steps.mark("overlay applied, GPU tier at 0, Prometheus scraped the idle router")
+
+        body = {"model": "llama-2-7b-chat", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4}  # fmt: skip
+        answers: dict[str, httpx.Response] = {}
+        sent = time.monotonic()
+
+        def wait_for_the_gpu() -> None:
+            answers["waiter"] = httpx.post(
+                router.url + "/v1/chat/completions",
+                json=body,
+                headers={"x-llm-gpu-wait": "300"},
+                timeout=330,
+            )
+
+        waiter = threading.Thread(target=wait_for_the_gpu, daemon=True)
+        waiter.start()
+
+        def router_gauge(name: str) -> float:
+            assert router is not None
+            text = httpx.get(router.url + "/metrics", timeout=10).text
+            line = next(x for x in text.splitlines() if x.startswith(name + "{"))
+            return float(line.rsplit(" ", 1)[1])
+
+        wait_for("the request to wait", lambda: router_gauge("llm_router_gpu_waiting") == 1, 30)
+        steps.mark("a request with x-llm-gpu-wait: 300 waits (GPU demand 1)")
+        wait_for("KEDA to scale the GPU Deployment to 1", lambda: replicas(control_plane) == 1, 120)
+        assert "waiter" not in answers
+        steps.mark("KEDA scaled the GPU Deployment 0 -> 1 on the waiting request alone")
+
+        def running() -> bool:
+            pods = gpu_pods(control_plane)
+            return bool(pods) and pods[0]["status"].get("phase") == "Running"
+
+        wait_for("the GPU pod to run (kwok)", running, 90)
+        steps.mark("GPU pod Running on the GPU node (kwok)")
+
+        began = time.monotonic()
+        plain = httpx.post(router.url + "/v1/chat/completions", json=body, timeout=60)
+        plain_seconds = time.monotonic() - began
+        assert plain.status_code == 200, plain.text
+        assert plain.headers["x-llm-tier"] == "cpu-fallback"
+        assert "waiter" not in answers
+        steps.mark(f"a request without the header: cpu-fallback in {plain_seconds:.2f}s")
+
+        gpu.start()  # the GPU pod's container listening (see the docstring)
+        waiter.join(120)
+        waited = time.monotonic() - sent
+        answer = answers["waiter"]
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-llm-tier"] == "gpu"
+        assert answer.headers["x-llm-backend"] == "aws/gpu"
+        steps.mark(f"the waiting request answered by the GPU after {waited:.1f}s")
+        assert plain_seconds < waited
+        print("[gpu-wait] steps:\n" + steps.report())
+    finally:
+        for process in (prometheus, router):
+            if process is not None:
+                process.stop()
+        gpu.stop()
         cpu.stop()

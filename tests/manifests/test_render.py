@@ -165,6 +165,8 @@ def test_base_runs_the_cpu_server_with_probes_and_its_own_model_volume() -> None
     assert env == {
         "MODEL_URI": STACK.cpu.model.uri,
         "MODEL_PATH": STACK.cpu.model.path,
+        # The catalog's pinned digest (tests/test_catalog_pins.py).
+        "MODEL_SHA256": STACK.cpu.model.sha256,
         # The Hub token from a Secret the pod starts without.
         "HF_TOKEN": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}},
     }

@@ -21,6 +21,9 @@ def test_render_parses_with_prometheus_parser() -> None:
     m.tokens.inc(("cpu", "completion"), 12)
     m.fallbacks.inc(("gpu", "cpu", "no_ready_gpu"))
     m.cost.inc(("gpu", "aws"), 0.000125)
+    m.gpu_waiting.inc(("aws",))
+    m.gpu_waits.inc(("timeout",))
+    m.gpu_wait_seconds.observe(("timeout",), 2.0)
     families = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
     assert set(families) == {
         "llm_router_requests",
@@ -31,6 +34,9 @@ def test_render_parses_with_prometheus_parser() -> None:
         "llm_router_tokens",
         "llm_router_fallbacks",
         "llm_router_cost_usd",
+        "llm_router_gpu_waiting",
+        "llm_router_gpu_waits",
+        "llm_router_gpu_wait_seconds",
     }
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -38,6 +44,9 @@ def test_render_parses_with_prometheus_parser() -> None:
         for s in f.samples
     }
     assert samples[("llm_router_tier_demand", (("cloud", "aws"), ("tier", "gpu")))] == 1
+    assert samples[("llm_router_gpu_waiting", (("cloud", "aws"),))] == 1
+    assert samples[("llm_router_gpu_waits_total", (("outcome", "timeout"),))] == 1
+    assert samples[("llm_router_gpu_wait_seconds_count", (("outcome", "timeout"),))] == 1
     assert samples[("llm_router_tier_requests_total", (("cloud", "aws"), ("tier", "gpu")))] == 2
     assert samples[("llm_router_request_duration_seconds_count", (("tier", "gpu"),))] == 2
     assert (

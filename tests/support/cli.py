@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -45,3 +46,19 @@ def python_on_src(code: str) -> subprocess.CompletedProcess[str]:
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
+
+
+def command_tree(app: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command of a Typer app with its path, as the CLI resolves them: through each
+    group's list_commands/get_command, so commands the root loads lazily (cli/lazy.py) count."""
+    import typer
+    from typer._click.core import Context
+
+    def walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+        yield path, command
+        if isinstance(command, typer.core.TyperGroup):
+            ctx = Context(command, info_name=path[-1] if path else "llmctl")
+            for name in command.list_commands(ctx):
+                yield from walk(command.get_command(ctx, name), (*path, name))
+
+    yield from walk(typer.main.get_command(app), ())

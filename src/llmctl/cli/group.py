@@ -19,10 +19,12 @@ from typing import Any
 
 import typer
 from typer import Abort, Exit
-from typer._click.core import Context
+from typer._click.core import Command, Context
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 
+from llmctl.cli.lazy import LazyCommand
 from llmctl.errors import LlmctlError
 
 DEBUG_ENV = "LLMCTL_DEBUG"
@@ -67,6 +69,35 @@ def translate(exc: BaseException) -> ClickException | None:
 
 
 class LlmctlGroup(TyperGroup):
+    # Commands imported only when used (cli/lazy.py); a subclass names them.
+    lazy_commands: tuple[LazyCommand, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = {command.name: command for command in self.lazy_commands}
+        self._listing_only = False
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in self._lazy if n not in self.commands)]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        command = super().get_command(ctx, cmd_name)
+        lazy = self._lazy.get(cmd_name)
+        if command is not None or lazy is None:
+            return command
+        if self._listing_only:
+            return lazy.listing()
+        command = self.commands[cmd_name] = lazy.load()
+        return command
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        # The help lists the commands by their summaries: it imports none of them.
+        self._listing_only = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing_only = False
+
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if not args and self.no_args_is_help and not ctx.resilient_parsing:
             _show_help(ctx)

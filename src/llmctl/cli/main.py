@@ -10,23 +10,57 @@ import logging
 import typer
 
 from llmctl import __version__
-from llmctl.cli import (
-    config_cmd,
-    cost_cmd,
-    gpu_cmd,
-    inference_cmd,
-    model_cmd,
-    plan_cmd,
-    render_cmd,
-    router_cmd,
-)
 from llmctl.cli.group import CONTEXT_SETTINGS, LlmctlGroup
+from llmctl.cli.lazy import LazyCommand
+from llmctl.cli.rich_help import defer_unused_rich_imports
+
+
+class RootGroup(LlmctlGroup):
+    # In the order `llmctl --help` lists them. Each module is imported only when its command
+    # runs or shows its own help (cli/lazy.py).
+    lazy_commands = (
+        LazyCommand(
+            "render",
+            "llmctl.cli.render_cmd:render",
+            "Render per-cloud Kustomize bases and GPU overlays from the Stack config.",
+        ),
+        LazyCommand(
+            "plan",
+            "llmctl.cli.plan_cmd:plan",
+            "Check whether a model, context and parallelism fit the GPU, and the most that fits.",
+        ),
+        LazyCommand(
+            "test-inference",
+            "llmctl.cli.inference_cmd:test_inference",
+            "Send chat completions to the router and report status, tier, backend and speed.",
+        ),
+        LazyCommand("config", "llmctl.cli.config_cmd:app", "Inspect llmctl's configuration."),
+        LazyCommand(
+            "cost", "llmctl.cli.cost_cmd:app", "Estimate what serving costs on each cloud."
+        ),
+        LazyCommand(
+            "router",
+            "llmctl.cli.router_cmd:app",
+            "The OpenAI-compatible router in front of the llama.cpp servers.",
+        ),
+        LazyCommand(
+            "gpu",
+            "llmctl.cli.gpu_cmd:app",
+            "Create, inspect and remove scale-to-zero spot GPU node pools.",
+        ),
+        LazyCommand(
+            "model",
+            "llmctl.cli.model_cmd:app",
+            "Copy models into an object store beside the cluster, and fetch them in the pods.",
+        ),
+    )
+
 
 app = typer.Typer(
     name="llmctl",
     help="Serve llama.cpp models on Kubernetes across AWS, Azure and GCP, with GPUs only when "
     "they pay for themselves.",
-    cls=LlmctlGroup,
+    cls=RootGroup,
     context_settings=CONTEXT_SETTINGS,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,16 +82,6 @@ def _root(
     ),
 ) -> None:
     """Serve llama.cpp models on Kubernetes across AWS, Azure and GCP."""
-
-
-app.command("render")(render_cmd.render)
-app.command("plan")(plan_cmd.plan)
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(cost_cmd.app, name="cost")
-app.add_typer(router_cmd.app, name="router")
-app.add_typer(gpu_cmd.app, name="gpu")
-app.add_typer(model_cmd.app, name="model")
-app.command("test-inference")(inference_cmd.test_inference)
 
 
 # The cloud SDKs log their own retries and credential searches (azure.identity prints a
@@ -88,4 +112,5 @@ def quiet_sdk_loggers() -> None:
 
 def main() -> None:
     quiet_sdk_loggers()
+    defer_unused_rich_imports()
     app(prog_name="llmctl")

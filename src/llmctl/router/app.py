@@ -16,17 +16,19 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llmctl.router import federation, policy, sse
+from llmctl.router import federation, gpu_wait, policy, sse
 from llmctl.router.asgi import Reply, Request, RouterAsgi
 from llmctl.router.backends import BackendState, health_loop
 from llmctl.router.containment import Quarantine
 from llmctl.router.errors import JSON, ApiError, invalid, not_allowed, unauthorized
+from llmctl.router.federation import PeerChoice
 from llmctl.router.forwarding import Ask, forward
+from llmctl.router.gpu_wait import GpuWaitQueue, Outcome
 from llmctl.router.keys import bearer_matches, read_keys
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
-from llmctl.router.table import ApiKeys, Limits, RouterConfig, Tier
+from llmctl.router.table import ApiKeys, GiveUp, Limits, RouterConfig, Tier
 from llmctl.router.upstream import stop_loops
 from llmctl.router.validation import validate_body
 
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
     from llmctl.router.guard import Guard
 
 log = logging.getLogger("llmctl.router")
-
 
 
 def load_api_keys(settings: ApiKeys) -> list[bytes]:
@@ -92,6 +93,15 @@ class RouterApp:
         for tier in (Tier.GPU, Tier.CPU):
             self.metrics.tier_demand.inc((tier.value, config.cloud), 0)
             self.metrics.tier_requests.inc((tier.value, config.cloud), 0)
+        # Requests waiting for a GPU (issue 31): woken when a GPU backend turns ready here, or
+        # after each read of a peer's /readyz.
+        self.gpu_queue = GpuWaitQueue(config.gpu_wait.max_depth)
+        self.metrics.gpu_waiting.inc((config.cloud,), 0)
+        for backend in self.backends:
+            if backend.tier == Tier.GPU:
+                backend.on_ready = self.gpu_queue.wake
+        if self.peers is not None:
+            self.peers.on_checked = self.gpu_queue.wake
 
     async def start(self) -> None:
         """A first health check of every backend, then the background loops."""
@@ -99,7 +109,14 @@ class RouterApp:
         await asyncio.gather(*(b.check(timeout) for b in self.backends))
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(health_loop(b, self.config.health_check)) for b in self.backends
+            loop.create_task(
+                health_loop(
+                    b,
+                    self.config.health_check,
+                    self.gpu_queue.busy if b.tier == Tier.GPU else None,
+                )
+            )
+            for b in self.backends
         ]
         if self.peers is not None:  # federation (issue 16)
             await self.peers.start()
@@ -248,20 +265,24 @@ class RouterApp:
             error.model = model.name
             raise error
         ask = Ask(model, complexity.strip().lower(), required == "gpu")
+        try:
+            wait = gpu_wait.wait_seconds(request.headers, self.config.gpu_wait)
+        except ApiError as error:
+            error.model = model.name
+            raise
         route = self.choose(ask)
         # federation (issue 16): the peers to try before the local route, best first.
         hop = federation.HOP_HEADER in request.headers
-        choices = (
-            federation.peer_choices(route, model.name, self.peers.views(), hop=hop)
-            if self.peers is not None
-            else []
-        )
+        choices = self._peer_choices(route, model.name, hop)
         demand = (route.wanted.value, self.config.cloud)
         counted = not choices or self._count_peer_demand()
         if counted:
             self.metrics.tier_demand.inc(demand)
             self.metrics.tier_requests.inc(demand)
         try:
+            # A peer's request is not held here: the router it came from does the waiting.
+            if wait > 0 and not hop and _waits_for_gpu(route, choices):
+                route, choices = await self._wait_for_gpu(ask, wait, conn)
             if choices and self.peers is not None:  # federation (issue 16)
                 if await self.peers.forward(
                     request,
@@ -310,6 +331,83 @@ class RouterApp:
             if counted:
                 self.metrics.tier_demand.dec(demand)
 
+    def _peer_choices(self, route: Route | Refusal, model: str, hop: bool) -> list[PeerChoice]:
+        if self.peers is None:
+            return []
+        return federation.peer_choices(route, model, self.peers.views(), hop=hop)
+
+    async def _wait_for_gpu(
+        self, ask: Ask, seconds: float, conn: Reply
+    ) -> tuple[Route | Refusal, list[PeerChoice]]:
+        """Hold the request in the GPU wait queue (router/gpu_wait.py) until a GPU, here or at
+        a peer, can take it; then the route and peers to use. Past its wait or the queue's
+        depth: the current route (the CPU fallback) or, with `onGiveUp: reject` or
+        `x-llm-require-tier: gpu`, a 503 with Retry-After. Nothing is sent to the client while
+        it waits."""
+        route: Route | Refusal = self.choose(ask)
+        choices: list[PeerChoice] = []
+
+        def available() -> bool:
+            nonlocal route, choices
+            route = self.choose(ask)
+            choices = self._peer_choices(route, ask.model.name, False)
+            return not _waits_for_gpu(route, choices)
+
+        settings, m, queue = self.config.gpu_wait, self.metrics, self.gpu_queue
+        if not queue.busy():
+            # The first waiter: look at the sleeping GPU backends now, not after their backoff.
+            for backend in self.backends:
+                if backend.tier == Tier.GPU and not backend.ready:
+                    backend.wake_health.set()
+        waiting = (self.config.cloud,)
+        m.gpu_waiting.inc(waiting)
+        began = time.perf_counter()
+        outcome = Outcome.LEFT
+        try:
+            outcome = await queue.wait(seconds, available)
+        except asyncio.CancelledError:
+            if not conn.shutting_down:  # the client went away while it waited
+                self.metrics.requests.inc(
+                    (Tier.GPU.value, self.config.cloud, ask.model.name, "499")
+                )
+            else:
+                outcome = Outcome.SHUTDOWN
+                cut = ApiError(
+                    503,
+                    "the router shut down while this request waited for a GPU; retry",
+                    "service_unavailable",
+                    "shutting_down",
+                    retry_after=1,
+                )
+                self.metrics.requests.inc(
+                    (route.wanted.value, self.config.cloud, ask.model.name, "503")
+                )
+                await conn.send(cut.status, cut.headers(), cut.body())
+            raise
+        finally:
+            m.gpu_waiting.dec(waiting)
+            m.gpu_waits.inc((outcome.value,))
+            m.gpu_wait_seconds.observe((outcome.value,), time.perf_counter() - began)
+        if outcome == Outcome.GPU:
+            return route, choices
+        if settings.on_give_up == GiveUp.REJECT or ask.require_gpu:
+            why = {
+                Outcome.TIMEOUT: f"no GPU became ready within {seconds:g} s",
+                Outcome.FULL: f"{settings.max_depth} requests already wait for a GPU",
+                Outcome.SHUTDOWN: "the router is shutting down",
+            }[outcome]
+            error = ApiError(
+                503,
+                f"{why}; the GPU pool is scaling up, retry later",
+                "service_unavailable",
+                f"gpu_wait_{outcome.value}",
+                retry_after=settings.retry_after_seconds,
+            )
+            self.metrics.requests.inc((Tier.GPU.value, self.config.cloud, ask.model.name, "503"))
+            error.counted = True
+            raise error
+        return route, choices
+
     def _count_peer_demand(self) -> bool:
         """federation (issue 16): does a request tried on peers count in the local demand?"""
         return self.config.federation is None or self.config.federation.count_peer_served_demand
@@ -334,8 +432,18 @@ class RouterApp:
             to = "cpu" if route.served == Served.CPU_FALLBACK else route.served.value
             self.metrics.fallbacks.inc((route.wanted.value, to, route.fallback_reason))
 
+
+def _waits_for_gpu(route: Route | Refusal, choices: Sequence[PeerChoice]) -> bool:
+    """Would a request that may wait for a GPU wait? When it wants the GPU tier and neither a
+    local GPU backend (ready, full or not) nor a peer's GPU can take it now."""
+    if route.wanted != Tier.GPU or choices:
+        return False
+    return not (isinstance(route, Route) and route.served == Served.GPU)
+
+
 _POST_PATHS = ("/v1/chat/completions", "/v1/completions")
 _GET_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/models")
+
 
 def install_uvloop() -> bool:
     try:
@@ -397,6 +505,7 @@ async def _drain(
     began = loop.time()
     app.draining = True
     guard.draining = True
+    app.gpu_queue.close()  # requests waiting for a GPU take their give-up answer now
     log.info(
         "shutting down: /readyz fails now; accepting for %g s, then in-flight requests may "
         "finish until %g s after the signal (%d in progress)",

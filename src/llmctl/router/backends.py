@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from llmctl.router.table import Backend, HealthCheck, Tier
 from llmctl.router.upstream import Pool, UpstreamError
@@ -56,6 +56,8 @@ class BackendState:
         self._last_check_ok = False
         self._recheck_started_at = -1e9
         self._recheck: asyncio.Task[bool] | None = None
+        # Called when the backend turns ready (the GPU wait queue looks again, issue 31).
+        self.on_ready: Callable[[], None] | None = None
 
     @property
     def load(self) -> int:
@@ -154,12 +156,15 @@ class BackendState:
         return True
 
     def _set_ready(self, ready: bool, reason: str) -> None:
+        became_ready = ready and not self.ready
         if ready != self.ready:
             if ready:
                 log.info("backend %s is ready", self.name)
             else:
                 log.warning("backend %s is not ready: %s", self.name, reason)
         self.ready = ready
+        if became_ready and self.on_ready is not None:
+            self.on_ready()
         if not ready:
             self.reported_busy = 0
             self._evict_waiters()
@@ -170,15 +175,19 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(QueueTimeout())
 
 
-async def health_loop(backend: BackendState, settings: HealthCheck) -> None:
+async def health_loop(
+    backend: BackendState, settings: HealthCheck, urgent: Callable[[], bool] | None = None
+) -> None:
     """Check one backend forever: every interval while healthy; after failed checks the wait
     doubles up to the maximum (one step per check of this loop, never per proxied failure),
-    and a backend newly marked failed by a proxied request is checked at once."""
+    and a backend newly marked failed by a proxied request is checked at once. While
+    `urgent()` (requests wait for this GPU backend, issue 31) there is no backoff: a waking
+    GPU is found within an interval of answering, not a minute later."""
     timeout = min(settings.interval_seconds, 5.0)
     while True:
         ok = await backend.check(timeout)
         backend.failures = 0 if ok else backend.failures + 1
-        if backend.ready:
+        if backend.ready or (urgent is not None and urgent()):
             delay = settings.interval_seconds
         else:
             delay = min(

@@ -166,6 +166,24 @@ class RouterMetrics:
             ("tier", "cloud"),
         )
 
+        # Waiting for a GPU (issue 31, router/gpu_wait.py).
+        self.gpu_waiting = Gauge(
+            "llm_router_gpu_waiting",
+            "Requests waiting for a GPU now (x-llm-gpu-wait); they count in the demand too.",
+            ("cloud",),
+        )
+        self.gpu_waits = Counter(
+            "llm_router_gpu_waits_total",
+            "Waits for a GPU that ended, by outcome (gpu, timeout, full, left, shutdown).",
+            ("outcome",),
+        )
+        self.gpu_wait_seconds = Histogram(
+            "llm_router_gpu_wait_seconds",
+            "Time a request waited for a GPU, by outcome.",
+            ("outcome",),
+            DURATION_BUCKETS,
+        )
+
     def all(self) -> tuple[Counter | Histogram, ...]:
         return (
             self.requests,
@@ -176,6 +194,9 @@ class RouterMetrics:
             self.tokens,
             self.fallbacks,
             self.cost,
+            self.gpu_waiting,
+            self.gpu_waits,
+            self.gpu_wait_seconds,
         )
 
     def render(self) -> bytes:

@@ -14,7 +14,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -244,6 +244,8 @@ class Peers:
         self.metrics = PeerMetrics()
         self.first_byte_timeout = config.first_byte_timeout_seconds or default_first_byte_timeout
         self._tasks: list[asyncio.Task[None]] = []
+        # Called after each read of a peer's /readyz (the GPU wait queue looks again, issue 31).
+        self.on_checked: Callable[[], None] | None = None
         for peer in self.peers:
             self.metrics.ready.inc((peer.name,), 0)
 
@@ -262,6 +264,8 @@ class Peers:
         self.metrics.ready.values[(peer.name,)] = 1.0 if ok else 0.0
         if ok:
             self.quarantine.learn(peer.quarantine_report)
+        if self.on_checked is not None:
+            self.on_checked()
 
     async def _poll(self, peer: PeerState) -> None:
         """Every interval, whatever the last result: a partitioned peer is out after one failed

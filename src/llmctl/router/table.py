@@ -102,6 +102,34 @@ class HealthCheck(_Strict):
     max_backoff_seconds: float = Field(60.0, alias="maxBackoffSeconds", gt=0)
 
 
+class GiveUp(StrEnum):
+    """What a request that stops waiting for a GPU gets (GpuWait)."""
+
+    FALLBACK = "fallback"  # the usual CPU fallback (x-llm-tier: cpu-fallback)
+    REJECT = "reject"  # 503 with Retry-After
+
+
+class GpuWait(_Strict):
+    """Waiting for a GPU instead of falling back to CPU (issue 31, router/gpu_wait.py).
+
+    A request asks with the `x-llm-gpu-wait: <seconds>` header; `defaultSeconds` applies when
+    it does not (0: fall back at once, as before). The wait is capped at `maxSeconds`; at most
+    `maxDepth` requests wait at once. A request past either bound gets `onGiveUp`."""
+
+    default_seconds: float = Field(0.0, alias="defaultSeconds", ge=0)
+    max_seconds: float = Field(120.0, alias="maxSeconds", gt=0)
+    max_depth: int = Field(64, alias="maxDepth", ge=1)
+    on_give_up: GiveUp = Field(GiveUp.FALLBACK, alias="onGiveUp")
+    # The Retry-After of the 503 (onGiveUp: reject): about how long a GPU node takes to wake.
+    retry_after_seconds: int = Field(30, alias="retryAfterSeconds", ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> GpuWait:
+        if self.default_seconds > self.max_seconds:
+            raise ValueError("gpuWait.defaultSeconds must not be longer than maxSeconds")
+        return self
+
+
 class ApiKeys(_Strict):
     """Optional Bearer keys: one per line in a file, or comma-separated in an env var."""
 
@@ -117,6 +145,7 @@ class RouterConfig(_Strict):
     limits: Limits = Limits()
     health_check: HealthCheck = Field(HealthCheck(), alias="healthCheck")
     api_keys: ApiKeys = Field(ApiKeys(), alias="apiKeys")
+    gpu_wait: GpuWait = Field(GpuWait(), alias="gpuWait")
     # Other clouds' routers (issue 16, router/peer_config.py); absent: no federation.
     federation: Federation | None = None
 
@@ -152,5 +181,7 @@ def dump_router_config(config: RouterConfig) -> str:
     data = config.model_dump(by_alias=True, mode="json")
     if data.get("federation") is None:
         data.pop("federation", None)  # single-cloud configs read as before federation existed
+    if config.gpu_wait == GpuWait():
+        data.pop("gpuWait", None)  # configs rendered before issue 31 stay as they were
     data["limits"] = rendered_limits(config.limits)
     return yaml.safe_dump(data, sort_keys=False)
