@@ -52,9 +52,9 @@ from tests.support.object_stores import (  # noqa: E402
     REGION,
     StoreServer,
     _stop,
-    _wait_http,
     azurite,
     fake_gcs,
+    serving,
 )
 
 from llmctl.modelstore import access, fetch  # noqa: E402
@@ -134,16 +134,9 @@ def pacing_proxy(target_port: int, rate_bytes: float) -> Iterator[int]:
 @contextlib.contextmanager
 def gofakes3(tmp: Path, binary: str) -> Iterator[StoreServer]:
     port = free_port()
-    log = tmp / "gofakes3.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, "-host", f"127.0.0.1:{port}", "-backend", "memory", "-autobucket"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(url, process, log)
+    argv = [binary, "-host", f"127.0.0.1:{port}", "-backend", "memory", "-autobucket"]
+    with serving(argv, tmp / "gofakes3.log", url):
         env = {
             "AWS_ENDPOINT_URL": url,
             "AWS_REGION": REGION,
@@ -152,8 +145,6 @@ def gofakes3(tmp: Path, binary: str) -> Iterator[StoreServer]:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         yield StoreServer("s3", url, push_env=dict(env), fetch_env=dict(env))
-    finally:
-        _stop(process)
 
 
 def installed() -> dict[str, str]:

@@ -7,25 +7,29 @@
 # model) and is reused.
 # stdout: NAME=PATH lines (sourceable); stderr: progress and the time each build took.
 # Needs Go >= 1.26 (every module here says `go 1.26.0`) and the Go module proxy.
+# --cached: build nothing, print the paths or say what is missing; one build at a time, each
+# result renamed into place from a unique temporary path (scripts/lib/cache.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/cache.sh "$@"
 # shellcheck source=../tools/versions.env
 source tools/versions.env
-CACHE="${LLMCTL_CACHE:-$HOME/.cache/llmctl}"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
 
 log() { echo "build-control-plane: $*" >&2; }
-command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
+[ "$CACHE_ONLY" = 1 ] || command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
+cache_lock
 
 # build NAME OUT MODULE_DIR PACKAGE [LDFLAGS]
 build() {
-  local name=$1 out=$2 dir=$3 pkg=$4 ldflags=${5:-} start
+  local name=$1 out=$2 dir=$3 pkg=$4 ldflags=${5:-} start tmp
   if [ -x "$out" ]; then return; fi
-  mkdir -p "$(dirname "$out")"
+  cache_needs "$name" || return 0
+  cache_tmp tmp "$out"
   start=$(date +%s)
   log "building $name ($pkg) ..."
-  (cd "$dir" && nice go build -ldflags="-s -w $ldflags" -o "$out.tmp" "$pkg")
-  mv "$out.tmp" "$out"
+  (cd "$dir" && nice go build -ldflags="-s -w $ldflags" -o "$tmp" "$pkg")
+  mv "$tmp" "$out"
   log "built $name in $(( $(date +%s) - start ))s"
 }
 
@@ -47,26 +51,35 @@ ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin/etcd"
 build etcd "$ETCD_BIN" tools/kube ./etcd
 
 KWOK_DIR="$CACHE/kwok-$KWOK_VERSION"
-if [ ! -x "$KWOK_DIR/bin/kwok" ]; then
+if [ ! -x "$KWOK_DIR/bin/kwok" ] && cache_needs kwok; then
   start=$(date +%s)
   log "building kwok (go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION) ..."
   # kwok's go.mod has no replace lines, so `go install module@version` builds it as released.
-  GOBIN="$KWOK_DIR/bin" nice go install -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  cache_tmpdir gobin "$KWOK_DIR"
+  GOBIN="$gobin" nice go install -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  mkdir -p "$KWOK_DIR/bin" && mv "$gobin/kwok" "$KWOK_DIR/bin/kwok"
   log "built kwok in $(( $(date +%s) - start ))s"
 fi
-if [ ! -f "$KWOK_DIR/crds/.done" ]; then
+# copied_in DIR TMP: replace DIR with the directory TMP (filled, marked done) in one rename.
+copied_in() {
+  chmod -R u+w "$2"
+  touch "$2/.done"
+  cache_put_dir "$1" "$2"
+}
+if [ ! -f "$KWOK_DIR/crds/.done" ] && cache_needs "kwok CRDs"; then
   src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
-  mkdir -p "$KWOK_DIR/crds" "$KWOK_DIR/stages"
+  cache_tmpdir crds "$KWOK_DIR"
+  cache_tmpdir stages "$KWOK_DIR"
   # The kinds the control plane enables (--enable-crds): pods' logs and port-forwards.
   for kind in logs clusterlogs portforwards clusterportforwards; do
-    cp "$src/kustomize/crd/bases/kwok.x-k8s.io_$kind.yaml" "$KWOK_DIR/crds/"
+    cp "$src/kustomize/crd/bases/kwok.x-k8s.io_$kind.yaml" "$crds/"
   done
   # kwok's own node stages: nodes become Ready and keep a lease. The pod stages are ours
   # (tests/cluster/kwok/), adapted from kwok's.
   cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
-     "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" "$KWOK_DIR/stages/"
-  chmod -R u+w "$KWOK_DIR/crds" "$KWOK_DIR/stages"
-  touch "$KWOK_DIR/crds/.done"
+     "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" "$stages/"
+  copied_in "$KWOK_DIR/stages" "$stages"
+  copied_in "$KWOK_DIR/crds" "$crds"
 fi
 
 KEDA_DIR="$CACHE/keda-$KEDA_VERSION"
@@ -79,25 +92,24 @@ if [ "${LLMCTL_WITHOUT_KEDA:-0}" != 1 ]; then
   # it. Same module, so the operator's packages are already in Go's build cache.
   build keda-adapter "$KEDA_DIR/bin/keda-adapter" tools/keda github.com/kedacore/keda/v2/cmd/adapter
 fi
-if [ ! -f "$KEDA_DIR/crds/.done" ]; then
+if [ ! -f "$KEDA_DIR/crds/.done" ] && cache_needs "KEDA CRDs"; then
   src=$(module_dir tools/keda github.com/kedacore/keda/v2)
-  mkdir -p "$KEDA_DIR/crds"
-  cp "$src"/config/crd/bases/*.yaml "$KEDA_DIR/crds/"
-  chmod -R u+w "$KEDA_DIR/crds"
-  touch "$KEDA_DIR/crds/.done"
+  cache_tmpdir crds "$KEDA_DIR"
+  cp "$src"/config/crd/bases/*.yaml "$crds/"
+  copied_in "$KEDA_DIR/crds" "$crds"
 fi
 
 PROM_DIR="$CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
-if [ ! -f "$PROM_DIR/crds/.done" ]; then
+if [ ! -f "$PROM_DIR/crds/.done" ] && cache_needs "prometheus-operator CRDs"; then
   src=$(cd "$HOME" && GOFLAGS=-mod=mod go mod download -json \
     "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
-  mkdir -p "$PROM_DIR/crds"
+  cache_tmpdir crds "$PROM_DIR"
   for kind in servicemonitors podmonitors prometheusrules; do
-    cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$PROM_DIR/crds/"
+    cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$crds/"
   done
-  chmod -R u+w "$PROM_DIR/crds"
-  touch "$PROM_DIR/crds/.done"
+  copied_in "$PROM_DIR/crds" "$crds"
 fi
+cache_checked
 
 cat <<OUT
 KUBE_APISERVER=$K8S_BIN/kube-apiserver

@@ -21,15 +21,20 @@
 #
 # Prints one line per image, router first: `REFERENCE ARCHIVE`.
 # Needs root, buildah and mmdebstrap (Debian packages; scripts/test.sh installs them).
+# --cached: build nothing, print the archives or say what is missing; one build at a time
+# (scripts/lib/cache.sh), each archive renamed into place from the build's unique directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/cache.sh "$@"
 
 die() { echo "build-image: $*" >&2; exit 1; }
 
-for tool in buildah mmdebstrap sha256sum; do
-  command -v "$tool" >/dev/null || die "$tool is missing: apt-get install -y $tool"
-done
-[ "$(id -u)" = 0 ] || die "mmdebstrap and buildah's chroot isolation need root here"
+if [ "$CACHE_ONLY" = 0 ]; then
+  for tool in buildah mmdebstrap sha256sum; do
+    command -v "$tool" >/dev/null || die "$tool is missing: apt-get install -y $tool"
+  done
+  [ "$(id -u)" = 0 ] || die "mmdebstrap and buildah's chroot isolation need root here"
+fi
 
 release="$(sed -n 's/^ARG LLAMA_CPP_RELEASE=//p' Dockerfile)"
 variant="$(sed -n 's/^ARG LLAMA_VARIANT=//p' Dockerfile)"
@@ -38,15 +43,19 @@ variant="$(sed -n 's/^ARG LLAMA_VARIANT=//p' Dockerfile)"
 base_ref="ghcr.io/ggml-org/llama.cpp:${variant}-${release}"
 
 # llama-server from the release the Dockerfile pins, and nothing else.
-llama_server="${LLAMA_SERVER_BIN:-$(bash scripts/build-llama-server.sh)}"
+cached_flag=()
+[ "$CACHE_ONLY" = 1 ] && cached_flag=(--cached)
+llama_server="${LLAMA_SERVER_BIN:-$(bash scripts/build-llama-server.sh "${cached_flag[@]}")}"
 release_file="$(dirname "$llama_server")/../llama-cpp-release"
 [ -s "$release_file" ] || die "$release_file is missing: run scripts/build-llama-server.sh"
 read -r built_release built_commit < "$release_file"
 [ "$built_release" = "$release" ] \
   || die "llama-server is llama.cpp $built_release ($built_commit) but the Dockerfile pins $release: make them one release"
 
-cache="${LLMCTL_CACHE:-$HOME/.cache/llmctl}/images"
-script_hash="$(sha256sum "$0" | cut -c1-64)"
+cache="$CACHE/images"
+# The base's key takes this script's recipe for it (between the two "base recipe" lines), not the
+# whole script: a change to the cache plumbing around it must not rebuild a Debian root filesystem.
+script_hash="$(sed -n '/^# base recipe: begin/,/^# base recipe: end/p' "$0" | sha256sum | cut -c1-64)"
 binary_hash="$(sha256sum "$llama_server" | cut -c1-64)"
 base_key="$(printf '%s\n' "$script_hash" "$release" "$built_commit" "$binary_hash" | sha256sum | cut -c1-16)"
 base_dir="$cache/base-$release-$base_key"
@@ -78,10 +87,13 @@ router_ref="localhost/llmctl/llm-router:$router_key"
 router_dir="$cache/router-$router_key"
 router_archive="$router_dir/llm-router.oci.tar"
 
+cache_lock
 if [ -s "$router_archive" ] && [ -s "$base_archive" ]; then
   printf '%s %s\n' "$router_ref" "$router_archive" "$base_ref" "$base_archive"
   exit 0
 fi
+[ -s "$base_archive" ] || cache_needs "the stand-in base image $base_ref" || true
+cache_needs "the router image for this source tree ($router_ref)" || cache_checked
 
 mkdir -p "$cache"
 work="$(mktemp -d "$cache/.work.XXXXXX")"
@@ -89,6 +101,7 @@ cleanup() {
   # vfs layers hold root-owned copies; buildah removes its own storage first.
   buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs rm --all >/dev/null 2>&1 || true
   rm -rf "$work"
+  cache_cleanup
 }
 trap cleanup EXIT
 export TMPDIR="$work/tmp"
@@ -103,6 +116,7 @@ quietly() {
 started=$SECONDS
 stage() { echo "==> $* (at ${SECONDS}s)" >&2; }
 
+# base recipe: begin
 if [ ! -s "$base_archive" ]; then
   stage "stand-in base $base_ref: Debian 12 + llama-server $release ($built_commit)"
   # Ubuntu's container image (the official base's base) cleans apt's caches after every
@@ -152,6 +166,7 @@ APT
 else
   quietly bah pull "oci-archive:$base_archive"
 fi
+# base recipe: end
 bah inspect --type image "$base_ref" >/dev/null 2>&1 || die "$base_ref is not in the build storage"
 
 stage "$router_ref from the Dockerfile (buildah bud, chroot isolation, vfs)"

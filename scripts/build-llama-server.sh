@@ -14,12 +14,15 @@
 # records it in llama-cpp-release ("RELEASE COMMIT"), which scripts/build-image.sh reads.
 # (The sdist's llama.cpp is a one-commit git checkout: `llama-server --version` names the commit,
 # with a build count of 1 where the release counts 11312.)
+# --cached: build nothing, print the path or say what is missing; one build at a time, each
+# binary renamed into place from a unique temporary path (scripts/lib/cache.sh).
 set -euo pipefail
+source "$(dirname "$0")/lib/cache.sh"
 
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 release="${LLAMA_CPP_RELEASE:-b11312}"
 commit="${LLAMA_CPP_COMMIT:-0c1e57098}"
-cache="${LLMCTL_CACHE:-$HOME/.cache/llmctl}/llama-server-${version}"
+cache="$CACHE/llama-server-${version}"
 bin="$cache/bin/llama-server"
 quantize="$cache/bin/llama-quantize"
 release_file="$cache/llama-cpp-release"
@@ -34,11 +37,13 @@ works() {
   [[ "$out" == usage:* ]]
 }
 
+cache_lock
 targets=()
-works "$bin" || targets+=(llama-server)
-works "$quantize" || targets+=(llama-quantize)
+works "$bin" || ! cache_needs llama-server || targets+=(llama-server)
+works "$quantize" || ! cache_needs llama-quantize || targets+=(llama-quantize)
+cache_checked
 if [ ${#targets[@]} -eq 0 ]; then
-  [ -s "$release_file" ] || echo "$release $commit" > "$release_file"
+  [ -s "$release_file" ] || [ "$CACHE_ONLY" = 1 ] || echo "$release $commit" > "$release_file"
   echo "$bin"
   exit 0
 fi
@@ -47,8 +52,7 @@ command -v cmake >/dev/null || { echo "cmake is missing: apt-get install -y cmak
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+cache_tmpdir work "$cache"
 python3 -m pip download --quiet --no-deps --no-binary :all: -d "$work" "llama-cpp-python==${version}" >&2
 tar -xzf "$work"/llama_cpp_python-"${version}".tar.gz -C "$work"
 src="$work/llama_cpp_python-${version}/vendor/llama.cpp"
@@ -67,11 +71,16 @@ cmake -S "$src" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_
   -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF >&2
 cmake --build "$work/build" --target "${targets[@]}" -j "$(nproc)" >&2
 
-mkdir -p "$cache/bin"
 for target in "${targets[@]}"; do
-  cp "$work/build/bin/$target" "$cache/bin/$target.tmp"
-  mv "$cache/bin/$target.tmp" "$cache/bin/$target"
+  cache_tmp tmp "$cache/bin/$target"
+  cp "$work/build/bin/$target" "$tmp"
+  chmod 0755 "$tmp"
+  mv "$tmp" "$cache/bin/$target"
 done
-"$bin" --help > "$cache/llama-server-help.txt" 2>/dev/null || true
-echo "$release $commit" > "$release_file"
+cache_tmp tmp "$cache/llama-server-help.txt"
+"$bin" --help > "$tmp" 2>/dev/null || true
+mv "$tmp" "$cache/llama-server-help.txt"
+cache_tmp tmp "$release_file"
+echo "$release $commit" > "$tmp"
+mv "$tmp" "$release_file"
 echo "$bin"

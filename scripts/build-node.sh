@@ -8,15 +8,18 @@
 # stdout: NAME=PATH lines (sourceable); stderr: progress and the time each build took.
 # Needs Go >= 1.26, the Go module proxy, gcc with a static libc (libc6-dev), libseccomp-dev
 # (runc's seccomp), buildah and busybox-static (Debian); scripts/test.sh installs them.
+# --cached: build nothing, print the paths or say what is missing; one build at a time, each
+# result renamed into place from a unique temporary path (scripts/lib/cache.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/cache.sh "$@"
 # shellcheck source=../tools/versions.env
 source tools/versions.env
-CACHE="${LLMCTL_CACHE:-$HOME/.cache/llmctl}"
 export GOFLAGS="-trimpath -buildvcs=false"
 
 log() { echo "build-node: $*" >&2; }
 command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
+cache_lock
 
 # timed NAME CMD...: run CMD, logging how long it took.
 timed() {
@@ -35,10 +38,11 @@ K8S_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
   -X k8s.io/component-base/version.gitTreeState=clean \
   -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 for cmd in kubelet kube-proxy; do
-  if [ ! -x "$K8S_BIN/$cmd" ]; then
-    mkdir -p "$K8S_BIN"
+  if [ ! -x "$K8S_BIN/$cmd" ] && cache_needs "$cmd"; then
+    cache_tmp tmp "$K8S_BIN/$cmd"
     timed "$cmd" bash -c "cd tools/kube && CGO_ENABLED=0 nice go build -ldflags='$K8S_LDFLAGS' \
-      -o '$K8S_BIN/$cmd.tmp' k8s.io/kubernetes/cmd/$cmd && mv '$K8S_BIN/$cmd.tmp' '$K8S_BIN/$cmd'"
+      -o '$tmp' k8s.io/kubernetes/cmd/$cmd"
+    mv "$tmp" "$K8S_BIN/$cmd"
   fi
 done
 
@@ -46,43 +50,49 @@ done
 # replace lines, so `go install module@version` builds it as released. No cgo and without the
 # btrfs/devmapper/zfs snapshotters: the node uses overlayfs.
 CONTAINERD_DIR="$CACHE/containerd-$CONTAINERD_VERSION"
-if [ ! -x "$CONTAINERD_DIR/bin/containerd-shim-runc-v2" ]; then
+if [ ! -x "$CONTAINERD_DIR/bin/containerd-shim-runc-v2" ] && cache_needs containerd; then
   mod=github.com/containerd/containerd/v2
-  timed "containerd $CONTAINERD_VERSION" env GOBIN="$CONTAINERD_DIR/bin" CGO_ENABLED=0 nice go install \
+  cache_tmpdir gobin "$CONTAINERD_DIR"
+  timed "containerd $CONTAINERD_VERSION" env GOBIN="$gobin" CGO_ENABLED=0 nice go install \
     -tags 'no_btrfs no_devmapper no_zfs' \
     -ldflags "-s -w -X $mod/version.Version=$CONTAINERD_VERSION" \
     "$mod/cmd/containerd@$CONTAINERD_VERSION" "$mod/cmd/ctr@$CONTAINERD_VERSION" \
     "$mod/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+  cache_put_dir "$CONTAINERD_DIR/bin" "$gobin"
 fi
 
 # runc from its module rather than Debian's 1.1.5: the version is pinned here like every other
 # part (1.1 is out of support), and it is the runc containerd 2.x is released against. cgo, for
 # its seccomp support (libseccomp-dev).
 RUNC_DIR="$CACHE/runc-$RUNC_VERSION"
-if [ ! -x "$RUNC_DIR/bin/runc" ]; then
-  timed "runc $RUNC_VERSION" env GOBIN="$RUNC_DIR/bin" CGO_ENABLED=1 nice go install -tags seccomp \
+if [ ! -x "$RUNC_DIR/bin/runc" ] && cache_needs runc; then
+  cache_tmpdir gobin "$RUNC_DIR"
+  timed "runc $RUNC_VERSION" env GOBIN="$gobin" CGO_ENABLED=1 nice go install -tags seccomp \
     -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" "github.com/opencontainers/runc@$RUNC_VERSION"
+  cache_put_dir "$RUNC_DIR/bin" "$gobin"
 fi
 
 CNI_DIR="$CACHE/cni-plugins-$CNI_PLUGINS_VERSION"
-if [ ! -x "$CNI_DIR/bin/portmap" ]; then
+if [ ! -x "$CNI_DIR/bin/portmap" ] && cache_needs "CNI plugins"; then
   mod=github.com/containernetworking/plugins
-  timed "CNI plugins $CNI_PLUGINS_VERSION" env GOBIN="$CNI_DIR/bin" CGO_ENABLED=0 nice go install \
+  cache_tmpdir gobin "$CNI_DIR"
+  timed "CNI plugins $CNI_PLUGINS_VERSION" env GOBIN="$gobin" CGO_ENABLED=0 nice go install \
     -ldflags "-s -w -X $mod/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
     "$mod/plugins/main/bridge@$CNI_PLUGINS_VERSION" "$mod/plugins/main/loopback@$CNI_PLUGINS_VERSION" \
     "$mod/plugins/ipam/host-local@$CNI_PLUGINS_VERSION" "$mod/plugins/meta/portmap@$CNI_PLUGINS_VERSION"
+  cache_put_dir "$CNI_DIR/bin" "$gobin"
 fi
 
 # CoreDNS with the plugins the cluster DNS uses (tools/coredns/main.go); its version is the one
 # tools/coredns/go.mod requires.
 COREDNS_DIR="$CACHE/coredns-$COREDNS_VERSION"
-if [ ! -x "$COREDNS_DIR/bin/coredns" ]; then
+if [ ! -x "$COREDNS_DIR/bin/coredns" ] && cache_needs CoreDNS; then
   grep -q "github.com/coredns/coredns $COREDNS_VERSION\$" tools/coredns/go.mod \
     || { log "tools/coredns/go.mod does not require CoreDNS $COREDNS_VERSION (tools/versions.env)"; exit 1; }
-  mkdir -p "$COREDNS_DIR/bin"
+  cache_tmp tmp "$COREDNS_DIR/bin/coredns"
   timed "CoreDNS $COREDNS_VERSION" bash -c "cd tools/coredns && CGO_ENABLED=0 nice go build \
-    -ldflags='-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION' \
-    -o '$COREDNS_DIR/bin/coredns.tmp' . && mv '$COREDNS_DIR/bin/coredns.tmp' '$COREDNS_DIR/bin/coredns'"
+    -ldflags='-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION' -o '$tmp' ."
+  mv "$tmp" "$COREDNS_DIR/bin/coredns"
 fi
 
 # buildah with a storage of its own (vfs: no overlay mounts to leave behind, no daemon).
@@ -93,16 +103,17 @@ buildah_() {
 # oci_archive NAME ARCHIVE TAG CONTEXT [BUD ARGS...]: `buildah bud` CONTEXT (its Dockerfile) to
 # TAG, then write it as an OCI archive, which `ctr images import` reads.
 oci_archive() {
-  local name=$1 archive=$2 tag=$3 context=$4; shift 4
+  local name=$1 archive=$2 tag=$3 context=$4 tmp; shift 4
   command -v buildah >/dev/null || { log "buildah is not installed (apt-get install buildah)"; exit 1; }
+  cache_tmp tmp "$archive"
+  rm -f "$tmp"  # buildah writes the archive itself
   timed "$name image" bash -c '
     set -euo pipefail
     buildah_() { buildah --root "$0/root" --runroot "$0/run" --storage-driver vfs "$@"; }
     buildah_ bud --quiet --isolation chroot --layers=false --timestamp 0 -t "$2" "${@:4}" "$3" >/dev/null
-    rm -f "$1.tmp"
-    buildah_ push --quiet "$2" "oci-archive:$1.tmp:$2"
-    buildah_ rmi "$2" >/dev/null
-    mv "$1.tmp" "$1"' "$BUILDAH_ROOT" "$archive" "$tag" "$context" "$@"
+    buildah_ push --quiet "$2" "oci-archive:$1:$2"
+    buildah_ rmi "$2" >/dev/null' "$BUILDAH_ROOT" "$tmp" "$tag" "$context" "$@"
+  mv "$tmp" "$archive"
 }
 
 # The pause image (every pod's sandbox): pause.c and the Dockerfile from k8s.io/kubernetes'
@@ -112,7 +123,7 @@ K8S_SRC=$(cd tools/kube && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
 PAUSE_TAG=$(sed -n 's/^TAG ?= *//p' "$K8S_SRC/build/pause/Makefile")
 PAUSE_IMAGE="registry.k8s.io/pause:$PAUSE_TAG"
 PAUSE_DIR="$CACHE/pause-$PAUSE_TAG-k8s-$K8S_VERSION"
-if [ ! -f "$PAUSE_DIR/pause.oci.tar" ]; then
+if [ ! -f "$PAUSE_DIR/pause.oci.tar" ] && cache_needs "pause image"; then
   command -v gcc >/dev/null || { log "gcc is not installed (apt-get install gcc libc6-dev)"; exit 1; }
   ctx="$PAUSE_DIR/context"
   rm -rf "$ctx" && mkdir -p "$ctx/bin"
@@ -132,7 +143,7 @@ file "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' \
 BUSYBOX_VERSION=$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null | tr ':+~' '___')
 BUSYBOX_DIR="$CACHE/busybox-image-$BUSYBOX_VERSION"
 BUSYBOX_IMAGE="localhost/llmctl-test/busybox:$BUSYBOX_VERSION"
-if [ ! -f "$BUSYBOX_DIR/busybox.oci.tar" ]; then
+if [ ! -f "$BUSYBOX_DIR/busybox.oci.tar" ] && cache_needs "busybox image"; then
   ctx="$BUSYBOX_DIR/context"
   rm -rf "$ctx" && mkdir -p "$ctx/rootfs/bin"
   cp tests/cluster/images/busybox/Dockerfile "$ctx/"
@@ -142,6 +153,7 @@ if [ ! -f "$BUSYBOX_DIR/busybox.oci.tar" ]; then
   done
   oci_archive busybox "$BUSYBOX_DIR/busybox.oci.tar" "$BUSYBOX_IMAGE" "$ctx"
 fi
+cache_checked
 
 cat <<OUT
 KUBELET=$K8S_BIN/kubelet

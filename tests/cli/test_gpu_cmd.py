@@ -405,6 +405,38 @@ def test_status_kubeconfig_hint_names_the_status_flag(eks: Any, tmp_path: Path) 
     assert "--skip-cluster skips" in error and "--skip-cluster-setup" not in error
 
 
+def test_enable_refuses_when_the_pool_changed_after_the_plan_was_shown(
+    eks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29: what the user confirms is what runs. Another actor changes the pool while the
+    plan is on screen; enable applies nothing else in its place and exits 1."""
+    assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
+
+    def someone_else_resizes_the_pool_then_yes() -> str:
+        eks.update_nodegroup_config(
+            clusterName="llm-aws",
+            nodegroupName="gpu-t4",
+            scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0},
+        )
+        return "y"
+
+    monkeypatch.setattr("builtins.input", someone_else_resizes_the_pool_then_yes)
+    result = run("gpu", "enable", "--cloud", "aws", "--skip-cluster-setup", "--max-nodes", "3")
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert "change max nodes: 2 -> 3" in said  # the plan shown
+    assert (
+        "the aws GPU pool 'gpu-t4' in cluster 'llm-aws' changed after the plan was shown, so "
+        "nothing was changed: it was to be updated (max nodes: 2 -> 3), but it would now be "
+        "updated (max nodes: 1 -> 3)"
+    ) in said
+    assert "run the same `llmctl gpu enable` again" in said
+    assert "Traceback" not in result.output
+    # The other actor's size stands: enable did not apply its own plan over it.
+    group = eks.describe_nodegroup(clusterName="llm-aws", nodegroupName="gpu-t4")["nodegroup"]
+    assert group["scalingConfig"]["maxSize"] == 1
+
+
 def test_prompt_without_a_terminal_says_to_pass_yes(eks: Any) -> None:
     assert run("gpu", "enable", "--cloud", "aws", "--yes", "--skip-cluster-setup").exit_code == 0
     result = run("gpu", "disable", "--cloud", "aws", input="")

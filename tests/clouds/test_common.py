@@ -14,10 +14,10 @@ import pytest
 from llmctl.catalog import CloudName
 from llmctl.clouds.aws import AwsCloud
 from llmctl.clouds.azure import AzureCloud
-from llmctl.clouds.base import Cloud, PoolDiffersError, PoolOptions
+from llmctl.clouds.base import Cloud, Feature, PlanChangedError, PoolDiffersError, PoolOptions
 from llmctl.clouds.gcp import GcpCloud
 from llmctl.config import Stack
-from llmctl.errors import LlmctlError
+from llmctl.errors import ConfigError, LlmctlError
 from tests.clouds.harness import HARNESSES, SUBSCRIPTION, Harness
 from tests.support.fake_aks import arm_error
 from tests.support.fake_eks import answer
@@ -48,6 +48,30 @@ def test_second_run_changes_nothing(harness: Harness) -> None:
     before = harness.writes()
     assert harness.cloud.ensure_gpu_pool(spec).action == "unchanged"
     assert harness.writes() == before
+
+
+def test_a_plan_is_applied_only_to_the_pool_it_was_made_for(harness: Harness) -> None:
+    """Issue 29: `gpu enable` shows a plan, then applies it; a pool changed in between (here
+    resized by another run) is refused with nothing written, not brought to the spec anyway."""
+    harness.cloud.ensure_gpu_pool(harness.spec())
+    bigger = harness.spec(max_nodes=3)
+    plan = harness.cloud.current_plan(bigger)
+    assert [(d.field, d.have, d.want) for d in plan.differences] == [("max nodes", "2", "3")]
+    harness.cloud.ensure_gpu_pool(harness.spec(max_nodes=1))  # someone else, meanwhile
+    before = harness.writes()
+    with pytest.raises(PlanChangedError) as refused:
+        harness.cloud.apply_plan(bigger, plan)
+    assert refused.value.exit_code == 1
+    assert (
+        "it was to be updated (max nodes: 2 -> 3), but it would now be updated (max nodes: "
+        "1 -> 3)" in refused.value.message
+    )
+    assert harness.writes() == before
+    assert harness.stored_max() == 1
+    # A plan made for the pool as it is is applied.
+    plan = harness.cloud.current_plan(bigger)
+    assert harness.cloud.apply_plan(bigger, plan).action == "updated"
+    assert harness.stored_max() == 3
 
 
 def test_status_reads_the_pool(harness: Harness) -> None:
@@ -114,7 +138,7 @@ def test_scale_to_zero_then_enable_restores_scaling(harness: Harness) -> None:
     assert harness.cloud.disable(spec, scale_to_zero=True) is True
     state = harness.cloud.read_pool(spec)
     assert state is not None
-    if spec.cloud is CloudName.AWS:  # EKS keeps maxSize >= 1 (UNSUPPORTED says why)
+    if spec.cloud is CloudName.AWS:  # EKS keeps maxSize >= 1 (AwsCloud.unsupported says why)
         assert (state.min_nodes, state.max_nodes, state.current_nodes) == (0, 1, 0)
     else:  # GKE and AKS: autoscaling off; status says why it cannot scale
         assert state.max_nodes == 0
@@ -324,3 +348,25 @@ def test_refusal_is_one_sentence_and_a_hint(
             harness.cloud.ensure_gpu_pool(harness.spec(**options))
     for words in hints:
         assert words in (info.value.hint or "")
+
+
+def test_each_cloud_carries_its_own_unsupported_features(harness: Harness) -> None:
+    """Issue 29: what a cloud cannot do is on its class, not in a table of every cloud in base;
+    a feature it lacks is refused with its own reason (exit 2)."""
+    import llmctl.clouds.base as base
+
+    assert not hasattr(base, "UNSUPPORTED")
+    cloud = harness.cloud
+    assert "unsupported" in type(cloud).__dict__
+    assert Cloud.unsupported == {}
+    assert Feature.ZERO_MAX_NODES in cloud.unsupported
+    asked = {
+        CloudName.AWS: (Feature.ZONES, {"zones": ("us-east-1a",)}),
+        CloudName.GCP: (Feature.SUBNETS, {"subnets": ("subnet-1",)}),
+        CloudName.AZURE: (Feature.NODE_ROLE, {"node_role": "arn:aws:iam::1:role/r"}),
+    }
+    feature, options = asked[cloud.name]
+    with pytest.raises(ConfigError) as refused:
+        cloud.node_pool_spec(Stack(), PoolOptions(**options))
+    assert refused.value.exit_code == 2
+    assert refused.value.message.endswith(cloud.unsupported[feature])

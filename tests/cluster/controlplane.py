@@ -5,8 +5,9 @@ with `--node`, also one real node (tests/cluster/node.py: containerd, kubelet, k
 CoreDNS) that runs pods for real.
 
 Standard library only, so `scripts/dev-cluster.sh` runs it with any python3, and the pytest
-fixture (tests/cluster/conftest.py) runs the same code. The binaries come from
-`scripts/build-control-plane.sh`, which builds them once and prints where they are.
+fixture (tests/conftest.py) runs the same code. The binaries come from
+`scripts/build-control-plane.sh`, which builds them once and prints where they are: `up` builds
+what is missing, the fixture never does (it fails naming the command that builds it).
 
     python3 -m tests.cluster.controlplane up   --dir DIR   # start; prints the kubeconfig path
     python3 -m tests.cluster.controlplane up   --dir DIR --node   # ... and a real node
@@ -48,23 +49,33 @@ def log(message: str) -> None:
     print(f"controlplane: {message}", file=sys.stderr, flush=True)
 
 
-def built_by(script: str) -> dict[str, str]:
-    """NAME -> path from a build script's NAME=PATH lines (a no-op once everything is cached)."""
+class NotBuilt(RuntimeError):
+    """A build script's tools are not in the cache, and the caller may not build them."""
+
+
+def built_by(script: str, *, build: bool = False) -> dict[str, str]:
+    """NAME -> path from a build script's NAME=PATH lines. Without `build` the script runs with
+    --cached: it builds nothing (a build inside a test would outlive the test's timeout and
+    race the next run) and NotBuilt says which command builds what is missing."""
     started = time.monotonic()
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / script)],
-        check=True,
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / script), *([] if build else ["--cached"])],
         stdout=subprocess.PIPE,
+        stderr=None if build else subprocess.PIPE,
         text=True,
-    ).stdout
-    paths = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        check=False,
+    )
+    if done.returncode != 0:
+        said = (done.stderr or "").strip().splitlines()
+        raise NotBuilt(said[-1] if said else f"scripts/{script} failed ({done.returncode})")
+    paths = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     print(f"{script}: ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
     return paths
 
 
-def built_binaries() -> dict[str, str]:
+def built_binaries(*, build: bool = False) -> dict[str, str]:
     """The control plane's binaries, from scripts/build-control-plane.sh."""
-    return built_by("build-control-plane.sh")
+    return built_by("build-control-plane.sh", build=build)
 
 
 def free_port() -> int:
@@ -157,6 +168,8 @@ class ControlPlane:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # The real node (start_node), None until it is started.
     node: RealNode | None = None
+    # Build missing binaries (`up` from scripts/dev-cluster.sh) instead of failing (the fixtures).
+    build: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -254,7 +267,7 @@ class ControlPlane:
         """Start every component; return the kubeconfig path. Each step's time is in `timings`."""
         began = time.monotonic()
         if not self.bins:
-            self.bins = built_binaries()
+            self.bins = built_binaries(build=self.build)
         if self.with_keda is None:
             self.with_keda = "KEDA_OPERATOR" in self.bins
         self.state.mkdir(parents=True, exist_ok=True)
@@ -663,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-keda", action="store_true", help="leave the KEDA operator out")
     parser.add_argument("--node", action="store_true", help="start one real node too")
     args = parser.parse_args(argv)
-    plane = ControlPlane(args.dir.resolve(), with_keda=False if args.no_keda else None)
+    plane = ControlPlane(
+        args.dir.resolve(), with_keda=False if args.no_keda else None, build=args.action == "up"
+    )
     if args.action == "down":
         plane.down()
         log(f"stopped the control plane in {args.dir}")

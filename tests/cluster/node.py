@@ -54,11 +54,11 @@ def log(message: str) -> None:
     print(f"node: {message}", file=sys.stderr, flush=True)
 
 
-def built_node_binaries() -> dict[str, str]:
-    """The node's binaries and images, from scripts/build-node.sh."""
+def built_node_binaries(*, build: bool = False) -> dict[str, str]:
+    """The node's binaries and images, from scripts/build-node.sh (built only when `build`)."""
     from tests.cluster.controlplane import built_by
 
-    return built_by("build-node.sh")
+    return built_by("build-node.sh", build=build)
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class RealNode:
 
         began = time.monotonic()
         if not self.bins:
-            self.bins = built_node_binaries()
+            self.bins = built_node_binaries(build=self.plane.build)
         self.state.mkdir(parents=True, exist_ok=True)
         self._take_slot()
         assert self.slot is not None
@@ -676,7 +676,7 @@ class RealNode:
                 return
             self.slot = Slot(int(json.loads(saved.read_text())["slot"]))
         if not self.bins:
-            self.bins = built_node_binaries()
+            self.bins = built_node_binaries(build=self.plane.build)
         pids = self.plane._pids()
         for name in ("node-kubelet", "node-kube-proxy", "node-coredns"):
             self._stop(name, pids.get(name))

@@ -34,7 +34,7 @@ import httpx
 import yaml
 
 from llmctl.config import Stack
-from tests.cluster.controlplane import REPO, ControlPlane
+from tests.cluster.controlplane import REPO, ControlPlane, NotBuilt
 from tests.cluster.kit import get_json, wait_for
 from tests.support.range_server import Served, range_server
 
@@ -53,23 +53,27 @@ class BuiltImages:
     archives: dict[str, Path]  # reference -> OCI archive
 
 
-def build_images() -> BuiltImages:
-    """scripts/build-image.sh (cached after its first run): `REFERENCE ARCHIVE` lines, the
-    router image first, then the stand-in llama.cpp base the llama-server pods run."""
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "build-image.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
+def built_images() -> BuiltImages:
+    """The images scripts/build-image.sh built for this source tree (`--cached`: it builds
+    nothing here and fails naming the command when they are missing): `REFERENCE ARCHIVE`
+    lines, the router image first, then the stand-in llama.cpp base the llama-server pods run."""
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-image.sh"), "--cached"],
+        capture_output=True,
         text=True,
         cwd=REPO,
-    ).stdout
+        check=False,
+    )
+    if done.returncode != 0:
+        raise NotBuilt(done.stderr.strip().splitlines()[-1])
+    out = done.stdout
     pairs = [line.split(" ", 1) for line in out.splitlines() if line.strip()]
     return BuiltImages(router=pairs[0][0], archives={ref: Path(path) for ref, path in pairs})
 
 
 def import_images(node: Any) -> BuiltImages:
     """The images built (cached) and imported into the real node's containerd."""
-    images = build_images()
+    images = built_images()
     for archive in images.archives.values():
         node.import_image(archive)
     return images
@@ -324,7 +328,7 @@ def main() -> None:
     overlay.add_argument("--base", type=Path, default=REPO / "clusters" / "aws" / "base")
     overlay.add_argument("--volumes", type=int, default=8)
     args = parser.parse_args()
-    images = build_images()
+    images = built_images()
     out = write_overlay(
         args.directory.resolve(), args.base.resolve(), images.router, args.model_url, args.volumes
     )

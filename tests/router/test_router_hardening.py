@@ -212,6 +212,31 @@ def client_connections(router: RouterProcess) -> int:
     return held
 
 
+def router_side_queues(router_port: int, client_port: int) -> tuple[int, int] | None:
+    """(send queue, receive queue) in bytes of the router's end of one client connection
+    (Linux /proc/net/tcp*), or None once it is closed."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if (int(local, 16), int(remote, 16)) == (router_port, client_port):
+                tx, rx = fields[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
+
+
+def settled(read: Any, polls: int = 10) -> Any:
+    """A predicate for wait_for: true once `read()` returned the same value `polls` times in a
+    row (a connection whose queues stopped moving: the router stopped reading or writing it)."""
+    seen: list[object] = []
+
+    def check() -> bool:
+        seen.append(read())
+        return len(seen) >= polls and len(set(map(repr, seen[-polls:]))) == 1
+
+    return check
+
+
 def count(totals: dict[tuple[str, ...], float], code: str) -> float:
     return sum(v for k, v in totals.items() if k[2] == code)
 
@@ -373,7 +398,10 @@ def test_unread_pipelined_responses_are_bounded(shared: tuple[RouterProcess, Stu
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 30_000)
         except OSError:
             pass
-        time.sleep(1.0)
+        # Memory is read once the router is done with what it took of the connection: its
+        # queues stopped moving (it stopped reading, or read all of it) or it closed it.
+        client_port = sock.getsockname()[1]
+        assert wait_for(settled(lambda: router_side_queues(router.port, client_port)), 30, 0.1)
         grown = rss_kib(router.proc.pid) - before
     assert grown < 32 * 1024, f"router RSS grew by {grown} KiB"
     assert httpx.get(router.url + "/healthz", timeout=10).status_code == 200
@@ -482,9 +510,7 @@ def test_non_ascii_api_keys_match_when_sent_in_utf8(tmp_path: Path) -> None:
             return raw(
                 router.port,
                 b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                b"Authorization: Bearer "
-                + key
-                + b"\r\n\r\n",
+                b"Authorization: Bearer " + key + b"\r\n\r\n",
             )
 
         assert models("clé-ünïcode".encode()).startswith(b"HTTP/1.1 200 ")

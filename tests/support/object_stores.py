@@ -38,19 +38,20 @@ AZURITE_KEY = (
 
 
 def installed_stores() -> dict[str, str]:
-    """FAKE_GCS_SERVER_BIN and AZURITE_BLOB_BIN from the environment, or from the install
-    script (which prints cached paths at once once they are built)."""
+    """FAKE_GCS_SERVER_BIN and AZURITE_BLOB_BIN from the environment, or the cached paths from
+    the install script's --cached mode, which installs nothing (a test never builds): when they
+    are missing, the test fails with the command that installs them."""
     keys = ("FAKE_GCS_SERVER_BIN", "AZURITE_BLOB_BIN")
     if all(os.environ.get(k) for k in keys):
         return {k: os.environ[k] for k in keys}
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "install-object-stores.sh")],
+        ["bash", str(ROOT / "scripts" / "install-object-stores.sh"), "--cached"],
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        pytest.fail(f"scripts/install-object-stores.sh failed:\n{done.stderr[-2000:]}")
+        pytest.fail(done.stderr.strip() or f"install-object-stores.sh --cached: {done.returncode}")
     found = dict(line.split("=", 1) for line in done.stdout.split() if "=" in line)
     for key in keys:
         if not os.access(found.get(key, ""), os.X_OK):
@@ -82,6 +83,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+@contextmanager
+def serving(argv: list[str], log: Path, ready_url: str) -> Iterator[None]:
+    """Run `argv` (output to `log`) until the block ends, from the moment `ready_url` answers."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(ready_url, process, log)
+        yield
+    finally:
+        _stop(process)
+
+
 @dataclass
 class StoreServer:
     scheme: str  # s3, gs, azure
@@ -95,16 +108,9 @@ class StoreServer:
 @contextmanager
 def moto_s3(tmp: Path) -> Iterator[StoreServer]:
     port = free_port()
-    log = tmp / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(f"{url}/moto-api/", process, log)
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with serving(argv, tmp / "moto.log", f"{url}/moto-api/"):
         base = {
             "AWS_ENDPOINT_URL": url,
             "AWS_REGION": REGION,
@@ -112,8 +118,6 @@ def moto_s3(tmp: Path) -> Iterator[StoreServer]:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         yield StoreServer("s3", url, push_env=dict(base), fetch_env=dict(base))
-    finally:
-        _stop(process)
 
 
 def moto_require_auth(url: str) -> None:
@@ -131,56 +135,40 @@ def moto_require_auth(url: str) -> None:
 @contextmanager
 def fake_gcs(tmp: Path, binary: str) -> Iterator[StoreServer]:
     port = free_port()
-    log = tmp / "fake-gcs.log"
     root = tmp / "gcs-data"
     root.mkdir()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                "-scheme", "http",
-                "-host", "127.0.0.1",
-                "-port", str(port),
-                "-public-host", f"127.0.0.1:{port}",
-                "-external-url", f"http://127.0.0.1:{port}",
-                "-backend", "filesystem",
-                "-filesystem-root", str(root),
-                "-log-level", "warn",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(f"{url}/storage/v1/b", process, log)
+    argv = [
+        binary,
+        "-scheme", "http",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        "-public-host", f"127.0.0.1:{port}",
+        "-external-url", url,
+        "-backend", "filesystem",
+        "-filesystem-root", str(root),
+        "-log-level", "warn",
+    ]  # fmt: skip
+    with serving(argv, tmp / "fake-gcs.log", f"{url}/storage/v1/b"):
         env = {"STORAGE_EMULATOR_HOST": url, "GOOGLE_CLOUD_PROJECT": "llmctl-test"}
         yield StoreServer("gs", url, push_env=dict(env), fetch_env=dict(env))
-    finally:
-        _stop(process)
 
 
 @contextmanager
 def azurite(tmp: Path, binary: str) -> Iterator[StoreServer]:
     port = free_port()
-    log = tmp / "azurite.log"
     data = tmp / "azurite-data"
     data.mkdir()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--blobHost", "127.0.0.1",
-                "--blobPort", str(port),
-                "--location", str(data),
-                "--skipApiVersionCheck",
-                "--silent",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
     url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-    try:
-        _wait_http(f"{url}?comp=list", process, log)
+    argv = [
+        binary,
+        "--blobHost", "127.0.0.1",
+        "--blobPort", str(port),
+        "--location", str(data),
+        "--skipApiVersionCheck",
+        "--silent",
+    ]  # fmt: skip
+    with serving(argv, tmp / "azurite.log", f"{url}?comp=list"):
         connection = (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
             f"AccountKey={AZURITE_KEY};BlobEndpoint={url};"
@@ -192,5 +180,3 @@ def azurite(tmp: Path, binary: str) -> Iterator[StoreServer]:
             fetch_env={"AZURE_STORAGE_BLOB_ENDPOINT": url, "AZURE_STORAGE_KEY": AZURITE_KEY},
             account=AZURITE_ACCOUNT,
         )
-    finally:
-        _stop(process)

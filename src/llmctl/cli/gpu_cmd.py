@@ -330,7 +330,8 @@ def enable(
         if not yes:
             confirm("Go ahead?")
         with _waiting(f"{decision.action.removesuffix('d')}ing pool {spec.name}", spec) as progress:
-            result = impl.ensure_gpu_pool(spec, progress, adopt=adopt)
+            # Exactly the plan shown: a pool changed meanwhile is refused, not changed otherwise.
+            result = impl.apply_plan(spec, decision, progress, adopt=adopt)
         _say_result(console, spec, result)
 
     if objects:
@@ -570,7 +571,7 @@ def disable(
     yes: bool = YesOpt,
 ) -> None:
     """Delete the GPU node pool (or only scale it to zero)."""
-    from llmctl.clouds.base import Feature, NotOursError, unsupported_reason
+    from llmctl.clouds.base import Feature, NotOursError
 
     impl, spec, _ = _spec(target, max_nodes=_reading_max_nodes())
     console = _err()
@@ -589,7 +590,7 @@ def disable(
         raise NotOursError(spec)
     what = "scale to zero" if scale_to_zero else "delete"
     if scale_to_zero:
-        note = unsupported_reason(spec.cloud, Feature.ZERO_MAX_NODES)
+        note = impl.unsupported.get(Feature.ZERO_MAX_NODES)
         if note:
             console.print(f"Note: {note}.")
     if not yes:

@@ -18,6 +18,7 @@ from llmctl.clouds.base import (
     Capacity,
     Cloud,
     Difference,
+    Feature,
     PoolSpec,
     PoolState,
     Progress,
@@ -184,6 +185,17 @@ def update_nodegroup_params(spec: PoolSpec, state: PoolState) -> dict[str, Any]:
 
 class AwsCloud(Cloud):
     name = CloudName.AWS
+    # What this cloud cannot do, with the reason the user is told.
+    unsupported: ClassVar[Mapping[Feature, str]] = {
+        Feature.PREEMPTIBLE: "EC2 has no preemptible VMs; Spot (the default) is the equivalent",
+        Feature.ZERO_MAX_NODES: (
+            "EKS requires a node group's maxSize to be at least 1, so scale-to-zero sets min 0, "
+            "desired 0 and max 1; a cluster-autoscaler can still start one GPU node for a pending "
+            "GPU pod (delete the pool to be sure none starts)"
+        ),
+        Feature.ZONES: "EKS node groups take their zones from their subnets (--subnet)",
+        Feature.SERVICE_ACCOUNT: "EKS nodes take an IAM role (--node-role)",
+    }
     busy_statuses: ClassVar[frozenset[str]] = frozenset({"CREATING", "UPDATING"})
     deleting_statuses: ClassVar[frozenset[str]] = frozenset({"DELETING"})
     failed_statuses: ClassVar[frozenset[str]] = frozenset(
@@ -365,7 +377,7 @@ class AwsCloud(Cloud):
             self._update(spec, params, progress)
 
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
-        # EKS refuses maxSize 0 (see UNSUPPORTED): desired 0 stops the nodes, max 1 is the floor.
+        # EKS refuses maxSize 0 (see `unsupported`): desired 0 stops the nodes, max 1 is the floor.
         params = {
             "clusterName": spec.cluster,
             "nodegroupName": spec.name,

@@ -19,6 +19,7 @@ from llmctl.clouds.base import (
     ApiRequest,
     Capacity,
     Cloud,
+    Feature,
     PoolSpec,
     PoolState,
     Progress,
@@ -185,7 +186,7 @@ def scaled_to_zero_agent_pool(current: Mapping[str, Any]) -> dict[str, Any]:
     """The PUT body that stops the pool: autoscaling off, count 0, nothing else changed."""
     body = copy.deepcopy(dict(current))
     props = body.setdefault("properties", {})
-    # AKS needs maxCount >= 1 while autoscaling (see UNSUPPORTED): stop it, set count 0.
+    # AKS needs maxCount >= 1 while autoscaling (see `unsupported`): stop it, set count 0.
     props.update({"enableAutoScaling": False, "count": 0})
     props.pop("minCount", None)
     props.pop("maxCount", None)
@@ -194,6 +195,18 @@ def scaled_to_zero_agent_pool(current: Mapping[str, Any]) -> dict[str, Any]:
 
 class AzureCloud(Cloud):
     name = CloudName.AZURE
+    # What this cloud cannot do, with the reason the user is told.
+    unsupported: ClassVar[Mapping[Feature, str]] = {
+        Feature.PREEMPTIBLE: "Azure's evictable VMs are Spot VMs (the default)",
+        Feature.SUBNETS: "AKS agent pools use the cluster's virtual network",
+        Feature.ZONES: "llmctl leaves an AKS pool's availability zones to AKS",
+        Feature.NODE_ROLE: "AKS nodes use the cluster's kubelet identity",
+        Feature.SERVICE_ACCOUNT: "AKS nodes use the cluster's kubelet identity",
+        Feature.ZERO_MAX_NODES: (
+            "AKS needs maxCount >= 1 while autoscaling, so scale-to-zero turns autoscaling off "
+            "and sets count 0"
+        ),
+    }
     busy_statuses: ClassVar[frozenset[str]] = frozenset(
         {"Creating", "Updating", "Scaling", "Upgrading", "Starting", "Stopping"}
     )

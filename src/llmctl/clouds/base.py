@@ -3,7 +3,8 @@
 Data flows one way: command-line options and the Stack become a `PoolSpec` (pure, in
 `Cloud.node_pool_spec`), the spec becomes the exact API requests (pure, `Cloud.create_requests`,
 which `--dry-run` prints), and only the adapter methods (`read_pool`, `create_pool`, ...) talk to a
-cloud. What a cloud cannot do is a table of reasons (`UNSUPPORTED`), not `if`s in the commands.
+cloud. What a cloud cannot do is a table of reasons on its class (`Cloud.unsupported`), not `if`s
+in the commands.
 """
 
 from __future__ import annotations
@@ -57,46 +58,6 @@ class Feature(StrEnum):
     NODE_ROLE = "--node-role"
     ZONES = "--zones"
     SERVICE_ACCOUNT = "--service-account"
-
-
-UNSUPPORTED: dict[CloudName, dict[Feature, str]] = {
-    CloudName.AWS: {
-        Feature.PREEMPTIBLE: "EC2 has no preemptible VMs; Spot (the default) is the equivalent",
-        Feature.ZERO_MAX_NODES: (
-            "EKS requires a node group's maxSize to be at least 1, so scale-to-zero sets min 0, "
-            "desired 0 and max 1; a cluster-autoscaler can still start one GPU node for a pending "
-            "GPU pod (delete the pool to be sure none starts)"
-        ),
-        Feature.ZONES: "EKS node groups take their zones from their subnets (--subnet)",
-        Feature.SERVICE_ACCOUNT: "EKS nodes take an IAM role (--node-role)",
-    },
-    CloudName.AZURE: {
-        Feature.PREEMPTIBLE: "Azure's evictable VMs are Spot VMs (the default)",
-        Feature.SUBNETS: "AKS agent pools use the cluster's virtual network",
-        Feature.ZONES: "llmctl leaves an AKS pool's availability zones to AKS",
-        Feature.NODE_ROLE: "AKS nodes use the cluster's kubelet identity",
-        Feature.SERVICE_ACCOUNT: "AKS nodes use the cluster's kubelet identity",
-        Feature.ZERO_MAX_NODES: (
-            "AKS needs maxCount >= 1 while autoscaling, so scale-to-zero turns autoscaling off "
-            "and sets count 0"
-        ),
-    },
-    CloudName.GCP: {
-        Feature.SUBNETS: "GKE node pools use the cluster's subnetwork",
-        Feature.NODE_ROLE: (
-            "GKE nodes use the node service account of the cluster's other pools, or the one "
-            "--service-account names"
-        ),
-        Feature.ZERO_MAX_NODES: (
-            "GKE autoscaling needs a maximum of at least 1, so scale-to-zero turns autoscaling "
-            "off and resizes the pool to 0"
-        ),
-    },
-}
-
-
-def unsupported_reason(cloud: CloudName, feature: Feature) -> str | None:
-    return UNSUPPORTED[cloud].get(feature)
 
 
 @dataclass(frozen=True)
@@ -309,7 +270,7 @@ class Cloud(ABC):
             (Feature.ZONES, bool(options.zones)),
             (Feature.SERVICE_ACCOUNT, options.service_account is not None),
         ):
-            reason = unsupported_reason(cloud, feature)
+            reason = self.unsupported.get(feature)
             if asked and reason:
                 raise ConfigError(f"{feature} is not supported on {CLOUD_DISPLAY[cloud]}: {reason}")
         for flag, given in (
@@ -484,23 +445,55 @@ class Cloud(ABC):
             return EnsureResult("updated", state, diffs)
         return EnsureResult("unchanged", state)
 
-    def ensure_gpu_pool(
+    def current_plan(
         self, spec: PoolSpec, progress: Progress = _ignore, *, adopt: bool = False
     ) -> EnsureResult:
-        """Create the pool, or leave it alone if it matches, or refuse with what differs."""
+        """What `ensure_gpu_pool` would do with the pool as it is now (waited for while the
+        cloud is still busy with it)."""
         state = self.read_pool(spec)
         if state is not None and state.status in self.busy_statuses:
             progress(state.status)
             self.wait_until_ready(spec, progress)
             state = self.read_pool(spec)
-        decision = self.decide(spec, state, adopt=adopt)
-        if decision.action == "created":
+        return self.decide(spec, state, adopt=adopt)
+
+    def ensure_gpu_pool(
+        self, spec: PoolSpec, progress: Progress = _ignore, *, adopt: bool = False
+    ) -> EnsureResult:
+        """Create the pool, or leave it alone if it matches, or refuse with what differs."""
+        return self._carry_out(spec, self.current_plan(spec, progress, adopt=adopt), progress)
+
+    def apply_plan(
+        self,
+        spec: PoolSpec,
+        plan: EnsureResult,
+        progress: Progress = _ignore,
+        *,
+        adopt: bool = False,
+    ) -> EnsureResult:
+        """Carry out `plan` (a `decide` the user was shown) and nothing else: the pool is read
+        again first, and when it now needs another change than the plan's (someone changed it
+        meanwhile), nothing is changed and PlanChangedError says what moved."""
+        try:
+            now = self.current_plan(spec, progress, adopt=adopt)
+        except LlmctlError as exc:
+            raise PlanChangedError(spec, plan, f"now {exc.message}") from exc
+        if (now.action, now.differences) != (plan.action, plan.differences):
+            raise PlanChangedError(spec, plan, f"it would now be {describe_plan(now)}")
+        return self._carry_out(spec, now, progress)
+
+    def _carry_out(self, spec: PoolSpec, plan: EnsureResult, progress: Progress) -> EnsureResult:
+        if plan.action == "created":
             self.create_pool(spec, progress)
-        elif decision.action == "updated":
+        elif plan.action == "updated":
             self.update_pool(spec, progress)
         else:
-            return decision
-        return EnsureResult(decision.action, self.read_pool(spec), decision.differences)
+            return plan
+        return EnsureResult(plan.action, self.read_pool(spec), plan.differences)
+
+    # What this cloud cannot do (a feature asked for is refused with its reason), each cloud's
+    # own: `disable --scale-to-zero` also prints the ZERO_MAX_NODES reason as a note.
+    unsupported: ClassVar[Mapping[Feature, str]] = {}
 
     # Pool statuses (as each cloud spells them) that mean "wait", "gone soon" and "broken".
     busy_statuses: ClassVar[frozenset[str]] = frozenset()
@@ -597,6 +590,27 @@ class NotOursError(LlmctlError):
             f"{OWNER_KEY}={OWNER_VALUE} mark: llmctl did not create it, so it leaves it alone",
             hint="if it is yours to remove, pass --force; `llmctl gpu enable --adopt` marks it "
             "as llmctl's",
+        )
+
+
+def describe_plan(plan: EnsureResult) -> str:
+    """A plan in a few words: "created", "left as it is", "updated (max nodes: 2 -> 3)"."""
+    if plan.action == "updated":
+        changes = "; ".join(f"{d.field}: {d.have} -> {d.want}" for d in plan.differences)
+        return f"updated ({changes})"
+    return "left as it is" if plan.action == "unchanged" else "created"
+
+
+class PlanChangedError(LlmctlError):
+    """The pool changed between the plan the user was shown and its application."""
+
+    def __init__(self, spec: PoolSpec, plan: EnsureResult, now: str) -> None:
+        super().__init__(
+            f"the {spec.cloud.value} GPU pool {spec.name!r} in cluster {spec.cluster!r} changed "
+            "after the plan was shown, so nothing was changed: it was to be "
+            f"{describe_plan(plan)}, but {now}",
+            hint="someone else changed the pool meanwhile: run the same `llmctl gpu enable` "
+            "again to see the plan for the pool as it is now",
         )
 
 

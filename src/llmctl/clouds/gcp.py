@@ -19,6 +19,7 @@ from llmctl.clouds.base import (
     ApiRequest,
     Capacity,
     Cloud,
+    Feature,
     PoolSpec,
     PoolState,
     Progress,
@@ -194,6 +195,18 @@ def _autoscaling(min_nodes: int, max_nodes: int) -> dict[str, Any]:
 
 class GcpCloud(Cloud):
     name = CloudName.GCP
+    # What this cloud cannot do, with the reason the user is told.
+    unsupported: ClassVar[Mapping[Feature, str]] = {
+        Feature.SUBNETS: "GKE node pools use the cluster's subnetwork",
+        Feature.NODE_ROLE: (
+            "GKE nodes use the node service account of the cluster's other pools, or the one "
+            "--service-account names"
+        ),
+        Feature.ZERO_MAX_NODES: (
+            "GKE autoscaling needs a maximum of at least 1, so scale-to-zero turns autoscaling "
+            "off and resizes the pool to 0"
+        ),
+    }
     busy_statuses: ClassVar[frozenset[str]] = frozenset({"PROVISIONING", "RECONCILING"})
     deleting_statuses: ClassVar[frozenset[str]] = frozenset({"STOPPING"})
     failed_statuses: ClassVar[frozenset[str]] = frozenset({"ERROR"})
@@ -526,7 +539,7 @@ class GcpCloud(Cloud):
     def scale_to_zero(self, spec: PoolSpec, progress: Progress) -> None:
         container_v1 = _container_v1()
 
-        # GKE autoscaling needs a maximum of at least 1 (see UNSUPPORTED): turn it off, resize to 0.
+        # GKE autoscaling needs a maximum of at least 1 (`unsupported`): turn it off, resize to 0.
         with _gcp_errors(spec, "container.clusters.update"):
             op = self._gke().set_node_pool_autoscaling(
                 request={
