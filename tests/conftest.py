@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,14 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.node import RealNode
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A script that starts the suite in the background (`scripts/test.sh &`) starts it with SIGINT
+# ignored (POSIX: asynchronous commands without job control), and an ignored signal stays
+# ignored in every child: the Ctrl-C tests' llmctl would never see their SIGINT. A handler does
+# not survive exec, so with one here the children start with SIGINT's default, as they do
+# from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -369,8 +369,11 @@ def test_rollout_restart_of_the_router_loses_none_of_4_streams(on_node: OnNode) 
         # Two llama-server slots: two streams run, two wait (at most the router's 30 s queue
         # timeout). Each pair should outlast a router pod's start, which the rollout waits for
         # before it stops the old pod.
-        # Two streams at once run at well under half speed each on a busy 2-core machine.
-        per_stream_s = min(12.0, max(6.0, on_node.router_start_s + 2))
+        # Two streams at once run at well under half speed each on a busy 2-core machine. A
+        # replacement pod starts more slowly under the rollout than `router_start_s` measured
+        # (in CI all four streams once ended 6 s in, before the old pod was stopped): each pair
+        # lasts twice that start and 12 s at least.
+        per_stream_s = min(24.0, max(12.0, 2 * on_node.router_start_s + 4))
         tokens = max(16, int(rate * 0.4 * per_stream_s))
         ends = [StreamEnd() for _ in range(4)]
         threads = [
