@@ -302,3 +302,51 @@ def test_a_replanned_request_skips_the_tried_backends_in_every_fallback() -> Non
     )
     assert isinstance(route, Route) and route.served == Served.CPU_FALLBACK
     assert names(route.backends) == ["c2"]
+
+
+# --- a key's tiers (issue 31): allow_cpu / allow_gpu -----------------------------------------
+
+
+def test_a_key_without_the_gpu_is_served_by_the_cpu_though_a_gpu_is_ready() -> None:
+    cpu, gpu = B("aws/cpu"), B("aws/gpu", Tier.GPU, BIG.name)
+    route = policy.plan_route(BIG, "chat", False, [cpu, gpu], POLICY, allow_gpu=False)
+    assert_route(route, Tier.GPU, Served.CPU_FALLBACK, "gpu_not_allowed", ["aws/cpu"])
+
+
+def test_the_reason_a_key_was_kept_off_the_gpu_is_the_callers() -> None:
+    cpu, gpu = B("aws/cpu"), B("aws/gpu", Tier.GPU, BIG.name)
+    route = policy.plan_route(
+        BIG, "chat", False, [cpu, gpu], POLICY, allow_gpu=False, denied_reason="gpu_budget_spent"
+    )
+    assert_route(route, Tier.GPU, Served.CPU_FALLBACK, "gpu_budget_spent", ["aws/cpu"])
+
+
+def test_a_key_without_the_gpu_never_gets_it_even_when_no_cpu_is_ready() -> None:
+    # The CPU tier's own fallback ("a ready GPU is better than no answer") is not for this key.
+    cpu, gpu = B("aws/cpu", ready=False), B("aws/gpu", Tier.GPU, TINY.name)
+    refusal = policy.plan_route(TINY, "chat", False, [cpu, gpu], POLICY, allow_gpu=False)
+    assert isinstance(refusal, Refusal)
+    assert (refusal.wanted, refusal.code) == (Tier.CPU, "no_backend")
+
+
+def test_a_gpu_only_key_sends_a_small_model_to_the_gpu() -> None:
+    cpu, gpu = B("aws/cpu"), B("aws/gpu", Tier.GPU, TINY.name)
+    route = policy.plan_route(TINY, "chat", False, [cpu, gpu], POLICY, allow_cpu=False)
+    assert_route(route, Tier.GPU, Served.GPU, None, ["aws/gpu"])
+
+
+def test_a_gpu_only_key_is_refused_rather_than_served_by_the_cpu() -> None:
+    cpu, gpu = B("aws/cpu"), B("aws/gpu", Tier.GPU, TINY.name, ready=False)
+    refusal = policy.plan_route(TINY, "chat", False, [cpu, gpu], POLICY, allow_cpu=False)
+    assert isinstance(refusal, Refusal)
+    assert (refusal.wanted, refusal.code) == (Tier.GPU, "gpu_unavailable")
+    assert "its API key may use only the GPU tier" in refusal.message
+    assert "x-llm-require-tier" not in refusal.message
+
+
+def test_a_required_gpu_names_the_header_when_the_key_may_use_both() -> None:
+    cpu = B("aws/cpu")
+    refusal = policy.plan_route(BIG, "chat", True, [cpu], POLICY)
+    assert isinstance(refusal, Refusal)
+    assert "the request says x-llm-require-tier: gpu" in refusal.message
+    assert "API key" not in refusal.message
