@@ -6,6 +6,7 @@ which relays to a real server on loopback."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -123,3 +124,56 @@ def test_a_stream_that_fails_to_open_at_first_is_opened_again(hello: int) -> Non
         with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
             assert json.load(response)["path"] == "/v1/models"
     assert attempts == ["router-0", "router-0"]
+
+
+class _FakeWebSocket:
+    def __init__(self) -> None:
+        self.shut_while_proxy_ran: bool | None = None
+        self.proxy: Any = None
+
+    def shutdown(self) -> None:
+        self.shut_while_proxy_ran = self.proxy.is_alive()
+
+
+class _FakeForward:
+    """The client's PortForward as _ForwardedStream sees it: a socket per port, a WebSocket,
+    and a proxy thread that stops a moment after the local socket closes."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.websocket = _FakeWebSocket()
+        self.mine, theirs = socket.socketpair()
+        self._theirs = theirs
+
+        def proxy() -> None:
+            while theirs.recv(1024):  # until the local end closes
+                pass
+            time.sleep(0.2)  # the close handshake it still does on the WebSocket
+            theirs.close()
+
+        self.thread = threading.Thread(target=proxy, name="Kubernetes port forward proxy: 80")
+        self.websocket.proxy = self.thread
+        self.thread.start()
+
+    def socket(self, port: int) -> Any:
+        return self.mine
+
+
+def test_close_leaves_the_websocket_to_its_thread_until_the_thread_is_done() -> None:
+    # Closed under a running proxy thread, the WebSocket's descriptor was reused by the next
+    # connection while the thread still read and wrote it (stray bytes in another stream).
+    forward = _FakeForward()
+    stream = portforward._ForwardedStream(forward, 80, forward.thread)
+    stream.close()
+    assert forward.websocket.shut_while_proxy_ran is False
+    assert not forward.thread.is_alive()
+
+
+def test_close_without_the_thread_leaves_the_websocket_alone() -> None:
+    forward = _FakeForward()
+    stream = portforward._ForwardedStream(forward, 80, None)
+    stream.close()
+    assert forward.websocket.shut_while_proxy_ran is None
+    forward.thread.join(5)

@@ -112,25 +112,43 @@ def kube_stream(api: Any, namespace: str) -> OpenStream:
         from kubernetes.client import CoreV1Api
         from kubernetes.stream.stream import portforward
 
-        forwarded = portforward(
-            CoreV1Api(api).connect_get_namespaced_pod_portforward,
-            pod,
-            namespace,
-            ports=str(port),
-        )
-        return _ForwardedStream(forwarded, port)
+        with _OPENING:  # one at a time, so the thread that appears is this stream's
+            before = set(threading.enumerate())
+            forwarded = portforward(
+                CoreV1Api(api).connect_get_namespaced_pod_portforward,
+                pod,
+                namespace,
+                ports=str(port),
+            )
+            started = [t for t in threading.enumerate() if t not in before]
+        proxy = next((t for t in started if t.name.startswith(_PROXY_THREAD)), None)
+        return _ForwardedStream(forwarded, port, proxy)
 
     return open_stream
+
+
+# The official client relays each forwarded port through a thread of its own, named so.
+_PROXY_THREAD = "Kubernetes port forward proxy"
+_OPENING = threading.Lock()
+# How long close() waits for that thread to finish with the WebSocket (a close handshake).
+PROXY_EXIT_S = 10.0
 
 
 class _ForwardedStream:
     """The client's socket for one forwarded port, whose close() also closes the WebSocket:
     when the API server closes first (the pod closed its end), the client's proxy thread stops
-    without closing it, leaving the socket to the garbage collector."""
+    without closing it, leaving the socket to the garbage collector.
 
-    def __init__(self, forwarded: Any, port: int) -> None:
+    It closes the WebSocket only once that thread has stopped. Closed from here while the thread
+    still ran, its socket's descriptor went back to the system, the next connection's socket
+    got the same number, and the old thread read and wrote that one: another stream's TLS
+    records and frame headers arrived in the HTTP bytes (`400 Bad Request` behind 16 stray
+    bytes, one connection in 20 through the real kubelet, tests/cluster/test_real_node.py)."""
+
+    def __init__(self, forwarded: Any, port: int, proxy: threading.Thread | None) -> None:
         self._forwarded = forwarded
         self._socket = forwarded.socket(port)
+        self._proxy = proxy
 
     def recv(self, size: int) -> bytes:
         return bytes(self._socket.recv(size))
@@ -142,7 +160,12 @@ class _ForwardedStream:
         self._socket.shutdown(how)
 
     def close(self) -> None:
-        self._socket.close()
+        self._socket.close()  # the proxy thread sees the end of the data and stops
+        if self._proxy is None:
+            return  # not the thread it was: leave the WebSocket to it and the collector
+        self._proxy.join(PROXY_EXIT_S)
+        if self._proxy.is_alive():
+            return
         with contextlib.suppress(Exception):
             self._forwarded.websocket.shutdown()
 
