@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from llmctl import catalog
@@ -15,6 +13,7 @@ from llmctl.clouds import get_cloud
 from llmctl.clouds.base import Capacity, PoolOptions
 from llmctl.config import Stack
 from tests.cluster.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -24,18 +23,6 @@ POOL_OPTIONS = {
     CloudName.AZURE: PoolOptions(subscription="00000000-0000-0000-0000-000000000000"),
     CloudName.GCP: PoolOptions(project="llmctl-test"),
 }
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60.0) -> T:
-    """Poll until `probe` returns something truthy; fail naming `what` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def gpu_node(cloud: CloudName, name: str, stack: Stack | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from tests.router.fedstubs import StubServer
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer
 from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -79,11 +80,7 @@ def waiting(router: RouterProcess) -> float:
 
 
 def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+    wait_for(what, predicate, timeout, every_s=0.02)
 
 
 def chat(text: str = "hi", **extra: Any) -> dict[str, Any]:

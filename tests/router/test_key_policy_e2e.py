@@ -10,10 +10,9 @@ scraping A and B every 0.5 s.
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.cluster.prometheus import Prometheus
 from tests.support.gguf_models import write_llama_gguf
 from tests.support.llama import LlamaServer
 from tests.support.router import CPU_MODEL, GPU_MODEL, RouterProcess, router_config, two_models
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -72,14 +72,6 @@ def metric(router: RouterProcess, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +138,9 @@ def test_refusing_budget_holds_across_replicas_and_a_restart(replicas: Replicas)
     assert 1 <= int(again.headers["retry-after"]) <= 86_400
     # Replica B, once it has read Prometheus' sum of both replicas.
     wait_for(
-        lambda: metric(b, "llm_router_key_gpu_tokens_today", key="strict") >= spent,
         "replica B to read the spend from Prometheus",
+        lambda: metric(b, "llm_router_key_gpu_tokens_today", key="strict") >= spent,
+        30,
     )
     refused = replicas.post(b, "strict", GPU_ASK)
     assert refused.status_code == 429, refused.text
@@ -159,10 +152,11 @@ def test_refusing_budget_holds_across_replicas_and_a_restart(replicas: Replicas)
     # A restart of the replica that spent it: its counter starts again at 0, and Prometheus'
     # increase() adds across the reset; the first request after the restart is refused.
     wait_for(
+        "Prometheus to scrape the spend",
         lambda: (replicas.prometheus.query(
             'sum(llm_router_key_tokens_total{key="strict",tier="gpu"})'
         ) or 0) >= spent,
-        "Prometheus to scrape the spend",
+        30,
     )  # fmt: skip
     a.stop()
     a.start()
@@ -179,8 +173,9 @@ def test_spent_budget_sends_gpu_requests_to_cpu_when_configured(replicas: Replic
     assert first.headers["x-llm-tier"] == "gpu"
     spent = metric(b, "llm_router_key_tokens_total", key="team", tier="gpu")
     wait_for(
-        lambda: metric(a, "llm_router_key_gpu_tokens_today", key="team") >= spent,
         "replica A to read the spend from Prometheus",
+        lambda: metric(a, "llm_router_key_gpu_tokens_today", key="team") >= spent,
+        30,
     )
     served = replicas.post(a, "team", GPU_ASK)
     assert served.status_code == 200, served.text
@@ -235,8 +230,9 @@ def test_cost_per_key_from_real_metrics_in_prometheus(replicas: Replicas) -> Non
         k: metric(replicas.b, "llm_router_key_tokens_total", key=k, tier="gpu") for k in SECRETS
     }
     wait_for(
-        lambda: all(scraped().get(k, 0.0) >= v for k, v in live.items()),
         "Prometheus to scrape the routers' latest counts",
+        lambda: all(scraped().get(k, 0.0) >= v for k, v in live.items()),
+        30,
     )
     expected = scraped()
     runner = CliRunner()
