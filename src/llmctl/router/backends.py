@@ -46,6 +46,11 @@ class BackendState:
         self.tier: Tier = config.tier
         self.cloud = config.cloud
         self.model = config.model
+        # What every answer from this backend says about it (router/forwarding.py).
+        self.answer_headers = (
+            (b"x-llm-backend", config.name.encode()),
+            (b"x-llm-model", config.model.encode()),
+        )
         self.slots = config.slots
         self.cost_weight = config.cost_weight
         self.pool = Pool(config.url)
