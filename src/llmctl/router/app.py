@@ -299,8 +299,10 @@ class RouterApp:
             complexity = (
                 hint if isinstance(hint, str) else policy.classify_prompt(policy.prompt_text(body))
             )
-        required = request.headers.get("x-llm-require-tier", "").strip().lower()
-        if required not in ("", "gpu"):
+        required = request.headers.get("x-llm-require-tier")
+        if required is not None:
+            required = required.strip().lower()
+        if required not in (None, "", "gpu"):
             error = invalid("x-llm-require-tier accepts only 'gpu'", "x-llm-require-tier")
             error.model = model.name
             raise error

@@ -73,10 +73,16 @@ class BackendState:
         return max(self.in_flight, self.reported_busy) + len(self.waiters)
 
     # --- slots ---------------------------------------------------------------------------
-    async def acquire(self, timeout: float) -> None:
-        """Take a slot, waiting in FIFO order at most `timeout` seconds."""
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits for one (then without a coroutine)."""
         if self.in_flight < self.slots and not self.waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self, timeout: float) -> None:
+        """Take a slot, waiting in FIFO order at most `timeout` seconds."""
+        if self.try_acquire():
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()

@@ -4,7 +4,7 @@ answer relayed, and the outcome counted once (issue 25 moved it out of app.py).
 An `Attempt` owns what one request holds on its way: the route and backend it is on, the slot,
 the backend's response, and its outcome (the status code counted), recorded in the metrics
 once, when it closes. `forward` decides what happens to it. A wait queue or per-key budgets
-(issue 31) hook in at `Attempt.take_slot`.
+(issue 31) hook in at `Attempt.take_free_slot` and `Attempt.take_slot`.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ class Attempt:
         self.code = "499"  # until an answer goes out: the client went away first
         self.response: Response | None = None
         self.holding = False
+
+    def take_free_slot(self) -> bool:
+        """A slot on the backend if one is free now (the usual case: no coroutine to run)."""
+        if not self.backend.try_acquire():
+            return False
+        self.holding = True
+        self.tried.append(self.backend.name)
+        return True
 
     async def take_slot(self, timeout: float) -> None:
         """A slot on the backend (QueueTimeout, BackendGone as backends.acquire raises them)."""
@@ -182,21 +190,22 @@ async def _get_response(
     retried = False
     while True:
         backend = attempt.backend
-        try:
-            await attempt.take_slot(max(queue_deadline - loop.time(), 0.0))
-        except QueueTimeout:
-            raise ApiError(
-                429,
-                f"all {backend.slots} slots of {backend.name} stayed busy for "
-                f"{limits.queue_timeout_seconds:g} s",
-                "rate_limit_error",
-                "queue_timeout",
-                retry_after=app.retry_after,
-            ) from None
-        except BackendGone:
-            # Not a retry: the request has not been sent anywhere yet.
-            attempt.move(_next_route(app, attempt, f"{backend.name} went away"))
-            continue
+        if not attempt.take_free_slot():
+            try:
+                await attempt.take_slot(max(queue_deadline - loop.time(), 0.0))
+            except QueueTimeout:
+                raise ApiError(
+                    429,
+                    f"all {backend.slots} slots of {backend.name} stayed busy for "
+                    f"{limits.queue_timeout_seconds:g} s",
+                    "rate_limit_error",
+                    "queue_timeout",
+                    retry_after=app.retry_after,
+                ) from None
+            except BackendGone:
+                # Not a retry: the request has not been sent anywhere yet.
+                attempt.move(_next_route(app, attempt, f"{backend.name} went away"))
+                continue
         reason = None
         sent_at = time.monotonic()
         try:

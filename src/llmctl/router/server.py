@@ -28,7 +28,6 @@ The listening socket and the drain on SIGTERM are `run_listener`'s and app.py's.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
@@ -52,7 +51,7 @@ log = logging.getLogger("llmctl.router")
 # Header fields in one request (hyper's default; nginx refuses 1,000 small ones too).
 MAX_HEADER_FIELDS = 100
 # RFC 9110 §7.2: uri-host [":" port]; a reg-name, an IPv4 address or a bracketed IP literal.
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _INF = float("inf")
 
 
@@ -96,21 +95,6 @@ class Exchange:
     the server it replaced (docs/router.md, "Performance"). asgi.Reply is the same answer for
     other servers, through ASGI messages."""
 
-    # uvicorn's names, read by its protocol. Class defaults: set on the instance when they change.
-    disconnected = False
-    more_body = True
-    response_started = False  # the status line went out
-    response_complete = False
-    waiting_for_100_continue = False
-    # relay.Sink's
-    responded = False  # the answer is under way (for an HTTP/1.0 stream: buffered)
-    streaming = False
-    chunked = False
-    _event: asyncio.Event | None = None  # made when someone waits for the body
-    _buffer: list[bytes] | None = None  # an HTTP/1.0 stream, sent whole at its end
-    _stream_head: tuple[int, list[tuple[bytes, bytes]]] = (200, [])
-    task: asyncio.Task[None]  # set by the protocol when it starts this exchange
-
     def __init__(
         self,
         conn: GuardedHttpTools,
@@ -119,17 +103,36 @@ class Exchange:
         version: str,
         keep_alive: bool,
         headers: dict[str, str],
+        waiting_for_100_continue: bool = False,
     ) -> None:
+        # Every attribute set here, none left to a class default: CPython 3.11 reads an
+        # instance's own attributes on a fast path, class attributes through the generic lookup.
         self.conn = conn
         self.transport = conn.transport
         self.flow = conn.flow
         self.method = method
         self.path = path
         self.version = version
-        self.keep_alive = keep_alive
         self.headers = headers
         self.head_only = method == "HEAD"
         self.body = b""
+        self.task: asyncio.Task[None] | None = None  # set by the protocol when it starts it
+        # an answer the protocol gives itself (a refusal queued behind pipelined answers)
+        self.refusal: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+        # uvicorn's names, read by its protocol
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = waiting_for_100_continue
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False  # the status line went out
+        self.response_complete = False
+        self._event: asyncio.Event | None = None  # made when someone waits for the body
+        # relay.Sink's
+        self.responded = False  # the answer is under way (for an HTTP/1.0 stream: buffered)
+        self.streaming = False
+        self.chunked = False
+        self._buffer: list[bytes] | None = None  # an HTTP/1.0 stream, sent whole at its end
+        self._stream_head: tuple[int, list[tuple[bytes, bytes]]] = (200, [])
 
     @property
     def message_event(self) -> asyncio.Event:
@@ -143,26 +146,69 @@ class Exchange:
             self._event.set()
 
     # --- running the app ----------------------------------------------------------------------
-    async def run(self, handler: Callable[[Exchange], Awaitable[None]]) -> None:
-        """What uvicorn's `run_asgi` does around an app: an exception or an app that returns
-        without answering still ends the exchange (a 500, or the connection closed)."""
+    async def run(self) -> None:
+        """The app for this exchange, and what uvicorn's `run_asgi` does around an app: an
+        exception or an app that returns without answering still ends the exchange (a 500, or
+        the connection closed). One coroutine for all of it: each level of coroutines costs
+        its part again at every await of the request."""
+        conn = self.conn
         try:
-            await handler(self)
-        except BaseException as exc:
-            log.error("unhandled error answering %s %r", self.method, self.path, exc_info=exc)
-            if not self.response_started:
-                self._fail()
-            else:
-                self.transport.close()
-        else:
+            try:
+                if self.refusal is not None:
+                    await self.send(*self.refusal)
+                else:
+                    request = self._request(conn.max_body)
+                    if request is None:
+                        read = await self.read_body(conn.max_body)
+                        if read is None:
+                            return  # the client went away
+                        request = self._read_request(*read)
+                    await conn.handle(request, self)
+            except asyncio.CancelledError:
+                # The client went away (the protocol cancels the task) or the drain deadline
+                # cut it: the handler has already answered what it could.
+                pass
             if not self.response_started and not self.disconnected:
                 log.error("no answer to %s %r", self.method, self.path)
                 self._fail()
             elif not self.response_complete and not self.disconnected:
                 log.error("an unfinished answer to %s %r", self.method, self.path)
                 self.transport.close()
+        except BaseException as exc:
+            log.error("unhandled error answering %s %r", self.method, self.path, exc_info=exc)
+            if not self.response_started:
+                self._fail()
+            else:
+                self.transport.close()
         finally:
-            self.conn.tasks.discard(self.task)
+            if self.task is not None:
+                conn.tasks.discard(self.task)
+
+    def _request(self, limit: int) -> Request | None:
+        """The request for the app, its body read already (the usual case: it came with the
+        head) or over `limit` (413, too_large) by its Content-Length. None: the body is still
+        on its way (`read_body`, then `_read_request`)."""
+        headers = self.headers
+        length = headers.get("content-length")
+        if length is not None and int(length) > limit:
+            body, too_large = b"", True
+        elif not (self.more_body or self.disconnected or self.waiting_for_100_continue):
+            body, self.body = self.body, b""
+            too_large = len(body) > limit
+            if too_large:
+                body = b""
+        elif length not in (None, "0") or "transfer-encoding" in headers:
+            return None
+        else:
+            body, too_large = b"", False
+        return Request(
+            self.method, self.path.decode("latin-1"), headers, body, too_large, self.version
+        )
+
+    def _read_request(self, body: bytes, too_large: bool) -> Request:
+        return Request(
+            self.method, self.path.decode("latin-1"), self.headers, body, too_large, self.version
+        )
 
     def _fail(self) -> None:
         if self.disconnected or self.transport.is_closing():
@@ -171,13 +217,6 @@ class Exchange:
         self.keep_alive = False
         self.transport.write(_INTERNAL_ERROR)
         self._complete()
-
-    def whole_body(self) -> bytes | None:
-        """The body if it has all arrived (the usual case: it came with the head), else None."""
-        if self.more_body or self.disconnected or self.waiting_for_100_continue:
-            return None
-        body, self.body = self.body, b""
-        return body
 
     async def read_body(self, limit: int) -> tuple[bytes, bool] | None:
         """The rest of the body, and whether it was over `limit` bytes (then it is not kept:
@@ -303,48 +342,16 @@ _CHUNKED_NO_CACHE = b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"
 _INTERNAL_ERROR = error_response(500, "internal router error", "internal_error")
 
 
-async def serve(app: RouterAsgi, exchange: Exchange) -> None:
-    """The router's app for one exchange: the request read (bounded: 413 before it is read when
-    Content-Length says so, else as soon as it is exceeded), then `app.handler`."""
-    headers = exchange.headers
-    body = b""
-    too_large = False
-    try:
-        length = headers.get("content-length")
-        if length is not None and int(length) > app.max_body:
-            too_large = True
-        elif (whole := exchange.whole_body()) is not None:
-            body = whole  # it came with the head (the usual case)
-            if len(body) > app.max_body:
-                body, too_large = b"", True
-        elif length not in (None, "0") or "transfer-encoding" in headers:
-            read = await exchange.read_body(app.max_body)
-            if read is None:
-                return  # the client went away
-            body, too_large = read
-        request = Request(
-            exchange.method,
-            exchange.path.decode("latin-1"),
-            headers,
-            body,
-            too_large,
-            exchange.version,
-        )
-        await app.handler(request, exchange)
-    except asyncio.CancelledError:
-        # The client went away (the protocol cancels the task) or the drain deadline cut it:
-        # the handler has already answered what it could.
-        pass
-
-
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the router's bounds (module docstring), running the
     router's app directly for each request (an `Exchange`), not through ASGI."""
 
-    guard: Guard  # set on the subclass `protocol_class` makes
-    handler: Callable[[Exchange], Awaitable[None]]  # likewise: the app, for one exchange
+    # Set on the subclass `protocol_class` makes: what every connection shares, the app.
+    guard: Guard
+    handle: Callable[[Request, Exchange], Awaitable[None]]
+    max_body: int
     cycle: Exchange | None  # type: ignore[assignment]  # the request being read
-    pipeline: deque[tuple[Exchange, Callable[[Exchange], Awaitable[None]]]]  # type: ignore[assignment]
+    pipeline: deque[Exchange]  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -373,11 +380,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.in_message = False
         self.headers_done = False
         self.head_bytes = 0
-        self.hosts = 0
-        self.host = b""
-        self.te: bytes | None = None
         self.fields: dict[str, str] = {}  # the request's headers, for the app
-        self.fields_left = MAX_HEADER_FIELDS
+        self.extra_hosts = False  # a Host field came twice
+        self.fields_max = MAX_HEADER_FIELDS
 
     @property
     def busy(self) -> bool:
@@ -533,7 +538,9 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.stop_reading_after_answer()
             method = self.parser.get_method().decode("ascii") if self.headers_done else "GET"
             refusal = Exchange(self, method, b"", "1.1", False, {})
-            self.pipeline.appendleft((refusal, _refusal(status, message, code)))
+            type_ = "server_error" if status >= 500 else "invalid_request_error"
+            refusal.refusal = (status, [_JSON], error_body(message, type_, code))
+            self.pipeline.appendleft(refusal)
             self.guard.count(status)
             return
         if self._answered():
@@ -547,7 +554,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         """Answer what was read already, then close; read nothing more."""
         self.stopped = True
         self.flow.pause_reading()
-        last = self.pipeline[0][0] if self.pipeline else self.running
+        last = self.pipeline[0] if self.pipeline else self.running
         if last is not None:
             last.keep_alive = False
 
@@ -568,12 +575,10 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.fields = {}
-        self.fields_left = MAX_HEADER_FIELDS
-        self.expect_100_continue = False
+        self.fields_max = MAX_HEADER_FIELDS
         self.in_message = True
         self.headers_done = False
-        self.hosts = 0
-        self.te = None
+        self.extra_hosts = False
         self.guard.idle.pop(self, None)
         running = self.running
         if running is not None and not running.response_complete:
@@ -589,33 +594,48 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
             return  # a trailer field: never merged into the headers (RFC 9110 §6.5.1)
-        self.fields_left -= 1
-        if self.fields_left < 0:
-            raise _Reject(
-                431, f"more than {MAX_HEADER_FIELDS} header fields", "headers_too_large"
-            )
-        # The app's headers: names in lower case, as text; a repeated field's last value.
+        # The app's headers: names in lower case, as text (the checks below read them there).
         key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        fields = self.fields
+        if key in fields:
+            text = self._repeated(key, fields[key], text)
+        elif len(fields) >= self.fields_max:
+            self._too_many_fields()
+        fields[key] = text
+
+    def _too_many_fields(self) -> None:
+        raise _Reject(431, f"more than {MAX_HEADER_FIELDS} header fields", "headers_too_large")
+
+    def _repeated(self, key: str, first: str, again: str) -> str:
+        """A field sent again: the value kept (the last one, as a dict keeps it), and what the
+        checks need: a second Host (400), every transfer coding, any 100-continue. Each
+        repeat takes one from the fields a new name may bring (the bound counts every field)."""
+        self.fields_max -= 1
+        if len(self.fields) > self.fields_max:
+            self._too_many_fields()
         if key == "host":
-            self.hosts += 1
-            self.host = value
+            self.extra_hosts = True
         elif key == "transfer-encoding":
-            self.te = value if self.te is None else self.te + b"," + value
-        elif key == "expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.fields[key] = value.decode("latin-1")
+            return f"{first},{again}"
+        elif key == "expect" and first.lower() == "100-continue":
+            return first
+        return again
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
         parser = self.parser
         version = parser.get_http_version()
         url = self.url
+        fields = self.fields
+        host = fields.get("host")
         if not (
             version == "1.1"
-            and self.hosts == 1
-            and self.te is None
+            and host is not None
+            and not self.extra_hosts
+            and "transfer-encoding" not in fields
             and url.startswith(b"/")
-            and _HOST.fullmatch(self.host)
+            and _HOST.fullmatch(host)
         ):
             self._check_head(version, url)  # any other request: the rules one by one
         existing = self.cycle
@@ -632,16 +652,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             httptools.parse_url(url).path,
             "1.1" if version != "1.0" else "1.0",
             version != "1.0" and parser.should_keep_alive(),
-            self.fields,
+            fields,
+            "expect" in fields and fields["expect"].lower() == "100-continue",
         )
-        if self.expect_100_continue:
-            exchange.waiting_for_100_continue = True
         self.cycle = exchange
         if idle:
-            self._start(exchange, self.handler)
+            self._start(exchange)
         else:
             self.flow.pause_reading()  # pipelined: queued until the answers before it are out
-            self.pipeline.appendleft((exchange, self.handler))
+            self.pipeline.appendleft(exchange)
 
     def _check_head(self, version: str, url: bytes) -> None:
         if not version.startswith("1."):
@@ -649,15 +668,17 @@ class GuardedHttpTools(HttpToolsProtocol):
         if not url.startswith(b"/") and not url.startswith((b"http://", b"https://")):
             # asterisk-form (OPTIONS *) and authority-form (CONNECT) have no resource here
             raise _Reject(400, "the request target must be a path", "bad_http")
-        if version != "1.0" or self.hosts:
-            if self.hosts != 1:
+        host = self.fields.get("host")
+        if version != "1.0" or host is not None:
+            if host is None or self.extra_hosts:
                 raise _Reject(400, "an HTTP/1.1 request needs exactly one Host header", "bad_host")
-            if not _HOST.fullmatch(self.host):
+            if not _HOST.fullmatch(host):
                 raise _Reject(400, "the Host header is not a valid host", "bad_host")
-        if self.te is not None:
+        te = self.fields.get("transfer-encoding")
+        if te is not None:
             if version == "1.0":
                 raise _Reject(400, "HTTP/1.0 has no Transfer-Encoding", "bad_http")
-            if self.te.strip().lower() != b"chunked":
+            if te.strip().lower() != "chunked":
                 raise _Reject(
                     501, "only the chunked transfer coding is supported", "not_implemented"
                 )
@@ -682,14 +703,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._settle()
         if len(self.pipeline) >= self.max_pipelined:
             # Answer these, then close: a pipelining client re-sends the rest (RFC 9112 §9.3.2).
-            self.pipeline[0][0].keep_alive = False
+            self.pipeline[0].keep_alive = False
             self.stopped = True
             self.flow.pause_reading()
             raise _StopParsing()
 
     # --- running the app -----------------------------------------------------------------
-    def _start(self, exchange: Exchange, handler: Callable[[Exchange], Awaitable[None]]) -> None:
-        self.task = exchange.task = self.loop.create_task(exchange.run(handler))
+    def _start(self, exchange: Exchange) -> None:
+        self.task = exchange.task = self.loop.create_task(exchange.run())
         self.tasks.add(self.task)  # uvicorn's tasks: held until done (Exchange.run lets go)
         self.running = exchange
         self.guard.idle.pop(self, None)
@@ -698,30 +719,16 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.pipeline:
-            exchange, handler = self.pipeline.pop()
-            self._start(exchange, handler)
+            self._start(self.pipeline.pop())
         elif not self.stopped:
             self.flow.resume_reading()
         self._settle()
 
 
-def _refusal(status: int, message: str, code: str) -> Callable[[Exchange], Awaitable[None]]:
-    """An answer of one refusal: queued behind pipelined answers in progress."""
-    type_ = "server_error" if status >= 500 else "invalid_request_error"
-    body = error_body(message, type_, code)
-
-    async def refuse(exchange: Exchange) -> None:
-        await exchange.send(status, [_JSON], body)
-
-    return refuse
-
-
 def protocol_class(guard: Guard, app: RouterAsgi) -> type[GuardedHttpTools]:
-    # A partial is no descriptor: the class attribute stays a plain callable of one exchange.
-    handler = functools.partial(serve, app)
+    attributes = {"guard": guard, "handle": staticmethod(app.handler), "max_body": app.max_body}
     return cast(
-        type[GuardedHttpTools],
-        type("RouterHttpProtocol", (GuardedHttpTools,), {"guard": guard, "handler": handler}),
+        type[GuardedHttpTools], type("RouterHttpProtocol", (GuardedHttpTools,), attributes)
     )
 
 
