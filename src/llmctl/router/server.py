@@ -1,10 +1,13 @@
 """Serving the router on uvicorn's HTTP/1.1 protocol (httptools + uvloop), with every bound on
 clients the router had on its own server (issue 19) kept (issue 25).
 
-uvicorn parses requests (llhttp), runs one ASGI task per request, answers pipelined requests in
-order with reading paused, waits for the client to read (flow control), sends `100 Continue`
-and drops the body of HEAD answers. What it has no setting for is added here, in a subclass of
-its protocol, `GuardedHttpTools`, and one `Guard` (router/guard.py) shared by all connections:
+uvicorn's protocol parses requests (llhttp) and owns the connection and its flow control. Its
+per-request ASGI cycle is replaced here by the router's own, `Exchange`: one task per request
+runs the router's app directly (no ASGI scope or messages; issue 25's bound on CPU per request,
+docs/router.md "Performance"), answers pipelined requests in order with reading paused, waits
+for the client to read, sends `100 Continue` and drops the body of HEAD answers, as uvicorn's
+cycle does. What uvicorn has no setting for is added in the subclass of its protocol,
+`GuardedHttpTools`, and one `Guard` (router/guard.py) shared by all connections:
 
 - time: a request's headers must arrive within `headerTimeoutSeconds` of its first byte and its
   body within `bodyTimeoutSeconds` of its headers (else 408, closed); a connection with nothing
