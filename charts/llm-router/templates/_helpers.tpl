@@ -343,10 +343,12 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- end -}}
 
 {{/* How long a proxy in front (router.expose) must wait for the router's first byte: the
-     longest GPU wait plus the backend's first byte, at least 300 s (a long generation). */}}
+     longest GPU wait plus the backend's first byte, at least 300 s (a long generation), at
+     most 99999 s (a Gateway API Duration in seconds has 5 digits). As llmctl render's
+     manifests/routing.py proxy_timeout_seconds. */}}
 {{- define "llm-router.proxyTimeoutSeconds" -}}
 {{- $wait := .Values.router.gpuWait | default dict -}}
 {{- $max := $wait.maxSeconds | default 120 -}}
 {{- $first := .Values.router.limits.firstByteTimeoutSeconds | default 120 -}}
-{{- max 300 (int64 (ceil (addf $max $first))) -}}
+{{- min 99999 (max 300 (int64 (ceil (addf $max $first)))) -}}
 {{- end -}}

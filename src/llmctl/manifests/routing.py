@@ -28,6 +28,9 @@ ROUTER_API_KEYS_ENV = "LLM_ROUTER_API_KEYS"
 # ... and the peer key (federation, from federation.peerKeySecret, key peer-key).
 ROUTER_PEER_KEY_ENV = "LLM_ROUTER_PEER_KEY"
 PEER_KEY_SECRET_KEY = "peer-key"
+# The bounds of the exposed router's proxy timeout (proxy_timeout_seconds).
+MIN_PROXY_TIMEOUT_SECONDS = 300
+MAX_PROXY_TIMEOUT_SECONDS = 99_999
 
 
 def service_url(name: str) -> str:
@@ -85,10 +88,12 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
 def proxy_timeout_seconds(stack: Stack) -> int:
     """How long the router's Ingress or HTTPRoute (router.expose) waits for its first byte: the
     longest GPU wait (gpuWait.maxSeconds, nothing is sent while a request waits) plus the
-    backend's first byte, and at least 300 s, which a long generation needs. The Helm chart's
+    backend's first byte, and at least 300 s, which a long generation needs; at most 99,999 s,
+    the longest Gateway API Duration written in seconds (5 digits). The Helm chart's
     llm-router.proxyTimeoutSeconds is the same sum."""
     first_byte = Limits().first_byte_timeout_seconds
-    return max(300, math.ceil(stack.router.gpu_wait.max_seconds + first_byte))
+    wanted = math.ceil(stack.router.gpu_wait.max_seconds + first_byte)
+    return min(MAX_PROXY_TIMEOUT_SECONDS, max(MIN_PROXY_TIMEOUT_SECONDS, wanted))
 
 
 def api_keys(stack: Stack) -> ApiKeys:
