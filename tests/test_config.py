@@ -231,7 +231,8 @@ def test_gpu_wait_and_named_keys_are_read_with_their_meaning(tmp_path: Path) -> 
             "name:secret",
         ),
         (
-            "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - {name: a, gpuTokensPerDay: 5}\n",
+            "router:\n  apiKeys:\n    secretName: k\n    keys:\n"
+            "      - {name: a, gpuTokensPerDay: 5}\n",
             3,
             ["gpuTokensPerDay (keys a) needs router.apiKeys.budgetStore.prometheusUrl"],
             "observability.prometheusUrl",
@@ -285,7 +286,10 @@ def test_bad_router_settings_are_one_sentence_with_the_line_and_a_hint(
 def test_a_secret_in_llmctl_yaml_is_refused_and_the_allowed_keys_listed(tmp_path: Path) -> None:
     """The secrets stay in the Secret: a key policy has no place for one, so none can reach the
     rendered files."""
-    text = "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a\n        secret: sk-1\n"
+    text = (
+        "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a\n"
+        "        secret: sk-1\n"
+    )
     message = _error(config_file=_write(tmp_path, text), env={})
     assert "unknown setting 'router.apiKeys.keys.0.secret'" in message
     assert f"{tmp_path / 'llmctl.yaml'}:6" in message

@@ -110,6 +110,7 @@ SCHEMA_REFUSALS = {
         ("cpu.model.size=2Gi", "at '/cpu/model': additional properties 'size' not allowed"),
         ("gpu.devicePlugin.namespce=x", "at '/gpu/devicePlugin': additional properties"),
         ("router.limits.maxBody=1", "at '/router/limits': additional properties 'maxBody'"),
+        ("router.gpuWait.maxWait=60", "at '/router/gpuWait': additional properties 'maxWait'"),
     ],
     "wrong value": [
         ("llamacpp.parallel=eight", "at '/llamacpp/parallel': got string, want integer"),
@@ -118,6 +119,8 @@ SCHEMA_REFUSALS = {
         ("llamacpp.ngl=-2", "at '/llamacpp/ngl': minimum: got -2, want -1"),
         ("cloud=oracle", "at '/cloud'"),
         ("model.path=relative.gguf", "at '/model/path'"),
+        ("router.gpuWait.maxDepth=0", "at '/router/gpuWait/maxDepth': minimum: got 0, want 1"),
+        ("router.gpuWait.onGiveUp=queue", "at '/router/gpuWait/onGiveUp'"),
     ],
 }
 
