@@ -93,8 +93,9 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
 
 
 def _router_settings_values(stack: Stack, router: dict[str, Any]) -> None:
-    """Named keys, their budgets' store and gpuWait (issue 31), under the Stack's own names,
-    only when set: the chart then writes router.yaml's apiKeys and gpuWait as render does."""
+    """Named keys, their budgets' store and gpuWait (issue 31), under the Stack's own names;
+    keys and store only when set, gpuWait `{}` (values.yaml's default) while it is the router's
+    default: the chart then writes router.yaml's apiKeys and gpuWait as render does."""
     keys = stack.router.api_keys
     if keys.keys:
         router["apiKeys"]["keys"] = [
@@ -104,8 +105,8 @@ def _router_settings_values(stack: Stack, router: dict[str, Any]) -> None:
         router["apiKeys"]["budgetStore"] = keys.budget_store.model_dump(
             mode="json", by_alias=True
         )
-    if stack.router.gpu_wait != GpuWait():
-        router["gpuWait"] = stack.router.gpu_wait.model_dump(mode="json", by_alias=True)
+    wait = stack.router.gpu_wait
+    router["gpuWait"] = {} if wait == GpuWait() else wait.model_dump(mode="json", by_alias=True)
 
 
 def _model_store_values(stack: Stack, cloud: CloudName) -> dict[str, Any]:
