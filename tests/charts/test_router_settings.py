@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmctl.catalog import CloudName
 from llmctl.config import BudgetStore, GpuWait, KeyPolicy, load_stack
@@ -185,7 +185,7 @@ def test_the_charts_values_schema_has_the_routers_fields_and_bounds() -> None:
     """values.schema.json spells each field with the bounds pydantic gives the shared class."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     router = schema["properties"]["router"]["properties"]
-    chart_of = {
+    chart_of: dict[type[BaseModel], dict[str, Any]] = {
         GpuWait: router["gpuWait"],
         KeyPolicy: router["apiKeys"]["properties"]["keys"]["items"],
         BudgetStore: router["apiKeys"]["properties"]["budgetStore"],
