@@ -267,7 +267,7 @@ def test_chart_renders_what_kustomize_builds_when_federated(
 @pytest.mark.parametrize("cloud", ["aws", "azure", "gcp"])
 def test_federated_objects_pass_the_kubernetes_schemas(tmp_path: Path, cloud: str) -> None:
     """Everything but the HTTPRoute (a Gateway API CRD, checked field by field above)."""
-    for config in (FEDERATED, HTTPROUTE):
+    for config in (FEDERATED, HTTPROUTE, _with_wait(FEDERATED, 600)):
         for obj in built_objects(stack_of(tmp_path, config), CloudName(cloud), True):
             if obj["kind"] != "HTTPRoute":
                 validate_strict(obj)
