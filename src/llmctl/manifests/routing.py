@@ -11,15 +11,7 @@ from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
 from llmctl.router.peer_config import Federation, Peer, PeerKey
-from llmctl.router.table import (
-    ApiKeys,
-    Backend,
-    Limits,
-    ModelRoute,
-    Policy,
-    RouterConfig,
-    Tier,
-)
+from llmctl.router.table import ApiKeys, Backend, Limits, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"
 GPU_SERVER = "gpu-llm-server"
