@@ -439,6 +439,23 @@ def test_notes_say_how_to_test_the_release() -> None:
         "model.storageClassName=gp3",
     )
     assert "StorageClass" not in classed.stdout.split("NOTES:", 1)[1]
+    assert "Named API keys" not in notes
+
+
+def test_notes_say_how_to_write_the_named_keys_secret(tmp_path: Path) -> None:
+    values = tmp_path / "keys.yaml"
+    values.write_text(
+        "router:\n  apiKeys:\n    secretName: router-keys\n"
+        "    keys: [{name: team-a}, {name: batch, tiers: [cpu]}]\n"
+    )
+    result = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace",
+                      "llm-server", "-f", values_file("aws", "gpu"), "-f", str(values))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert (
+        "kubectl --namespace llm-server create secret generic router-keys "
+        "--from-literal=api-keys=team-a:<secret>,batch:<secret>"
+    ) in notes
 
 
 def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:
