@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llmctl.router import federation, gpu_wait, policy, sse
-from llmctl.router.asgi import Reply, Request, RouterAsgi
+from llmctl.router.asgi import Request, RouterAsgi
 from llmctl.router.backends import BackendState, health_loop
 from llmctl.router.budget import GpuBudgets, seconds_to_midnight
 from llmctl.router.clients import (
-    ANONYMOUS,
     PEER,
     ClientKey,
     RateLimiter,
@@ -38,6 +37,7 @@ from llmctl.router.key_config import OverBudget
 from llmctl.router.metrics import CONTENT_TYPE, RouterMetrics
 from llmctl.router.peers import Peers
 from llmctl.router.policy import Refusal, Route, Served
+from llmctl.router.relay import Sink
 from llmctl.router.table import ApiKeys, GiveUp, Limits, ModelRoute, RouterConfig, Tier
 from llmctl.router.upstream import stop_loops
 from llmctl.router.validation import validate_body
@@ -71,6 +71,8 @@ class RouterApp:
         store = config.api_keys.budget_store
         self.budgets = GpuBudgets(store, self.api_keys, self.metrics) if store is not None else None
         self.retry_after = max(1, int(config.health_check.interval_seconds + 0.999))
+        # A request's GPU wait when it sends no x-llm-gpu-wait and its key sets none (issue 31).
+        self.default_gpu_wait = min(config.gpu_wait.default_seconds, config.gpu_wait.max_seconds)
         # federation (issue 16): other clouds' routers; None keeps the single-cloud behaviour.
         # Bodies that crashed a backend lately (review 2026-12-06 N1), shared with the peers.
         self.quarantine = Quarantine()
@@ -150,7 +152,7 @@ class RouterApp:
             await self.peers.stop()
 
     # --- dispatch --------------------------------------------------------------------------
-    async def handle(self, request: Request, conn: Reply) -> None:
+    async def handle(self, request: Request, conn: Sink) -> None:
         try:
             if request.too_large:
                 raise ApiError(
@@ -238,7 +240,7 @@ class RouterApp:
                 "invalid_peer_key",
             )
 
-    async def _readyz(self, conn: Reply) -> None:
+    async def _readyz(self, conn: Sink) -> None:
         """Ready when every configured model can be answered: by a ready backend of its own,
         or (graceful degradation) by a ready CPU fallback backend. A GPU pool scaled to zero
         must not take the router out of its Service. Not ready once draining (SIGTERM)."""
@@ -266,7 +268,7 @@ class RouterApp:
 
     # --- proxying --------------------------------------------------------------------------
     async def _proxy(
-        self, request: Request, conn: Reply, client: ClientKey | None, chat: bool
+        self, request: Request, conn: Sink, client: ClientKey | None, chat: bool
     ) -> None:
         started = time.perf_counter()
         body = validate_body(request.body, chat)
@@ -297,29 +299,41 @@ class RouterApp:
             complexity = (
                 hint if isinstance(hint, str) else policy.classify_prompt(policy.prompt_text(body))
             )
-        required = request.headers.get("x-llm-require-tier", "").strip().lower()
-        if required not in ("", "gpu"):
+        required = request.headers.get("x-llm-require-tier")
+        if required is not None:
+            required = required.strip().lower()
+        if required not in (None, "", "gpu"):
             error = invalid("x-llm-require-tier accepts only 'gpu'", "x-llm-require-tier")
             error.model = model.name
             raise error
-        ask = self._key_rules(client, Ask(model, complexity.strip().lower(), required == "gpu"))
-        try:
-            # The key's own default wait (issue 31) when the request sends no header.
-            key_wait = client.policy.gpu_wait_seconds if client and client.policy else None
-            wait = gpu_wait.wait_seconds(request.headers, self.config.gpu_wait, key_wait)
-        except ApiError as error:
-            error.model = model.name
-            raise
+        ask = Ask(model, complexity.strip().lower(), required == "gpu")
+        if client is not None:  # no keys: anonymous, as Ask says, and no key rules
+            ask = self._key_rules(client, ask)
+        # The key's own default wait (issue 31) when the request sends no header.
+        key_wait = client.policy.gpu_wait_seconds if client and client.policy else None
+        if key_wait is None and gpu_wait.HEADER not in request.headers:
+            wait = self.default_gpu_wait
+        else:
+            try:
+                wait = gpu_wait.wait_seconds(request.headers, self.config.gpu_wait, key_wait)
+            except ApiError as error:
+                error.model = model.name
+                raise
         if not ask.allow_gpu:
             wait = 0.0  # a key that may not use the GPU (now) has nothing to wait for
         route = self.choose(ask)
         # federation (issue 16): the peers to try before the local route, best first; none
         # for a key that may not use the GPU (a peer would serve its GPU request there).
         hop = federation.HOP_HEADER in request.headers
-        choices = self._peer_choices(route, model.name, hop) if ask.allow_gpu else []
+        choices = (
+            self._peer_choices(route, model.name, hop)
+            if ask.allow_gpu and self.peers is not None
+            else []
+        )
         # A key that may not use the GPU (now) is CPU demand: it must not wake the GPU pool.
+        # (Tier is a StrEnum: the member is its label, without the cost of `.value`.)
         wanted = route.wanted if ask.allow_gpu else Tier.CPU
-        demand = (wanted.value, self.config.cloud)
+        demand = (wanted, self.config.cloud)
         counted = not choices or self._count_peer_demand()
         if counted:
             self.metrics.tier_demand.inc(demand)
@@ -352,7 +366,8 @@ class RouterApp:
                     (route.wanted.value, self.config.cloud, model.name, "503")
                 )
                 raise self.refusal(route)
-            self.count_fallback(route)
+            if route.fallback_reason:
+                self.count_fallback(route)
             stream = body.get("stream") is True
             upstream_body = request.body
             assemble = not stream and sse.wants_assembly(
@@ -382,7 +397,7 @@ class RouterApp:
         return federation.peer_choices(route, model, self.peers.views(), hop=hop)
 
     async def _wait_for_gpu(
-        self, ask: Ask, seconds: float, conn: Reply
+        self, ask: Ask, seconds: float, conn: Sink
     ) -> tuple[Route | Refusal, list[PeerChoice]]:
         """Hold the request in the GPU wait queue (router/gpu_wait.py) until a GPU, here or at
         a peer, can take it; then the route and peers to use. Past its wait or the queue's
@@ -480,11 +495,9 @@ class RouterApp:
                     backend.wanted()
         return route
 
-    def _key_rules(self, client: ClientKey | None, ask: Ask) -> Ask:
+    def _key_rules(self, client: ClientKey, ask: Ask) -> Ask:
         """The client key's policy (issue 31): its rate limit, its tiers and its GPU budget,
         as the Ask the policy reads, or an ApiError (429, 403)."""
-        if client is None:
-            return ask._replace(key=ANONYMOUS)
         ask = ask._replace(key=client.name)
         rules = client.policy
         if rules is None:

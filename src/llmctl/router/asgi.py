@@ -1,5 +1,8 @@
-"""The router as an ASGI application (issue 25): uvicorn (router/server.py) parses HTTP and calls
-`RouterAsgi` for each request; the answer goes back through a `Reply`.
+"""The router as an ASGI application (issue 25), for any ASGI server: `RouterAsgi` reads each
+request and the answer goes back through a `Reply`. `llmctl router serve` runs the same app on
+uvicorn's protocol without ASGI messages (router/server.py: `serve` and `Exchange`, the same
+request and answer, cheaper); this module is what other servers (granian, in
+benchmarks/router_overhead.py) run.
 
 What the app needs of HTTP is small: the method, the exact path, the headers as a dict, the
 whole body, and an answer written whole (`send`) or as a stream (`start_stream`,
@@ -15,6 +18,8 @@ import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
+
+from llmctl.router.relay import Sink
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,25 +62,14 @@ class Lifecycle(Protocol):
 
 
 class Reply:
-    """The answer to one request, written through ASGI `send`. `responded` tells whether the
-    status line went out; an answer to an HTTP/1.0 client that is a stream is sent whole at its
-    end (1.0 knows no chunks, and uvicorn would chunk it)."""
+    """The answer to one request, written through ASGI `send` (relay.Sink). `responded` tells
+    whether the status line went out; an answer to an HTTP/1.0 client that is a stream is sent
+    whole at its end (1.0 knows no chunks, and a server would chunk it)."""
 
-    __slots__ = (
-        "_send",
-        "_whole",
-        "_life",
-        "_buffer",
-        "responded",
-        "streaming",
-        "closed",
-        "_stream_head",
-    )
+    __slots__ = ("_send", "_life", "_buffer", "responded", "streaming", "closed", "_stream_head")
 
-    def __init__(self, send: Send, life: Lifecycle, http10: bool, server: Any = None) -> None:
+    def __init__(self, send: Send, life: Lifecycle, http10: bool) -> None:
         self._send = send
-        # The server's way to write a whole answer at once (server.OneWriteCycle.answer).
-        self._whole = getattr(server, "answer", None)
         self._life = life
         self._buffer: list[bytes] | None = [] if http10 else None
         self._stream_head: tuple[int, list[tuple[bytes, bytes]]] | None = None
@@ -96,11 +90,6 @@ class Reply:
             return
         self.responded = True
         headers = [*self._headers(headers), (b"content-length", str(len(body)).encode())]
-        # uvicorn under router/server.py (server.OneWriteCycle.answer): head and body in one
-        # write, without the two messages.
-        whole = self._whole
-        if whole is not None and whole(status, headers, body):
-            return
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
 
@@ -142,7 +131,7 @@ class Reply:
         await self._send({"type": "http.response.body", "body": b""})
 
 
-Handler = Callable[[Request, Reply], Awaitable[None]]
+Handler = Callable[[Request, Sink], Awaitable[None]]
 
 
 def error_body(message: str, type_: str, code: str) -> bytes:
@@ -178,22 +167,13 @@ class RouterAsgi:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         method = scope["method"]
         version = scope["http_version"]
-        # uvicorn under router/server.py: its request-response cycle, for the fast paths.
-        server = getattr(send, "__self__", None)
-        reply = Reply(send, self.life, version == "1.0", server)
+        reply = Reply(send, self.life, version == "1.0")
         body = b""
         too_large = False
         try:
             length = headers.get("content-length")
             if length is not None and int(length) > self.max_body:
                 too_large = True
-            elif (whole := getattr(server, "whole_body", None)) is not None and (
-                read_whole := whole()
-            ) is not None:
-                body = read_whole  # already all read (the usual case), no messages
-                too_large = len(body) > self.max_body
-                if too_large:
-                    body = b""
             elif length not in (None, "0") or "transfer-encoding" in headers:
                 read = await self._read_body(receive)
                 if read is None:

@@ -46,6 +46,11 @@ class BackendState:
         self.tier: Tier = config.tier
         self.cloud = config.cloud
         self.model = config.model
+        # What every answer from this backend says about it (router/forwarding.py).
+        self.answer_headers = (
+            (b"x-llm-backend", config.name.encode()),
+            (b"x-llm-model", config.model.encode()),
+        )
         self.slots = config.slots
         self.cost_weight = config.cost_weight
         self.pool = Pool(config.url)
@@ -68,10 +73,16 @@ class BackendState:
         return max(self.in_flight, self.reported_busy) + len(self.waiters)
 
     # --- slots ---------------------------------------------------------------------------
-    async def acquire(self, timeout: float) -> None:
-        """Take a slot, waiting in FIFO order at most `timeout` seconds."""
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits for one (then without a coroutine)."""
         if self.in_flight < self.slots and not self.waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self, timeout: float) -> None:
+        """Take a slot, waiting in FIFO order at most `timeout` seconds."""
+        if self.try_acquire():
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()

@@ -4,7 +4,7 @@ answer relayed, and the outcome counted once (issue 25 moved it out of app.py).
 An `Attempt` owns what one request holds on its way: the route and backend it is on, the slot,
 the backend's response, and its outcome (the status code counted), recorded in the metrics
 once, when it closes. `forward` decides what happens to it. A wait queue or per-key budgets
-(issue 31) hook in at `Attempt.take_slot`.
+(issue 31) hook in at `Attempt.take_free_slot` and `Attempt.take_slot`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 
 from llmctl.router import sse
 from llmctl.router.backends import BackendGone, BackendState, QueueTimeout
+from llmctl.router.clients import ANONYMOUS
 from llmctl.router.containment import Quarantine, body_hash
 from llmctl.router.errors import JSON, ApiError
 from llmctl.router.metrics import RouterMetrics
@@ -34,8 +35,9 @@ class Ask(NamedTuple):
     model: ModelRoute
     complexity: str
     require_gpu: bool
-    # The client key's name and what its policy allows (issue 31, router/clients.py).
-    key: str = "anonymous"
+    # The client key's name and what its policy allows (issue 31, router/clients.py); a router
+    # without keys serves everyone as `anonymous`.
+    key: str = ANONYMOUS
     allow_cpu: bool = True
     allow_gpu: bool = True
     denied_reason: str = "gpu_not_allowed"
@@ -66,6 +68,14 @@ class Attempt:
         self.response: Response | None = None
         self.holding = False
 
+    def take_free_slot(self) -> bool:
+        """A slot on the backend if one is free now (the usual case: no coroutine to run)."""
+        if not self.backend.try_acquire():
+            return False
+        self.holding = True
+        self.tried.append(self.backend.name)
+        return True
+
     async def take_slot(self, timeout: float) -> None:
         """A slot on the backend (QueueTimeout, BackendGone as backends.acquire raises them)."""
         await self.backend.acquire(timeout)
@@ -88,23 +98,24 @@ class Attempt:
 
     def close(self) -> None:
         """The end: the response and the slot given back, the outcome counted."""
-        self.drop_response()
-        backend, route, m = self.backend, self.route, self.metrics
+        if self.response is not None:
+            self.drop_response()
+        backend, served, m = self.backend, self.route.served, self.metrics
         elapsed = time.perf_counter() - self.started
-        tier = "cpu" if route.served == Served.CPU_FALLBACK else route.served.value
-        m.requests.inc((route.served.value, backend.cloud, self.ask.model.name, self.code))
-        m.duration.observe((route.served.value,), elapsed)
+        # Served is a StrEnum: the member is its label (`.value` costs a Python call in 3.11).
+        m.requests.inc((served, backend.cloud, self.ask.model.name, self.code))
+        m.duration.observe((served,), elapsed)
         if self.holding:
             backend.release()
             self.holding = False
             if backend.config.hourly_cost_usd:
                 m.cost.inc(
-                    (tier, backend.cloud),
+                    ("cpu" if served == Served.CPU_FALLBACK else served, backend.cloud),
                     backend.config.hourly_cost_usd * elapsed / 3600 / backend.slots,
                 )
 
     def count_tokens(self, payload: bytes) -> None:
-        count_tokens(self.metrics, self.route.served.value, payload, self.ask.key)
+        count_tokens(self.metrics, self.route.served, payload, self.ask.key)
 
 
 def count_tokens(
@@ -113,11 +124,14 @@ def count_tokens(
     """The backend's usage report, per tier and (issue 31) per client key."""
     prompt, completion = sse.token_counts(payload)
     tier = "cpu" if served == Served.CPU_FALLBACK else served
-    for direction, count in (("prompt", prompt), ("completion", completion)):
-        if count is not None:
-            metrics.tokens.inc((tier, direction), count)
-            if key is not None:
-                metrics.key_tokens.inc((key, tier, direction, metrics.replica), count)
+    if prompt is not None:
+        metrics.tokens.inc((tier, "prompt"), prompt)
+        if key is not None:
+            metrics.key_tokens.inc((key, tier, "prompt", metrics.replica), prompt)
+    if completion is not None:
+        metrics.tokens.inc((tier, "completion"), completion)
+        if key is not None:
+            metrics.key_tokens.inc((key, tier, "completion", metrics.replica), completion)
 
 
 async def forward(
@@ -176,21 +190,22 @@ async def _get_response(
     retried = False
     while True:
         backend = attempt.backend
-        try:
-            await attempt.take_slot(max(queue_deadline - loop.time(), 0.0))
-        except QueueTimeout:
-            raise ApiError(
-                429,
-                f"all {backend.slots} slots of {backend.name} stayed busy for "
-                f"{limits.queue_timeout_seconds:g} s",
-                "rate_limit_error",
-                "queue_timeout",
-                retry_after=app.retry_after,
-            ) from None
-        except BackendGone:
-            # Not a retry: the request has not been sent anywhere yet.
-            attempt.move(_next_route(app, attempt, f"{backend.name} went away"))
-            continue
+        if not attempt.take_free_slot():
+            try:
+                await attempt.take_slot(max(queue_deadline - loop.time(), 0.0))
+            except QueueTimeout:
+                raise ApiError(
+                    429,
+                    f"all {backend.slots} slots of {backend.name} stayed busy for "
+                    f"{limits.queue_timeout_seconds:g} s",
+                    "rate_limit_error",
+                    "queue_timeout",
+                    retry_after=app.retry_after,
+                ) from None
+            except BackendGone:
+                # Not a retry: the request has not been sent anywhere yet.
+                attempt.move(_next_route(app, attempt, f"{backend.name} went away"))
+                continue
         reason = None
         sent_at = time.monotonic()
         try:
@@ -256,6 +271,10 @@ async def _get_response(
         app.count_fallback(nxt)
 
 
+# x-llm-tier, for each way a request is served.
+_TIER_HEADERS = {served: (b"x-llm-tier", served.encode()) for served in Served}
+
+
 def _next_route(app: Routing, attempt: Attempt, why: str) -> Route:
     nxt = app.choose(attempt.ask, attempt.tried)
     if isinstance(nxt, Refusal):
@@ -270,12 +289,11 @@ async def _answer(
 ) -> None:
     response = attempt.response
     assert response is not None
-    backend, served = attempt.backend, attempt.route.served.value
+    backend, served = attempt.backend, attempt.route.served
     headers = [
         (b"content-type", response.header(b"content-type") or JSON[1]),
-        (b"x-llm-tier", served.encode()),
-        (b"x-llm-backend", backend.name.encode()),
-        (b"x-llm-model", backend.model.encode()),
+        _TIER_HEADERS[served],
+        *backend.answer_headers,
     ]
     content_type = headers[0][1]
     ttft = app.metrics.ttft

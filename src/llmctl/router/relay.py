@@ -11,7 +11,8 @@ from llmctl.router.upstream import Response, UpstreamError, error_event
 
 
 class Sink(Protocol):
-    """What relaying needs of the client's answer (asgi.Reply provides it)."""
+    """What relaying needs of the client's answer (server.Exchange under uvicorn, asgi.Reply under
+    other ASGI servers)."""
 
     @property
     def shutting_down(self) -> bool: ...  # the drain deadline cut this request

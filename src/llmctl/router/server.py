@@ -1,10 +1,13 @@
 """Serving the router on uvicorn's HTTP/1.1 protocol (httptools + uvloop), with every bound on
 clients the router had on its own server (issue 19) kept (issue 25).
 
-uvicorn parses requests (llhttp), runs one ASGI task per request, answers pipelined requests in
-order with reading paused, waits for the client to read (flow control), sends `100 Continue`
-and drops the body of HEAD answers. What it has no setting for is added here, in a subclass of
-its protocol, `GuardedHttpTools`, and one `Guard` (router/guard.py) shared by all connections:
+uvicorn's protocol parses requests (llhttp) and owns the connection and its flow control. Its
+per-request ASGI cycle is replaced here by the router's own, `Exchange`: one task per request
+runs the router's app directly (no ASGI scope or messages; issue 25's bound on CPU per request,
+docs/router.md "Performance"), answers pipelined requests in order with reading paused, waits
+for the client to read, sends `100 Continue` and drops the body of HEAD answers, as uvicorn's
+cycle does. What uvicorn has no setting for is added in the subclass of its protocol,
+`GuardedHttpTools`, and one `Guard` (router/guard.py) shared by all connections:
 
 - time: a request's headers must arrive within `headerTimeoutSeconds` of its first byte and its
   body within `bodyTimeoutSeconds` of its headers (else 408, closed); a connection with nothing
@@ -31,20 +34,19 @@ import asyncio
 import logging
 import re
 import time
-import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, cast
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from llmctl.router.asgi import RouterAsgi, error_body
+from llmctl.router.asgi import Request, RouterAsgi, error_body
+from llmctl.router.errors import JSON as _JSON
 from llmctl.router.guard import Guard
 
 log = logging.getLogger("llmctl.router")
@@ -52,7 +54,7 @@ log = logging.getLogger("llmctl.router")
 # Header fields in one request (hyper's default; nginx refuses 1,000 small ones too).
 MAX_HEADER_FIELDS = 100
 # RFC 9110 §7.2: uri-host [":" port]; a reg-name, an IPv4 address or a bracketed IP literal.
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _INF = float("inf")
 
 
@@ -83,110 +85,276 @@ def error_response(status: int, message: str, code: str, extra: bytes = b"") -> 
     )
 
 
-class OneWriteCycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, writing an answer's head together with its first body
-    part: one send on the socket for a whole answer instead of two (on loopback a send costs
-    about as much as the rest of the router's work for a request)."""
+class Exchange:
+    """One request and its answer on a GuardedHttpTools connection: what uvicorn's
+    `RequestResponseCycle` is for an ASGI app, for the router's app called directly.
 
-    _head: bytes = b""
+    It holds the state uvicorn's protocol reads of a cycle (`response_complete`,
+    `disconnected`, `keep_alive`, `body`, `more_body`, `message_event`) and is the app's answer
+    (relay.Sink: `send`, `start_stream`, `write_chunk`, `end_stream`), writing to the transport
+    with uvicorn's flow control. No ASGI scope or messages, no event per request, and an
+    answer's head and body go out in one send: on loopback a send costs about as much as the
+    rest of the router's work for a request, and the ASGI layer cost the router 1.3x the CPU of
+    the server it replaced (docs/router.md, "Performance"). asgi.Reply is the same answer for
+    other servers, through ASGI messages."""
 
-    def whole_body(self) -> bytes | None:
-        """The request's body if it has all arrived (asgi.RouterAsgi's fast path: what
-        `receive` returns then, without the message), else None."""
-        if self.more_body or self.disconnected or self.waiting_for_100_continue:
+    def __init__(
+        self,
+        conn: GuardedHttpTools,
+        method: str,
+        path: bytes,
+        version: str,
+        keep_alive: bool,
+        headers: dict[str, str],
+        waiting_for_100_continue: bool = False,
+    ) -> None:
+        # Every attribute set here, none left to a class default: CPython 3.11 reads an
+        # instance's own attributes on a fast path, class attributes through the generic lookup.
+        self.conn = conn
+        self.transport = conn.transport
+        self.flow = conn.flow
+        self.method = method
+        self.path = path
+        self.version = version
+        self.headers = headers
+        self.head_only = method == "HEAD"
+        self.body = b""
+        self.task: asyncio.Task[None] | None = None  # set by the protocol when it starts it
+        # an answer the protocol gives itself (a refusal queued behind pipelined answers)
+        self.refusal: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+        # uvicorn's names, read by its protocol
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = waiting_for_100_continue
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False  # the status line went out
+        self.response_complete = False
+        self._event: asyncio.Event | None = None  # made when someone waits for the body
+        # relay.Sink's
+        self.responded = False  # the answer is under way (for an HTTP/1.0 stream: buffered)
+        self.streaming = False
+        self.chunked = False
+        self._buffer: list[bytes] | None = None  # an HTTP/1.0 stream, sent whole at its end
+        self._stream_head: tuple[int, list[tuple[bytes, bytes]]] = (200, [])
+
+    @property
+    def message_event(self) -> asyncio.Event:
+        """uvicorn's protocol sets it when the client goes away; `read_body` waits on it."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    # --- running the app ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """The app for this exchange, and what uvicorn's `run_asgi` does around an app: an
+        exception or an app that returns without answering still ends the exchange (a 500, or
+        the connection closed). One coroutine for all of it: each level of coroutines costs
+        its part again at every await of the request."""
+        conn = self.conn
+        try:
+            try:
+                if self.refusal is not None:
+                    await self.send(*self.refusal)
+                else:
+                    request = self._request(conn.max_body)
+                    if request is None:
+                        read = await self.read_body(conn.max_body)
+                        if read is None:
+                            return  # the client went away
+                        request = self._read_request(*read)
+                    await conn.handle(request, self)
+            except asyncio.CancelledError:
+                # The client went away (the protocol cancels the task) or the drain deadline
+                # cut it: the handler has already answered what it could.
+                pass
+            if not self.response_started and not self.disconnected:
+                log.error("no answer to %s %r", self.method, self.path)
+                self._fail()
+            elif not self.response_complete and not self.disconnected:
+                log.error("an unfinished answer to %s %r", self.method, self.path)
+                self.transport.close()
+        except BaseException as exc:
+            log.error("unhandled error answering %s %r", self.method, self.path, exc_info=exc)
+            if not self.response_started:
+                self._fail()
+            else:
+                self.transport.close()
+        finally:
+            if self.task is not None:
+                conn.tasks.discard(self.task)
+
+    def _request(self, limit: int) -> Request | None:
+        """The request for the app, its body read already (the usual case: it came with the
+        head) or over `limit` (413, too_large) by its Content-Length. None: the body is still
+        on its way (`read_body`, then `_read_request`)."""
+        headers = self.headers
+        length = headers.get("content-length")
+        if length is not None and int(length) > limit:
+            body, too_large = b"", True
+        elif not (self.more_body or self.disconnected or self.waiting_for_100_continue):
+            body, self.body = self.body, b""
+            too_large = len(body) > limit
+            if too_large:
+                body = b""
+        elif length not in (None, "0") or "transfer-encoding" in headers:
             return None
-        body = bytes(self.body)
-        self.body = bytearray()
-        return body
+        else:
+            body, too_large = b"", False
+        return Request(
+            self.method, self.path.decode("latin-1"), headers, body, too_large, self.version
+        )
 
-    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
-        """A whole answer at once (asgi.Reply.send's fast path): what `send` does for a start
-        message and one body message, without the two messages. False: use `send`."""
-        if self.flow.write_paused:
-            return False
+    def _read_request(self, body: bytes, too_large: bool) -> Request:
+        return Request(
+            self.method, self.path.decode("latin-1"), self.headers, body, too_large, self.version
+        )
+
+    def _fail(self) -> None:
+        if self.disconnected or self.transport.is_closing():
+            return
+        self.response_started = True
+        self.keep_alive = False
+        self.transport.write(_INTERNAL_ERROR)
+        self._complete()
+
+    async def read_body(self, limit: int) -> tuple[bytes, bool] | None:
+        """The rest of the body, and whether it was over `limit` bytes (then it is not kept:
+        the rest is read and dropped, as for any request answered early). None if the client
+        went away. The body's deadline is the protocol's."""
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if self.disconnected or self.response_complete:
+                return None
+            chunk, self.body = self.body, b""
+            size += len(chunk)
+            if size > limit:
+                return b"", True
+            if chunk:
+                parts.append(chunk)
+            if not self.more_body:
+                return b"".join(parts), False
+            event = self.message_event
+            event.clear()
+            self.flow.resume_reading()
+            await event.wait()
+
+    # --- the answer (relay.Sink) ------------------------------------------------------------
+    @property
+    def shutting_down(self) -> bool:
+        """The drain deadline cut this request (its handler sends a last event or a 503)."""
+        return self.conn.guard.cutting
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]], framing: bytes) -> bytes:
+        """The status line and headers (the router's own, or taken from llhttp-parsed answers,
+        never raw client bytes); `connection: close` once draining (clients reconnect to
+        another replica) or when the connection will not be kept."""
+        if self.conn.guard.draining:
+            self.keep_alive = False
+        line = STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status
+        if not self.keep_alive:
+            framing += b"connection: close\r\n"
+        if not headers:
+            return b"%b%b\r\n" % (line, framing)
+        return b"%b%b\r\n%b\r\n" % (line, b"\r\n".join(map(b": ".join, headers)), framing)
+
+    async def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole answer: head and body in one write."""
+        if self.responded:
+            return
+        self.responded = True
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
         if self.disconnected or self.response_started:
-            return True
+            return
         self.response_started = True
         self.waiting_for_100_continue = False
-        head = self._start(status, headers)
-        self.transport.write(head if self.scope["method"] == "HEAD" else head + body)
-        self.response_complete = True
-        self.message_event.set()
-        if not self.keep_alive:
-            self.transport.close()
-        self.on_response()
-        return True
+        head = self._head(status, headers, b"content-length: %d\r\n" % len(body))
+        self.transport.write(head if self.head_only else head + body)
+        self._complete()
 
-    async def send(self, message: Any) -> None:
+    async def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """The head of a streamed answer, now (the first event may be seconds away). HTTP/1.0
+        knows no chunks: there the answer is kept and sent whole at its end."""
+        if self.responded:
+            return
+        self.responded = True
+        self.streaming = True
+        if self.version == "1.0":
+            self._buffer = []
+            self._stream_head = (status, [*headers, _NO_CACHE])
+            return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
         if self.disconnected:
             return
-        if not self.response_started:
-            if message["type"] != "http.response.start":
-                raise RuntimeError(f"expected http.response.start, got {message['type']}")
-            self.response_started = True
-            self.waiting_for_100_continue = False
-            self._head = self._start(message["status"], message.get("headers", ()))
-            return
-        if self.response_complete:
-            raise RuntimeError(f"{message['type']} after the response was complete")
-        body = message.get("body", b"")
-        more_body = message.get("more_body", False)
-        head, self._head = self._head, b""
-        if self.scope["method"] == "HEAD":
-            self.expected_content_length = 0
-            data = head
-        elif self.chunked_encoding:
-            data = head + (b"%x\r\n%b\r\n" % (len(body), body) if body else b"")
-            if not more_body:
-                data += b"0\r\n\r\n"
-        else:
-            if len(body) > self.expected_content_length:
-                raise RuntimeError("Response content longer than Content-Length")
-            self.expected_content_length -= len(body)
-            data = head + body if head else body
-        if data:
-            self.transport.write(data)
-        if not more_body:
-            if self.expected_content_length != 0:
-                raise RuntimeError("Response content shorter than Content-Length")
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
+        self.chunked = not self.head_only and status not in (204, 304)
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.transport.write(
+            self._head(status, headers, _CHUNKED_NO_CACHE if self.chunked else _NO_CACHE_LINE)
+        )
 
-    def _start(self, status: int, headers: Any) -> bytes:
-        """The status line and headers (as uvicorn writes them: the app's headers are the
-        router's own or come from llhttp-parsed responses, never raw client bytes)."""
-        content = [STATUS_LINE[status]]
-        closing = False
-        for name, value in headers:
-            if name == b"content-length" and self.chunked_encoding is None:
-                self.expected_content_length = int(value)
-                self.chunked_encoding = False
-            elif name == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
-                closing = True
-            content += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not closing:
-            content.append(b"connection: close\r\n")
-        if (
-            self.chunked_encoding is None
-            and self.scope["method"] != "HEAD"
-            and status not in (204, 304)
-        ):
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-        content.append(b"\r\n")
-        return b"".join(content)
+    async def write_chunk(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._buffer is not None:
+            self._buffer.append(data)
+            return
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.chunked and not self.disconnected and not self.response_complete:
+            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    async def end_stream(self) -> None:
+        if not self.streaming:
+            return
+        self.streaming = False
+        if self._buffer is not None:
+            status, headers = self._stream_head
+            self.responded = False
+            await self.send(status, headers, b"".join(self._buffer))
+            return
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected or self.response_complete or not self.response_started:
+            return
+        if self.chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self._complete()
+
+    def _complete(self) -> None:
+        self.response_complete = True
+        if self._event is not None:
+            self._event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.conn.on_response_complete()
+
+
+_NO_CACHE = (b"cache-control", b"no-cache")
+_NO_CACHE_LINE = b"cache-control: no-cache\r\n"
+_CHUNKED_NO_CACHE = b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"
+_INTERNAL_ERROR = error_response(500, "internal router error", "internal_error")
 
 
 class GuardedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the router's bounds (module docstring)."""
+    """uvicorn's httptools protocol with the router's bounds (module docstring), running the
+    router's app directly for each request (an `Exchange`), not through ASGI."""
 
-    guard: Guard  # set on the subclass `protocol_class` makes
+    # Set on the subclass `protocol_class` makes: what every connection shares, the app.
+    guard: Guard
+    handle: Callable[[Request, Exchange], Awaitable[None]]
+    max_body: int
+    cycle: Exchange | None  # type: ignore[assignment]  # the request being read
+    pipeline: deque[Exchange]  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -199,21 +367,25 @@ class GuardedHttpTools(HttpToolsProtocol):
         limits = self.guard.limits
         self.max_head = limits.max_header_bytes
         self.max_url = limits.max_url_bytes
+        self.header_timeout = limits.header_timeout_seconds
+        self.body_timeout = limits.body_timeout_seconds
+        self.keep_alive_timeout = limits.keep_alive_timeout_seconds
+        self.max_pipelined = limits.max_pipelined_requests
         # HTTP/1.2 and later 1.x are served as 1.1 (RFC 9110 §2.5); other majors get 505.
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True, lenient_version=True)
         self.deadline = _INF  # when the phase below times out (Guard._sweep)
         self.write_deadline = _INF  # the client has read nothing of its answer since
         self.kind = ""
         self.task: asyncio.Task[None] | None = None
-        self.running: RequestResponseCycle | None = None  # the cycle whose task runs
+        self.running: Exchange | None = None  # the exchange whose task runs
         self.refused = False
         self.stopped = False  # read nothing more (a bad request, or too many pipelined)
         self.in_message = False
         self.headers_done = False
         self.head_bytes = 0
-        self.hosts = 0
-        self.host = b""
-        self.te: bytes | None = None
+        self.fields: dict[str, str] = {}  # the request's headers, for the app
+        self.extra_hosts = False  # a Host field came twice
+        self.fields_max = MAX_HEADER_FIELDS
 
     @property
     def busy(self) -> bool:
@@ -224,9 +396,6 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.kind = kind
         self.deadline = time.monotonic() + seconds
 
-    def _disarm(self) -> None:
-        self.deadline = _INF
-
     def _responding(self) -> bool:
         return self.running is not None and not self.running.response_complete
 
@@ -234,17 +403,19 @@ class GuardedHttpTools(HttpToolsProtocol):
         """Between two events: arm the deadline that fits what is left on the connection."""
         if self.transport.is_closing():
             return
-        limits = self.guard.limits
-        if self._responding():
-            self._disarm()
+        running = self.running
+        if running is not None and not running.response_complete:
+            self.deadline = _INF
         elif self.in_message:
             if self.headers_done:
-                self._arm("body", limits.body_timeout_seconds)
+                self._arm("body", self.body_timeout)
             else:
-                self._arm("head", limits.header_timeout_seconds)
+                self._arm("head", self.header_timeout)
         else:
-            self._arm("idle", limits.keep_alive_timeout_seconds)
-            self.guard.idle[self] = time.monotonic()
+            now = time.monotonic()
+            self.kind = "idle"
+            self.deadline = now + self.keep_alive_timeout
+            self.guard.idle[self] = now
 
     def _reading_its_body(self) -> bool:
         """Whether the running request is the one being read (its body is still arriving)."""
@@ -268,7 +439,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             log.info("closing a connection whose client reads nothing")
             self.transport.abort()
             return
-        self._disarm()
+        self.deadline = _INF
         if self.kind == "idle" or self._answered():
             self.close()
         elif self.kind == "head":
@@ -312,7 +483,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.refused or self.stopped:
             return
         if self.headers_done:
-            self._feed(data)  # a body: bounded by the app (asgi.py)
+            self._feed(data)  # a body: bounded by the app (serve)
         elif len(data) <= self.max_head - self.head_bytes:
             self.head_bytes += len(data)  # the usual case: a whole small request
             self._feed(data)
@@ -368,23 +539,12 @@ class GuardedHttpTools(HttpToolsProtocol):
             # Answers are going out: the refusal takes its turn after them (never written into
             # one), then the connection closes.
             self.stop_reading_after_answer()
-            if self.scope is not None:
-                self.scope.setdefault("method", "GET")
-                cycle = RequestResponseCycle(
-                    scope=self.scope,
-                    transport=self.transport,
-                    flow=self.flow,
-                    logger=self.logger,
-                    access_logger=self.access_logger,
-                    access_log=False,
-                    default_headers=[],
-                    message_event=asyncio.Event(),
-                    expect_100_continue=False,
-                    keep_alive=False,
-                    on_response=self.on_response_complete,
-                )
-                self.pipeline.appendleft((cycle, _refusal_app(status, message, code)))
-                self.guard.count(status)
+            method = self.parser.get_method().decode("ascii") if self.headers_done else "GET"
+            refusal = Exchange(self, method, b"", "1.1", False, {})
+            type_ = "server_error" if status >= 500 else "invalid_request_error"
+            refusal.refusal = (status, [_JSON], error_body(message, type_, code))
+            self.pipeline.appendleft(refusal)
+            self.guard.count(status)
             return
         if self._answered():
             self.close()
@@ -397,7 +557,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         """Answer what was read already, then close; read nothing more."""
         self.stopped = True
         self.flow.pause_reading()
-        last = self.pipeline[0][0] if self.pipeline else self.running
+        last = self.pipeline[0] if self.pipeline else self.running
         if last is not None:
             last.keep_alive = False
 
@@ -408,7 +568,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self.write_deadline = time.monotonic() + self.guard.limits.keep_alive_timeout_seconds
+        self.write_deadline = time.monotonic() + self.keep_alive_timeout
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -416,29 +576,18 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     # --- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        # uvicorn's on_message_begin, less the lifespan state the router does not use.
         self.url = b""
-        self.expect_100_continue = False
-        self.headers = []
-        self.scope = {  # type: ignore[typeddict-item]
-            "type": "http",
-            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": self.root_path,
-            "headers": self.headers,
-        }
+        self.fields = {}
+        self.fields_max = MAX_HEADER_FIELDS
         self.in_message = True
         self.headers_done = False
-        self.hosts = 0
-        self.te = None
+        self.extra_hosts = False
         self.guard.idle.pop(self, None)
-        if self._responding():
-            self._disarm()  # armed when the answer in progress is done
+        running = self.running
+        if running is not None and not running.response_complete:
+            self.deadline = _INF  # armed when the answer in progress is done
         else:
-            self._arm("head", self.guard.limits.header_timeout_seconds)
+            self._arm("head", self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > self.max_url:
@@ -448,131 +597,141 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
             return  # a trailer field: never merged into the headers (RFC 9110 §6.5.1)
-        headers = self.headers
-        if len(headers) >= MAX_HEADER_FIELDS:
-            raise _Reject(
-                431, f"more than {MAX_HEADER_FIELDS} header fields", "headers_too_large"
-            )
-        name = name.lower()
-        if name == b"host":
-            self.hosts += 1
-            self.host = value
-        elif name == b"transfer-encoding":
-            self.te = value if self.te is None else self.te + b"," + value
-        elif name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        headers.append((name, value))
+        # The app's headers: names in lower case, as text (the checks below read them there).
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        fields = self.fields
+        if key in fields:
+            text = self._repeated(key, fields[key], text)
+        elif len(fields) >= self.fields_max:
+            self._too_many_fields()
+        fields[key] = text
+
+    def _too_many_fields(self) -> None:
+        raise _Reject(431, f"more than {MAX_HEADER_FIELDS} header fields", "headers_too_large")
+
+    def _repeated(self, key: str, first: str, again: str) -> str:
+        """A field sent again: the value kept (the last one, as a dict keeps it), and what the
+        checks need: a second Host (400), every transfer coding, any 100-continue. Each
+        repeat takes one from the fields a new name may bring (the bound counts every field)."""
+        self.fields_max -= 1
+        if len(self.fields) > self.fields_max:
+            self._too_many_fields()
+        if key == "host":
+            self.extra_hosts = True
+        elif key == "transfer-encoding":
+            return f"{first},{again}"
+        elif key == "expect" and first.lower() == "100-continue":
+            return first
+        return again
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        version = self.parser.get_http_version()
+        parser = self.parser
+        version = parser.get_http_version()
+        url = self.url
+        fields = self.fields
+        host = fields.get("host")
+        if not (
+            version == "1.1"
+            and host is not None
+            and not self.extra_hosts
+            and "transfer-encoding" not in fields
+            and url.startswith(b"/")
+            and _HOST.fullmatch(host)
+        ):
+            self._check_head(version, url)  # any other request: the rules one by one
+        existing = self.cycle
+        idle = existing is None or existing.response_complete
+        if idle:
+            self._arm("body", self.body_timeout)
+        else:
+            self.deadline = _INF
+        # uvicorn's on_headers_complete, less what the router has no use for (the ASGI scope,
+        # upgrades, limit_concurrency: the cap is Guard's).
+        exchange = Exchange(
+            self,
+            parser.get_method().decode("ascii"),
+            httptools.parse_url(url).path,
+            "1.1" if version != "1.0" else "1.0",
+            version != "1.0" and parser.should_keep_alive(),
+            fields,
+            "expect" in fields and fields["expect"].lower() == "100-continue",
+        )
+        self.cycle = exchange
+        if idle:
+            self._start(exchange)
+        else:
+            self.flow.pause_reading()  # pipelined: queued until the answers before it are out
+            self.pipeline.appendleft(exchange)
+
+    def _check_head(self, version: str, url: bytes) -> None:
         if not version.startswith("1."):
             raise _Reject(505, f"HTTP/{version} is not supported", "http_version_not_supported")
-        url = self.url
         if not url.startswith(b"/") and not url.startswith((b"http://", b"https://")):
             # asterisk-form (OPTIONS *) and authority-form (CONNECT) have no resource here
             raise _Reject(400, "the request target must be a path", "bad_http")
-        if version != "1.0" or self.hosts:
-            if self.hosts != 1:
+        host = self.fields.get("host")
+        if version != "1.0" or host is not None:
+            if host is None or self.extra_hosts:
                 raise _Reject(400, "an HTTP/1.1 request needs exactly one Host header", "bad_host")
-            if not _HOST.fullmatch(self.host):
+            if not _HOST.fullmatch(host):
                 raise _Reject(400, "the Host header is not a valid host", "bad_host")
-        if self.te is not None:
+        te = self.fields.get("transfer-encoding")
+        if te is not None:
             if version == "1.0":
                 raise _Reject(400, "HTTP/1.0 has no Transfer-Encoding", "bad_http")
-            if self.te.strip().lower() != b"chunked":
+            if te.strip().lower() != "chunked":
                 raise _Reject(
                     501, "only the chunked transfer coding is supported", "not_implemented"
                 )
-        if self._responding():
-            self._disarm()
-        else:
-            self._arm("body", self.guard.limits.body_timeout_seconds)
-        # uvicorn's on_headers_complete, less what the router has no use for (upgrades,
-        # limit_concurrency: the cap is Guard's), with the cycle that writes an answer's head
-        # and body in one go.
-        scope = self.scope
-        scope["method"] = self.parser.get_method().decode("ascii")
-        if version != "1.1":
-            scope["http_version"] = version
-        parsed = httptools.parse_url(url)
-        raw_path = parsed.path
-        path = raw_path.decode("ascii")
-        scope["path"] = urllib.parse.unquote(path) if "%" in path else path
-        scope["raw_path"] = raw_path
-        scope["query_string"] = parsed.query or b""
-        existing = self.cycle
-        self.cycle = OneWriteCycle(
-            scope=scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=False,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=self.expect_100_continue,
-            keep_alive=version != "1.0" and self.parser.should_keep_alive(),
-            on_response=self.on_response_complete,
-        )
-        if existing is None or existing.response_complete:
-            self._start_asgi_task(self.cycle, self.app)
-        else:
-            self.flow.pause_reading()  # pipelined: queued until the answers before it are out
-            self.pipeline.appendleft((self.cycle, self.app))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return  # answered already (an early 413): read and dropped
+        cycle.body = cycle.body + body if cycle.body else body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.wake()
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.more_body = False
+            cycle.wake()
         self.in_message = False
         self.headers_done = False
         self.head_bytes = 0
         self._settle()
-        if len(self.pipeline) >= self.guard.limits.max_pipelined_requests:
+        if len(self.pipeline) >= self.max_pipelined:
             # Answer these, then close: a pipelining client re-sends the rest (RFC 9112 §9.3.2).
-            self.pipeline[0][0].keep_alive = False
+            self.pipeline[0].keep_alive = False
             self.stopped = True
             self.flow.pause_reading()
             raise _StopParsing()
 
     # --- running the app -----------------------------------------------------------------
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-        self.task = task
-        self.running = cycle
+    def _start(self, exchange: Exchange) -> None:
+        self.task = exchange.task = self.loop.create_task(exchange.run())
+        self.tasks.add(self.task)  # uvicorn's tasks: held until done (Exchange.run lets go)
+        self.running = exchange
         self.guard.idle.pop(self, None)
 
     def on_response_complete(self) -> None:
-        self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
         if self.pipeline:
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+            self._start(self.pipeline.pop())
         elif not self.stopped:
             self.flow.resume_reading()
         self._settle()
 
 
-def _refusal_app(status: int, message: str, code: str) -> Any:
-    """An ASGI app that answers one refusal: queued behind pipelined answers in progress."""
-    response = error_response(status, message, code)
-    head, _, body = response.partition(b"\r\n\r\n")
-    headers = [
-        tuple(line.split(b": ", 1)) for line in head.split(b"\r\n")[1:] if b": " in line
-    ]
-
-    async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return refuse
-
-
-def protocol_class(guard: Guard) -> type[GuardedHttpTools]:
+def protocol_class(guard: Guard, app: RouterAsgi) -> type[GuardedHttpTools]:
+    attributes = {"guard": guard, "handle": staticmethod(app.handler), "max_body": app.max_body}
     return cast(
-        type[GuardedHttpTools], type("RouterHttpProtocol", (GuardedHttpTools,), {"guard": guard})
+        type[GuardedHttpTools], type("RouterHttpProtocol", (GuardedHttpTools,), attributes)
     )
 
 
@@ -585,7 +744,7 @@ async def run_listener(
         host=host,
         port=port,
         loop="none",
-        http=protocol_class(guard),
+        http=protocol_class(guard, app),
         ws="none",
         lifespan="off",
         interface="asgi3",
