@@ -29,7 +29,7 @@ from tests.cluster.kit import get_json, gpu_node, only_these_gpu_nodes, wait_for
 from tests.support.cli import python_on_src
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
-from tests.support.fake_eks import eks_cluster
+from tests.support.fake_eks import eks_cluster, strict_launch_templates
 from tests.support.fake_gke import FakeGke
 from tests.support.fake_service_quotas import ec2_quotas
 from tests.support.http_fake import serve
@@ -97,6 +97,7 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     ec2_quotas(monkeypatch)
+    strict_launch_templates(monkeypatch)
     with mock_aws():
         client = eks_cluster(node_role="arn:aws:iam::123456789012:role/n")
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
@@ -362,6 +363,27 @@ def test_gcp_through_the_cli(gke: FakeGke) -> None:
     )
     assert run("gpu", "disable", *args, "--yes").exit_code == 0
     assert gke.pools == {}
+
+
+def test_enable_reports_a_pool_without_local_disk_and_goes_on(gke: FakeGke) -> None:
+    """Issue 30: a pool made with `gpu.model.volume: ephemeral` (or by an older llmctl) has no
+    Local SSD; no cloud adds one in place, and the pool works without it: enable says what it
+    lacks and how to get it, changes nothing else, exits 0."""
+    args = ["--cloud", "gcp", "--project", "proj", "--yes", "--skip-cluster-setup"]
+    plain = run("gpu", "enable", *args, "--set", "gpu.model.volume=ephemeral")
+    assert plain.exit_code == 0, plain.output
+    assert gke.local_ssd_gb("gpu-t4") == 0
+    again = run("gpu", "enable", *args)
+    assert again.exit_code == 0, again.output
+    said = " ".join(again.stderr.split())
+    assert "Not changed local disk: the pool has none" in said
+    assert "llmctl gpu disable --cloud gcp --cluster llm-gcp --yes" in said
+    assert "nothing to change" in said
+    assert gke.local_ssd_gb("gpu-t4") == 0
+    status = run(
+        "gpu", "status", "--cloud", "gcp", "--project", "proj", "--skip-cluster", "-o", "json"
+    )
+    assert json.loads(status.stdout)["pool"]["localDisk"] is False
 
 
 def test_azure_through_the_cli(aks: FakeAks) -> None:

@@ -314,6 +314,12 @@ def enable(
         )
         objects = [o for o in objects if o["kind"] != "DaemonSet"]
     decision = impl.decide(spec, state, adopt=adopt)
+    for note in decision.notes:
+        console.print(
+            f"[yellow]Not changed[/] {note.field}: the pool has {note.have}, llmctl would give "
+            f"it {note.want}; {note.why}",
+            highlight=False,
+        )
     if decision.action == "unchanged":
         console.print(
             f"GPU pool {spec.name!r} already exists with these settings: nothing to change."
