@@ -174,3 +174,42 @@ def test_cached_mode_fails_naming_the_command(tmp_path: Path) -> None:
         "before the tests)."
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def _temp_variables() -> set[tuple[str, str]]:
+    """Every (function, variable) the scripts pass to cache_tmp or cache_tmpdir."""
+    calls = set()
+    for script in (REPO / "scripts").glob("*.sh"):
+        for line in script.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[0] in ("cache_tmp", "cache_tmpdir"):
+                calls.add((words[0], words[1]))
+    return calls
+
+
+@pytest.mark.parametrize(("function", "variable"), sorted(_temp_variables()))
+def test_a_temp_path_reaches_the_callers_variable(
+    function: str, variable: str, tmp_path: Path
+) -> None:
+    # A cold build once died at its last step: cache_tmp's own `local tmp` took the caller's
+    # `tmp`, which stayed unset under `set -u`. Warm caches never run that step.
+    script = (
+        "set -euo pipefail\n"
+        f'source "{REPO}/scripts/lib/cache.sh"\n'
+        f'{function} {variable} "{tmp_path}/out/target"\n'
+        f'echo "${{{variable}}}"\n'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LLMCTL_CACHE": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    made = Path(result.stdout.strip())
+    assert made.parent.parent == tmp_path / "out" or made.parent == tmp_path / "out"
+
+
+def test_the_scripts_pass_temp_variables() -> None:
+    # The parametrized test above reads its cases from the scripts: it must find them.
+    assert ("cache_tmp", "tmp") in _temp_variables()

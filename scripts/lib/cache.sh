@@ -54,22 +54,24 @@ cache_needs() {
 }
 
 # cache_tmp VAR TARGET: VAR := a new unique file beside TARGET (removed at exit unless renamed
-# away). Not `$(cache_tmp ...)`: a subshell could not record it for the clean-up.
+# away). Not `$(cache_tmp ...)`: a subshell could not record it for the clean-up. The local is
+# named so no caller's VAR can be it: bash's `printf -v tmp` would set a local `tmp`, not the
+# caller's, and the caller would go on with an unset variable.
 cache_tmp() {
   mkdir -p "$(dirname "$2")"
-  local tmp
-  tmp="$(mktemp "$2.tmp.XXXXXX")"
-  CACHE_TEMPS+=("$tmp")
-  printf -v "$1" '%s' "$tmp"
+  local cache_new_path
+  cache_new_path="$(mktemp "$2.tmp.XXXXXX")"
+  CACHE_TEMPS+=("$cache_new_path")
+  printf -v "$1" '%s' "$cache_new_path"
 }
 
 # cache_tmpdir VAR DIR: VAR := a new unique directory inside DIR (removed at exit).
 cache_tmpdir() {
   mkdir -p "$2"
-  local tmp
-  tmp="$(mktemp -d "$2/.tmp.XXXXXX")"
-  CACHE_TEMPS+=("$tmp")
-  printf -v "$1" '%s' "$tmp"
+  local cache_new_path
+  cache_new_path="$(mktemp -d "$2/.tmp.XXXXXX")"
+  CACHE_TEMPS+=("$cache_new_path")
+  printf -v "$1" '%s' "$cache_new_path"
 }
 
 # cache_checked: in --cached mode, fail when anything was missing.

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from pydantic import ValidationError
 
-from llmctl.router.backends import BackendState, health_loop
+from llmctl.router.backends import WANTED_CHECK_SECONDS, BackendState, health_loop
 from llmctl.router.errors import ApiError
 from llmctl.router.gpu_wait import GpuWaitQueue, Outcome, wait_seconds
 from llmctl.router.table import Backend, GpuWait, HealthCheck, Tier
@@ -110,33 +110,43 @@ def test_close_ends_every_wait_and_refuses_new_ones() -> None:
     assert asyncio.run(scenario()) == (Outcome.SHUTDOWN, Outcome.SHUTDOWN, Outcome.GPU)
 
 
+async def _checks_within(seconds: float, urgent: bool, interval: float, want: int) -> int:
+    """How many health checks a GPU backend that stays down gets within `seconds` (counting
+    stops at `want`)."""
+    backend = BackendState(
+        Backend(name="aws/gpu", url=f"http://127.0.0.1:{free_port()}", tier=Tier.GPU,
+                cloud="aws", model="m", slots=1)
+    )  # fmt: skip
+    count = 0
+    real_check = backend.check
+
+    async def counted(timeout: float) -> bool:
+        nonlocal count
+        count += 1
+        return await real_check(timeout)
+
+    backend.check = counted  # type: ignore[method-assign]
+    settings = HealthCheck(intervalSeconds=interval, maxBackoffSeconds=100)
+    task = asyncio.create_task(health_loop(backend, settings, lambda: urgent))
+    deadline = asyncio.get_running_loop().time() + seconds
+    while count < want and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    backend.pool.close()
+    return count
+
+
 def test_the_health_loop_skips_its_backoff_while_requests_wait_for_the_gpu() -> None:
     """A GPU backend that has been down a while is checked every maxBackoffSeconds (a minute by
     default); with requests waiting for it, every intervalSeconds, so a waking GPU is found
     at once. 20 failed checks take 0.2 s urgent; without it, the backoff alone is minutes."""
+    assert asyncio.run(_checks_within(5.0, urgent=True, interval=0.01, want=20)) >= 20
+    assert asyncio.run(_checks_within(1.0, urgent=False, interval=0.01, want=20)) < 20
 
-    async def checks_within(seconds: float, urgent: bool) -> int:
-        backend = BackendState(
-            Backend(name="aws/gpu", url=f"http://127.0.0.1:{free_port()}", tier=Tier.GPU,
-                    cloud="aws", model="m", slots=1)
-        )  # fmt: skip
-        count = 0
-        real_check = backend.check
 
-        async def counted(timeout: float) -> bool:
-            nonlocal count
-            count += 1
-            return await real_check(timeout)
-
-        backend.check = counted  # type: ignore[method-assign]
-        settings = HealthCheck(intervalSeconds=0.01, maxBackoffSeconds=100)
-        task = asyncio.create_task(health_loop(backend, settings, lambda: urgent))
-        deadline = asyncio.get_running_loop().time() + seconds
-        while count < 20 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        backend.pool.close()
-        return count
-
-    assert asyncio.run(checks_within(5.0, urgent=True)) >= 20
-    assert asyncio.run(checks_within(1.0, urgent=False)) < 20
+def test_waiting_requests_get_a_check_every_second_at_the_default_interval() -> None:
+    """With the default 5 s interval, a waiter found its GPU up to 5 s after the pod was Ready;
+    now within WANTED_CHECK_SECONDS, as a request that does not wait would (`wanted`)."""
+    assert WANTED_CHECK_SECONDS == 1.0
+    # Checks at 0, 1 and 2 s; the old loop made one, its next was due at 5 s.
+    assert asyncio.run(_checks_within(4.0, urgent=True, interval=5.0, want=3)) == 3

@@ -196,14 +196,18 @@ async def health_loop(
     """Check one backend forever: every interval while healthy; after failed checks the wait
     doubles up to the maximum (one step per check of this loop, never per proxied failure),
     and a backend newly marked failed by a proxied request is checked at once. While
-    `urgent()` (requests wait for this GPU backend, issue 31) there is no backoff: a waking
-    GPU is found within an interval of answering, not a minute later."""
+    `urgent()` (requests wait for this GPU backend, issue 31) there is no backoff, and the check
+    runs at least every WANTED_CHECK_SECONDS: a waking GPU is found within about a second of
+    answering, as for a request that is not waiting (`wanted`), not an interval (5 s by
+    default) or a minute later."""
     timeout = min(settings.interval_seconds, 5.0)
     while True:
         ok = await backend.check(timeout)
         backend.failures = 0 if ok else backend.failures + 1
-        if backend.ready or (urgent is not None and urgent()):
+        if backend.ready:
             delay = settings.interval_seconds
+        elif urgent is not None and urgent():
+            delay = min(settings.interval_seconds, WANTED_CHECK_SECONDS)
         else:
             delay = min(
                 settings.interval_seconds * 2 ** min(backend.failures - 1, 16),
