@@ -133,17 +133,21 @@ def test_dry_run_prints_the_requests_and_calls_nothing(monkeypatch: pytest.Monke
     result = run("gpu", "enable", "--cloud", "aws", "--dry-run")
     assert result.exit_code == 0, result.output
     requests = yaml.safe_load(result.stdout)
-    assert requests[0]["target"].startswith("eks:CreateNodegroup")
-    body = requests[0]["body"]
+    # The local disk's launch template first (issue 30), then the node group that names it.
+    assert requests[0]["target"].startswith("ec2:CreateLaunchTemplate")
+    assert requests[1]["target"].startswith("eks:CreateNodegroup")
+    body = requests[1]["body"]
     assert (body["nodegroupName"], body["capacityType"], body["amiType"]) == (
         "gpu-t4",
         "SPOT",
         "AL2023_x86_64_NVIDIA",
     )
-    applied = [r["body"] for r in requests[1:]]
+    assert body["launchTemplate"]["name"] == requests[0]["body"]["LaunchTemplateName"]
+    applied = [r["body"] for r in requests[2:]]
     assert applied == cluster_setup_objects(Stack(), CloudName.AWS)
-    assert all(r["method"] == "PATCH" for r in requests[1:])
+    assert all(r["method"] == "PATCH" for r in requests[2:])
     assert "GPU node pool plan" in result.stderr
+    assert "NVMe instance store as one RAID0 array" in " ".join(result.stderr.split())
 
 
 def test_dry_run_gcp_and_azure(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,7 +316,8 @@ def test_max_nodes_above_three_when_asked_explicitly() -> None:
         "gpu.maxReplicas=5",
     )
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load(result.stdout)[0]["body"]["scalingConfig"]["maxSize"] == 5
+    group = next(r for r in yaml.safe_load(result.stdout) if "CreateNodegroup" in r["target"])
+    assert group["body"]["scalingConfig"]["maxSize"] == 5
 
 
 def test_unknown_cloud_exit_2() -> None:
