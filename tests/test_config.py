@@ -178,3 +178,119 @@ def test_numeric_quantities_read_as_kubernetes_reads_them(tmp_path: Path) -> Non
     assert load_stack(None, env={}, flags=flags).stack.router.resources.requests.cpu == "0.5"
     with pytest.raises(ConfigError, match="cpu.resources.requests.cpu"):
         load_stack(None, env={}, flags=parse_set_flags(["cpu.resources.requests.cpu=true"]))
+
+
+# --- router.gpuWait and named API keys (the router's own settings, config/router_settings.py) ---
+
+ROUTER_SETTINGS = """\
+router:
+  apiKeys:
+    secretName: router-keys
+    keys:
+      - name: team-a
+        gpuTokensPerDay: 200000
+        overBudget: refuse
+        requestsPerMinute: 120
+        gpuWaitSeconds: 60
+      - {name: batch, tiers: [cpu]}
+    budgetStore:
+      prometheusUrl: http://prometheus-operated.monitoring.svc:9090
+      matchers: 'namespace="llm-server"'
+  gpuWait:
+    defaultSeconds: 30
+    maxSeconds: 600
+    onGiveUp: reject
+"""
+
+
+def test_gpu_wait_and_named_keys_are_read_with_their_meaning(tmp_path: Path) -> None:
+    from llmctl.config import GiveUp, OverBudget
+
+    loaded = load_stack(_write(tmp_path, ROUTER_SETTINGS), env={})
+    router = loaded.stack.router
+    wait = router.gpu_wait
+    assert (wait.default_seconds, wait.max_seconds, wait.on_give_up) == (30, 600, GiveUp.REJECT)
+    assert (wait.max_depth, wait.retry_after_seconds) == (64, 30)  # the router's defaults
+    team, batch = router.api_keys.keys
+    assert team.over_budget is OverBudget.REFUSE and team.gpu_tokens_per_day == 200_000
+    assert team.tiers == ("cpu", "gpu") and batch.tiers == ("cpu",)
+    assert router.api_keys.budget_store is not None
+    assert router.api_keys.budget_store.refresh_seconds == 5.0
+    # `config show` lists each as set in the file (a list is one setting, at its own line).
+    assert str(loaded.changed["router.apiKeys.keys"][1]) == f"{tmp_path / 'llmctl.yaml'}:4"
+    assert str(loaded.changed["router.gpuWait.defaultSeconds"][1]).endswith(":15")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needles", "hint"),
+    [
+        (
+            "router:\n  apiKeys:\n    keys: [{name: team-a}]\n",
+            3,
+            ["invalid router.apiKeys", "named keys need router.apiKeys.secretName"],
+            "name:secret",
+        ),
+        (
+            "router:\n  apiKeys:\n    secretName: k\n    keys:\n"
+            "      - {name: a, gpuTokensPerDay: 5}\n",
+            3,
+            ["gpuTokensPerDay (keys a) needs router.apiKeys.budgetStore.prometheusUrl"],
+            "observability.prometheusUrl",
+        ),
+        (
+            "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a\n"
+            "      - name: b\n        tiers: [tpu]\n",
+            6,
+            ["invalid router.apiKeys.keys.1", "key b: tiers must be a non-empty list"],
+            "tiers: [cpu]",
+        ),
+        (
+            "router:\n  apiKeys:\n    secretName: k\n    keys: [{name: a}, {name: a}]\n",
+            3,
+            ["key names must be unique; repeated: a"],
+            "its own name",
+        ),
+        (
+            "router:\n  gpuWait:\n    maxSeconds: 60\n    defaultSeconds: 90\n",
+            3,
+            ["invalid router.gpuWait", "defaultSeconds must not be longer than maxSeconds"],
+            "raise gpuWait.maxSeconds to at least 90",
+        ),
+        (
+            "router:\n  gpuWait:\n    onGiveUp: queue\n",
+            3,
+            ["invalid router.gpuWait.onGiveUp (got 'queue')", "'fallback' or 'reject'"],
+            None,
+        ),
+        (
+            "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a:b\n",
+            5,
+            ["invalid router.apiKeys.keys.0.name (got 'a:b')"],
+            None,
+        ),
+    ],
+)
+def test_bad_router_settings_are_one_sentence_with_the_line_and_a_hint(
+    tmp_path: Path, text: str, line: int, needles: list[str], hint: str | None
+) -> None:
+    path = _write(tmp_path, text)
+    message = _error(config_file=path, env={})
+    first, _, rest = message.partition("\nHint: ")
+    assert first.startswith(f"{path}:{line}: "), message
+    for needle in needles:
+        assert needle in first, message
+    if hint is not None:
+        assert hint in rest, message
+
+
+def test_a_secret_in_llmctl_yaml_is_refused_and_the_allowed_keys_listed(tmp_path: Path) -> None:
+    """The secrets stay in the Secret: a key policy has no place for one, so none can reach the
+    rendered files."""
+    text = (
+        "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a\n"
+        "        secret: sk-1\n"
+    )
+    message = _error(config_file=_write(tmp_path, text), env={})
+    assert "unknown setting 'router.apiKeys.keys.0.secret'" in message
+    assert f"{tmp_path / 'llmctl.yaml'}:6" in message
+    assert "allowed keys here: gpuTokensPerDay, gpuWaitSeconds, name, overBudget" in message

@@ -201,9 +201,11 @@ def test_the_top_of_the_package_holds_only_packages_and_leaves() -> None:
 
 
 def test_config_and_kube_are_packages_with_one_job_per_module() -> None:
-    """Issue 29: the schema apart from its loader, the API calls apart from the policy."""
+    """Issue 29: the schema apart from its loader, the API calls apart from the policy; the
+    router settings the Stack shares with router.yaml apart from both (session 34)."""
     assert sorted(p.name for p in (SRC / "config").glob("*.py")) == [
         "__init__.py",
+        "router_settings.py",
         "schema.py",
         "sources.py",
     ]

@@ -110,6 +110,7 @@ SCHEMA_REFUSALS = {
         ("cpu.model.size=2Gi", "at '/cpu/model': additional properties 'size' not allowed"),
         ("gpu.devicePlugin.namespce=x", "at '/gpu/devicePlugin': additional properties"),
         ("router.limits.maxBody=1", "at '/router/limits': additional properties 'maxBody'"),
+        ("router.gpuWait.maxWait=60", "at '/router/gpuWait': additional properties 'maxWait'"),
     ],
     "wrong value": [
         ("llamacpp.parallel=eight", "at '/llamacpp/parallel': got string, want integer"),
@@ -118,6 +119,8 @@ SCHEMA_REFUSALS = {
         ("llamacpp.ngl=-2", "at '/llamacpp/ngl': minimum: got -2, want -1"),
         ("cloud=oracle", "at '/cloud'"),
         ("model.path=relative.gguf", "at '/model/path'"),
+        ("router.gpuWait.maxDepth=0", "at '/router/gpuWait/maxDepth': minimum: got 0, want 1"),
+        ("router.gpuWait.onGiveUp=queue", "at '/router/gpuWait/onGiveUp'"),
     ],
 }
 
@@ -448,6 +451,7 @@ def test_notes_say_how_to_test_the_release() -> None:
         "cpu.model.volume=local",
     )
     assert "StorageClass" not in local.stdout.split("NOTES:", 1)[1]
+    assert "Named API keys" not in notes
 
 
 def _model_volume(objects: list[dict[str, Any]], tier: str) -> dict[str, Any]:
@@ -474,6 +478,22 @@ def test_model_volume_is_local_or_a_claim_as_values_say() -> None:
     assert claim["resources"]["requests"]["storage"] == "10Gi"
     assert _model_volume(flipped, "cpu") == {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}}
     assert "volume" in template_error("--set", "model.volume=nvme")
+
+
+def test_notes_say_how_to_write_the_named_keys_secret(tmp_path: Path) -> None:
+    values = tmp_path / "keys.yaml"
+    values.write_text(
+        "router:\n  apiKeys:\n    secretName: router-keys\n"
+        "    keys: [{name: team-a}, {name: batch, tiers: [cpu]}]\n"
+    )
+    result = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace",
+                      "llm-server", "-f", values_file("aws", "gpu"), "-f", str(values))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert (
+        "kubectl --namespace llm-server create secret generic router-keys "
+        "--from-literal=api-keys=team-a:<secret>,batch:<secret>"
+    ) in notes
 
 
 def test_the_charts_cloud_facts_are_the_catalogs(tmp_path: Path) -> None:

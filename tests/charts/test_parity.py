@@ -224,7 +224,23 @@ CUSTOM = {
     "imagePullSecrets": ["regcred", "mirror"],
     "images": {"modelFetcher": "registry.example.com/mirror/fetcher:1"},
     "modelDownload": {"tokenSecret": "hub-token", "tokenKey": "hf"},
-    "router": {"replicas": 3, "apiKeys": {"secretName": "router-keys", "key": "keys"}},
+    "router": {
+        "replicas": 3,
+        # Named keys, their store and gpuWait (issue 31): one router.yaml on both paths.
+        "apiKeys": {
+            "secretName": "router-keys",
+            "key": "keys",
+            "keys": [
+                {"name": "team-a", "gpuTokensPerDay": 200_000, "overBudget": "refuse"},
+                {"name": "batch", "tiers": ["cpu"], "requestsPerMinute": 30, "gpuWaitSeconds": 5},
+            ],
+            "budgetStore": {
+                "prometheusUrl": "http://prometheus.example:9090",
+                "matchers": 'namespace="llm-server"',
+            },
+        },
+        "gpuWait": {"defaultSeconds": 20, "maxSeconds": 240, "maxDepth": 16, "onGiveUp": "reject"},
+    },
     "cpu": {
         "replicas": 2,
         "llamacpp": {"ctx_per_request": 1024, "parallel": 4, "threads": 3},
@@ -267,6 +283,7 @@ def test_values_from_any_config_render_what_the_overlay_builds(cloud: str, tmp_p
     config.write_text(yaml.safe_dump(CUSTOM))
     stack = load_stack(config_file=config, env={}).stack
     assert stack.gpu.llamacpp.unified  # 4096 / 8 slots is short of 2048: --kv-unified
+    assert stack.router.gpu_wait.default_seconds == 20 and len(stack.router.api_keys.keys) == 2
     for gpu in (False, True):
         values = tmp_path / f"values-{gpu}.yaml"
         values.write_text(yaml_io.dump(helm_values(stack, CloudName(cloud), gpu)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from llmctl import kube
 from llmctl.catalog import CloudName
@@ -42,6 +43,19 @@ def helm(plane: ControlPlane, *args: str) -> str:
     )
     assert done.returncode == 0, f"helm {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout
+
+
+CHECKSUM = "llmctl.dev/router-config-sha256"
+
+
+def _router_yaml(plane: ControlPlane) -> dict[str, Any]:
+    """The router's router.yaml as the API server stores it, checked by the router's schema."""
+    from llmctl.router.table import RouterConfig
+
+    config = get_json(plane, "configmap", f"{RELEASE}-llm-router-config", "-n", NAMESPACE)
+    table: dict[str, Any] = yaml.safe_load(config["data"]["router.yaml"])
+    RouterConfig.model_validate(table)
+    return table
 
 
 def everything(plane: ControlPlane) -> set[str]:
@@ -84,12 +98,18 @@ def test_install_upgrade_uninstall_leaves_nothing(
         assert len(router) == 1 and router[0]["spec"]["replicas"] == 2
         scaled = get_json(control_plane, "scaledobject", "-n", NAMESPACE)["items"]
         assert len(scaled) == 1 and scaled[0]["spec"]["cooldownPeriod"] == 300
+        assert "gpuWait" not in _router_yaml(control_plane)
+        checksum = router[0]["spec"]["template"]["metadata"]["annotations"][CHECKSUM]
 
+        # router.gpuWait (session 34) reaches the router's ConfigMap, and rolls its pods.
         helm(control_plane, "upgrade", RELEASE, str(chart), "-n", NAMESPACE, "-f", values,
-             "--set", "router.replicas=3", "--set", "gpu.idleTimeoutSeconds=600")  # fmt: skip
+             "--set", "router.replicas=3", "--set", "gpu.idleTimeoutSeconds=600",
+             "--set", "router.gpuWait.defaultSeconds=30")  # fmt: skip
         router = get_json(control_plane, "deployment", "-n", NAMESPACE, "-l",
                           "app.kubernetes.io/component=router")["items"]  # fmt: skip
         assert router[0]["spec"]["replicas"] == 3
+        assert _router_yaml(control_plane)["gpuWait"] == {"defaultSeconds": 30}
+        assert router[0]["spec"]["template"]["metadata"]["annotations"][CHECKSUM] != checksum
         scaled = get_json(control_plane, "scaledobject", "-n", NAMESPACE)["items"]
         assert scaled[0]["spec"]["cooldownPeriod"] == 600
         assert "STATUS: deployed" in helm(control_plane, "status", RELEASE, "-n", NAMESPACE)

@@ -155,6 +155,35 @@ def test_httproute_attaches_to_the_gateway(tmp_path: Path) -> None:
     assert table.federation is not None and table.federation.count_peer_served_demand is False
 
 
+def _with_wait(config: dict[str, Any], max_seconds: float) -> dict[str, Any]:
+    router = {**config["router"], "gpuWait": {"maxSeconds": max_seconds}}
+    return {**config, "router": router}
+
+
+@pytest.mark.parametrize(
+    ("max_seconds", "timeout"),
+    [(None, 300), (179.5, 300), (180.5, 301), (600, 720), (10_000_000, 99_999)],
+)
+def test_the_exposed_routers_proxy_waits_as_long_as_a_gpu_wait(
+    tmp_path: Path, max_seconds: float | None, timeout: int
+) -> None:
+    """Nothing reaches a waiting client (docs/router.md, "Waiting for a GPU"), so the Ingress
+    and the HTTPRoute allow gpuWait.maxSeconds plus the backend's first byte (120 s): at least
+    the 300 s a long generation needs, at most the 5 digits of seconds a Gateway API Duration
+    holds. The chart computes the same (test_chart_renders_what_kustomize_builds_when_federated
+    below compares the objects)."""
+    for config in (FEDERATED, HTTPROUTE):
+        if max_seconds is not None:
+            config = _with_wait(config, max_seconds)
+        objs = objects(stack_of(tmp_path, config), "aws")
+        if ("Ingress", "llm-router") in objs:
+            annotations = objs[("Ingress", "llm-router")]["metadata"]["annotations"]
+            assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == str(timeout)
+        else:
+            rule = objs[("HTTPRoute", "llm-router")]["spec"]["rules"][0]
+            assert rule["timeouts"] == {"request": f"{timeout}s"}
+
+
 def test_only_the_api_and_readyz_are_exposed(tmp_path: Path) -> None:
     """Review 2026-12-06 N6: `path: /` made /metrics (cost per cloud, token counts, peer names)
     and /healthz public; peers need /readyz and clients /v1 only."""
@@ -206,7 +235,15 @@ def test_incomplete_federation_is_a_clear_config_error(
 EXPOSED = {"Ingress", "HTTPRoute"}
 
 
-@pytest.mark.parametrize(("config", "cloud"), [(FEDERATED, "gcp"), (HTTPROUTE, "aws")])
+@pytest.mark.parametrize(
+    ("config", "cloud"),
+    [
+        (FEDERATED, "gcp"),
+        (HTTPROUTE, "aws"),
+        (_with_wait(FEDERATED, 600), "azure"),
+        (_with_wait(HTTPROUTE, 1000.5), "gcp"),
+    ],
+)
 def test_chart_renders_what_kustomize_builds_when_federated(
     tmp_path: Path, config: dict[str, Any], cloud: str
 ) -> None:
@@ -230,7 +267,7 @@ def test_chart_renders_what_kustomize_builds_when_federated(
 @pytest.mark.parametrize("cloud", ["aws", "azure", "gcp"])
 def test_federated_objects_pass_the_kubernetes_schemas(tmp_path: Path, cloud: str) -> None:
     """Everything but the HTTPRoute (a Gateway API CRD, checked field by field above)."""
-    for config in (FEDERATED, HTTPROUTE):
+    for config in (FEDERATED, HTTPROUTE, _with_wait(FEDERATED, 600)):
         for obj in built_objects(stack_of(tmp_path, config), CloudName(cloud), True):
             if obj["kind"] != "HTTPRoute":
                 validate_strict(obj)

@@ -89,6 +89,24 @@ def test_named_keys_need_somewhere_to_read_secrets_from() -> None:
         ApiKeys.model_validate({"keys": [{"name": "a"}]})
 
 
+def test_router_serve_says_the_rules_hint_too(tmp_path: Path) -> None:
+    """A rule shared with llmctl.yaml (config/router_settings.py) gives `router serve` the same
+    hint as `llmctl render`."""
+    from llmctl.router.serve import ServeError, read_config
+
+    path = tmp_path / "router.yaml"
+    path.write_text(
+        "cloud: aws\nmodels: [{name: m, parameters: 1}]\nbackends: []\n"
+        "policy: {fallbackModel: m}\ngpuWait: {defaultSeconds: 10, maxSeconds: 5}\n"
+    )
+    with pytest.raises(ServeError) as caught:
+        read_config(path)
+    assert "gpuWait: gpuWait.defaultSeconds must not be longer than maxSeconds" in str(caught.value)
+    assert caught.value.hint == (
+        "raise gpuWait.maxSeconds to at least 10, or lower gpuWait.defaultSeconds"
+    )
+
+
 def test_named_keys_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text("# team keys\nteam-a:sk-a\n\n")

@@ -225,13 +225,29 @@ def test_cost_per_key_from_real_metrics_in_prometheus(replicas: Replicas) -> Non
             s["metric"]["key"]: float(s["value"][1]) for s in instant_vector(prometheus, per_key)
         }
 
-    # Every GPU token the routers counted is in Prometheus (the live processes' own counts).
+    # Every token each live router counted, of either tier, is in Prometheus: each of its
+    # series there has reached the process' own count (the CPU ones too, which `cpuTokens`
+    # reads: waiting on the GPU ones alone left `cpuonly` at 0 now and then).
     live = {
-        k: metric(replicas.b, "llm_router_key_tokens_total", key=k, tier="gpu") for k in SECRETS
+        (f"127.0.0.1:{router.port}", key, tier): metric(
+            router, "llm_router_key_tokens_total", key=key, tier=tier
+        )
+        for router in (replicas.a, replicas.b)
+        for key in SECRETS
+        for tier in ("gpu", "cpu")
     }
+
+    def scraped_series() -> dict[tuple[str, str, str], float]:
+        # Summed as metric() sums the process' samples (over the token kinds).
+        query = "sum by (instance, key, tier) (max_over_time(llm_router_key_tokens_total[10m]))"
+        return {
+            (s["metric"]["instance"], s["metric"]["key"], s["metric"]["tier"]): float(s["value"][1])
+            for s in instant_vector(prometheus, query)
+        }
+
     wait_for(
         "Prometheus to scrape the routers' latest counts",
-        lambda: all(scraped().get(k, 0.0) >= v for k, v in live.items()),
+        lambda: all(scraped_series().get(series, 0.0) >= v for series, v in live.items()),
         30,
     )
     expected = scraped()

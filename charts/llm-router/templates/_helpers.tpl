@@ -295,7 +295,12 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- with .Values.router.apiKeys.budgetStore -}}
 {{- $_ := set $apiKeys "budgetStore" . -}}
 {{- end -}}
+{{- include "llm-router.checkRouterSettings" . -}}
 {{- $config := dict "cloud" .Values.cloud "models" $models "backends" $backends "policy" $policy "limits" .Values.router.limits "healthCheck" .Values.router.healthCheck "apiKeys" $apiKeys -}}
+{{- with .Values.router.gpuWait -}}
+{{- /* issue 31: written only when set, as llmctl render does; the router's defaults apply */ -}}
+{{- $_ := set $config "gpuWait" . -}}
+{{- end -}}
 {{- if .Values.federation.enabled -}}
 {{- /* issue 16: the other clouds' routers; the defaults of router/peer_config.py */ -}}
 {{- $peers := list -}}
@@ -305,4 +310,45 @@ Call with (dict "model" ... "llamacpp" ... "where" "llamacpp").
 {{- $_ := set $config "federation" (dict "peers" $peers "peerKey" (dict "file" nil "env" "LLM_ROUTER_PEER_KEY") "countPeerServedDemand" .Values.federation.countPeerServedDemand "readinessIntervalSeconds" 2.0 "connectTimeoutSeconds" 2.0 "firstByteTimeoutSeconds" nil "ewmaAlpha" 0.3 "caFile" nil) -}}
 {{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/* The rules across router.apiKeys and router.gpuWait that the values schema cannot say: the
+     same as the router's (config/router_settings.py), so a release never starts a router that
+     refuses its config. */}}
+{{- define "llm-router.checkRouterSettings" -}}
+{{- $keys := .Values.router.apiKeys.keys | default list -}}
+{{- $names := list -}}
+{{- $budgeted := list -}}
+{{- range $keys -}}
+{{- if has .name $names -}}
+{{- fail (printf "router.apiKeys.keys: key names must be unique; repeated: %s" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- if not (kindIs "invalid" .gpuTokensPerDay) -}}
+{{- $budgeted = append $budgeted .name -}}
+{{- end -}}
+{{- end -}}
+{{- if and $keys (not .Values.router.apiKeys.secretName) -}}
+{{- fail "router.apiKeys.keys: named keys need router.apiKeys.secretName for their secrets (its entries are then name:secret)" -}}
+{{- end -}}
+{{- if and $budgeted (not .Values.router.apiKeys.budgetStore) -}}
+{{- fail (printf "router.apiKeys.keys: gpuTokensPerDay (keys %s) needs router.apiKeys.budgetStore.prometheusUrl" (join ", " $budgeted)) -}}
+{{- end -}}
+{{- $wait := .Values.router.gpuWait | default dict -}}
+{{- $default := $wait.defaultSeconds | default 0 -}}
+{{- $max := $wait.maxSeconds | default 120 -}}
+{{- if gt (float64 $default) (float64 $max) -}}
+{{- fail (printf "router.gpuWait: gpuWait.defaultSeconds must not be longer than maxSeconds (%v > %v)" $default $max) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* How long a proxy in front (router.expose) must wait for the router's first byte: the
+     longest GPU wait plus the backend's first byte, at least 300 s (a long generation), at
+     most 99999 s (a Gateway API Duration in seconds has 5 digits). As llmctl render's
+     manifests/routing.py proxy_timeout_seconds. */}}
+{{- define "llm-router.proxyTimeoutSeconds" -}}
+{{- $wait := .Values.router.gpuWait | default dict -}}
+{{- $max := $wait.maxSeconds | default 120 -}}
+{{- $first := .Values.router.limits.firstByteTimeoutSeconds | default 120 -}}
+{{- min 99999 (max 300 (int64 (ceil (addf $max $first)))) -}}
 {{- end -}}

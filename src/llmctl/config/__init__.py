@@ -1,10 +1,21 @@
-"""llmctl's configuration: the Stack model (`schema`) and its layered, sourced loading (`sources`).
+"""llmctl's configuration: the Stack model (`schema`), the router settings it shares with the
+router's own config (`router_settings`), and its layered, sourced loading (`sources`).
 
 A leaf: it imports only `catalog` and `errors`. The names below are the package's public face, so
 callers write `from llmctl.config import Stack, load_stack` whichever module holds them.
 """
 
 from llmctl.catalog import NAMESPACE
+from llmctl.config.router_settings import (
+    KEY_NAME_PATTERN,
+    BudgetStore,
+    GiveUp,
+    GpuWait,
+    KeyPolicy,
+    OverBudget,
+    check_key_policies,
+    refusal,
+)
 from llmctl.config.schema import (
     DEFAULT_ROUTER_IMAGE,
     ApiKeySecret,
@@ -58,11 +69,13 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_ROUTER_IMAGE",
     "DEFAULT_SOURCE",
+    "KEY_NAME_PATTERN",
     "NAMESPACE",
     "ApiKeySecret",
     "AwsModelStore",
     "AzureModelStore",
     "BucketName",
+    "BudgetStore",
     "CloudConfig",
     "Clouds",
     "CpuTier",
@@ -72,11 +85,14 @@ __all__ = [
     "Federation",
     "GatewayRef",
     "GcpModelStore",
+    "GiveUp",
     "GpuTier",
+    "GpuWait",
     "ImageRef",
     "Images",
     "InstanceTypes",
     "KeyPath",
+    "KeyPolicy",
     "Layer",
     "LlamaCpp",
     "LoadedStack",
@@ -85,6 +101,7 @@ __all__ = [
     "ModelStore",
     "ModelVolume",
     "Observability",
+    "OverBudget",
     "PublicUrl",
     "Quantity",
     "ResourceList",
@@ -95,7 +112,9 @@ __all__ = [
     "Source",
     "Stack",
     "StrictModel",
+    "check_key_policies",
     "find_config_file",
     "load_stack",
     "parse_set_flags",
+    "refusal",
 ]

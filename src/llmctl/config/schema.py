@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
+from llmctl.config.router_settings import BudgetStore, GpuWait, KeyPolicy, check_key_policies
 
 
 def _quantity_text(value: object) -> object:
@@ -322,12 +323,34 @@ class Expose(StrictModel):
 
 
 class ApiKeySecret(StrictModel):
-    """A Secret in the namespace whose key holds the router's API keys, comma-separated."""
+    """A Secret in the namespace whose key holds the router's API keys, comma-separated; with
+    named keys (`keys`), each entry is `name:secret`. Only the Secret's name reaches the
+    rendered files: the router pod reads its value from the environment."""
 
     secret_name: str | None = Field(
         None, alias="secretName", pattern=r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?$"
     )
     key: str = Field("api-keys", pattern=r"^[-._a-zA-Z0-9]+$")
+    # Named keys with their tiers, GPU budgets, rate limits and GPU waits (issue 31; the
+    # router's own classes, config/router_settings.py), and where the budgets are counted.
+    keys: tuple[KeyPolicy, ...] = ()
+    budget_store: BudgetStore | None = Field(None, alias="budgetStore")
+
+    @model_validator(mode="after")
+    def _keys_have_secrets_and_a_store(self) -> Self:
+        check_key_policies(
+            self.keys,
+            self.budget_store,
+            has_secrets=self.secret_name is not None,
+            secrets_setting="router.apiKeys.secretName",
+            budget_setting="router.apiKeys.budgetStore",
+            budget_hint=(
+                "set router.apiKeys.budgetStore.prometheusUrl to the Prometheus that scrapes the "
+                "routers, usually observability.prometheusUrl, and its matchers to "
+                f"'namespace=\"{catalog.NAMESPACE}\"' when that Prometheus is shared"
+            ),
+        )
+        return self
 
 
 class Router(StrictModel):
@@ -339,6 +362,9 @@ class Router(StrictModel):
         limits=ResourceList(memory="256Mi"),
     )
     expose: Expose = Expose()
+    # Waiting for a GPU instead of the CPU fallback (issue 31; docs/router.md, "Waiting for a
+    # GPU"): router.yaml's gpuWait, the router's own class (config/router_settings.py).
+    gpu_wait: GpuWait = Field(GpuWait(), alias="gpuWait")
 
 
 class RouterUrls(StrictModel):

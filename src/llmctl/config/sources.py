@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -120,6 +120,11 @@ def _file_layer(path: Path) -> Layer:
     lines = _line_numbers(root)
     for leaf, value in _leaves(data):
         layer.set(leaf, value, Source("file", f"{path}:{lines.get(leaf, 1)}"))
+        # The places inside a list (its items and their fields), so an error there names
+        # the item's own line (`_origin` takes the closest place).
+        for place, line in lines.items():
+            if len(place) > len(leaf) and place[: len(leaf)] == leaf:
+                layer.origins[place] = Source("file", f"{path}:{line}")
     return layer
 
 
@@ -130,6 +135,13 @@ def _line_numbers(node: yaml.Node | None, prefix: KeyPath = ()) -> dict[KeyPath,
             path = (*prefix, str(key_node.value))
             lines[path] = key_node.start_mark.line + 1
             lines.update(_line_numbers(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        # A list is one setting (one leaf), but an error inside an item (router.apiKeys.keys.1)
+        # is reported at that item's line.
+        for index, item in enumerate(node.value):
+            path = (*prefix, str(index))
+            lines[path] = item.start_mark.line + 1
+            lines.update(_line_numbers(item, path))
     return lines
 
 
@@ -209,12 +221,16 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
 
 
 def _origin(layers: Sequence[Layer], loc: KeyPath) -> Source:
-    """The highest layer that set this path, or any value under or above it."""
+    """The highest layer that set this path, or any value under or above it; within a layer,
+    the closest place (an item of a list before the list)."""
     for layer in reversed(layers):
+        best: tuple[int, Source] | None = None
         for path, source in layer.origins.items():
             shorter = min(len(path), len(loc))
-            if path[:shorter] == loc[:shorter]:
-                return source
+            if path[:shorter] == loc[:shorter] and (best is None or shorter > best[0]):
+                best = (shorter, source)
+        if best is not None:
+            return best[1]
     return DEFAULT_SOURCE
 
 
@@ -233,18 +249,34 @@ def _error_message(exc: ValidationError, layers: Sequence[Layer]) -> ConfigError
     message = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
-    return ConfigError(f"{source}: invalid {field_name}{shown}: {message}")
+    # Rules across settings carry their own hint (config/router_settings.py's `refusal`).
+    hint = err.get("ctx", {}).get("hint")
+    return ConfigError(f"{source}: invalid {field_name}{shown}: {message}", hint=hint)
 
 
 def _allowed_keys(parent: KeyPath) -> list[str]:
     model: type[BaseModel] = Stack
     for key in parent:
+        if key.isdigit():  # an item of a list of settings (router.apiKeys.keys.0)
+            continue
         fields = {f.alias or n: f for n, f in model.model_fields.items()}
         annotation = fields[key].annotation if key in fields else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        found = _model_in(annotation)
+        if found is None:
             return []
-        model = annotation
+        model = found
     return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds: itself, or its items (tuple[X, ...]), or X of X | None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def load_stack(

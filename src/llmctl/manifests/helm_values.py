@@ -15,7 +15,7 @@ from typing import Any
 
 from llmctl import catalog
 from llmctl.catalog import CloudName
-from llmctl.config import LlamaCpp, ModelSpec, Resources, Stack
+from llmctl.config import GpuWait, LlamaCpp, ModelSpec, Resources, Stack
 from llmctl.manifests import model_store
 from llmctl.manifests.render import exposure
 from llmctl.manifests.routing import federation, router_config
@@ -89,7 +89,25 @@ def helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
     values = _helm_values(stack, cloud, gpu)
     _federation_values(stack, cloud, values)
     values["modelStore"] = _model_store_values(stack, cloud)
+    _router_settings_values(stack, values["router"])
     return values
+
+
+def _router_settings_values(stack: Stack, router: dict[str, Any]) -> None:
+    """Named keys, their budgets' store and gpuWait (issue 31), under the Stack's own names;
+    keys and store only when set, gpuWait `{}` (values.yaml's default) while it is the router's
+    default: the chart then writes router.yaml's apiKeys and gpuWait as render does."""
+    keys = stack.router.api_keys
+    if keys.keys:
+        router["apiKeys"]["keys"] = [
+            k.model_dump(mode="json", by_alias=True, exclude_defaults=True) for k in keys.keys
+        ]
+    if keys.budget_store is not None:
+        router["apiKeys"]["budgetStore"] = keys.budget_store.model_dump(
+            mode="json", by_alias=True
+        )
+    wait = stack.router.gpu_wait
+    router["gpuWait"] = {} if wait == GpuWait() else wait.model_dump(mode="json", by_alias=True)
 
 
 def _model_store_values(stack: Stack, cloud: CloudName) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from llmctl.manifests.routing import (
     PEER_KEY_SECRET_KEY,
     ROUTER_API_KEYS_ENV,
     ROUTER_PEER_KEY_ENV,
+    proxy_timeout_seconds,
     router_config,
 )
 from llmctl.manifests.templating import render_documents
@@ -346,9 +347,10 @@ def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
     assert url is not None  # Stack validates: exposure needs every cloud's URL
     host = url.split("://", 1)[1].rstrip("/").split(":", 1)[0]
     annotations: dict[str, str] = {
-        # Streams pass through as they come, and a long generation is not cut at 60 s.
+        # Streams pass through as they come, and a long generation (or a long wait for a GPU)
+        # is not cut at 60 s.
         "nginx.ingress.kubernetes.io/proxy-buffering": "off",
-        "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": str(proxy_timeout_seconds(stack)),
         "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
     }
     if expose.tls.cluster_issuer:
@@ -365,6 +367,7 @@ def exposure(stack: Stack, cloud: CloudName) -> dict[str, Any]:
         "tls_secret": expose.tls.secret_name,
         "annotations": annotations,
         "parent": parent,
+        "timeout": f"{proxy_timeout_seconds(stack)}s",
     }
 
 

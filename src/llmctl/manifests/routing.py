@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from llmctl import catalog
 from llmctl.catalog import CloudName
 from llmctl.config import NAMESPACE, ModelSpec, Stack
@@ -9,7 +11,7 @@ from llmctl.cost.prices import Capacity, load_catalog
 from llmctl.errors import ConfigError
 from llmctl.manifests.llamacpp import LLAMA_PORT
 from llmctl.router.peer_config import Federation, Peer, PeerKey
-from llmctl.router.table import ApiKeys, Backend, ModelRoute, Policy, RouterConfig, Tier
+from llmctl.router.table import ApiKeys, Backend, Limits, ModelRoute, Policy, RouterConfig, Tier
 
 CPU_SERVER = "cpu-llm-server"
 GPU_SERVER = "gpu-llm-server"
@@ -18,6 +20,9 @@ ROUTER_API_KEYS_ENV = "LLM_ROUTER_API_KEYS"
 # ... and the peer key (federation, from federation.peerKeySecret, key peer-key).
 ROUTER_PEER_KEY_ENV = "LLM_ROUTER_PEER_KEY"
 PEER_KEY_SECRET_KEY = "peer-key"
+# The bounds of the exposed router's proxy timeout (proxy_timeout_seconds).
+MIN_PROXY_TIMEOUT_SECONDS = 300
+MAX_PROXY_TIMEOUT_SECONDS = 99_999
 
 
 def service_url(name: str) -> str:
@@ -66,11 +71,31 @@ def router_config(stack: Stack, cloud: CloudName, gpu: bool) -> RouterConfig:
         models=tuple(models),
         backends=tuple(backends),
         policy=Policy(fallback_model=stack.cpu.model.name),
-        api_keys=ApiKeys(env=ROUTER_API_KEYS_ENV)
-        if stack.router.api_keys.secret_name is not None
-        else ApiKeys(),
+        api_keys=api_keys(stack),
+        gpu_wait=stack.router.gpu_wait,
         federation=federation(stack, cloud),
     )
+
+
+def proxy_timeout_seconds(stack: Stack) -> int:
+    """How long the router's Ingress or HTTPRoute (router.expose) waits for its first byte: the
+    longest GPU wait (gpuWait.maxSeconds, nothing is sent while a request waits) plus the
+    backend's first byte, and at least 300 s, which a long generation needs; at most 99,999 s,
+    the longest Gateway API Duration written in seconds (5 digits). The Helm chart's
+    llm-router.proxyTimeoutSeconds is the same sum."""
+    first_byte = Limits().first_byte_timeout_seconds
+    wanted = math.ceil(stack.router.gpu_wait.max_seconds + first_byte)
+    return min(MAX_PROXY_TIMEOUT_SECONDS, max(MIN_PROXY_TIMEOUT_SECONDS, wanted))
+
+
+def api_keys(stack: Stack) -> ApiKeys:
+    """router.yaml's apiKeys: the variable the Secret's value reaches the pod in, and the named
+    keys' policies. The secrets themselves are never written: only the Secret's name, in the
+    Deployment's secretKeyRef."""
+    keys = stack.router.api_keys
+    if keys.secret_name is None:
+        return ApiKeys()  # the Stack refuses named keys without a Secret
+    return ApiKeys(env=ROUTER_API_KEYS_ENV, keys=keys.keys, budget_store=keys.budget_store)
 
 
 def federation(stack: Stack, cloud: CloudName) -> Federation | None:

@@ -35,9 +35,12 @@ def read_config(path: Path) -> RouterConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
+        # The settings shared with llmctl.yaml carry their own hint (config/router_settings.py).
+        own_hint = first.get("ctx", {}).get("hint")
+        count = f"{exc.error_count()} problems in total" if exc.error_count() > 1 else None
         raise ServeError(
             f"router config {path}: {field}: {first['msg']}",
-            hint=(f"{exc.error_count()} problems in total" if exc.error_count() > 1 else None),
+            hint="; ".join(h for h in (own_hint, count) if h) or None,
         ) from None
     known = {m.name for m in config.models}
     if config.policy.fallback_model not in known:

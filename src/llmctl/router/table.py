@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmctl import catalog
 
+# gpuWait is the Stack's too (`router.gpuWait` in llmctl.yaml): defined once in
+# config/router_settings.py, which the router may import (config may not import the router).
+from llmctl.config.router_settings import GiveUp as GiveUp
+from llmctl.config.router_settings import GpuWait as GpuWait
+
 # apiKeys (with named keys and their policies, issue 31) lives in key_config.py.
 from llmctl.router.key_config import ApiKeys as ApiKeys
 from llmctl.router.peer_config import Federation
@@ -105,34 +110,6 @@ class HealthCheck(_Strict):
     max_backoff_seconds: float = Field(60.0, alias="maxBackoffSeconds", gt=0)
 
 
-class GiveUp(StrEnum):
-    """What a request that stops waiting for a GPU gets (GpuWait)."""
-
-    FALLBACK = "fallback"  # the usual CPU fallback (x-llm-tier: cpu-fallback)
-    REJECT = "reject"  # 503 with Retry-After
-
-
-class GpuWait(_Strict):
-    """Waiting for a GPU instead of falling back to CPU (issue 31, router/gpu_wait.py).
-
-    A request asks with the `x-llm-gpu-wait: <seconds>` header; `defaultSeconds` applies when
-    it does not (0: fall back at once, as before). The wait is capped at `maxSeconds`; at most
-    `maxDepth` requests wait at once. A request past either bound gets `onGiveUp`."""
-
-    default_seconds: float = Field(0.0, alias="defaultSeconds", ge=0)
-    max_seconds: float = Field(120.0, alias="maxSeconds", gt=0)
-    max_depth: int = Field(64, alias="maxDepth", ge=1)
-    on_give_up: GiveUp = Field(GiveUp.FALLBACK, alias="onGiveUp")
-    # The Retry-After of the 503 (onGiveUp: reject): about how long a GPU node takes to wake.
-    retry_after_seconds: int = Field(30, alias="retryAfterSeconds", ge=1)
-
-    @model_validator(mode="after")
-    def _default_within_max(self) -> GpuWait:
-        if self.default_seconds > self.max_seconds:
-            raise ValueError("gpuWait.defaultSeconds must not be longer than maxSeconds")
-        return self
-
-
 class RouterConfig(_Strict):
     cloud: str
     models: tuple[ModelRoute, ...]
@@ -183,6 +160,11 @@ def dump_router_config(config: RouterConfig) -> str:
     keys = data["apiKeys"]
     if not keys["keys"]:
         keys.pop("keys")
+    else:  # each key with what it sets, as the Helm chart writes its values
+        keys["keys"] = [
+            k.model_dump(by_alias=True, mode="json", exclude_defaults=True)
+            for k in config.api_keys.keys
+        ]
     if keys["budgetStore"] is None:
         keys.pop("budgetStore")
     data["limits"] = rendered_limits(config.limits)
