@@ -439,7 +439,45 @@ def test_notes_say_how_to_test_the_release() -> None:
         "model.storageClassName=gp3",
     )
     assert "StorageClass" not in classed.stdout.split("NOTES:", 1)[1]
+    # A local model volume (the GPU tier's default) is an emptyDir: no StorageClass involved.
+    local = run_helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        values_file("aws", "gpu"),
+        "--set",
+        "cpu.model.volume=local",
+    )
+    assert "StorageClass" not in local.stdout.split("NOTES:", 1)[1]
     assert "Named API keys" not in notes
+
+
+def _model_volume(objects: list[dict[str, Any]], tier: str) -> dict[str, Any]:
+    pod = pod_spec(by_name(objects)[("Deployment", f"demo-{tier}-llm-server")])
+    volume: dict[str, Any] = {v["name"]: v for v in pod["volumes"]}["models"]
+    return volume
+
+
+def test_model_volume_is_local_or_a_claim_as_values_say() -> None:
+    """Issue 30: `model.volume` local is an emptyDir of storageSize on the node's disk,
+    ephemeral a generic ephemeral volume; anything else fails the schema."""
+    objects = template("-f", values_file("gcp", "gpu"))
+    assert _model_volume(objects, "gpu") == {"name": "models", "emptyDir": {"sizeLimit": "10Gi"}}
+    assert "ephemeral" in _model_volume(objects, "cpu")
+    flipped = template(
+        "-f",
+        values_file("gcp", "gpu"),
+        "--set",
+        "model.volume=ephemeral",
+        "--set",
+        "cpu.model.volume=local",
+    )
+    claim = _model_volume(flipped, "gpu")["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "10Gi"
+    assert _model_volume(flipped, "cpu") == {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}}
+    assert "volume" in template_error("--set", "model.volume=nvme")
 
 
 def test_notes_say_how_to_write_the_named_keys_secret(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from tests.cluster.kit import get_json, gpu_node, only_these_gpu_nodes, wait_for
 from tests.support.cli import python_on_src
 from tests.support.cloud_env import clean_cloud_env
 from tests.support.fake_aks import FakeAks
-from tests.support.fake_eks import eks_cluster
+from tests.support.fake_eks import eks_cluster, strict_launch_templates
 from tests.support.fake_gke import FakeGke
 from tests.support.fake_service_quotas import ec2_quotas
 from tests.support.http_fake import serve
@@ -97,6 +97,7 @@ def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     ec2_quotas(monkeypatch)
+    strict_launch_templates(monkeypatch)
     with mock_aws():
         client = eks_cluster(node_role="arn:aws:iam::123456789012:role/n")
         monkeypatch.setitem(clouds.FACTORIES, CloudName.AWS, lambda: AwsCloud(poll_delay=1))
@@ -132,17 +133,21 @@ def test_dry_run_prints_the_requests_and_calls_nothing(monkeypatch: pytest.Monke
     result = run("gpu", "enable", "--cloud", "aws", "--dry-run")
     assert result.exit_code == 0, result.output
     requests = yaml.safe_load(result.stdout)
-    assert requests[0]["target"].startswith("eks:CreateNodegroup")
-    body = requests[0]["body"]
+    # The local disk's launch template first (issue 30), then the node group that names it.
+    assert requests[0]["target"].startswith("ec2:CreateLaunchTemplate")
+    assert requests[1]["target"].startswith("eks:CreateNodegroup")
+    body = requests[1]["body"]
     assert (body["nodegroupName"], body["capacityType"], body["amiType"]) == (
         "gpu-t4",
         "SPOT",
         "AL2023_x86_64_NVIDIA",
     )
-    applied = [r["body"] for r in requests[1:]]
+    assert body["launchTemplate"]["name"] == requests[0]["body"]["LaunchTemplateName"]
+    applied = [r["body"] for r in requests[2:]]
     assert applied == cluster_setup_objects(Stack(), CloudName.AWS)
-    assert all(r["method"] == "PATCH" for r in requests[1:])
+    assert all(r["method"] == "PATCH" for r in requests[2:])
     assert "GPU node pool plan" in result.stderr
+    assert "NVMe instance store as one RAID0 array" in " ".join(result.stderr.split())
 
 
 def test_dry_run_gcp_and_azure(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -311,7 +316,8 @@ def test_max_nodes_above_three_when_asked_explicitly() -> None:
         "gpu.maxReplicas=5",
     )
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load(result.stdout)[0]["body"]["scalingConfig"]["maxSize"] == 5
+    group = next(r for r in yaml.safe_load(result.stdout) if "CreateNodegroup" in r["target"])
+    assert group["body"]["scalingConfig"]["maxSize"] == 5
 
 
 def test_unknown_cloud_exit_2() -> None:
@@ -362,6 +368,27 @@ def test_gcp_through_the_cli(gke: FakeGke) -> None:
     )
     assert run("gpu", "disable", *args, "--yes").exit_code == 0
     assert gke.pools == {}
+
+
+def test_enable_reports_a_pool_without_local_disk_and_goes_on(gke: FakeGke) -> None:
+    """Issue 30: a pool made with `gpu.model.volume: ephemeral` (or by an older llmctl) has no
+    Local SSD; no cloud adds one in place, and the pool works without it: enable says what it
+    lacks and how to get it, changes nothing else, exits 0."""
+    args = ["--cloud", "gcp", "--project", "proj", "--yes", "--skip-cluster-setup"]
+    plain = run("gpu", "enable", *args, "--set", "gpu.model.volume=ephemeral")
+    assert plain.exit_code == 0, plain.output
+    assert gke.local_ssd_gb("gpu-t4") == 0
+    again = run("gpu", "enable", *args)
+    assert again.exit_code == 0, again.output
+    said = " ".join(again.stderr.split())
+    assert "Not changed local disk: the pool has none" in said
+    assert "llmctl gpu disable --cloud gcp --cluster llm-gcp --yes" in said
+    assert "nothing to change" in said
+    assert gke.local_ssd_gb("gpu-t4") == 0
+    status = run(
+        "gpu", "status", "--cloud", "gcp", "--project", "proj", "--skip-cluster", "-o", "json"
+    )
+    assert json.loads(status.stdout)["pool"]["localDisk"] is False
 
 
 def test_azure_through_the_cli(aks: FakeAks) -> None:

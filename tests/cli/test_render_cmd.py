@@ -175,8 +175,13 @@ def test_render_warns_about_eks_model_volumes_without_a_storage_class(tmp_path: 
     result = render("--out", str(tmp_path))
     assert result.exit_code == 0
     flat = " ".join(result.stderr.split())
-    assert "cpu.model.storageClassName and gpu.model.storageClassName unset" in flat
+    # The GPU tier's model volume is an emptyDir on the node's local disk (issue 30): no class.
+    assert "cpu.model.storageClassName unset" in flat
+    assert "gpu.model.storageClassName" not in flat
     assert "EKS clusters created at 1.30 or later have none" in flat
+    network = render("--out", str(tmp_path), "--set", "gpu.model.volume=ephemeral")
+    flat = " ".join(network.stderr.split())
+    assert "cpu.model.storageClassName and gpu.model.storageClassName unset" in flat
     gcp = render("--cloud", "gcp", "--stdout")
     assert "storageClassName" not in gcp.stderr  # GKE and AKS have a default class
     classed = render("--cloud", "aws", "--stdout", "--set", "cpu.model.storageClassName=gp3")

@@ -23,7 +23,7 @@ from llmctl.clouds.gcp import GcpCloud
 from llmctl.config import Stack
 from tests.support import fake_aks
 from tests.support.fake_aks import FakeAks
-from tests.support.fake_eks import answer, eks_cluster, tag_node_groups
+from tests.support.fake_eks import answer, eks_cluster, strict_launch_templates, tag_node_groups
 from tests.support.fake_gke import FakeGke
 from tests.support.fake_service_quotas import ec2_quotas
 from tests.support.http_fake import FakeServer, serve
@@ -98,6 +98,7 @@ class Harness:
 def _aws() -> Iterator[Harness]:
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         ec2_quotas(patch)
+        strict_launch_templates(patch)
         eks_cluster()
         cloud = AwsCloud(poll_delay=0, max_attempts=5)
         eks = cloud._eks(cloud.node_pool_spec(Stack(), PoolOptions()))

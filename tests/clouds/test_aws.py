@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,13 @@ from llmctl.clouds.aws import AwsCloud, create_nodegroup_params, update_nodegrou
 from llmctl.clouds.base import PoolDiffersError, PoolOptions, PoolSpec
 from llmctl.config import Stack
 from llmctl.errors import ConfigError, LlmctlError
-from tests.support.fake_eks import EksUpdates, answer, eks_cluster, wire
+from tests.support.fake_eks import (
+    EksUpdates,
+    answer,
+    eks_cluster,
+    strict_launch_templates,
+    wire,
+)
 from tests.support.fake_service_quotas import ec2_quotas
 
 REGION = "us-east-1"
@@ -25,6 +32,7 @@ ROLE = "arn:aws:iam::123456789012:role/eks-node"
 @pytest.fixture
 def eks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     ec2_quotas(monkeypatch)
+    strict_launch_templates(monkeypatch)
     with mock_aws():
         yield eks_cluster(CLUSTER, REGION, ("subnet-a", "subnet-b"), ROLE)
 
@@ -64,7 +72,18 @@ def test_create_sets_every_field(eks: Any) -> None:
         f"{prefix}/taint/nvidia.com/gpu": "present:NoSchedule",
         "llmctl-managed-by": "llmctl",  # llmctl's mark: disable acts only on marked pools
     }
+    # The root disk: 80 GiB, not EKS's 20 GiB default (review N7); with the local disk (issue
+    # 30) in the launch template, since EKS refuses diskSize beside one.
+    assert group["launchTemplate"]["name"] == "llmctl-llm-aws-gpu-t4"
+    assert {"diskSize"} & set(create_nodegroup_params(spec)) == set()
+
+
+def test_without_local_disk_the_root_disk_is_disk_size(eks: Any) -> None:
+    cloud, spec = spec_for()
+    cloud.ensure_gpu_pool(replace(spec, local_disk=False))
+    group = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName="gpu-t4")["nodegroup"]
     assert group["diskSize"] == 80  # not EKS's 20 GiB default (review N7)
+    assert "launchTemplate" not in group
 
 
 def test_on_demand_and_explicit_network(eks: Any) -> None:
@@ -277,7 +296,7 @@ def test_labels_and_taints_are_updated_in_place(eks: Any) -> None:
 def test_old_ami_type_is_reported(eks: Any) -> None:
     """Review item 7: an AL2 GPU group with llmctl's name is not "unchanged"."""
     cloud, spec = spec_for()
-    params = create_nodegroup_params(spec, ["subnet-a"], ROLE)
+    params = create_nodegroup_params(replace(spec, local_disk=False), ["subnet-a"], ROLE)
     params["amiType"] = "AL2_x86_64_GPU"
     eks.create_nodegroup(**params)
     with pytest.raises(PoolDiffersError, match="AMI type: wants AL2023_x86_64_NVIDIA"):

@@ -55,6 +55,9 @@ def test_create_puts_the_agent_pool_and_follows_the_poller(
             "nodeLabels": {"compute": "gpu-enabled", "llmctl.dev/accelerator": "nvidia-tesla-t4"},
             "nodeTaints": ["nvidia.com/gpu=present:NoSchedule"],
             "tags": {"llmctl-managed-by": "llmctl"},  # llmctl's mark
+            # The local disk (issue 30): the OS disk, and the kubelet's storage, on the temp disk.
+            "osDiskType": "Ephemeral",
+            "osDiskSizeGB": 128,
             "scaleSetPriority": "Spot",
             "scaleSetEvictionPolicy": "Delete",
             "spotMaxPrice": -1,

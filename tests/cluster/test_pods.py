@@ -543,3 +543,51 @@ def test_prometheus_scrapes_the_stages_of_a_llama_pod(on_node: OnNode) -> None:
         + ", ".join(f"{k} {v:.3f}s" for k, v in logged.items())
         + f"; {fetched:.0f} bytes at {rate:.1f} MB/s"
     )
+
+
+def test_a_local_model_volume_serves_from_the_real_node(on_node: OnNode) -> None:
+    """Issue 30: `model.volume: local` (the GPU tier's default, here on the CPU tier, since the
+    real node has no GPU) renders the model volume as an emptyDir on the node's own disk; the
+    Deployment switched to it rolls out a new pod that fetches into it (a fresh, empty volume:
+    the model is downloaded again), checks it, serves, and the kubelet puts it under its own
+    pods directory, not on a PersistentVolume. Runs last: the stack keeps serving after it."""
+    from llmctl.catalog import CloudName
+    from llmctl.config import load_stack, parse_set_flags
+    from llmctl.manifests.render import cpu_tier
+
+    plane = on_node.plane
+    stack = load_stack(env={}, flags=parse_set_flags(["cpu.model.volume=local"])).stack
+    rendered = next(v for v in cpu_tier(stack, CloudName.AWS)["volumes"] if v["name"] == "models")
+    assert rendered == {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}}
+    deployment = get_json(plane, "deployment", "-n", NAMESPACE, "cpu-llm-server")
+    names = [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]]
+    fetched_before = _model_gets(on_node)
+    patch = [
+        {"op": "replace", "path": f"/spec/template/spec/volumes/{names.index('models')}",
+         "value": rendered},
+    ]  # fmt: skip
+    plane.kubectl(
+        "patch", "deployment", "cpu-llm-server", "-n", NAMESPACE, "--type=json",
+        "-p", json.dumps(patch),
+    )  # fmt: skip
+    wait_rollout(plane, NAMESPACE, "cpu-llm-server", START_TIMEOUT_S)
+    name = one_ready_pod(plane, NAMESPACE, LLAMA, START_TIMEOUT_S)
+    pod = get_json(plane, "pod", "-n", NAMESPACE, name)
+    models = next(v for v in pod["spec"]["volumes"] if v["name"] == "models")
+    assert models == rendered
+    assert _model_gets(on_node) > fetched_before  # a new, empty volume: fetched again
+    size = exec_in(
+        plane, NAMESPACE, name, "llama-server", "stat", "-c", "%s", on_node.model_path
+    )  # fmt: skip
+    assert size.strip() == str(on_node.model_bytes)
+    # The emptyDir lives in the kubelet's root (its ephemeral storage), on the node's disk.
+    volume = (
+        on_node.node.state / "kubelet" / "pods" / pod["metadata"]["uid"] / "volumes"
+        / "kubernetes.io~empty-dir" / "models" / Path(on_node.model_path).name
+    )  # fmt: skip
+    assert volume.stat().st_size == on_node.model_bytes
+    wait_for(
+        "the router to answer through its Service",
+        lambda: answers_through_service(plane, NAMESPACE, "llm-router"),
+        START_TIMEOUT_S,
+    )

@@ -61,22 +61,51 @@ def _objects(stack: Stack = STACK, cloud: CloudName = CloudName.AWS, gpu: bool =
 
 @pytest.mark.parametrize(("cloud", "gpu"), CASES, ids=IDS)
 def test_no_model_volume_is_shared_between_pods(cloud: CloudName, gpu: bool) -> None:
-    """Each pod gets its own claim, made with it and deleted with it: two replicas never fight
-    over one ReadWriteOnce disk (Multi-Attach), and a pod after a scale to zero is not pinned
-    to the zone of a disk an earlier pod left behind."""
+    """Each pod gets its own model volume, made with it and deleted with it: two replicas never
+    fight over one ReadWriteOnce disk (Multi-Attach), and a pod after a scale to zero is not
+    pinned to the zone of a disk an earlier pod left behind. The CPU tier's is a claim (a
+    network disk); the GPU tier's an emptyDir on the node's local disk (issue 30), bounded by
+    storageSize."""
     objects = built_objects(STACK, cloud, gpu)
     assert [o for o in objects if o["kind"] == "PersistentVolumeClaim"] == []
+    seen = set()
     for obj in objects:
         if obj["kind"] != "Deployment" or not obj["metadata"]["name"].endswith("llm-server"):
             continue
         volumes = {v["name"]: v for v in _pod(obj)["volumes"]}
+        assert "persistentVolumeClaim" not in volumes["models"]
+        seen.add(obj["metadata"]["name"])
+        if obj["metadata"]["name"] == "gpu-llm-server":
+            assert volumes["models"] == {
+                "name": "models",
+                "emptyDir": {"sizeLimit": STACK.gpu.model.storage_size},
+            }
+            continue
         claim = volumes["models"]["ephemeral"]["volumeClaimTemplate"]["spec"]
         assert claim["accessModes"] == ["ReadWriteOnce"]
-        assert "persistentVolumeClaim" not in volumes["models"]
+    assert seen == ({"cpu-llm-server", "gpu-llm-server"} if gpu else {"cpu-llm-server"})
+
+
+def test_model_volume_follows_the_config_per_tier() -> None:
+    """gpu.model.volume ephemeral puts the GPU tier back on a claim; cpu.model.volume local puts
+    the CPU tier on its node's disk (an emptyDir of storageSize), in the base and the
+    component alike."""
+    stack = _stack("gpu.model.volume=ephemeral", "cpu.model.volume=local")
+    objects = _objects(stack)
+    gpu = {v["name"]: v for v in _pod(objects[("Deployment", "gpu-llm-server")])["volumes"]}
+    assert gpu["models"]["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"] == {
+        "requests": {"storage": "10Gi"}
+    }
+    cpu = {v["name"]: v for v in _pod(objects[("Deployment", "cpu-llm-server")])["volumes"]}
+    assert cpu["models"] == {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}}
 
 
 def test_storage_class_per_tier_reaches_each_pods_claim() -> None:
-    stack = _stack("cpu.model.storageClassName=gp3", "gpu.model.storageClassName=gp3-fast")
+    stack = _stack(
+        "cpu.model.storageClassName=gp3",
+        "gpu.model.storageClassName=gp3-fast",
+        "gpu.model.volume=ephemeral",
+    )
     objects = _objects(stack)
     for name, expected in (("cpu-llm-server", "gp3"), ("gpu-llm-server", "gp3-fast")):
         volumes = _pod(objects[("Deployment", name)])["volumes"]

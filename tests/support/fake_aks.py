@@ -39,6 +39,13 @@ It is as strict as AKS on every point llmctl depends on; each behaviour names it
   quoted in hashicorp/terraform-provider-azurerm#19355 and jenkins-infra/azure#730), and a Spot
   pool's GET shows `"upgradeSettings": {"maxSurge": null}` (Azure/AKS#2030), so the 10% default
   is for Regular pools only.
+- Ephemeral OS disks (issue 30): with `osDiskType: Ephemeral` the OS disk must fit the space AKS
+  counts on the VM size's cache or temp disk, else 400 VMCacheSizeTooSmall "The virtual machine
+  size Standard_NC4as_T4_v3 has a cache size of 154619000000 bytes, but the OS disk requires
+  193273528320 bytes. Use a VM size with larger cache or disable ephemeral OS." (Azure/AKS#2635,
+  an NC4as_T4_v3 pool at 180 GiB; Azure/AKS#1988 and rancher/rancher#33679 show the same code
+  for other sizes). `osDiskType` and `osDiskSizeGB` "May not be changed after creation"
+  (AgentPool.osDiskType in the SDK): a change is PropertyChangeNotAllowed like vmSize.
 - `GET .../agentPools` lists the cluster's pools as `{"value": [...]}` (Agent Pools - List).
 - Compute usages: `GET /subscriptions/S/providers/Microsoft.Compute/locations/L/usages` answers
   `{"value": [{"unit": "Count", "currentValue", "limit", "name": {"value", "localizedValue"}}]}`
@@ -61,7 +68,21 @@ SPOT_LABEL = ("kubernetes.azure.com/scalesetpriority", "spot")
 SPOT_TAINT = "kubernetes.azure.com/scalesetpriority=spot:NoSchedule"
 RESERVED_LABEL_KEYS = frozenset({"agentpool", "accelerator", "storageprofile", "storagetier"})
 RESERVED_LABEL_PREFIX = "kubernetes.azure.com/"
-IMMUTABLE = ("vmSize", "osType", "scaleSetPriority", "scaleSetEvictionPolicy")
+IMMUTABLE = (
+    "vmSize",
+    "osType",
+    "scaleSetPriority",
+    "scaleSetEvictionPolicy",
+    "osDiskType",
+    "osDiskSizeGB",
+)
+# Bytes AKS counts for an ephemeral OS disk per VM size: NC4as_T4_v3 as AKS answered in
+# Azure/AKS#2635; NC8as_T4_v3 (360 GiB temp disk, twice NC4as's 180) scaled from it, an
+# estimate; a size absent here has none (AKS answers "cache size of 0 bytes", Azure/AKS#2699).
+EPHEMERAL_OS_BYTES = {
+    "Standard_NC4as_T4_v3": 154_619_000_000,
+    "Standard_NC8as_T4_v3": 2 * 154_619_000_000,
+}
 # Defaults AKS fills in on create, as its GET shows them (AKS REST reference, Agent Pools - Get
 # example response; maxSurge 10% is the default for new pools since Kubernetes 1.28).
 DEFAULTS: dict[str, Any] = {
@@ -91,6 +112,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "scaleSetPriority": str,
     "scaleSetEvictionPolicy": str,
     "spotMaxPrice": (int, float),
+    "osDiskType": str,
+    "osDiskSizeGB": int,
     "tags": dict,
 }
 
@@ -297,6 +320,17 @@ class FakeAks(PoolApi):
         surge = (props.get("upgradeSettings") or {}).get("maxSurge")
         if props.get("scaleSetPriority") == "Spot" and surge is not None:
             return ("InvalidParameter", "Spot pools can't set max surge")
+        if props.get("osDiskType") == "Ephemeral" and old is None:
+            size = props.get("vmSize", "")
+            cache = EPHEMERAL_OS_BYTES.get(size, 0)
+            wanted = int(props.get("osDiskSizeGB") or DEFAULTS["osDiskSizeGB"]) * 2**30
+            if wanted > cache:
+                return (
+                    "VMCacheSizeTooSmall",
+                    f"The virtual machine size {size} has a cache size of {cache} bytes, but "
+                    f"the OS disk requires {wanted} bytes. Use a VM size with larger cache or "
+                    "disable ephemeral OS.",
+                )
         had = (old or {}).get("nodeLabels") or {}
         for key, value in (props.get("nodeLabels") or {}).items():
             reserved = key in RESERVED_LABEL_KEYS or key.startswith(RESERVED_LABEL_PREFIX)

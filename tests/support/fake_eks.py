@@ -182,3 +182,113 @@ class EksUpdates:
         )
         if running and group.get("status") == "ACTIVE":
             group["status"] = "UPDATING"
+
+
+# ---- launch templates on managed node groups (issue 30) ----------------------------------------
+#
+# moto 5.2's CreateNodegroup refuses `diskSize` (and `remoteAccess`) beside `launchTemplate`, as
+# EKS does ("If you specify launchTemplate, then don't specify diskSize, or the node group
+# deployment will fail": CreateNodegroup.diskSize in the EKS API reference), but it accepts a
+# template that does not exist (its lookup sits in a bare `except`) and never reads what the
+# template holds. EKS does (EKS user guide, "Customize managed nodes with launch templates"):
+# - the template and the version asked for must exist;
+# - a template must not name an IAM instance profile or a network interface's subnet (the node
+#   group's nodeRole and subnets are used), nor an instance type when the node group names
+#   instanceTypes (the guide's table of prohibited settings: "Don't specify both places");
+# - its user data "must be in the MIME multi-part archive format" for Amazon Linux AMIs, else
+#   Ec2LaunchTemplateInvalidConfiguration "User data was not in the MIME multipart format."
+#   (aws-ia/terraform-aws-eks-blueprints#843, terraform-aws-modules/terraform-aws-eks#2059).
+# And what nodeadm would refuse at boot, so that the node would never join: a NodeConfig part
+# (content type application/node.eks.aws) that is not apiVersion node.eks.aws/v1alpha1, kind
+# NodeConfig, or whose spec.instance.localStorage.strategy is outside the API's enum RAID0,
+# RAID10, Mount (awslabs/amazon-eks-ami nodeadm/api/v1alpha1/nodeconfig_types.go).
+# The refusals are InvalidParameterException with the stand-in's own wording, where EKS's exact
+# text was not found (the user-data one is EKS's).
+
+NODEADM_STRATEGIES = frozenset({"RAID0", "RAID10", "Mount"})
+NODEADM_PART = "application/node.eks.aws"
+
+
+def launch_template_refusal(account: str, region: str, params: dict[str, Any]) -> str | None:
+    """Why EKS would refuse CreateNodegroup's launchTemplate (see above), or None."""
+    from moto.ec2.models import ec2_backends
+
+    spec = params.get("launch_template")
+    if not spec:
+        return None
+    ec2 = ec2_backends[account][region]
+    name, template_id = spec.get("name"), spec.get("id")
+    try:
+        template = (
+            ec2.get_launch_template_by_name(name)
+            if name
+            else ec2.get_launch_template(str(template_id))
+        )
+    except Exception:  # moto's InvalidLaunchTemplate*NotFound
+        return f"Launch template {name or template_id} does not exist."
+    try:
+        version = template.get_version(spec.get("version") or "$Default")
+    except Exception:  # InvalidLaunchTemplateVersionNotFound
+        return f"Launch template {template.name} has no version {spec.get('version')}."
+    data = version.data
+    if data.get("IamInstanceProfile"):
+        return "IamInstanceProfile is not allowed in a launch template used by a node group."
+    if any(n.get("SubnetId") for n in data.get("NetworkInterfaces") or []):
+        return "SubnetId in a network interface is not allowed in a launch template."
+    if data.get("InstanceType") and params.get("instance_types"):
+        return (
+            "Instance types must be specified in the launch template or the node group, not both."
+        )
+    return _user_data_refusal(data.get("UserData"))
+
+
+def _user_data_refusal(encoded: Any) -> str | None:
+    import base64
+    import email
+
+    import yaml
+
+    if encoded is None:
+        return None
+    text = base64.b64decode(str(getattr(encoded, "_encoded_string", encoded))).decode()
+    message = email.message_from_string(text)
+    if not message.is_multipart():
+        return (
+            "Ec2LaunchTemplateInvalidConfiguration: User data was not in the MIME multipart format."
+        )
+    for part in message.walk():
+        if part.get_content_type() != NODEADM_PART:
+            continue
+        config = yaml.safe_load(str(part.get_payload())) or {}
+        kind = (config.get("apiVersion"), config.get("kind"))
+        if kind != ("node.eks.aws/v1alpha1", "NodeConfig"):
+            return f"nodeadm: the {NODEADM_PART} part is not a node.eks.aws/v1alpha1 NodeConfig."
+        storage = ((config.get("spec") or {}).get("instance") or {}).get("localStorage") or {}
+        strategy = storage.get("strategy")
+        if strategy is not None and strategy not in NODEADM_STRATEGIES:
+            return (
+                f"nodeadm: localStorage.strategy {strategy!r} is not one of RAID0, RAID10, Mount."
+            )
+    return None
+
+
+def strict_launch_templates(monkeypatch: Any) -> None:
+    """moto's CreateNodegroup, with EKS's launch template rules (see above) checked first."""
+    from moto.eks.exceptions import InvalidParameterException
+    from moto.eks.models import EKSBackend
+
+    original = EKSBackend.create_nodegroup
+
+    def create_nodegroup(self: Any, *args: Any, **params: Any) -> Any:
+        problem = launch_template_refusal(self.account_id, self.region_name, params)
+        if problem:
+            raise InvalidParameterException(
+                clusterName=params.get("cluster_name"),
+                nodegroupName=params.get("nodegroup_name"),
+                fargateProfileName=None,
+                addonName=None,
+                message=problem,
+            )
+        return original(self, *args, **params)
+
+    monkeypatch.setattr(EKSBackend, "create_nodegroup", create_nodegroup)

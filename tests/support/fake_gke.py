@@ -46,6 +46,12 @@ It is as strict as GKE on every point llmctl depends on; each behaviour names it
   "default", the project's Compute Engine default account ("if no Service Account is specified,
   the "default" service account is used", NodeConfig.service_account). `GET .../nodePools` lists
   them (ListNodePoolsResponse.node_pools).
+- Local SSD for ephemeral storage (`config.ephemeralStorageLocalSsdConfig.localSsdCount`, issue
+  30): a machine family takes only certain counts ("Choose a valid number of Local SSD disks" in
+  the Compute Engine docs: N1 1 to 8, 16 or 24; E2 none, "E2 ... machine types don't support
+  Local SSD"); another count is a 400 (the message is the stand-in's own wording, GKE's exact
+  text was not found). It is set at creation only: UpdateNodePoolRequest has no field for it,
+  so the SDK's message already refuses one there. `local_ssd_gb` says how much a node gets.
 - UpdateNodePool's `resourceLabels` replaces the pool's resource labels whole, like `labels`
   (UpdateNodePoolRequest.resource_labels: "The resource labels for the node pool to use to
   annotate any related Google Compute Engine resources").
@@ -91,6 +97,10 @@ REGION_QUOTAS = {
     "PREEMPTIBLE_NVIDIA_T4_GPUS": (8.0, 0.0),
 }
 PROJECT_QUOTAS = {"GPUS_ALL_REGIONS": (8.0, 0.0), "CPUS_ALL_REGIONS": (32.0, 4.0)}
+# Local SSD counts each machine family takes (Compute Engine, "Choose a valid number of Local
+# SSD disks"); a family absent here takes none.
+LOCAL_SSD_COUNTS = {"n1": frozenset({*range(1, 9), 16, 24})}
+LOCAL_SSD_DISK_GB = 375
 
 
 def google_error(code: int, status: str, message: str) -> Response:
@@ -193,6 +203,11 @@ class FakeGke(PoolApi):
         """GPU nodes the pool runs: its per-zone count in each of its zones."""
         pool = self.pools[pool_id]
         return int(pool.get("initialNodeCount", 0)) * len(pool["locations"])
+
+    def local_ssd_gb(self, pool_id: str) -> int:
+        """The Local SSD a node of the pool gives its ephemeral storage (0: the boot disk)."""
+        ssd = self.pools[pool_id]["config"].get("ephemeralStorageLocalSsdConfig") or {}
+        return int(ssd.get("localSsdCount") or 0) * LOCAL_SSD_DISK_GB
 
     def node_taints(self, pool_id: str) -> list[dict[str, Any]]:
         """The taints a node of the pool carries: the pool's, plus GKE's GPU taint."""
@@ -389,8 +404,10 @@ class FakeGke(PoolApi):
             for zone in zones:
                 if kind != "nvidia-tesla-t4" or zone not in T4_ZONES:
                     return f'Accelerator type "{kind}" does not exist in zone {zone}.'
-        return _scaling_refusal(pool.get("autoscaling", {})) or _taint_refusal(
-            pool.get("config", {}).get("taints", [])
+        return (
+            _local_ssd_refusal(pool.get("config", {}))
+            or _scaling_refusal(pool.get("autoscaling", {}))
+            or _taint_refusal(pool.get("config", {}).get("taints", []))
         )
 
     def _set_autoscaling(
@@ -473,4 +490,20 @@ def _scaling_refusal(scaling: dict[str, Any]) -> str | None:
         return "Total node counts are mutually exclusive with per-zone node counts."
     if scaling.get("enabled") and int(scaling.get("totalMaxNodeCount", 0)) < 1 and not per_zone:
         return "Max node count must be at least 1 when autoscaling is enabled."
+    return None
+
+
+def _local_ssd_refusal(config: dict[str, Any]) -> str | None:
+    count = int((config.get("ephemeralStorageLocalSsdConfig") or {}).get("localSsdCount") or 0)
+    if not count:
+        return None
+    machine = str(config.get("machineType", ""))
+    allowed = LOCAL_SSD_COUNTS.get(machine.split("-")[0])
+    if allowed is None:
+        return f"Machine type {machine} does not support Local SSD."
+    if count not in allowed:
+        return (
+            f"Invalid number of Local SSDs {count} for machine type {machine}: allowed "
+            f"{', '.join(str(n) for n in sorted(allowed))}."
+        )
     return None

@@ -1,6 +1,6 @@
 {{/*
-One llama.cpp tier: the Deployment (each pod downloads the model into its own generic ephemeral
-volume), its Service, the NetworkPolicy that admits only the router, and for the CPU tier a
+One llama.cpp tier: the Deployment (each pod downloads the model into its own volume: an emptyDir
+on the node's local disk or a generic ephemeral volume, as model.volume says), its Service, the NetworkPolicy that admits only the router, and for the CPU tier a
 PodDisruptionBudget. Call with (dict "root" $ "name" "cpu-llm-server" "component" "llama-cpu"
 "image" ... "replicas" <int, or nil: KEDA owns them> "model" ... "llamacpp" ... "where"
 "cpu.llamacpp" "resources" ... "extraLimits" ... "gpu" <bool> "scheduling" <YAML of
@@ -194,9 +194,16 @@ spec:
               mountPath: {{ $modelsDir | toJson }}
               readOnly: true
       volumes:
-        # A generic ephemeral volume: each pod gets its own claim, made with the pod and deleted
-        # with it, so replicas never share a ReadWriteOnce disk and no pod is pinned to the zone
-        # of a disk an earlier pod left behind.
+        # Each pod's own model volume, gone with the pod, so replicas never share a disk and no
+        # pod is pinned to the zone of a disk an earlier pod left behind. local: an emptyDir on
+        # the node's own disk (the kubelet's ephemeral storage: the NVMe instance store, local
+        # SSD or ephemeral OS disk of the pool `llmctl gpu enable` makes); ephemeral: a generic
+        # ephemeral volume, a network disk claimed with the pod and deleted with it.
+        {{- if eq .model.volume "local" }}
+        - name: models
+          emptyDir:
+            sizeLimit: {{ .model.storageSize | toJson }}
+        {{- else }}
         - name: models
           ephemeral:
             volumeClaimTemplate:
@@ -211,6 +218,7 @@ spec:
                 resources:
                   requests:
                     storage: {{ .model.storageSize | toJson }}
+        {{- end }}
         - name: tmp
           emptyDir:
             sizeLimit: 1Gi

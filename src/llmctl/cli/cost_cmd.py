@@ -164,6 +164,7 @@ def estimate(
         gke_free_tier=gke_free_tier,
         include_control_plane=control_plane,
         cpu_pods=tuple(cpu_tier_pods(stack)),
+        gpu_local_disk=stack.gpu.model_volume == "local",
     )
     warnings: list[str] = []
     if live:

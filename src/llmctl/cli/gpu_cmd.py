@@ -124,16 +124,16 @@ def _waiting(what: str, spec: PoolSpec, show: bool = True) -> Iterator[Callable[
             raise typer.Exit(130) from None
 
 
-def _plan_table(spec: PoolSpec, action: str) -> Table:
+def _plan_table(impl: Cloud, spec: PoolSpec, action: str) -> Table:
     table = Table(title=f"GPU node pool plan: {action}", show_header=False)
     table.add_column("setting", style="bold")
     table.add_column("value")
-    for key, value in _plan_rows(spec):
+    for key, value in _plan_rows(impl, spec):
         table.add_row(key, value)
     return table
 
 
-def _plan_rows(spec: PoolSpec) -> list[tuple[str, str]]:
+def _plan_rows(impl: Cloud, spec: PoolSpec) -> list[tuple[str, str]]:
     rows = [
         ("cloud", spec.cloud.value),
         ("cluster", spec.cluster),
@@ -144,6 +144,12 @@ def _plan_rows(spec: PoolSpec) -> list[tuple[str, str]]:
         ("nodes", f"min {spec.min_nodes}, max {spec.max_nodes}"),
         ("labels", ", ".join(f"{k}={v}" for k, v in spec.labels.items())),
         ("taints", ", ".join(f"{t.key}={t.value}:{t.effect}" for t in spec.taints)),
+        (
+            "local disk",
+            impl.local_disk_text(spec)
+            if spec.local_disk
+            else "none (gpu.model.volume is ephemeral)",
+        ),
     ]
     if spec.zones:
         rows.insert(3, ("zones", ", ".join(spec.zones)))
@@ -282,7 +288,7 @@ def enable(
         else kube.setup_objects(spec.cloud, cluster_setup_objects(stack, spec.cloud), facts)
     )
     if dry_run:
-        console.print(_plan_table(spec, "dry run, nothing is changed"))
+        console.print(_plan_table(impl, spec, "dry run, nothing is changed"))
         requests = [r.as_dict() for r in impl.create_requests(spec)]
         requests += [kube.apply_request(o).as_dict() for o in objects]
         import yaml
@@ -314,12 +320,19 @@ def enable(
         )
         objects = [o for o in objects if o["kind"] != "DaemonSet"]
     decision = impl.decide(spec, state, adopt=adopt)
+    for note in decision.notes:
+        console.print(
+            f"[yellow]Not changed[/] {note.field}: the pool has {note.have}, llmctl would give "
+            f"it {note.want}; {note.why}",
+            highlight=False,
+        )
     if decision.action == "unchanged":
         console.print(
             f"GPU pool {spec.name!r} already exists with these settings: nothing to change."
         )
     else:
-        console.print(_plan_table(spec, "create" if decision.action == "created" else "update"))
+        action = "create" if decision.action == "created" else "update"
+        console.print(_plan_table(impl, spec, action))
         for diff in decision.differences:
             console.print(f"  change {diff.field}: {diff.have} -> {diff.want}")
         if objects:

@@ -63,8 +63,32 @@ ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+")
 PERMISSION = re.compile(r"perform: ([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
 # The root volume of a GPU node: EKS's default 20 GiB fills with the NVIDIA AMI, a multi-GB CUDA
 # llama.cpp image and the GPU add-ons' images (awslabs/amazon-eks-ami#13, eksctl-io/eksctl#780:
-# disk-pressure evictions at 20 GB); `diskSize` is valid without a launch template.
+# disk-pressure evictions at 20 GB); `diskSize` is valid without a launch template only ("If you
+# specify launchTemplate, then don't specify diskSize, or the node group deployment will fail":
+# CreateNodegroup.diskSize in the EKS API reference), so with one it is the template's root
+# volume.
 GPU_ROOT_DISK_GIB = 80
+# The GPU pool's local disk (issue 30): g4dn and g5 carry an NVMe instance store (125 GB on
+# g4dn.xlarge) that nothing uses unless the node is told to. AL2023's nodeadm does it from a
+# NodeConfig in the user data: `spec.instance.localStorage.strategy: RAID0` makes one array of
+# the instance store disks and bind-mounts /var/lib/kubelet, /var/lib/containerd and
+# /var/log/pods onto it (awslabs/amazon-eks-ami nodeadm/api/v1alpha1/nodeconfig_types.go,
+# LocalStorageOptions; templates/shared/runtime/bin/setup-local-disks), so the pods' emptyDirs
+# and the images are on NVMe. User data reaches a managed node group only through a launch
+# template, and there it "must be in the MIME multi-part archive format ... because your user
+# data is merged with Amazon EKS user data required for nodes to join the cluster" (EKS user
+# guide, "Customize managed nodes with launch templates"; a plain script fails with
+# Ec2LaunchTemplateInvalidConfiguration "User data was not in the MIME multipart format",
+# aws-ia/terraform-aws-eks-blueprints#843). Without an AMI in the template EKS keeps choosing
+# the AMI from amiType and adds its own NodeConfig part. The template must not name a subnet,
+# an IAM instance profile or an instance type the node group also names (the same guide's table
+# of settings prohibited in a launch template).
+AL2023_ROOT_DEVICE = "/dev/xvda"
+NODEADM_CONTENT_TYPE = "application/node.eks.aws"
+MIME_BOUNDARY = "//"
+LOCAL_STORAGE_STRATEGY = "RAID0"
+# Shown by --dry-run where the version is the one CreateLaunchTemplate answers.
+FROM_LAUNCH_TEMPLATE = "<the launch template version CreateLaunchTemplate returns>"
 # The EC2 quotas G-family instances (g4dn, g5) draw on, in vCPUs (Service Quotas, service code
 # ec2): "All G and VT Spot Instance Requests" and "Running On-Demand G and VT instances".
 EC2_QUOTAS = {
@@ -129,10 +153,82 @@ def node_template_tags(spec: PoolSpec) -> dict[str, str]:
     return tags
 
 
+def launch_template_name(cluster: str, pool: str) -> str:
+    """llmctl's launch template for one pool (EC2 allows 3-128 of [A-Za-z0-9().-/_]; an EKS
+    cluster name is at most 100 of [A-Za-z0-9_-], so this always fits)."""
+    return f"llmctl-{cluster}-{pool}"
+
+
+def node_user_data() -> str:
+    """The launch template's user data: one nodeadm NodeConfig part in a MIME multi-part
+    archive (see LOCAL_STORAGE_STRATEGY's comment), the format EKS merges its own part into."""
+    return (
+        "MIME-Version: 1.0\n"
+        f'Content-Type: multipart/mixed; boundary="{MIME_BOUNDARY}"\n'
+        "\n"
+        f"--{MIME_BOUNDARY}\n"
+        f"Content-Type: {NODEADM_CONTENT_TYPE}\n"
+        "\n"
+        "apiVersion: node.eks.aws/v1alpha1\n"
+        "kind: NodeConfig\n"
+        "spec:\n"
+        "  instance:\n"
+        "    localStorage:\n"
+        f"      strategy: {LOCAL_STORAGE_STRATEGY}\n"
+        "\n"
+        f"--{MIME_BOUNDARY}--\n"
+    )
+
+
+def launch_template_data() -> dict[str, Any]:
+    """The LaunchTemplateData: the root volume (diskSize's place once a template is used) and
+    the user data, base64 as CreateLaunchTemplate takes it; nothing EKS prohibits there."""
+    import base64
+
+    return {
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": AL2023_ROOT_DEVICE,
+                "Ebs": {
+                    "VolumeSize": GPU_ROOT_DISK_GIB,
+                    "VolumeType": "gp3",
+                    "DeleteOnTermination": True,
+                },
+            }
+        ],
+        "UserData": base64.b64encode(node_user_data().encode()).decode(),
+    }
+
+
+def create_launch_template_params(spec: PoolSpec) -> dict[str, Any]:
+    """The CreateLaunchTemplate parameters, exactly as boto3 gets them, with llmctl's mark."""
+    return {
+        "LaunchTemplateName": launch_template_name(spec.cluster, spec.name),
+        "LaunchTemplateData": launch_template_data(),
+        "TagSpecifications": [
+            {"ResourceType": "launch-template", "Tags": [{"Key": OWNER_KEY, "Value": OWNER_VALUE}]}
+        ],
+    }
+
+
 def create_nodegroup_params(
-    spec: PoolSpec, subnets: list[str] | None = None, node_role: str | None = None
+    spec: PoolSpec,
+    subnets: list[str] | None = None,
+    node_role: str | None = None,
+    template_version: str | None = None,
 ) -> dict[str, Any]:
-    """The CreateNodegroup parameters, exactly as boto3 gets them."""
+    """The CreateNodegroup parameters, exactly as boto3 gets them: with the local disk, the
+    launch template carries the root volume, so `diskSize` is left out."""
+    disk: dict[str, Any] = (
+        {
+            "launchTemplate": {
+                "name": launch_template_name(spec.cluster, spec.name),
+                "version": template_version or FROM_LAUNCH_TEMPLATE,
+            }
+        }
+        if spec.local_disk
+        else {"diskSize": GPU_ROOT_DISK_GIB}
+    )
     return {
         "clusterName": spec.cluster,
         "nodegroupName": spec.name,
@@ -150,7 +246,7 @@ def create_nodegroup_params(
         "taints": [
             {"key": t.key, "value": t.value, "effect": EFFECT_TO_EKS[t.effect]} for t in spec.taints
         ],
-        "diskSize": GPU_ROOT_DISK_GIB,
+        **disk,
         "tags": {**node_template_tags(spec), OWNER_KEY: OWNER_VALUE},
     }
 
@@ -215,8 +311,32 @@ class AwsCloud(Cloud):
             self._clients[spec.location] = eks_client(spec.location, self.endpoint_url)
         return self._clients[spec.location]
 
+    def _ec2(self, spec: PoolSpec) -> Any:
+        key = f"ec2:{spec.location}"
+        if key not in self._clients:
+            self._clients[key] = aws_client("ec2", spec.location, self.endpoint_url)
+        return self._clients[key]
+
+    def local_disk_text(self, spec: PoolSpec) -> str:
+        return (
+            f"the NVMe instance store as one {LOCAL_STORAGE_STRATEGY} array for the kubelet "
+            f"(launch template {launch_template_name(spec.cluster, spec.name)})"
+        )
+
     def create_requests(self, spec: PoolSpec) -> list[ApiRequest]:
-        return [
+        template = (
+            [
+                ApiRequest(
+                    "POST",
+                    # Or CreateLaunchTemplateVersion where it exists with other data.
+                    f"ec2:CreateLaunchTemplate (https://ec2.{spec.location}.amazonaws.com/)",
+                    create_launch_template_params(spec),
+                )
+            ]
+            if spec.local_disk
+            else []
+        )
+        return template + [
             ApiRequest(
                 "POST",
                 f"eks:CreateNodegroup (https://eks.{spec.location}.amazonaws.com/clusters/"
@@ -354,9 +474,61 @@ class AwsCloud(Cloud):
             return (*diffs, Difference("AMI type", catalog.EKS_GPU_AMI_TYPE, state.image, False))
         return diffs
 
+    def ensure_launch_template(self, spec: PoolSpec) -> str:
+        """llmctl's launch template for the pool, made or brought to launch_template_data():
+        the version to give the node group. Idempotent: a template left by a failed create is
+        reused when its latest version holds the same data, else gets a new version."""
+        from botocore.exceptions import ClientError
+
+        ec2 = self._ec2(spec)
+        name = launch_template_name(spec.cluster, spec.name)
+        data = launch_template_data()
+        with _aws_errors(spec, "ec2:DescribeLaunchTemplateVersions"):
+            try:
+                latest = ec2.describe_launch_template_versions(
+                    LaunchTemplateName=name, Versions=["$Latest"]
+                )["LaunchTemplateVersions"]
+            except ClientError as exc:
+                if not _template_missing(exc):
+                    raise
+                latest = []
+        if not latest:
+            with _aws_errors(spec, "ec2:CreateLaunchTemplate"):
+                made = ec2.create_launch_template(**create_launch_template_params(spec))
+            return str(made["LaunchTemplate"]["LatestVersionNumber"])
+        have = latest[0].get("LaunchTemplateData", {})
+        if all(have.get(key) == value for key, value in data.items()):
+            return str(latest[0]["VersionNumber"])
+        with _aws_errors(spec, "ec2:CreateLaunchTemplateVersion"):
+            made = ec2.create_launch_template_version(
+                LaunchTemplateName=name, LaunchTemplateData=data
+            )
+        return str(made["LaunchTemplateVersion"]["VersionNumber"])
+
+    def delete_launch_template(self, spec: PoolSpec) -> None:
+        """llmctl's launch template, once its node group is gone; one without llmctl's mark (or
+        none) is left alone."""
+        from botocore.exceptions import ClientError
+
+        ec2 = self._ec2(spec)
+        name = launch_template_name(spec.cluster, spec.name)
+        with _aws_errors(spec, "ec2:DescribeLaunchTemplates"):
+            try:
+                found = ec2.describe_launch_templates(LaunchTemplateNames=[name])
+            except ClientError as exc:
+                if _template_missing(exc):
+                    return
+                raise
+        for template in found.get("LaunchTemplates", []):
+            tags = {t["Key"]: t["Value"] for t in template.get("Tags", [])}
+            if tags.get(OWNER_KEY) == OWNER_VALUE:
+                with _aws_errors(spec, "ec2:DeleteLaunchTemplate"):
+                    ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
+
     def create_pool(self, spec: PoolSpec, progress: Progress) -> None:
         subnets, role = self._subnets_and_role(spec)
-        params = create_nodegroup_params(spec, subnets, role)
+        version = self.ensure_launch_template(spec) if spec.local_disk else None
+        params = create_nodegroup_params(spec, subnets, role, version)
         with _aws_errors(spec, "eks:CreateNodegroup"):
             self._eks(spec).create_nodegroup(**params)
         self.wait_until_ready(spec, progress)
@@ -429,6 +601,8 @@ class AwsCloud(Cloud):
             self._eks(spec).delete_nodegroup(clusterName=spec.cluster, nodegroupName=spec.name)
         progress("DELETING")
         self._poll(spec, progress, until_gone=True)
+        # Only now: EC2 refuses to delete a launch template an Auto Scaling group still uses.
+        self.delete_launch_template(spec)
 
     def wait_until_ready(self, spec: PoolSpec, progress: Progress) -> None:
         progress("waiting for ACTIVE")
@@ -498,7 +672,22 @@ def _state(group: dict[str, Any]) -> PoolState:
         problems=tuple(f"{i.get('code')}: {i.get('message')}" for i in issues),
         image=str(group.get("amiType", "")),
         owned=(group.get("tags") or {}).get(OWNER_KEY) == OWNER_VALUE,
+        # A group keeps the launch template it was created with ("You cannot later specify a
+        # different launch template ID or name", CreateNodegroup.launchTemplate), so its name
+        # says whether it is llmctl's, with the local disk.
+        local_disk=(group.get("launchTemplate") or {}).get("name")
+        == launch_template_name(str(group.get("clusterName", "")), str(group["nodegroupName"])),
     )
+
+
+def _template_missing(exc: Any) -> bool:
+    """EC2's answer for a launch template name that does not exist."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in {
+        "InvalidLaunchTemplateName.NotFoundException",
+        "InvalidLaunchTemplateId.NotFound",
+        "InvalidLaunchTemplateName.NotFound",
+    }
 
 
 def _quota_value(client: Any, code: str) -> float:

@@ -57,6 +57,18 @@ VM_FAMILIES = {
     "Standard_NC4as_T4_v3": ("standardNCASv3_T4Family", "Standard NCASv3_T4 Family vCPUs"),
     "Standard_NC8as_T4_v3": ("standardNCASv3_T4Family", "Standard NCASv3_T4 Family vCPUs"),
 }
+# The GPU pool's local disk (issue 30): an ephemeral OS disk, "stored only on the host machine,
+# just like a temporary disk" (AKS, "Storage options": Ephemeral OS disks), so the kubelet's
+# ephemeral storage (emptyDirs, images; kubeletDiskType OS, the default) is on the VM's local
+# temp disk. NCasT4_v3 sizes have no cache disk, so AKS places it on the temp disk, and refuses
+# one larger than the space it counts there: Standard_NC4as_T4_v3 (180 GiB temp disk) is
+# refused at 180 GiB with VMCacheSizeTooSmall ("has a cache size of 154619000000 bytes",
+# Azure/AKS#2635), so 128 GiB (AKS's own default OS disk size) fits with room. osDiskType and
+# osDiskSizeGB "May not be changed after creation" (AgentPool.osDiskType in the SDK), so an
+# existing pool without it is reported, not changed. kubeletDiskType Temporary (the temp disk
+# for the kubelet beside a managed OS disk) is left alone: its own docs mark it a preview.
+OS_DISK_TYPE = "Ephemeral"
+OS_DISK_GB = 128
 QUOTAS_PORTAL = "https://portal.azure.com/#view/Microsoft_Azure_Capacity/QuotaMenuBlade/~/myQuotas"
 THROTTLING_HINT = (
     "Azure Resource Manager is throttling this subscription (azure-core already retried); wait a "
@@ -141,6 +153,8 @@ def agent_pool_body(spec: PoolSpec) -> dict[str, Any]:
         "nodeTaints": [f"{t.key}={t.value}:{t.effect}" for t in spec.taints],
         "tags": {OWNER_KEY: OWNER_VALUE},
     }
+    if spec.local_disk:
+        props.update({"osDiskType": OS_DISK_TYPE, "osDiskSizeGB": OS_DISK_GB})
     if spec.capacity is Capacity.SPOT:
         # -1: pay up to the on-demand price, so VMs are evicted for capacity, never for price.
         props.update(
@@ -280,6 +294,9 @@ class AzureCloud(Cloud):
                 agent_pool_body(spec),
             )
         ]
+
+    def local_disk_text(self, spec: PoolSpec) -> str:
+        return f"an ephemeral OS disk ({OS_DISK_GB} GiB on the VM's local temp disk)"
 
     def kubeconfig_command(self, spec: PoolSpec) -> str:
         return (
@@ -470,6 +487,9 @@ def _state(raw: Mapping[str, Any]) -> PoolState:
         # gpuProfile.driver: "Install" (the default when unset) or "None" (no driver).
         driver=NO_DRIVER if (props.get("gpuProfile") or {}).get("driver") == "None" else None,
         owned=(props.get("tags") or {}).get(OWNER_KEY) == OWNER_VALUE,
+        # Either puts the kubelet's ephemeral storage on the VM's own disk.
+        local_disk=props.get("osDiskType") == OS_DISK_TYPE
+        or props.get("kubeletDiskType") == "Temporary",
     )
 
 

@@ -107,6 +107,10 @@ class PoolSpec:
     zones: tuple[str, ...] = ()
     # GKE node service account; None: the one the cluster's other pools use, read at run time.
     service_account: str | None = None
+    # The node's own disk backs the kubelet's ephemeral storage (issue 30), where the GPU pods'
+    # `local` model volume (an emptyDir) lives: EKS instance store, GKE local SSD, AKS ephemeral
+    # OS disk. Asked for when the GPU tier's model volume is `local` (the default).
+    local_disk: bool = False
 
     @property
     def vcpus_per_node(self) -> int:
@@ -143,6 +147,8 @@ class PoolState:
     driver: str | None = None
     # Whether the pool carries llmctl's mark (OWNER_KEY): False for a pool someone else made.
     owned: bool = True
+    # Whether the kubelet's ephemeral storage is on the node's own disk (PoolSpec.local_disk).
+    local_disk: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +163,7 @@ class PoolState:
             "taints": [f"{t.key}={t.value}:{t.effect}" for t in self.taints],
             "problems": list(self.problems),
             "managedByLlmctl": self.owned,
+            "localDisk": self.local_disk,
         }
 
 
@@ -170,6 +177,16 @@ class Difference:
     # PUT nodeLabels/nodeTaints, Azure/AKS#1515); instance type, capacity type, GPU, driver and
     # image cannot. llmctl's mark is added in place only when the user adopts the pool.
     updatable: bool
+    # A difference the cloud cannot change in place but the pool works without (its local
+    # disk): reported, never a reason to refuse, so that a pool made before llmctl asked for it
+    # keeps working (the model then lands on the root disk). `why` says what it costs and how
+    # to get it.
+    blocking: bool = True
+    why: str = ""
+
+    @property
+    def note_only(self) -> bool:
+        return not self.updatable and not self.blocking
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,9 @@ class EnsureResult:
     action: Literal["created", "unchanged", "updated"]
     state: PoolState | None
     differences: tuple[Difference, ...] = ()
+    # What the pool lacks that cannot be changed in place and does not block (Difference.
+    # note_only): shown with the plan, left as it is.
+    notes: tuple[Difference, ...] = ()
 
 
 OWNER_FIELD = "owner"
@@ -325,12 +345,17 @@ class Cloud(ABC):
             node_role=options.node_role,
             zones=options.zones,
             service_account=options.service_account,
+            local_disk=stack.gpu.model_volume == "local",
         )
         return self.complete_spec(spec, env or {})
 
     def complete_spec(self, spec: PoolSpec, env: Mapping[str, str]) -> PoolSpec:
         """A cloud's own required settings (project, subscription...), checked and filled in."""
         return spec
+
+    def local_disk_text(self, spec: PoolSpec) -> str:
+        """What the pool's local disk is on this cloud, in a few words (plans and status)."""
+        return "the node's local disk for the kubelet's ephemeral storage"
 
     @abstractmethod
     def create_requests(self, spec: PoolSpec) -> list[ApiRequest]:
@@ -366,6 +391,23 @@ class Cloud(ABC):
             check("GPU", spec.accelerator, state.accelerator or "none", False)
             if state.accelerator:
                 check("GPUs per node", spec.gpus_per_node, state.gpus_per_node, False)
+        if spec.local_disk and not state.local_disk:
+            diffs.append(
+                Difference(
+                    "local disk",
+                    self.local_disk_text(spec),
+                    "none (the kubelet's ephemeral storage is on the root disk)",
+                    False,
+                    blocking=False,
+                    why=(
+                        f"{CLOUD_DISPLAY[spec.cloud]} cannot add it to an existing pool; the GPU "
+                        "pods' model volume is on the node's root disk meanwhile (a slower "
+                        f"fetch); to get it, recreate the pool: llmctl gpu disable --cloud "
+                        f"{spec.cloud.value} --cluster {spec.cluster} --yes, then the same "
+                        "`llmctl gpu enable`"
+                    ),
+                )
+            )
         if state.driver == NO_DRIVER:
             diffs.append(Difference("GPU driver", "installed by the cloud", "none", False))
         if not state.owned:
@@ -435,15 +477,17 @@ class Cloud(ABC):
                 f"{spec.cluster} --yes` and run enable again; if the cause is capacity, "
                 + capacity_hint(spec.cloud),
             )
-        diffs = tuple(
+        found = tuple(
             replace(d, updatable=adopt) if d.field == OWNER_FIELD else d
             for d in self.differences(spec, state)
         )
+        notes = tuple(d for d in found if d.note_only)
+        diffs = tuple(d for d in found if not d.note_only)
         if any(not d.updatable for d in diffs):
             raise PoolDiffersError(spec, diffs)
         if diffs:
-            return EnsureResult("updated", state, diffs)
-        return EnsureResult("unchanged", state)
+            return EnsureResult("updated", state, diffs, notes)
+        return EnsureResult("unchanged", state, (), notes)
 
     def current_plan(
         self, spec: PoolSpec, progress: Progress = _ignore, *, adopt: bool = False
@@ -489,7 +533,7 @@ class Cloud(ABC):
             self.update_pool(spec, progress)
         else:
             return plan
-        return EnsureResult(plan.action, self.read_pool(spec), plan.differences)
+        return EnsureResult(plan.action, self.read_pool(spec), plan.differences, plan.notes)
 
     # What this cloud cannot do (a feature asked for is refused with its reason), each cloud's
     # own: `disable --scale-to-zero` also prints the ZERO_MAX_NODES reason as a note.

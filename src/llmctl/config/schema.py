@@ -5,7 +5,7 @@ Reading it from files, the environment and flags is `config/sources.py`'s job.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -50,6 +50,9 @@ class Clouds(StrictModel):
         return config
 
 
+ModelVolume = Literal["local", "ephemeral"]
+
+
 class ModelSpec(StrictModel):
     """A GGUF file served by one llama.cpp tier."""
 
@@ -64,6 +67,12 @@ class ModelSpec(StrictModel):
     )
     # When set, the download is checked against it before the server may start.
     sha256: str | None = Field(None, pattern=r"^[a-f0-9]{64}$")
+    # Where each pod keeps its copy (docs/deploy.md, "Model storage"): `local`, an emptyDir of
+    # storageSize on the node's own disk (the NVMe instance store, local SSD or ephemeral OS
+    # disk that `llmctl gpu enable` gives the GPU pool), or `ephemeral`, a generic ephemeral
+    # volume (a network disk of storageClassName made with the pod). Unset: the tier's default,
+    # `local` for the GPU tier, `ephemeral` for the CPU tier, whose nodes llmctl does not make.
+    volume: ModelVolume | None = None
     parameters: int = Field(gt=0)
     aliases: tuple[str, ...] = ()
 
@@ -144,6 +153,10 @@ class Resources(StrictModel):
 
 
 class CpuTier(StrictModel):
+    # The CPU nodes are the cluster's own, with whatever root disk they have: a network disk of
+    # storageSize per pod is the one size llmctl can promise there.
+    DEFAULT_MODEL_VOLUME: ClassVar[ModelVolume] = "ephemeral"
+
     # Two, each with its own model volume, behind a PodDisruptionBudget: one pod restarting,
     # drained or rescheduled leaves the other serving.
     replicas: int = Field(2, ge=0, le=100)
@@ -155,6 +168,11 @@ class CpuTier(StrictModel):
         requests=ResourceList(cpu="1", memory="1Gi"),
         limits=ResourceList(memory="1536Mi"),
     )
+
+    @property
+    def model_volume(self) -> ModelVolume:
+        """Where the tier's pods keep the model: `model.volume`, or the tier's default."""
+        return self.model.volume or self.DEFAULT_MODEL_VOLUME
 
 
 class InstanceTypes(StrictModel):
@@ -179,6 +197,10 @@ class InstanceTypes(StrictModel):
 
 
 class GpuTier(StrictModel):
+    # `llmctl gpu enable` gives every GPU pool a local disk for the kubelet's ephemeral storage
+    # (issue 30): the model is fetched onto it, not onto a network disk attached at pod start.
+    DEFAULT_MODEL_VOLUME: ClassVar[ModelVolume] = "local"
+
     enabled: bool = False
     resource_name: str = Field(
         "nvidia.com/gpu", alias="resourceName", pattern=r"^[a-z0-9.\-]+/[a-z0-9.\-]+$"
@@ -221,6 +243,11 @@ class GpuTier(StrictModel):
                 f"{self.max_replicas}"
             )
         return self
+
+    @property
+    def model_volume(self) -> ModelVolume:
+        """Where the tier's pods keep the model: `model.volume`, or the tier's default."""
+        return self.model.volume or self.DEFAULT_MODEL_VOLUME
 
     def gpu_of(self, cloud: CloudName) -> catalog.GpuInfo:
         instance = catalog.INSTANCE_TYPES[cloud][self.instance_types.of(cloud)]

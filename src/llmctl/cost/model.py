@@ -155,6 +155,10 @@ class EstimateRequest:
     include_control_plane: bool = True
     cpu_disk_gb: float = DEFAULT_CPU_DISK_GB
     gpu_disk_gb: float = DEFAULT_GPU_DISK_GB
+    # The GPU nodes carry the local disk `llmctl gpu enable` gives them while the GPU tier's
+    # model volume is `local` (issue 30); where the cloud bills it apart (GKE Local SSD), it
+    # is counted per GPU node-hour beside the node.
+    gpu_local_disk: bool = field(default_factory=lambda: Stack().gpu.model_volume == "local")
     # The pods that run on CPU nodes in every scenario (the CPU tier and the routers): they
     # decide how many CPU nodes each cluster pays for.
     cpu_pods: tuple[fit.PodRequest, ...] = field(
@@ -257,6 +261,8 @@ class _CloudCosts:
     control_plane: float
     disk_per_gb_month: float
     gpu_tps: float
+    # What one GPU node's local disk adds a month (0: none, or it comes with the VM).
+    gpu_local_disk_month: float
     cpu_tps: float
 
 
@@ -367,6 +373,20 @@ def _cloud_costs(
     used.append(
         _sourced(plan, f"disk ({disk.kind})", "-", disk.usd_per_gb_month, "USD/GB-month", disk)
     )
+    local = prices.region(plan.cloud, plan.region).gpu_local_disk
+    local_month = 0.0
+    if request.gpu_local_disk and local is not None:
+        used.append(
+            _sourced(
+                plan,
+                f"GPU node local disk ({local.kind})",
+                "-",
+                local.usd_per_gb_month,
+                "USD/GB-month",
+                local,
+            )
+        )
+        local_month = local.gb * local.usd_per_gb_month
     gpu = catalog.INSTANCE_TYPES[plan.cloud][plan.gpu_instance].gpu
     gpu_tps = (
         request.workload.gpu_tokens_per_second
@@ -384,6 +404,7 @@ def _cloud_costs(
         control_plane=_control_plane_hourly(prices, request, plan, used),
         disk_per_gb_month=disk.usd_per_gb_month,
         gpu_tps=gpu_tps,
+        gpu_local_disk_month=local_month,
         cpu_tps=cpu_tps,
     )
 
@@ -416,7 +437,8 @@ def _scenario(request: EstimateRequest, costs: _CloudCosts, mode: Mode) -> Scena
         Mode.SCALE_TO_ZERO: gpu_node_hours(workload, hours, costs.gpu_tps),
     }[mode]
     compute = cpu_compute + costs.gpu_hourly * gpu_hours
-    disk = cpu_disk + request.gpu_disk_gb * costs.disk_per_gb_month * gpu_hours / HOURS_PER_MONTH
+    gpu_disk_month = request.gpu_disk_gb * costs.disk_per_gb_month + costs.gpu_local_disk_month
+    disk = cpu_disk + gpu_disk_month * gpu_hours / HOURS_PER_MONTH
     control_plane = costs.control_plane * hours
     total = compute + disk + control_plane
     requests = workload.gpu_requests_per_day * hours / 24.0
@@ -530,11 +552,26 @@ def _assumptions(request: EstimateRequest, costs: list[_CloudCosts]) -> list[str
         "load), billed; up-share of idle time u = 1 - 1/(e^(rate x idle tail) + rate x cold "
         "start)",
         f"disks: {request.cpu_disk_gb:g} GB per CPU node, {request.gpu_disk_gb:g} GB per GPU "
-        "node while it exists",
+        "node while it exists" + _local_disk_note(request, costs),
         "; ".join(control),
         "not included: load balancers, NAT gateways, egress, public IPs, logging and "
         "monitoring, image registry, model storage, taxes and discounts (savings plans, CUDs)",
     ]
+
+
+def _local_disk_note(request: EstimateRequest, costs: list[_CloudCosts]) -> str:
+    """What the GPU nodes' local disk (issue 30) adds, where a cloud bills it apart."""
+    billed = [c for c in costs if c.gpu_local_disk_month > 0]
+    if not request.gpu_local_disk or not billed:
+        return ""
+    each = ", ".join(
+        f"{c.plan.cloud.value} ${c.gpu_local_disk_month:.2f} a node-month" for c in billed
+    )
+    return (
+        f", plus the GPU node's local disk (gpu.model.volume local; {each}) while it exists: "
+        "GKE bills Local SSD beside the node, while the EKS instance store and the AKS temp "
+        "disk come with the VM"
+    )
 
 
 def estimate(

@@ -65,6 +65,12 @@ class DiskPrice(Sourced):
     usd_per_gb_month: float = Field(ge=0)
 
 
+class LocalDiskPrice(DiskPrice):
+    """A GPU node's local disk billed beside it (GKE Local SSD): its size and rate."""
+
+    gb: float = Field(gt=0)
+
+
 class ControlPlanePrice(HourlyPrice):
     free_tier: str | None = None
 
@@ -73,6 +79,8 @@ class RegionPrices(_Model):
     instances: dict[str, InstancePrices]
     accelerators: dict[str, InstancePrices] = {}
     disk: DiskPrice
+    # Absent: the GPU node's local disk comes with the VM (EKS instance store, AKS temp disk).
+    gpu_local_disk: LocalDiskPrice | None = None
 
 
 class CloudPrices(_Model):

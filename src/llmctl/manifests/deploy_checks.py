@@ -22,10 +22,16 @@ def router_image_warning(stack: Stack) -> str | None:
 
 
 def _unclassed(stack: Stack, gpu: bool) -> list[tuple[str, ModelSpec]]:
-    tiers = [("cpu.model", stack.cpu.model)]
+    """The tiers whose model volume is a claim without a class (a `local` volume is an emptyDir
+    on the node's own disk: no StorageClass is involved)."""
+    tiers = [("cpu.model", stack.cpu.model, stack.cpu.model_volume)]
     if gpu:
-        tiers.append(("gpu.model", stack.gpu.model))
-    return [(key, model) for key, model in tiers if model.storage_class_name is None]
+        tiers.append(("gpu.model", stack.gpu.model, stack.gpu.model_volume))
+    return [
+        (key, model)
+        for key, model, volume in tiers
+        if volume == "ephemeral" and model.storage_class_name is None
+    ]
 
 
 def storage_class_warning(stack: Stack, clouds: tuple[CloudName, ...], gpu: bool) -> str | None:

@@ -29,11 +29,12 @@ def values_file_name(cloud: CloudName, gpu: bool) -> str:
     return f"values-{cloud.value}-{'gpu' if gpu else 'cpu'}.yaml"
 
 
-def _model(model: ModelSpec, store_uri: str | None = None) -> dict[str, Any]:
+def _model(model: ModelSpec, volume: str, store_uri: str | None = None) -> dict[str, Any]:
     return {
         "name": model.name,
         "uri": model.uri,
         "path": model.path,
+        "volume": volume,
         "storageSize": model.storage_size,
         "storageClassName": model.storage_class_name or "",
         "sha256": model.sha256 or "",
@@ -163,7 +164,11 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "replicas": stack.cpu.replicas,
             "nodeSelector": {},
             "tolerations": [],
-            "model": _model(stack.cpu.model, model_store.store_uri(stack, cloud, stack.cpu.model)),
+            "model": _model(
+                stack.cpu.model,
+                stack.cpu.model_volume,
+                model_store.store_uri(stack, cloud, stack.cpu.model),
+            ),
             "llamacpp": _llamacpp(stack.cpu.llamacpp),
             "resources": _resources(stack.cpu.resources),
             "backend": _backend(backends[Tier.CPU]),
@@ -195,7 +200,11 @@ def _helm_values(stack: Stack, cloud: CloudName, gpu: bool) -> dict[str, Any]:
             "monitorLabels": dict(stack.observability.monitor_labels),
             "dcgmExporter": {"enabled": True, "namespace": NODE_AGENT_NAMESPACE},
         },
-        "model": _model(stack.gpu.model, model_store.store_uri(stack, cloud, stack.gpu.model)),
+        "model": _model(
+            stack.gpu.model,
+            stack.gpu.model_volume,
+            model_store.store_uri(stack, cloud, stack.gpu.model),
+        ),
         "llamacpp": _llamacpp(stack.gpu.llamacpp),
     }
 

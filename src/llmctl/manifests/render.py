@@ -22,6 +22,7 @@ from llmctl.config import (
     GpuTier,
     ModelDownload,
     ModelSpec,
+    ModelVolume,
     Resources,
     Stack,
 )
@@ -166,10 +167,20 @@ def _spread(selector_labels: dict[str, str]) -> list[dict[str, Any]]:
     ]
 
 
-def model_volume(name: str, model: ModelSpec, labels_: dict[str, str]) -> dict[str, Any]:
-    """A generic ephemeral volume: each pod gets its own claim, made with the pod and deleted
-    with it, so replicas never share a ReadWriteOnce disk and a pod is never pinned to the zone
-    of a disk an earlier pod left behind."""
+def model_volume(
+    name: str, model: ModelSpec, labels_: dict[str, str], volume: ModelVolume
+) -> dict[str, Any]:
+    """Each pod's own model volume, never shared and gone with the pod, so replicas never share
+    a disk and a pod is never pinned to the zone of a disk an earlier pod left behind.
+
+    `local`: an emptyDir, which lives in the kubelet's ephemeral storage, i.e. on the node's
+    local disk where the pool has one (`llmctl gpu enable` gives the GPU pool its NVMe instance
+    store, local SSD or ephemeral OS disk); its sizeLimit is storageSize (the kubelet evicts a
+    pod that writes more). `ephemeral`: a generic ephemeral volume, a claim made with the pod
+    and deleted with it, on a network disk of storageClassName.
+    """
+    if volume == "local":
+        return {"name": name, "emptyDir": {"sizeLimit": model.storage_size}}
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": model.storage_size}},
@@ -208,7 +219,7 @@ def _tier(
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: list[dict[str, Any]] = [
-        model_volume("models", model, tier_labels),
+        model_volume("models", model, tier_labels, spec.model_volume),
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
     env: list[dict[str, str]] = []
