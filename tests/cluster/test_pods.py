@@ -359,29 +359,34 @@ def test_prometheus_scrapes_the_router_through_its_service(on_node: OnNode) -> N
         prometheus.stop()
 
 
-def test_rollout_restart_of_the_router_loses_none_of_4_streams(on_node: OnNode) -> None:
+def test_rollout_restart_of_the_router_loses_no_stream(on_node: OnNode) -> None:
     """The router pod the streams go through is replaced while they run: its preStop sleep,
-    then its drain, let all four end with [DONE]."""
+    then its drain, let every stream end with [DONE].
+
+    Two streams run back to back, one per llama-server slot, from before the rollout until the
+    old pod is seen terminating; those in flight then must finish through the drain. (Four
+    streams sized from a measured rate once all ended before the old pod was stopped: how long
+    a rollout takes to get there on a loaded machine cannot be predicted, only waited for.)"""
     plane = on_node.plane
     old = one_ready_pod(plane, NAMESPACE, ROUTER, 60)
     with _forward(on_node, old) as url:
         rate = _single_stream_rate(url)
-        # Two llama-server slots: two streams run, two wait (at most the router's 30 s queue
-        # timeout). Each pair should outlast a router pod's start, which the rollout waits for
-        # before it stops the old pod.
-        # Two streams at once run at well under half speed each on a busy 2-core machine. A
-        # replacement pod starts more slowly under the rollout than `router_start_s` measured
-        # (in CI all four streams once ended 6 s in, before the old pod was stopped): each pair
-        # lasts twice that start and 12 s at least.
-        per_stream_s = min(24.0, max(12.0, 2 * on_node.router_start_s + 4))
-        tokens = max(16, int(rate * 0.4 * per_stream_s))
-        ends = [StreamEnd() for _ in range(4)]
-        threads = [
-            threading.Thread(target=stream_chat, args=(url, tokens, end), daemon=True)
-            for end in ends
-        ]
-        for thread in threads:
-            thread.start()
+        # A few seconds each, far inside the drain (terminationGracePeriodSeconds 70 less the
+        # 5 s preStop), even at half speed with two at once.
+        tokens = max(16, int(rate * 0.5 * 4))
+        ends: list[StreamEnd] = []
+        stop_starting = threading.Event()
+
+        def back_to_back() -> None:
+            while not stop_starting.is_set():
+                end = StreamEnd()
+                ends.append(end)
+                stream_chat(url, tokens, end)
+
+        workers = [threading.Thread(target=back_to_back, daemon=True) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        wait_for("both streams to send a token", lambda: len(ends) >= 2, 60)
         assert ends[0].first_token.wait(60) and ends[1].first_token.wait(60)
         plane.kubectl("rollout", "restart", "-n", NAMESPACE, "deployment/llm-router")
 
@@ -390,20 +395,18 @@ def test_rollout_restart_of_the_router_loses_none_of_4_streams(on_node: OnNode) 
             return not found or bool(found[0]["metadata"].get("deletionTimestamp"))
 
         wait_for(f"router pod {old} to be stopped by the rollout", terminating, 180)
-        in_flight = sum(1 for end in ends if end.ended_at is None)
-        for thread in threads:
-            thread.join(timeout=150)
-    assert in_flight > 0, (
-        f"every stream ({tokens} tokens at {rate:.1f} tok/s alone) ended before the rollout "
-        "stopped the old pod: nothing was in flight to lose"
-    )
+        stop_starting.set()
+        in_flight = sum(1 for end in list(ends) if end.ended_at is None)
+        for worker in workers:
+            worker.join(timeout=150)
+    assert in_flight > 0, "no stream was in flight when the rollout stopped the old pod"
     summary = [(e.status, e.tokens, e.done, e.error, e.lost) for e in ends]
     assert all(e.done and e.error is None and e.lost is None for e in ends), summary
     # Every token asked for (the chunks also carry the role and the finish reason).
     assert all(e.tokens >= tokens for e in ends), summary
     wait_rollout(plane, NAMESPACE, "llm-router", START_TIMEOUT_S)
-    print(f"rollout restart: 4/4 streams of {tokens} tokens ended with [DONE]; "
-          f"{in_flight} were in flight when the old pod was stopped")  # fmt: skip
+    print(f"rollout restart: {len(ends)}/{len(ends)} streams of {tokens} tokens ended with "
+          f"[DONE]; {in_flight} were in flight when the old pod was stopped")  # fmt: skip
 
 
 def test_a_llama_pod_deleted_mid_stream_ends_it_with_the_documented_error(
