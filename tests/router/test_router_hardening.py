@@ -636,7 +636,9 @@ def test_a_gpu_crash_sends_its_queued_requests_to_the_cpu_fallback(tmp_path: Pat
     """#7, review 5.3: a GPU kill gave 16 of 400 requests 502 instead of the CPU fallback."""
     with routed(tmp_path, GPU_AND_CPU) as (router, (gpu, _)):
         with ThreadPoolExecutor(4) as pool:
-            holder = pool.submit(post, router, "sleep:2", model="big", timeout=60)
+            # The holder keeps the one GPU slot until the crash resets it: with 2 s it could
+            # finish first on a loaded machine, and the 3 queued went to the GPU, not the CPU.
+            holder = pool.submit(post, router, "sleep:20", model="big", timeout=60)
             assert wait_for(lambda: gpu.hits == 1, 10)
             queued = [pool.submit(post, router, "hello", model="big", timeout=60) for _ in range(3)]
             assert wait_for(lambda: tier_demand(router, "gpu") == 4, 10)  # the 3 wait for a slot
