@@ -252,3 +252,33 @@ def test_cpu_only_leaves_out_the_eks_fee_that_is_three_times_larger() -> None:
     assert row.control_plane_usd == pytest.approx(73.0)
     assert row.control_plane_usd > 3 * 21
     assert row.compute_usd < 21
+
+
+def test_the_gpu_nodes_local_ssd_is_a_sourced_price_and_a_note_only_where_it_is_billed() -> None:
+    """Issue 30: GKE bills the GPU node's Local SSD beside the node; the EKS instance store and
+    the AKS temp disk come with the VM. The price is listed with its source, the note names
+    each billed cloud's node-month, and neither appears with `gpu.model.volume: ephemeral`."""
+    prices = load_catalog()
+    clouds = (AWS, GCP)
+    local = prices.region(CloudName.GCP, "us-central1").gpu_local_disk
+    assert local is not None and prices.region(CloudName.AWS, "us-east-1").gpu_local_disk is None
+    result = estimate(prices, EstimateRequest(clouds=clouds, gpu_local_disk=True))
+    lines = [p for p in result.prices if p.item.startswith("GPU node local disk")]
+    assert [(p.cloud, p.item, p.capacity, p.price, p.unit) for p in lines] == [
+        ("gcp", f"GPU node local disk ({local.kind})", "-", local.usd_per_gb_month, "USD/GB-month")
+    ]
+    month = local.gb * local.usd_per_gb_month
+    assert month > 1  # one 375 GB Local SSD: about $30 a node-month
+    note = (
+        f", plus the GPU node's local disk (gpu.model.volume local; gcp ${month:.2f} a "
+        "node-month) while it exists: GKE bills Local SSD beside the node, while the EKS "
+        "instance store and the AKS temp disk come with the VM"
+    )
+    assert any(note in line for line in result.assumptions), result.assumptions
+
+    without = estimate(prices, EstimateRequest(clouds=clouds, gpu_local_disk=False))
+    assert not [p for p in without.prices if p.item.startswith("GPU node local disk")]
+    assert not any("local disk" in line for line in without.assumptions)
+    # Only AWS, which bills no local disk: no note either.
+    aws_only = estimate(prices, EstimateRequest(clouds=(AWS,), gpu_local_disk=True))
+    assert not any("local disk" in line for line in aws_only.assumptions)
