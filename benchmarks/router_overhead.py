@@ -413,9 +413,7 @@ async def measure(
         row["router_cpu_ms_per_request"] = proxy_cpu["router"] / max(counts["router"], 1) * 1000
         for other in ("base", "granian"):
             if other in pids:
-                row[f"{other}_cpu_ms_per_request"] = (
-                    proxy_cpu[other] / max(counts[other], 1) * 1000
-                )
+                row[f"{other}_cpu_ms_per_request"] = proxy_cpu[other] / max(counts[other], 1) * 1000
         results[str(level)] = row
     results["ttfb_p50_ms"] = await ttfb_p50_ms(pools, rounds)
     for pool in pools.values():

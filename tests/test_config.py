@@ -287,8 +287,7 @@ def test_a_secret_in_llmctl_yaml_is_refused_and_the_allowed_keys_listed(tmp_path
     """The secrets stay in the Secret: a key policy has no place for one, so none can reach the
     rendered files."""
     text = (
-        "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a\n"
-        "        secret: sk-1\n"
+        "router:\n  apiKeys:\n    secretName: k\n    keys:\n      - name: a\n        secret: sk-1\n"
     )
     message = _error(config_file=_write(tmp_path, text), env={})
     assert "unknown setting 'router.apiKeys.keys.0.secret'" in message

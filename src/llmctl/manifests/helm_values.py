@@ -103,9 +103,7 @@ def _router_settings_values(stack: Stack, router: dict[str, Any]) -> None:
             k.model_dump(mode="json", by_alias=True, exclude_defaults=True) for k in keys.keys
         ]
     if keys.budget_store is not None:
-        router["apiKeys"]["budgetStore"] = keys.budget_store.model_dump(
-            mode="json", by_alias=True
-        )
+        router["apiKeys"]["budgetStore"] = keys.budget_store.model_dump(mode="json", by_alias=True)
     wait = stack.router.gpu_wait
     router["gpuWait"] = {} if wait == GpuWait() else wait.model_dump(mode="json", by_alias=True)
 

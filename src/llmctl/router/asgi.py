@@ -235,6 +235,4 @@ def app_from_env() -> RouterAsgi:
 
     config = read_config(Path(os.environ["LLMCTL_ROUTER_CONFIG"]))
     app = RouterApp(config, load_api_keys(config.api_keys))
-    return RouterAsgi(
-        app.handle, _NoDrain(), config.limits.max_body_bytes, app.start, app.stop
-    )
+    return RouterAsgi(app.handle, _NoDrain(), config.limits.max_body_bytes, app.start, app.stop)

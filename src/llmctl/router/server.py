@@ -730,14 +730,10 @@ class GuardedHttpTools(HttpToolsProtocol):
 
 def protocol_class(guard: Guard, app: RouterAsgi) -> type[GuardedHttpTools]:
     attributes = {"guard": guard, "handle": staticmethod(app.handler), "max_body": app.max_body}
-    return cast(
-        type[GuardedHttpTools], type("RouterHttpProtocol", (GuardedHttpTools,), attributes)
-    )
+    return cast(type[GuardedHttpTools], type("RouterHttpProtocol", (GuardedHttpTools,), attributes))
 
 
-async def run_listener(
-    app: RouterAsgi, guard: Guard, host: str, port: int
-) -> asyncio.Server:
+async def run_listener(app: RouterAsgi, guard: Guard, host: str, port: int) -> asyncio.Server:
     """Listen on host:port with uvicorn's protocol; the caller closes it (the drain)."""
     config = Config(
         app,
